@@ -1,0 +1,329 @@
+"""The command line. Heavy imports happen inside the commands, so ``--help`` is instant.
+
+Exit codes: 0 ok, 1 the run failed, 2 usage or configuration error (nothing was written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from console import __version__
+from console.errors import ConsoleError, RunError, UsageError
+
+if TYPE_CHECKING:
+    from console.config import Settings
+    from console.engine.consumer import ConsumerOptions
+    from console.engine.events import EventLog
+    from console.headless import LinePrinter
+    from console.model import Position
+    from console.processors import Processor
+    from console.sources.base import StreamInfo
+    from console.sources.kinesis import KinesisSource
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    """Flags shared by run and demo. Defaults are None: a flag not given leaves the
+    environment and the config file to decide."""
+    p.add_argument("--db", metavar="PATH", help="SQLite checkpoint database")
+    p.add_argument(
+        "--processor",
+        metavar="SPEC",
+        help="null, print, jsonl:PATH or package.module:function (default: null)",
+    )
+    p.add_argument("--no-ui", action="store_const", const=True, help="run headless")
+    p.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after this long")
+    p.add_argument(
+        "--max-records", type=_whole, metavar="N", help="stop after processing N records"
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    p.add_argument("--log-format", choices=("text", "json"), help="headless log lines")
+    p.add_argument("--flush-interval", type=_seconds, metavar="SECONDS")
+    p.add_argument("--discovery-interval", type=_seconds, metavar="SECONDS")
+    p.add_argument("--idle-interval", type=_seconds, metavar="SECONDS")
+    p.add_argument("--status-interval", type=_seconds, metavar="SECONDS")
+    p.add_argument(
+        "--processor-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="a batch not processed within this stops the run (0: wait forever; default 300)",
+    )
+    p.add_argument("--records-per-call", type=_whole, metavar="N")
+    p.add_argument(
+        "--inject-faults",
+        metavar="SPEC",
+        help="rehearse incidents: throttle=0.1,http500=0.05,reset=0.05,timeout=0.05,"
+        "expired=0.05[,seed=N] (fraction of AWS calls)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="shard-console",
+        description="The consumer of a Kinesis stream and its operator console, in one process.",
+    )
+    parser.add_argument("--version", action="version", version=f"shard-console {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="consume a stream")
+    run.add_argument("stream", metavar="STREAM", help="Kinesis stream name or ARN")
+    run.add_argument("--endpoint-url", metavar="URL", help="a local or private endpoint")
+    run.add_argument("--region", metavar="R")
+    run.add_argument("--profile", metavar="P", help="AWS profile (credentials as boto3 finds them)")
+    run.add_argument(
+        "--initial-position",
+        metavar="POS",
+        help="where a stream new to the database starts: trim_horizon (default), latest, "
+        "at_timestamp:ISO8601",
+    )
+    _common(run)
+    run.set_defaults(handler=cmd_run)
+
+    demo = sub.add_parser("demo", help="run against an embedded endpoint; no AWS account needed")
+    demo.add_argument("--shards", type=_whole, default=4, metavar="N", help="default 4")
+    demo.add_argument(
+        "--rate", type=float, default=100.0, metavar="RECORDS_PER_S", help="default 100"
+    )
+    _common(demo)
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+_SETTING_FLAGS = (
+    "endpoint_url",
+    "region",
+    "profile",
+    "db",
+    "processor",
+    "initial_position",
+    "no_ui",
+    "duration",
+    "max_records",
+    "log_format",
+    "discovery_interval",
+    "flush_interval",
+    "idle_interval",
+    "status_interval",
+    "processor_timeout",
+    "records_per_call",
+    "inject_faults",
+)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from console.config import load_settings
+
+    flags = {name: getattr(args, name, None) for name in _SETTING_FLAGS}
+    settings, _ = load_settings(flags, config=args.config)
+    return settings
+
+
+def _options(settings: Settings, initial: Position) -> ConsumerOptions:
+    from console.engine.consumer import ConsumerOptions
+
+    return ConsumerOptions(
+        initial_position=initial,
+        discovery_interval=settings.discovery_interval,
+        flush_interval=settings.flush_interval,
+        idle_interval=settings.idle_interval,
+        records_per_call=settings.records_per_call,
+        max_records=settings.max_records,
+        processor_timeout=settings.processor_timeout or None,
+    )
+
+
+async def _probe(source: KinesisSource) -> StreamInfo:
+    """Describe the stream before anything is written: bad names, credentials and endpoints
+    are usage errors (exit 2), a passing fault is a run error (exit 1)."""
+    from console.sources.base import FatalSourceError, RetryableError, SourceError
+
+    try:
+        return await source.describe()
+    except (FatalSourceError, RetryableError) as exc:
+        from console.sources.base import EndpointUnreachableError
+
+        if isinstance(exc, FatalSourceError | EndpointUnreachableError):
+            raise UsageError(str(exc)) from None
+        raise RunError(f"could not describe the stream: {exc}") from None
+    except SourceError as exc:
+        raise RunError(str(exc)) from None
+
+
+async def _consume(
+    source: KinesisSource,
+    db: str,
+    settings: Settings,
+    initial: Position,
+    printer: LinePrinter,
+    processor: Processor,
+    events: EventLog | None = None,
+) -> int:
+    from console.checkpoints.sqlite import SqliteStore
+    from console.config import data_dir, default_db_path
+    from console.engine.consumer import Consumer
+    from console.headless import run_headless
+
+    info = await _probe(source)
+    if db == default_db_path():
+        # The default folder is ours to create, once the stream is known to be good.
+        data_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = await SqliteStore.open(db)
+    try:
+        consumer = Consumer(source, store, processor, _options(settings, initial), events)
+        consumer.events.subscribe(printer.event)
+        return await run_headless(
+            consumer,
+            printer,
+            duration=settings.duration,
+            status_interval=settings.status_interval,
+            info=info,
+        )
+    finally:
+        await store.close()
+
+
+def _initial(settings: Settings) -> Position:
+    from console.model import Position, PositionError
+
+    try:
+        return Position.parse_initial(settings.initial_position)
+    except PositionError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _hooks(settings: Settings) -> list[Any]:
+    if not settings.inject_faults:
+        return []
+    from console.sources.faults import FaultInjector
+
+    return FaultInjector.parse(settings.inject_faults).hooks("kinesis")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from console.checkpoints.sqlite import inspect_database
+    from console.config import data_dir, default_db_path
+    from console.headless import LinePrinter
+    from console.processors import load_processor
+    from console.sources.aws import AwsSettings
+    from console.sources.kinesis import KinesisSource, stream_name
+
+    settings = _settings(args)
+    initial = _initial(settings)
+    processor = load_processor(settings.processor, stream_name(args.stream))
+    db = settings.db or default_db_path()
+    if settings.db is not None or data_dir().exists():
+        inspect_database(db)
+    hooks = _hooks(settings)
+    aws = AwsSettings(
+        region=settings.region, profile=settings.profile, endpoint_url=settings.endpoint_url
+    )
+    printer = LinePrinter(settings.log_format)
+
+    async def main() -> int:
+        async with KinesisSource(args.stream, aws, hooks) as source:
+            return await _consume(source, db, settings, initial, printer, processor)
+
+    return asyncio.run(main())
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from console.checkpoints.sqlite import inspect_database
+    from console.engine.events import EventLog
+    from console.headless import LinePrinter
+    from console.model import Position
+    from console.processors import load_processor
+    from console.sources.demo import Demo, DemoOptions
+    from console.sources.kinesis import KinesisSource
+
+    settings = _settings(args)
+    if args.shards < 1 or args.shards > 64:
+        raise UsageError(f"--shards must be between 1 and 64, not {args.shards}")
+    if not args.rate > 0:
+        raise UsageError(f"--rate must be a positive number of records per second, not {args.rate}")
+    tmpdir: str | None = None
+    if settings.db:
+        db = settings.db
+        # A persistent database outlives the demo's stream: give each demo run its own stream.
+        stream = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    else:
+        tmpdir = tempfile.mkdtemp(prefix="shard-console-demo-")
+        db = str(Path(tmpdir) / "checkpoints.db")
+        stream = "demo"
+    processor = load_processor(settings.processor, stream)
+    printer = LinePrinter(settings.log_format)
+    try:
+        inspect_database(db)
+
+        async def main() -> int:
+            events = EventLog()
+            loop = asyncio.get_running_loop()
+
+            def on_demo_event(message: str) -> None:  # called on the endpoint's thread
+                loop.call_soon_threadsafe(events.emit, "demo", message)
+
+            demo = Demo(
+                DemoOptions(stream=stream, shards=args.shards, rate=args.rate),
+                on_event=on_demo_event,
+            )
+            demo.start()
+            where = f"{db} (deleted at exit; pass --db to keep it)" if tmpdir else db
+            printer.line(
+                "info",
+                "demo",
+                f"demo endpoint {demo.endpoint.url}, stream '{stream}' with {args.shards} shards "
+                f"at {args.rate:g} records/s; checkpoints in {where}",
+            )
+            try:
+                async with KinesisSource(stream, demo.aws, _hooks(settings)) as source:
+                    return await _consume(
+                        source, db, settings, Position.trim_horizon(), printer, processor, events
+                    )
+            finally:
+                demo.stop()
+
+        return asyncio.run(main())
+    finally:
+        if tmpdir:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args))
+    except ConsoleError as exc:
+        print(f"shard-console: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,1 @@
+"""The consumer: discovery, lineage, per-shard workers, checkpoints, control. No UI here."""

@@ -1,0 +1,152 @@
+"""Checkpoints kept in memory per batch and written to the store in batches.
+
+Workers call :meth:`Checkpointer.advance` once per processed batch: a dict assignment, no await.
+:meth:`Checkpointer.flush` writes every shard that moved in one transaction (on an interval, at
+shard end, before any control change, and at shutdown), after the processor's own ``flush`` so
+output is durable before the checkpoint that covers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
+
+from console.checkpoints.base import CheckpointChange, CheckpointStore, HistoryEntry
+from console.engine.state import EngineState
+from console.model import Checkpoint, CheckpointStatus, Position
+
+
+class Checkpointer:
+    def __init__(
+        self,
+        store: CheckpointStore,
+        stream: str,
+        state: EngineState,
+        before_write: Callable[[], Awaitable[None]],
+        *,
+        history_interval: float = 60.0,
+    ) -> None:
+        self._store = store
+        self._stream = stream
+        self._state = state
+        self._before_write = before_write
+        self._history_interval = history_interval
+        self._saved: dict[str, Checkpoint] = {}
+        self._pending: dict[str, tuple[Position, float | None]] = {}
+        self._history_at: dict[str, float] = {}
+        self._history_pos: dict[str, Position] = {}
+        self._lock = asyncio.Lock()
+        self.flushes = 0
+        # Shards whose checkpoint says done or skipped: what lineage readiness is computed from.
+        self.finished: set[str] = set()
+
+    def load(self, checkpoints: Mapping[str, Checkpoint]) -> None:
+        self._saved = dict(checkpoints)
+        self.finished = {sid for sid, cp in checkpoints.items() if cp.status.finished}
+        now = time.time()
+        for sid, cp in checkpoints.items():
+            self._history_pos[sid] = cp.position
+            self._history_at[sid] = now
+            view = self._state.view(sid)
+            view.checkpoint = cp.position
+            view.checkpoint_at = cp.updated_at
+            view.position = cp.position
+            self._state.touch(view)
+
+    def advance(self, shard_id: str, position: Position, arrival: float | None) -> None:
+        """The per-batch call: remember, write later."""
+        self._pending[shard_id] = (position, arrival)
+
+    def get(self, shard_id: str) -> Checkpoint | None:
+        """The current truth for a shard: saved, with any unflushed progress applied."""
+        saved = self._saved.get(shard_id)
+        pending = self._pending.get(shard_id)
+        if pending is None:
+            return saved
+        position, arrival = pending
+        if saved is None:
+            return Checkpoint(shard_id, position, arrival=arrival)
+        return replace(saved, position=position, arrival=arrival)
+
+    def all(self) -> dict[str, Checkpoint]:
+        out = dict(self._saved)
+        for sid in self._pending:
+            cp = self.get(sid)
+            assert cp is not None
+            out[sid] = cp
+        return out
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._pending)
+
+    async def flush(self) -> int:
+        """Write every shard that moved since the last flush. Returns how many."""
+        return await self.write(())
+
+    async def write(self, changes: Sequence[CheckpointChange]) -> int:
+        """Write pending progress and ``changes`` in one transaction; a change for a shard
+        replaces that shard's pending progress."""
+        async with self._lock:
+            pending, self._pending = self._pending, {}
+            if not pending and not changes:
+                return 0
+            now = time.time()
+            explicit = {c.checkpoint.shard_id for c in changes}
+            batch: list[CheckpointChange] = []
+            for sid, (position, arrival) in pending.items():
+                if sid in explicit:
+                    continue
+                base = self._saved.get(sid)
+                cp = (
+                    Checkpoint(sid, position, arrival=arrival, updated_at=now)
+                    if base is None
+                    else replace(base, position=position, arrival=arrival, updated_at=now)
+                )
+                batch.append(CheckpointChange(cp, self._progress_entry(sid, position, now)))
+            for change in changes:
+                batch.append(
+                    CheckpointChange(replace(change.checkpoint, updated_at=now), change.history)
+                )
+            try:
+                await self._before_write()
+                await self._store.save(self._stream, batch)
+            except BaseException:
+                for sid, value in pending.items():
+                    self._pending.setdefault(sid, value)
+                raise
+            self.flushes += 1
+            for change in batch:
+                cp = change.checkpoint
+                self._saved[cp.shard_id] = cp
+                if cp.status.finished:
+                    self.finished.add(cp.shard_id)
+                else:
+                    self.finished.discard(cp.shard_id)
+                if change.history is not None:
+                    self._history_at[cp.shard_id] = now
+                    self._history_pos[cp.shard_id] = cp.position
+                view = self._state.view(cp.shard_id)
+                view.checkpoint = cp.position
+                view.checkpoint_at = now
+                if cp.shard_id in explicit:
+                    view.position = cp.position
+                self._state.touch(view)
+            return len(batch)
+
+    def _progress_entry(self, sid: str, position: Position, now: float) -> HistoryEntry | None:
+        """Routine progress goes into history at most once per ``history_interval`` per shard,
+        so "rewind to a previous checkpoint" has points to offer without a row per flush."""
+        if now - self._history_at.get(sid, 0.0) < self._history_interval:
+            return None
+        return HistoryEntry(
+            shard_id=sid,
+            cause="progress",
+            actor="engine",
+            old_position=self._history_pos.get(sid),
+            new_position=position,
+            old_status=CheckpointStatus.OPEN.value,
+            new_status=CheckpointStatus.OPEN.value,
+        )

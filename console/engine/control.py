@@ -1,0 +1,286 @@
+"""Operator changes, planned without I/O: rewind, skip, pause, resume, undo.
+
+:func:`plan_change` turns a request and the current checkpoints into the exact rows to write
+(checkpoints and their history) in one transaction. The running consumer applies a plan between
+batches; an offline command could apply the same plan to the store. Either way the same
+validation runs and the same history is written, so the TUI, the CLI and headless runs cannot
+drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from console.checkpoints.base import CheckpointChange, Command, HistoryEntry
+from console.engine.lineage import Lineage
+from console.errors import UsageError
+from console.model import (
+    Checkpoint,
+    CheckpointStatus,
+    Position,
+    PositionKind,
+    Record,
+    seq_int,
+)
+
+
+class ControlError(UsageError):
+    """A request that cannot be applied; nothing was changed."""
+
+
+class Action(StrEnum):
+    REWIND = "rewind"
+    SKIP = "skip"
+    PAUSE = "pause"
+    RESUME = "resume"
+    UNDO = "undo"
+
+
+class SkipTo(StrEnum):
+    LATEST = "latest"  # the tip: only records arriving from now on
+    NEXT_RECORD = "next-record"  # past the record the processor fails on
+    DONE = "done"  # mark the shard finished; its children start
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRequest:
+    action: Action
+    shard_id: str | None = None
+    position: Position | None = None  # rewind target
+    skip_to: SkipTo | None = None
+    change_id: int | None = None  # undo target; None: the last change
+    actor: str = "engine"
+    note: str | None = None
+
+    def to_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {}
+        if self.position is not None:
+            args["position"] = self.position.encode()
+        if self.skip_to is not None:
+            args["skip_to"] = self.skip_to.value
+        if self.change_id is not None:
+            args["change_id"] = self.change_id
+        if self.note:
+            args["note"] = self.note
+        return args
+
+    @classmethod
+    def from_command(cls, command: Command) -> ControlRequest:
+        args = command.args
+        try:
+            return cls(
+                action=Action(command.action),
+                shard_id=command.shard_id,
+                position=Position.decode(args["position"]) if "position" in args else None,
+                skip_to=SkipTo(args["skip_to"]) if "skip_to" in args else None,
+                change_id=args.get("change_id"),
+                actor=command.actor,
+                note=args.get("note"),
+            )
+        except (ValueError, KeyError) as exc:
+            raise ControlError(f"command #{command.id} is malformed: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    changes: tuple[CheckpointChange, ...]
+    summary: str
+
+    @property
+    def shards(self) -> set[str]:
+        return {c.checkpoint.shard_id for c in self.changes}
+
+
+def status_word(cp: Checkpoint | None) -> str | None:
+    """The status history records: a checkpoint status, or "paused" for a paused open one."""
+    if cp is None:
+        return None
+    if cp.paused and cp.status is CheckpointStatus.OPEN:
+        return "paused"
+    return cp.status.value
+
+
+def _from_word(word: str | None) -> tuple[CheckpointStatus, bool]:
+    if word == "paused":
+        return CheckpointStatus.OPEN, True
+    if word is None:
+        return CheckpointStatus.OPEN, False
+    return CheckpointStatus(word), False
+
+
+def check_sequence(lineage: Lineage, shard_id: str, position: Position) -> None:
+    """A sequence number must lie inside the shard's range when the range is known."""
+    seq = position.sequence_number
+    shard = lineage.shards.get(shard_id)
+    if seq is None or shard is None:
+        return
+    first = shard.starting_sequence_number
+    last = shard.ending_sequence_number
+    if first is not None and seq_int(seq) < seq_int(first):
+        raise ControlError(f"sequence number {seq} is before the first of {shard_id} ({first})")
+    if last is not None and seq_int(seq) > seq_int(last):
+        raise ControlError(f"sequence number {seq} is after the last of {shard_id} ({last})")
+
+
+def plan_change(
+    request: ControlRequest,
+    *,
+    checkpoints: Mapping[str, Checkpoint],
+    lineage: Lineage,
+    default_position: Callable[[str], Position],
+    now: float,
+    command_id: int | None = None,
+    failing_record: Record | None = None,
+    undo_entries: Sequence[HistoryEntry] = (),
+) -> Plan:
+    """The rows one operator request writes. Raises ControlError when it cannot apply."""
+    action = request.action
+    if action is Action.UNDO:
+        return _plan_undo(request, checkpoints, default_position, now, command_id, undo_entries)
+    sid = request.shard_id
+    if not sid:
+        raise ControlError(f"{action.value} needs a shard id")
+    if sid not in lineage and sid not in checkpoints:
+        raise ControlError(f"unknown shard '{sid}': it is not in this stream")
+    current = checkpoints.get(sid) or Checkpoint(sid, default_position(sid))
+
+    def entry(
+        shard_id: str, old: Checkpoint, new: Checkpoint, cause: str, note: str | None
+    ) -> HistoryEntry:
+        return HistoryEntry(
+            shard_id=shard_id,
+            cause=cause,
+            actor=request.actor,
+            old_position=old.position,
+            new_position=new.position,
+            old_status=status_word(old),
+            new_status=status_word(new),
+            note=note if note is not None else request.note,
+            at=now,
+            command_id=command_id,
+        )
+
+    if action is Action.REWIND:
+        target = request.position
+        if target is None:
+            raise ControlError("rewind needs a target position")
+        if (
+            target.kind is PositionKind.AT_TIMESTAMP
+            and target.timestamp is not None
+            and (target.timestamp > now + 1)
+        ):
+            raise ControlError("cannot rewind to a time in the future")
+        check_sequence(lineage, sid, target)
+        new = replace(current, position=target, status=CheckpointStatus.OPEN)
+        changes = [CheckpointChange(new, entry(sid, current, new, "rewind", None))]
+        reset: list[str] = []
+        # Lineage: a rewound parent is read again before its children, so every descendant
+        # goes back to the start and waits for it. Per-key order is replayed as it was.
+        for child in lineage.descendants(sid):
+            old = checkpoints.get(child)
+            if old is None:
+                continue
+            fresh = replace(old, position=Position.trim_horizon(), status=CheckpointStatus.OPEN)
+            changes.append(
+                CheckpointChange(
+                    fresh, entry(child, old, fresh, "reset", f"ancestor {sid} rewound")
+                )
+            )
+            reset.append(child)
+        summary = f"rewind {sid} to {target.describe()}"
+        if reset:
+            summary += f"; reset {len(reset)} descendant(s) to wait for it: {', '.join(reset)}"
+        return Plan(tuple(changes), summary)
+
+    if action is Action.SKIP:
+        to = request.skip_to
+        if current.status.finished:
+            raise ControlError(f"shard {sid} is already {current.status.value}: nothing to skip")
+        if to is SkipTo.DONE:
+            new = replace(current, status=CheckpointStatus.SKIPPED)
+            summary = f"skip {sid}: marked done; its children may start"
+        elif to is SkipTo.LATEST:
+            new = replace(current, position=Position.at_timestamp(now))
+            summary = f"skip {sid} to the tip (records from now on)"
+        elif to is SkipTo.NEXT_RECORD:
+            if failing_record is None:
+                raise ControlError(
+                    f"shard {sid} has no failing record to skip past (the processor is not "
+                    "failing on it)"
+                )
+            new = replace(
+                current,
+                position=Position.after_sequence(
+                    failing_record.sequence_number, failing_record.sub_sequence_number
+                ),
+                arrival=failing_record.approximate_arrival,
+            )
+            summary = f"skip {sid} past record {failing_record.sequence_number}"
+        else:
+            raise ControlError("skip needs --to latest, next-record or done")
+        return Plan((CheckpointChange(new, entry(sid, current, new, "skip", None)),), summary)
+
+    if action is Action.PAUSE:
+        if current.status.finished:
+            raise ControlError(f"shard {sid} is {current.status.value}: nothing to pause")
+        if current.paused:
+            raise ControlError(f"shard {sid} is already paused")
+        new = replace(current, paused=True)
+        return Plan(
+            (CheckpointChange(new, entry(sid, current, new, "pause", None)),), f"pause {sid}"
+        )
+
+    if action is Action.RESUME:
+        new = replace(current, paused=False)
+        return Plan(
+            (CheckpointChange(new, entry(sid, current, new, "resume", None)),), f"resume {sid}"
+        )
+    raise ControlError(f"unknown action {action}")  # pragma: no cover - enum is exhaustive
+
+
+def _plan_undo(
+    request: ControlRequest,
+    checkpoints: Mapping[str, Checkpoint],
+    default_position: Callable[[str], Position],
+    now: float,
+    command_id: int | None,
+    entries: Sequence[HistoryEntry],
+) -> Plan:
+    if not entries:
+        which = f"change #{request.change_id}" if request.change_id else "a change"
+        raise ControlError(f"there is no {which} to undo")
+    changes: list[CheckpointChange] = []
+    target = entries[0].command_id
+    for h in entries:
+        current = checkpoints.get(h.shard_id) or Checkpoint(
+            h.shard_id, default_position(h.shard_id)
+        )
+        status, paused = _from_word(h.old_status)
+        restored = replace(
+            current,
+            position=h.old_position or default_position(h.shard_id),
+            status=status,
+            paused=paused,
+        )
+        changes.append(
+            CheckpointChange(
+                restored,
+                HistoryEntry(
+                    shard_id=h.shard_id,
+                    cause="undo",
+                    actor=request.actor,
+                    old_position=current.position,
+                    new_position=restored.position,
+                    old_status=status_word(current),
+                    new_status=status_word(restored),
+                    note=f"undo of change #{target}",
+                    at=now,
+                    command_id=command_id,
+                ),
+            )
+        )
+    shards = ", ".join(sorted({h.shard_id for h in entries}))
+    return Plan(tuple(changes), f"undo change #{target} ({shards})")

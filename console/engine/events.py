@@ -1,0 +1,74 @@
+"""Things an operator should hear about: resharding, errors, retention loss, operator actions.
+
+Rare by design (never one per record). Kept in a ring for screens that arrive late, and handed
+synchronously to subscribers (the headless logger, the TUI's event pane).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Level(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    seq: int
+    at: float
+    level: Level
+    kind: str  # short stable word: shard_started, shard_done, resharded, failing, ...
+    message: str
+    shard_id: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventLog:
+    def __init__(self, keep: int = 1000) -> None:
+        self._ring: deque[Event] = deque(maxlen=keep)
+        self._subscribers: list[Subscriber] = []
+        self._seq = 0
+
+    def emit(
+        self,
+        kind: str,
+        message: str,
+        *,
+        level: Level = Level.INFO,
+        shard_id: str | None = None,
+        **fields: Any,
+    ) -> Event:
+        self._seq += 1
+        event = Event(self._seq, time.time(), level, kind, message, shard_id, fields)
+        self._ring.append(event)
+        for subscriber in list(self._subscribers):
+            subscriber(event)
+        return event
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        self._subscribers.append(subscriber)
+
+        def unsubscribe() -> None:
+            if subscriber in self._subscribers:
+                self._subscribers.remove(subscriber)
+
+        return unsubscribe
+
+    def since(self, seq: int) -> list[Event]:
+        return [e for e in self._ring if e.seq > seq]
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq

@@ -1,0 +1,101 @@
+"""The versioned snapshot the UI and the headless status line read, at their own rate.
+
+The engine owns and mutates it on the event loop; readers run on the same loop and only read.
+Every change to a shard's row bumps the global version and stamps the row with it, so a reader
+that remembers the version it last drew asks :meth:`EngineState.changed_since` for exactly the
+rows to redraw. Nothing here is pushed per record: workers update a row once per batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from console.engine.lineage import Lineage
+from console.model import Position, ShardStatus
+from console.sources.base import StreamInfo
+
+FINISHED = frozenset({ShardStatus.DONE, ShardStatus.SKIPPED})
+
+
+@dataclass(slots=True, eq=False)
+class ShardView:
+    shard_id: str
+    parents: tuple[str, ...] = ()
+    status: ShardStatus = ShardStatus.WAITING
+    closed: bool = False
+    position: Position | None = None  # after the last processed record (in memory)
+    checkpoint: Position | None = None  # last flushed to the store
+    checkpoint_at: float | None = None  # wall time of that flush
+    lag_ms: int | None = None
+    rate: float = 0.0  # records per second, over the last tick
+    records: int = 0  # processed by this run
+    last_error: str | None = None
+    error_at: float | None = None
+    last_arrival: float | None = None  # approximate arrival time of the last record read
+    version: int = 0
+
+
+class EngineState:
+    def __init__(self, stream: str, source_kind: str, location: str) -> None:
+        self.stream = stream
+        self.source_kind = source_kind
+        self.location = location
+        self.info: StreamInfo | None = None
+        self.version = 0
+        self.shards: dict[str, ShardView] = {}
+        self.lineage = Lineage.build(())
+        self.lineage_version = 0
+        self.records_total = 0
+        self.rate = 0.0
+        # Errors met and retried, by kind (throttled, source_error, expired, processor_error):
+        # the status line shows them, so injected or real faults are visible.
+        self.retries: Counter[str] = Counter()
+        self.started_at = time.time()
+
+    def touch(self, view: ShardView) -> None:
+        self.version += 1
+        view.version = self.version
+
+    def view(self, shard_id: str) -> ShardView:
+        view = self.shards.get(shard_id)
+        if view is None:
+            view = self.shards[shard_id] = ShardView(shard_id)
+            self.touch(view)
+        return view
+
+    def set_status(self, view: ShardView, status: ShardStatus, error: str | None = None) -> None:
+        if view.status is status and view.last_error == error:
+            return
+        view.status = status
+        if error is not None:
+            view.last_error = error
+            view.error_at = time.time()
+        elif status is not ShardStatus.FAILING and status is not ShardStatus.FAILED:
+            view.last_error = None
+            view.error_at = None
+        self.touch(view)
+
+    def set_lineage(self, lineage: Lineage) -> None:
+        self.lineage = lineage
+        self.version += 1
+        self.lineage_version = self.version
+
+    def changed_since(self, version: int) -> list[ShardView]:
+        return [v for v in self.shards.values() if v.version > version]
+
+    def counts(self) -> Counter[ShardStatus]:
+        return Counter(v.status for v in self.shards.values())
+
+    def max_lag_ms(self) -> int | None:
+        lags = [v.lag_ms for v in self.shards.values() if v.lag_ms is not None]
+        return max(lags) if lags else None
+
+    def oldest_checkpoint_at(self) -> float | None:
+        times = [
+            v.checkpoint_at
+            for v in self.shards.values()
+            if v.checkpoint_at is not None and v.status not in FINISHED
+        ]
+        return min(times) if times else None

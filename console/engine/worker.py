@@ -1,0 +1,417 @@
+"""One loop per active shard: fetch, process, advance the checkpoint, repeat.
+
+The loop never drops a record. A batch in hand is processed until the processor returns (errors
+are retried with backoff, the shard shown as ``failing``); only then does the checkpoint move.
+Stopping interrupts a fetch or a sleep, never a processor call, so "stop" always means "finish
+the batch in hand, then stop".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TypeVar
+
+from console.checkpoints.base import CheckpointChange, HistoryEntry
+from console.engine.checkpointing import Checkpointer
+from console.engine.events import EventLog, Level
+from console.engine.retry import Backoff
+from console.engine.state import EngineState, ShardView
+from console.model import (
+    Batch,
+    Checkpoint,
+    CheckpointStatus,
+    Position,
+    PositionKind,
+    Record,
+    Shard,
+    ShardContext,
+    ShardStatus,
+    seq_int,
+)
+from console.processors.base import Processor, RecordFailed
+from console.sources.base import (
+    ExpiredIteratorError,
+    FatalSourceError,
+    RetryableError,
+    SourceError,
+    StreamSource,
+    TrimmedDataError,
+)
+
+T = TypeVar("T")
+
+
+class WorkerExit(Enum):
+    ENDED = "ended"  # read to the end of a closed shard; checkpoint written as done
+    STOPPED = "stopped"  # asked to stop; the batch in hand was finished
+    FAILED = "failed"  # a fatal error; the reason is on the shard's row
+
+
+class ProcessorHung(Exception):
+    """The processor did not return within the timeout. The run must stop: a hung call cannot
+    be taken back, and retrying beside it could process the batch twice at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    limit: int
+    min_call_interval: float
+    idle_interval: float = 1.0
+    backoff_base: float = 0.2
+    backoff_cap: float = 10.0
+    processor_backoff_cap: float = 30.0
+    processor_timeout: float | None = 300.0
+
+
+class RecordBudget:
+    """``--max-records``: the total the whole run may process, taken batch by batch."""
+
+    def __init__(self, limit: int, on_exhausted: Callable[[], None]) -> None:
+        self.remaining = limit
+        self._on_exhausted = on_exhausted
+
+    def take(self, n: int) -> int:
+        k = min(n, self.remaining)
+        self.remaining -= k
+        if self.remaining == 0:
+            self._on_exhausted()
+        return k
+
+
+def fetch_plan(position: Position) -> tuple[Position, tuple[str, int] | None]:
+    """Where to point the iterator, and which sub-records to drop, to resume ``position``.
+
+    A checkpoint inside a KPL-aggregated record (after seq/sub) re-reads that record and drops
+    its user records up to ``sub``, as the KCL does."""
+    if (
+        position.kind is PositionKind.AFTER_SEQUENCE_NUMBER
+        and position.sub_sequence_number is not None
+    ):
+        assert position.sequence_number is not None
+        return (
+            Position.at_sequence(position.sequence_number),
+            (position.sequence_number, position.sub_sequence_number),
+        )
+    return position, None
+
+
+def drop_through(records: list[Record], seq: str, sub: int) -> list[Record]:
+    i = 0
+    for record in records:
+        if record.sequence_number != seq or (record.sub_sequence_number or 0) > sub:
+            break
+        i += 1
+    return records[i:] if i else records
+
+
+class ShardWorker:
+    def __init__(
+        self,
+        *,
+        shard: Shard,
+        start: Position,
+        source: StreamSource,
+        processor: Processor,
+        checkpointer: Checkpointer,
+        state: EngineState,
+        events: EventLog,
+        options: WorkerOptions,
+        ctx: ShardContext,
+        budget: RecordBudget | None = None,
+        on_children: Callable[[tuple[Shard, ...]], None] | None = None,
+    ) -> None:
+        self.shard = shard  # discovery replaces it when the shard closes
+        self.start = start
+        self.source = source
+        self.processor = processor
+        self.checkpointer = checkpointer
+        self.state = state
+        self.view: ShardView = state.view(shard.shard_id)
+        self.events = events
+        self.options = options
+        self.ctx = ctx
+        self.budget = budget
+        self.on_children = on_children
+        self.failing_record: Record | None = None
+        self._stop = asyncio.Event()
+        self._next_call = 0.0
+        self.position = start
+        self.arrival: float | None = None
+
+    @property
+    def shard_id(self) -> str:
+        return self.shard.shard_id
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> WorkerExit:
+        try:
+            return await self._run()
+        finally:
+            self._stop.set()
+
+    async def _run(self) -> WorkerExit:
+        view = self.view
+        self.state.set_status(view, ShardStatus.ACTIVE)
+        view.position = self.position
+        if self._past_end():
+            await self._finish()
+            return WorkerExit.ENDED
+        fetch_at, drop = fetch_plan(self.position)
+        iterator: str | None = None
+        backoff = Backoff(self.options.backoff_base, self.options.backoff_cap)
+        limit = self.options.limit
+        while not self._stop.is_set():
+            batch: Batch | None
+            try:
+                if iterator is None:
+                    iterator = await self._until_stopped(
+                        self.source.get_iterator(self.shard_id, fetch_at)
+                    )
+                    if iterator is None:
+                        break
+                if not await self._pace():
+                    break
+                batch = await self._until_stopped(self.source.get_records(iterator, limit))
+                if batch is None:
+                    break
+            except ExpiredIteratorError:
+                # A new iterator after the last record delivered to the processor.
+                iterator = None
+                fetch_at, drop = fetch_plan(self.position)
+                self.state.retries["expired"] += 1
+                self.events.emit(
+                    "iterator_expired",
+                    f"{self.shard_id}: iterator expired; renewed {self.position.describe()}",
+                    shard_id=self.shard_id,
+                )
+                continue
+            except TrimmedDataError as exc:
+                iterator = None
+                self.position = fetch_at = Position.trim_horizon()
+                drop = None
+                self.events.emit(
+                    "retention_loss",
+                    f"{self.shard_id}: position is older than the stream's retention ({exc}); "
+                    "continuing at TRIM_HORIZON, records in between are lost",
+                    level=Level.ERROR,
+                    shard_id=self.shard_id,
+                )
+                continue
+            except RetryableError as exc:
+                if await self._retry(exc, backoff):
+                    break
+                continue
+            except FatalSourceError as exc:
+                self._fail(exc)
+                return WorkerExit.FAILED
+            except SourceError as exc:  # pragma: no cover - every SourceError is one of the above
+                self._fail(exc)
+                return WorkerExit.FAILED
+
+            if view.status is ShardStatus.FAILING and self.failing_record is None:
+                self._recovered()
+            backoff.reset()
+            raw = batch.records
+            records = raw
+            if drop is not None and records:
+                records = drop_through(records, *drop)
+                drop = None
+            if records:
+                if self.budget is not None:
+                    n = self.budget.take(len(records))
+                    records = records[:n]
+                if records:
+                    if not await self._process(records):
+                        break  # stopped while retrying: this batch is not checkpointed
+                    last = records[-1]
+                    self.position = Position.after_sequence(
+                        last.sequence_number, last.sub_sequence_number
+                    )
+                    self.arrival = last.approximate_arrival
+                    self.checkpointer.advance(self.shard_id, self.position, self.arrival)
+                    view.records += len(records)
+                    view.position = self.position
+                    view.last_arrival = self.arrival
+                    self.state.records_total += len(records)
+            view.lag_ms = batch.millis_behind_latest
+            self.state.touch(view)
+            if batch.child_shards and self.on_children is not None:
+                self.on_children(batch.child_shards)
+            iterator = batch.next_iterator
+            if iterator is None or self._past_end():
+                await self._finish()
+                return WorkerExit.ENDED
+            if self.budget is not None and self.budget.remaining == 0:
+                break
+            caught_up = len(raw) < limit and not batch.millis_behind_latest
+            if caught_up and await self._sleep(self.options.idle_interval):
+                break
+        return WorkerExit.STOPPED
+
+    # -- pieces -----------------------------------------------------------------------------
+
+    def _past_end(self) -> bool:
+        """Read through the EndingSequenceNumber of a closed shard (moto never nulls the
+        iterator, so a null NextShardIterator alone is not enough)."""
+        ending = self.shard.ending_sequence_number
+        seq = self.position.sequence_number
+        if ending is None or seq is None:
+            return False
+        if self.position.kind is PositionKind.AT_SEQUENCE_NUMBER:
+            return seq_int(seq) > seq_int(ending)
+        return seq_int(seq) >= seq_int(ending)
+
+    async def _process(self, records: list[Record]) -> bool:
+        """Hand the batch to the processor until it returns. False if stopped while retrying."""
+        backoff = Backoff(self.options.backoff_base, self.options.processor_backoff_cap)
+        timeout = self.options.processor_timeout
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.processor.process(records, self.ctx)
+            except TimeoutError:
+                raise ProcessorHung(
+                    f"processor {self.processor.name} did not return within {timeout:g} s on "
+                    f"{self.shard_id}: the run stops; nothing after the last checkpoint is lost"
+                ) from None
+            except RecordFailed as exc:
+                index = next((i for i, r in enumerate(records) if r is exc.record), 0)
+                if index:
+                    # The records before the failing one were processed: keep that progress.
+                    last = records[index - 1]
+                    self.position = Position.after_sequence(
+                        last.sequence_number, last.sub_sequence_number
+                    )
+                    self.arrival = last.approximate_arrival
+                    self.checkpointer.advance(self.shard_id, self.position, self.arrival)
+                    records = records[index:]
+                self._processor_failed(records[0], exc)
+            except Exception as exc:
+                self._processor_failed(records[0], exc)
+            else:
+                if self.failing_record is not None:
+                    self.failing_record = None
+                    self._recovered()
+                return True
+            if await self._sleep(backoff.next_delay()):
+                return False
+
+    def _processor_failed(self, record: Record, exc: BaseException) -> None:
+        reason = f"processor raised {type(exc).__name__}: {exc}"
+        self.state.retries["processor_error"] += 1
+        first = self.failing_record is None or self.view.last_error != reason
+        self.failing_record = record
+        self.state.set_status(self.view, ShardStatus.FAILING, reason)
+        if first:
+            self.events.emit(
+                "processor_error",
+                f"{self.shard_id}: {reason} (at {record.sequence_number}); retrying the batch",
+                level=Level.ERROR,
+                shard_id=self.shard_id,
+            )
+
+    async def _retry(self, exc: RetryableError, backoff: Backoff) -> bool:
+        """Show the error, wait with jitter. True if stopped meanwhile."""
+        reason = str(exc)
+        kind = "throttled" if exc.throttled else "source_error"
+        self.state.retries[kind] += 1
+        if self.view.status is not ShardStatus.FAILING or self.view.last_error != reason:
+            self.events.emit(
+                kind,
+                f"{self.shard_id}: {reason}; retrying",
+                level=Level.WARNING,
+                shard_id=self.shard_id,
+            )
+        self.state.set_status(self.view, ShardStatus.FAILING, reason)
+        return await self._sleep(backoff.next_delay())
+
+    def _recovered(self) -> None:
+        self.state.set_status(self.view, ShardStatus.ACTIVE)
+        self.events.emit("recovered", f"{self.shard_id}: recovered", shard_id=self.shard_id)
+
+    def _fail(self, exc: BaseException) -> None:
+        reason = str(exc)
+        self.state.set_status(self.view, ShardStatus.FAILED, reason)
+        self.events.emit(
+            "shard_failed",
+            f"{self.shard_id} stopped: {reason}",
+            level=Level.ERROR,
+            shard_id=self.shard_id,
+        )
+
+    async def _finish(self) -> None:
+        """Shard end: checkpoint as done, now, in one transaction with all pending progress."""
+        current = self.checkpointer.get(self.shard_id)
+        old_status = current.status.value if current else None
+        arrival = self.arrival
+        if arrival is None and current is not None:
+            arrival = current.arrival
+        cp = Checkpoint(
+            self.shard_id,
+            self.position,
+            CheckpointStatus.DONE,
+            paused=current.paused if current else False,
+            arrival=arrival,
+        )
+        entry = HistoryEntry(
+            shard_id=self.shard_id,
+            cause="done",
+            actor="engine",
+            old_position=current.position if current else None,
+            new_position=self.position,
+            old_status=old_status,
+            new_status=CheckpointStatus.DONE.value,
+            note="read to the end of the closed shard",
+        )
+        await self.checkpointer.write([CheckpointChange(cp, entry)])
+
+    async def _pace(self) -> bool:
+        """At most one GetRecords per ``min_call_interval`` on this shard. False if stopped."""
+        now = time.monotonic()
+        wait = self._next_call - now
+        if wait > 0:
+            if await self._sleep(wait):
+                return False
+            now = time.monotonic()
+        self._next_call = now + self.options.min_call_interval
+        return True
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopped. True if stopped."""
+        if self._stop.is_set():
+            return True
+        if seconds <= 0:
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
+        return self._stop.is_set()
+
+    async def _until_stopped(self, aw: Awaitable[T]) -> T | None:
+        """Await ``aw`` unless the worker is stopped first; then cancel it and return None."""
+        task = asyncio.ensure_future(aw)
+        if self._stop.is_set():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return None
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, SourceError):
+            await task
+        return None

@@ -1,0 +1,155 @@
+"""Headless mode (``--no-ui``): the same engine, with log lines instead of widgets.
+
+Events become one line each (text or JSON) on stderr; a status line follows every few seconds.
+stdout stays for the processor (``--processor print``). SIGINT or SIGTERM stops the consumer
+gracefully (finish the batch in hand, flush, exit 0); a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any, TextIO
+
+from console.engine.consumer import Consumer
+from console.engine.events import Event, Level
+from console.engine.state import EngineState
+from console.model import ShardStatus, format_ts
+from console.redact import REDACTOR
+from console.sources.base import StreamInfo
+
+_ORDER = (
+    ShardStatus.ACTIVE,
+    ShardStatus.FAILING,
+    ShardStatus.FAILED,
+    ShardStatus.PAUSED,
+    ShardStatus.WAITING,
+    ShardStatus.READY,
+    ShardStatus.DONE,
+    ShardStatus.SKIPPED,
+)
+
+
+def status_fields(state: EngineState) -> dict[str, Any]:
+    counts = state.counts()
+    oldest = state.oldest_checkpoint_at()
+    return {
+        "shards": {s.value: counts[s] for s in _ORDER if counts[s]},
+        "records_per_s": round(state.rate, 1),
+        "max_lag_ms": state.max_lag_ms(),
+        "records": state.records_total,
+        "oldest_checkpoint_s": round(time.time() - oldest, 1) if oldest else None,
+        "retries": dict(state.retries),
+    }
+
+
+def status_text(state: EngineState) -> str:
+    f = status_fields(state)
+    shards = " ".join(f"{k}={v}" for k, v in f["shards"].items()) or "no shards"
+    lag = "-" if f["max_lag_ms"] is None else f"{f['max_lag_ms']} ms"
+    parts = [shards, f"{f['records_per_s']:g} rec/s", f"max lag {lag}", f"{f['records']} records"]
+    if f["oldest_checkpoint_s"] is not None:
+        parts.append(f"oldest checkpoint {f['oldest_checkpoint_s']:g} s")
+    if f["retries"]:
+        parts.append("retries " + " ".join(f"{k}={v}" for k, v in sorted(f["retries"].items())))
+    return " | ".join(parts)
+
+
+class LinePrinter:
+    """Writes events and status lines; everything passes through the redactor."""
+
+    def __init__(self, fmt: str = "text", out: TextIO | None = None, debug: bool = False) -> None:
+        self.fmt = fmt
+        self.out = out
+        self.debug = debug
+
+    def _write(self, line: str) -> None:
+        out = self.out or sys.stderr
+        out.write(REDACTOR(line) + "\n")
+        out.flush()
+
+    def line(self, level: str, kind: str, message: str, **fields: Any) -> None:
+        now = time.time()
+        if self.fmt == "json":
+            payload = {"ts": format_ts(now), "level": level, "event": kind, "message": message}
+            payload.update(fields)
+            self._write(json.dumps(payload, default=str))
+        else:
+            self._write(f"{format_ts(now)} {level.upper():<7} {message}")
+
+    def event(self, event: Event) -> None:
+        if event.level is Level.DEBUG and not self.debug:
+            return
+        extra: dict[str, Any] = dict(event.fields)
+        if event.shard_id:
+            extra["shard_id"] = event.shard_id
+        self.line(event.level.value, event.kind, event.message, **extra)
+
+    def status(self, state: EngineState) -> None:
+        if self.fmt == "json":
+            self.line("info", "status", status_text(state), **status_fields(state))
+        else:
+            self.line("status", "status", status_text(state))
+
+
+async def run_headless(
+    consumer: Consumer,
+    printer: LinePrinter,
+    *,
+    duration: float | None = None,
+    status_interval: float = 5.0,
+    info: StreamInfo | None = None,
+) -> int:
+    """Start (if needed), run until stopped, stop. Returns the exit code: 0, or 1 when the run
+    failed. Start-up errors propagate to the caller, which maps them to exit 2."""
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        name = signal.Signals(signum).name
+        if signals == 1:
+            consumer.request_stop(
+                f"{name}: stopping (finishing batches in hand, flushing checkpoints)"
+            )
+        else:
+            printer.line(
+                "error",
+                "forced_exit",
+                f"second {name}: exiting now; checkpoints hold the last flush",
+            )
+            os._exit(130)
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(status_interval)
+            printer.status(consumer.state)
+
+    reporter: asyncio.Task[None] | None = None
+    try:
+        await consumer.start(info)
+        reporter = asyncio.create_task(report(), name="status line")
+        await consumer.run(duration)
+    finally:
+        if reporter is not None:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    printer.status(consumer.state)
+    if consumer.failure:
+        return 1
+    return 0

@@ -1,0 +1,9 @@
+"""What the consumer does with records: built-in processors and loading a user's.
+
+A spec is ``null``, ``print``, ``jsonl:PATH`` or ``package.module:function``. A user processor is
+loaded only from that explicit spec: no plugin discovery, no file paths, nothing implicit.
+"""
+
+from console.processors.base import Processor, RecordFailed, load_processor
+
+__all__ = ["Processor", "RecordFailed", "load_processor"]

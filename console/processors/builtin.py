@@ -1,0 +1,99 @@
+"""The processors that come with shard-console: null, print and jsonl."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sys
+from typing import IO, Any
+
+from console.model import Record, ShardContext, format_ts
+from console.processors.base import Processor
+
+
+def data_as_json(data: bytes) -> str | dict[str, str]:
+    """UTF-8 text when it is text, else ``{"base64": ...}``."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(data).decode("ascii")}
+
+
+def record_as_json(record: Record, ctx: ShardContext) -> dict[str, Any]:
+    return {
+        "stream": ctx.stream,
+        "shard_id": ctx.shard_id,
+        "sequence_number": record.sequence_number,
+        "sub_sequence_number": record.sub_sequence_number,
+        "partition_key": record.partition_key,
+        "approximate_arrival": format_ts(record.approximate_arrival),
+        "data": data_as_json(record.data),
+    }
+
+
+class NullProcessor(Processor):
+    """Drops records: for benchmarks and for watching a stream without acting on it."""
+
+    name = "null"
+
+    async def process(self, records: list[Record], ctx: ShardContext) -> None:
+        return None
+
+
+class PrintProcessor(Processor):
+    """One line per record on stdout: shard, sequence number, partition key, data."""
+
+    name = "print"
+
+    def __init__(self, out: IO[str] | None = None) -> None:
+        self._out = out
+
+    async def process(self, records: list[Record], ctx: ShardContext) -> None:
+        out = self._out or sys.stdout
+        lines = []
+        for r in records:
+            data = data_as_json(r.data)
+            text = data if isinstance(data, str) else f"base64:{data['base64']}"
+            sub = "" if r.sub_sequence_number is None else f"/{r.sub_sequence_number}"
+            lines.append(f"{ctx.shard_id} {r.sequence_number}{sub} {r.partition_key} {text}\n")
+        out.write("".join(lines))
+        out.flush()
+
+
+class JsonlProcessor(Processor):
+    """Appends one JSON object per record. ``flush`` fsyncs, and the engine flushes before
+    every checkpoint write, so the file is never behind its checkpoint. The file is created
+    0600: records are data, and data may be private."""
+
+    name = "jsonl"
+
+    def __init__(self, path: str, stream: str) -> None:
+        self.path = path
+        self.stream = stream
+        self._fh: IO[str] | None = None
+
+    async def open(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._fh = os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
+
+    async def process(self, records: list[Record], ctx: ShardContext) -> None:
+        assert self._fh is not None, "open() first"
+        dumps = json.dumps
+        self._fh.write(
+            "".join(dumps(record_as_json(r, ctx), ensure_ascii=False) + "\n" for r in records)
+        )
+
+    async def flush(self) -> None:
+        fh = self._fh
+        if fh is None:
+            return
+        fh.flush()
+        await asyncio.to_thread(os.fsync, fh.fileno())
+
+    async def close(self) -> None:
+        if self._fh is not None:
+            await self.flush()
+            self._fh.close()
+            self._fh = None

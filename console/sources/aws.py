@@ -1,0 +1,238 @@
+"""What every AWS source shares: the aioboto3 session and client, and the error mapping.
+
+Two choices made here matter for speed and for operators:
+
+* botocore's own retries are off (one attempt). The engine retries with full jitter and shows the
+  shard as ``failing`` with the reason while it does; hidden SDK retries would make a throttled
+  shard look healthy and stall a stop for seconds.
+* Timestamps are left as the epoch numbers the JSON protocols carry. botocore's default parser
+  turns every ApproximateArrivalTimestamp into a tz-aware datetime, which is two thirds of the
+  cost of parsing a GetRecords response (measured: 28k records/s/core with it, 90k without).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from console.sources.base import (
+    CredentialsError,
+    EndpointUnreachableError,
+    ExpiredIteratorError,
+    FatalSourceError,
+    RetryableError,
+    SourceError,
+    StreamNotFoundError,
+    TrimmedDataError,
+)
+
+Hook = tuple[str, Callable[..., Any]]
+
+_THROTTLING = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "LimitExceededException",
+        "KMSThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+    }
+)
+_SERVER = frozenset(
+    {
+        "InternalFailure",
+        "InternalServerError",
+        "InternalError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+_CREDENTIALS = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "ExpiredTokenException",
+        "ExpiredToken",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "MissingAuthenticationToken",
+        "IncompleteSignature",
+        "AuthFailure",
+    }
+)
+_ACCESS = frozenset({"AccessDeniedException", "AccessDenied", "KMSAccessDeniedException"})
+
+
+@dataclass(frozen=True, slots=True)
+class AwsSettings:
+    region: str | None = None
+    profile: str | None = None
+    endpoint_url: str | None = None
+    # Only the demo sets these (dummy keys for its loopback endpoint); users go through the
+    # credential chain exactly as boto3 has it.
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    max_pool_connections: int = 64
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+
+    @property
+    def location(self) -> str:
+        return self.endpoint_url or self.region or "default region"
+
+
+def _raw_timestamp(value: Any) -> Any:
+    return value
+
+
+def make_session(settings: AwsSettings) -> Any:
+    """An aioboto3 session on its own botocore session, so the parser setting stays ours."""
+    import aioboto3
+    from aiobotocore.session import AioSession
+    from botocore.exceptions import ProfileNotFound
+
+    core = AioSession()
+    core.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=_raw_timestamp
+    )
+    region = settings.region
+    if (
+        region is None
+        and settings.endpoint_url is not None
+        and not core.get_config_variable("region")
+    ):
+        # A local endpoint still needs a region to sign with; emulators default to this one.
+        region = "us-east-1"
+    try:
+        return aioboto3.Session(
+            botocore_session=core,
+            profile_name=settings.profile,
+            region_name=region,
+            aws_access_key_id=settings.access_key_id,
+            aws_secret_access_key=settings.secret_access_key,
+        )
+    except ProfileNotFound:
+        raise CredentialsError(
+            f"AWS profile '{settings.profile}' not found: check --profile or ~/.aws/config"
+        ) from None
+
+
+def client_config(settings: AwsSettings) -> Any:
+    from aiobotocore.config import AioConfig
+
+    from console import __version__
+
+    return AioConfig(
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        max_pool_connections=settings.max_pool_connections,
+        user_agent_extra=f"shard-console/{__version__}",
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_client(service: str, settings: AwsSettings, hooks: Sequence[Hook] = ()) -> Any:
+    """An aiobotocore client for ``service``; ``hooks`` are botocore event handlers, the seam
+    where tests and ``--inject-faults`` put throttling, 5xx and dropped connections."""
+    from botocore.exceptions import NoRegionError
+
+    session = make_session(settings)
+    try:
+        cm = session.client(
+            service, endpoint_url=settings.endpoint_url, config=client_config(settings)
+        )
+        client = await cm.__aenter__()
+    except NoRegionError:
+        raise CredentialsError(
+            "no AWS region configured: pass --region or set AWS_REGION"
+        ) from None
+    except Exception as exc:
+        raise classify(exc, f"creating the {service} client") from exc
+    try:
+        await _register_secrets(session)
+        for event, handler in hooks:
+            client.meta.events.register(event, handler)
+        yield client
+    finally:
+        await cm.__aexit__(None, None, None)
+
+
+async def _register_secrets(session: Any) -> None:
+    """Whatever credentials the chain resolved (profile files included) are masked in every
+    log line and screen from now on."""
+    from console.redact import REDACTOR
+
+    try:
+        credentials = await session.get_credentials()
+        if credentials is None:
+            return
+        frozen = await credentials.get_frozen_credentials()
+    except Exception:  # the first API call reports credential problems with a better message
+        return
+    REDACTOR.add(frozen.access_key, frozen.secret_key, frozen.token)
+
+
+def classify(exc: BaseException, action: str) -> SourceError:
+    """Map anything botocore or aiohttp raises to the class the engine acts on."""
+    if isinstance(exc, SourceError):
+        return exc
+    from botocore import exceptions as bce
+
+    if isinstance(exc, bce.ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", "Unknown"))
+        message = str(err.get("Message", "")).strip() or code
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        reason = f"{code} while {action}: {message}"
+        if code == "ExpiredIteratorException":
+            return ExpiredIteratorError(reason)
+        if code == "TrimmedDataAccessException":
+            return TrimmedDataError(reason)
+        if code in _THROTTLING or status == 429:
+            return RetryableError(reason, throttled=True)
+        if code in _SERVER or status >= 500:
+            return RetryableError(reason)
+        if code in _CREDENTIALS:
+            return CredentialsError(
+                f"AWS rejected the credentials ({code}) while {action}: "
+                "check AWS_PROFILE, --profile or the access keys"
+            )
+        if code in _ACCESS:
+            return FatalSourceError(
+                f"access denied while {action}: {message}; grant the IAM permission it names"
+            )
+        if code == "ResourceNotFoundException":
+            return StreamNotFoundError(reason)
+        return FatalSourceError(reason)
+    if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
+        return CredentialsError(
+            "no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or pass --profile"
+        )
+    if isinstance(exc, bce.CredentialRetrievalError | bce.TokenRetrievalError):
+        return CredentialsError(f"could not load AWS credentials: {exc}")
+    if isinstance(exc, bce.EndpointConnectionError | bce.ConnectTimeoutError):
+        return EndpointUnreachableError(f"cannot reach the endpoint while {action}: {exc}")
+    if isinstance(exc, bce.HTTPClientError | bce.ConnectionError):
+        return RetryableError(f"connection error while {action}: {exc}")
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError | ConnectionError | OSError):
+        return RetryableError(f"{type(exc).__name__} while {action}: {exc}".rstrip(": "))
+    try:
+        import aiohttp
+
+        if isinstance(exc, aiohttp.ClientError):
+            return RetryableError(f"connection error while {action}: {exc}")
+    except ImportError:  # pragma: no cover - aiohttp comes with aiobotocore
+        pass
+    if isinstance(exc, bce.ParamValidationError):
+        return FatalSourceError(f"invalid request while {action}: {exc}")
+    # Unknown: most likely a bug. Retrying keeps the shard visible as failing with the reason,
+    # instead of taking the whole run down or dropping anything.
+    return RetryableError(f"unexpected {type(exc).__name__} while {action}: {exc}")

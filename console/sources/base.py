@@ -1,0 +1,84 @@
+"""The one protocol every source implements, and the error classes the engine acts on.
+
+The engine never sees botocore exceptions: a source turns each failure into one of the classes
+below, and the class alone decides what happens (retry with backoff, new iterator, loud jump to
+TRIM_HORIZON, or stop the shard).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from console.model import Batch, Position, Shard
+
+
+class SourceError(Exception):
+    """Base of every error a source raises. ``str(err)`` is one line an operator can act on."""
+
+
+class RetryableError(SourceError):
+    """Throttling, 5xx, dropped or timed-out connections: retry with backoff."""
+
+    def __init__(self, reason: str, *, throttled: bool = False) -> None:
+        super().__init__(reason)
+        self.throttled = throttled
+
+
+class EndpointUnreachableError(RetryableError):
+    """Could not connect at all. Retryable while running; a usage error at start-up."""
+
+
+class ExpiredIteratorError(SourceError):
+    """The iterator is older than the service allows: get a new one after the last record."""
+
+
+class TrimmedDataError(SourceError):
+    """The requested position is older than the stream's retention."""
+
+
+class FatalSourceError(SourceError):
+    """Validation, access denied, missing resources: retrying will not help."""
+
+
+class StreamNotFoundError(FatalSourceError):
+    pass
+
+
+class ShardNotFoundError(FatalSourceError):
+    """The shard is no longer in the stream (it left with retention)."""
+
+
+class CredentialsError(FatalSourceError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    name: str
+    arn: str | None
+    status: str
+    retention_hours: float
+    created_at: float | None
+    open_shards: int | None
+
+
+class StreamSource(Protocol):
+    """A stream of shards. Implementations: Kinesis (and later DynamoDB Streams).
+
+    Attributes are constants of the service: the engine paces and sizes its calls with them.
+    """
+
+    kind: str  # "kinesis"
+    stream: str  # display name
+    location: str  # endpoint URL or region, for screens and logs
+    max_records_per_call: int
+    min_call_interval: float  # seconds between GetRecords on one shard
+
+    async def describe(self) -> StreamInfo: ...
+
+    async def list_shards(self) -> list[Shard]: ...
+
+    async def get_iterator(self, shard_id: str, position: Position) -> str: ...
+
+    async def get_records(self, iterator: str, limit: int) -> Batch: ...

@@ -1,0 +1,125 @@
+"""The demo: the embedded Kinesis endpoint, a stream on it, a producer, and a resharding script.
+
+``shard-console demo`` consumes this stream through the same aioboto3 path as ``run``; only the
+endpoint is ours. The producer writes JSON orders keyed by customer, each carrying its number
+for that customer, so per-key order can be checked by eye (and by the tests). Within the first
+minute the stream splits one shard and then merges two, so the console shows real lineage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from console.model import format_ts
+from console.sources.aws import AwsSettings
+from console.sources.demo_endpoint import EmbeddedKinesis
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    stream: str = "demo"
+    shards: int = 4
+    rate: float = 50.0  # records per second
+    split_at: float | None = 20.0  # seconds after start
+    merge_at: float | None = 40.0
+    customers: int = 24
+    seed: int | None = None
+
+
+class Demo:
+    def __init__(self, options: DemoOptions, on_event: Callable[[str], None] | None = None) -> None:
+        self.options = options
+        self.endpoint = EmbeddedKinesis()
+        self.on_event = on_event
+        self.produced = 0
+        self.per_key: Counter[str] = Counter()
+        self._rng = random.Random(options.seed)
+        self._task: asyncio.Task[None] | None = None
+        self.started_at = 0.0
+
+    @property
+    def aws(self) -> AwsSettings:
+        # Dummy keys: the loopback endpoint does not check signatures, and the demo must never
+        # pick up a user's real credentials.
+        return AwsSettings(
+            region=self.endpoint.region,
+            endpoint_url=self.endpoint.url,
+            access_key_id="demo",
+            secret_access_key="demo",
+        )
+
+    def start(self) -> None:
+        self.endpoint.start()
+        self.started_at = time.monotonic()
+        self.endpoint.call(self._begin)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self.endpoint.loop.call_soon_threadsafe(self._task.cancel)
+        self.endpoint.stop()
+
+    def _begin(self) -> None:
+        self.endpoint.create_stream(self.options.stream, self.options.shards)
+        self._put(max(1, int(self.options.rate)))  # a first second of data, before anyone reads
+        self._task = self.endpoint.loop.create_task(self._produce())
+
+    def _emit(self, message: str) -> None:
+        if self.on_event is not None:
+            self.on_event(message)
+
+    def _put(self, count: int) -> None:
+        for _ in range(count):
+            customer = f"customer-{self._rng.randrange(self.options.customers):02d}"
+            self.per_key[customer] += 1
+            self.produced += 1
+            order: dict[str, Any] = {
+                "order": self.produced,
+                "customer": customer,
+                "n": self.per_key[customer],
+                "amount": round(self._rng.uniform(5, 500), 2),
+                "at": format_ts(time.time()),
+            }
+            self.endpoint.put(self.options.stream, customer, json.dumps(order).encode())
+
+    async def _produce(self) -> None:
+        opts = self.options
+        t0 = time.monotonic()
+        written = 0
+        split_done = opts.split_at is None
+        merge_done = opts.merge_at is None
+        while True:
+            await asyncio.sleep(0.1)
+            elapsed = time.monotonic() - t0
+            due = int(elapsed * opts.rate) - written
+            if due > 0:
+                self._put(due)
+                written += due
+            if not split_done and opts.split_at is not None and elapsed >= opts.split_at:
+                split_done = True
+                self._split()
+            if not merge_done and opts.merge_at is not None and elapsed >= opts.merge_at:
+                merge_done = True
+                self._merge()
+
+    def _split(self) -> None:
+        stream = self.endpoint.streams[self.options.stream]
+        widest = max(stream.open_shards(), key=lambda s: s.end_hash - s.start_hash)
+        middle = (widest.start_hash + widest.end_hash + 1) // 2
+        a, b = self.endpoint.split(self.options.stream, widest.shard_id, middle)
+        self._emit(f"demo: split {widest.shard_id} into {a} and {b}")
+
+    def _merge(self) -> None:
+        stream = self.endpoint.streams[self.options.stream]
+        shards = stream.open_shards()
+        if len(shards) < 2:
+            return
+        low, high = shards[-2], shards[-1]
+        child = self.endpoint.merge(self.options.stream, low.shard_id, high.shard_id)
+        self._emit(f"demo: merged {low.shard_id} and {high.shard_id} into {child}")

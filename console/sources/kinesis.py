@@ -1,0 +1,237 @@
+"""Kinesis Data Streams through aioboto3."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from console.model import Batch, Position, PositionKind, Record, Shard
+from console.sources.aggregation import MAGIC, deaggregate
+from console.sources.aws import AwsSettings, Hook, classify, open_client
+from console.sources.base import (
+    FatalSourceError,
+    ShardNotFoundError,
+    SourceError,
+    StreamInfo,
+    StreamNotFoundError,
+)
+
+_PAGE = 1000
+
+
+def stream_name(stream: str) -> str:
+    """The name part of a stream name or ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)."""
+    return stream.rsplit("/", 1)[-1] if stream.startswith("arn:") else stream
+
+
+def shard_from_api(item: dict[str, Any]) -> Shard:
+    hashes = item.get("HashKeyRange") or {}
+    seqs = item.get("SequenceNumberRange") or {}
+    return Shard(
+        shard_id=item["ShardId"],
+        parent_id=item.get("ParentShardId") or None,
+        adjacent_parent_id=item.get("AdjacentParentShardId") or None,
+        starting_hash_key=hashes.get("StartingHashKey"),
+        ending_hash_key=hashes.get("EndingHashKey"),
+        starting_sequence_number=seqs.get("StartingSequenceNumber"),
+        ending_sequence_number=seqs.get("EndingSequenceNumber"),
+    )
+
+
+def _child_from_api(item: dict[str, Any]) -> Shard:
+    parents = list(item.get("ParentShards") or ())
+    hashes = item.get("HashKeyRange") or {}
+    return Shard(
+        shard_id=item["ShardId"],
+        parent_id=parents[0] if parents else None,
+        adjacent_parent_id=parents[1] if len(parents) > 1 else None,
+        starting_hash_key=hashes.get("StartingHashKey"),
+        ending_hash_key=hashes.get("EndingHashKey"),
+    )
+
+
+def records_from_api(raw: Sequence[dict[str, Any]]) -> list[Record]:
+    """The per-record path: one slotted object per record, deaggregation only when the magic
+    bytes say so."""
+    out: list[Record] = []
+    append = out.append
+    for item in raw:
+        data = item["Data"]
+        if data.startswith(MAGIC):
+            out.extend(
+                deaggregate(
+                    item["SequenceNumber"],
+                    item["PartitionKey"],
+                    data,
+                    float(item["ApproximateArrivalTimestamp"]),
+                )
+            )
+        else:
+            append(
+                Record(
+                    item["SequenceNumber"],
+                    item["PartitionKey"],
+                    data,
+                    float(item["ApproximateArrivalTimestamp"]),
+                )
+            )
+    return out
+
+
+class KinesisSource:
+    """One stream, one client. Use as ``async with KinesisSource(...) as source``."""
+
+    kind = "kinesis"
+    max_records_per_call = 10_000
+    min_call_interval = 0.2  # at most 5 GetRecords per second per shard
+
+    def __init__(
+        self,
+        stream: str,
+        settings: AwsSettings,
+        hooks: Sequence[Hook] = (),
+        *,
+        page_size: int = _PAGE,
+    ) -> None:
+        self._ident: dict[str, str] = (
+            {"StreamARN": stream} if stream.startswith("arn:") else {"StreamName": stream}
+        )
+        self.stream = stream_name(stream)
+        self.location = settings.location
+        self._settings = settings
+        self._hooks = tuple(hooks)
+        self._client: Any = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        # Real AWS pages ListShards with NextToken alone; moto wants the stream name repeated.
+        self._token_alone = True
+        self._page = page_size
+
+    async def __aenter__(self) -> KinesisSource:
+        stack = contextlib.AsyncExitStack()
+        self._client = await stack.enter_async_context(
+            open_client("kinesis", self._settings, self._hooks)
+        )
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    @property
+    def region(self) -> str:
+        return str(self._client.meta.region_name) if self._client is not None else "?"
+
+    def _not_found(self) -> StreamNotFoundError:
+        where = self._settings.endpoint_url or f"region {self.region}"
+        return StreamNotFoundError(
+            f"stream '{self.stream}' not found at {where}: check the name, --region and "
+            "--endpoint-url"
+        )
+
+    async def describe(self) -> StreamInfo:
+        try:
+            resp = await self._client.describe_stream_summary(**self._ident)
+        except Exception as exc:
+            err = classify(exc, f"describing stream '{self.stream}'")
+            if isinstance(err, StreamNotFoundError):
+                raise self._not_found() from exc
+            raise err from exc
+        summary = resp["StreamDescriptionSummary"]
+        created = summary.get("StreamCreationTimestamp")
+        return StreamInfo(
+            name=summary.get("StreamName", self.stream),
+            arn=summary.get("StreamARN"),
+            status=summary.get("StreamStatus", "ACTIVE"),
+            retention_hours=float(summary.get("RetentionPeriodHours", 24)),
+            created_at=float(created) if isinstance(created, int | float) else None,
+            open_shards=summary.get("OpenShardCount"),
+        )
+
+    async def list_shards(self) -> list[Shard]:
+        """Every shard, open and closed, in the order the service lists them.
+
+        Pages defensively: a repeated token ends the listing, and shards are de-duplicated, so
+        an emulator that ignores paging parameters cannot loop us forever."""
+        shards: dict[str, Shard] = {}
+        kwargs: dict[str, Any] = {**self._ident, "MaxResults": self._page}
+        seen_tokens: set[str] = set()
+        while True:
+            try:
+                resp = await self._client.list_shards(**kwargs)
+            except Exception as exc:
+                err = classify(exc, f"listing shards of '{self.stream}'")
+                if (
+                    "NextToken" in kwargs
+                    and self._token_alone
+                    and isinstance(err, FatalSourceError)
+                    and not isinstance(err, StreamNotFoundError)
+                ):
+                    self._token_alone = False
+                    kwargs = {
+                        **self._ident,
+                        "NextToken": kwargs["NextToken"],
+                        "MaxResults": self._page,
+                    }
+                    continue
+                if isinstance(err, StreamNotFoundError):
+                    raise self._not_found() from exc
+                raise err from exc
+            for item in resp.get("Shards") or ():
+                shard = shard_from_api(item)
+                shards[shard.shard_id] = shard
+            token = resp.get("NextToken")
+            if not token or token in seen_tokens:
+                break
+            seen_tokens.add(token)
+            if self._token_alone:
+                kwargs = {"NextToken": token, "MaxResults": self._page}
+            else:
+                kwargs = {**self._ident, "NextToken": token, "MaxResults": self._page}
+        return list(shards.values())
+
+    async def get_iterator(self, shard_id: str, position: Position) -> str:
+        kwargs: dict[str, Any] = {
+            **self._ident,
+            "ShardId": shard_id,
+            "ShardIteratorType": position.kind.value,
+        }
+        if position.kind is PositionKind.AT_TIMESTAMP:
+            kwargs["Timestamp"] = position.timestamp
+        elif position.kind in (
+            PositionKind.AT_SEQUENCE_NUMBER,
+            PositionKind.AFTER_SEQUENCE_NUMBER,
+        ):
+            kwargs["StartingSequenceNumber"] = position.sequence_number
+        try:
+            resp = await self._client.get_shard_iterator(**kwargs)
+        except Exception as exc:
+            err: SourceError = classify(exc, f"getting an iterator for {shard_id}")
+            if isinstance(err, StreamNotFoundError):
+                err = ShardNotFoundError(
+                    f"shard {shard_id} is no longer in stream '{self.stream}' "
+                    "(it left with the retention period)"
+                )
+            raise err from exc
+        return str(resp["ShardIterator"])
+
+    async def get_records(self, iterator: str, limit: int) -> Batch:
+        try:
+            resp = await self._client.get_records(ShardIterator=iterator, Limit=limit)
+        except Exception as exc:
+            raise classify(exc, "reading records") from exc
+        children = resp.get("ChildShards")
+        return Batch(
+            records=records_from_api(resp.get("Records") or ()),
+            next_iterator=resp.get("NextShardIterator"),
+            millis_behind_latest=resp.get("MillisBehindLatest"),
+            child_shards=tuple(_child_from_api(c) for c in children) if children else (),
+        )

@@ -1,0 +1,262 @@
+"""Shared fixtures: real endpoints on loopback (moto's server, kinesalite, the demo endpoint).
+
+kinesalite is installed from the npm registry on first use (``npm ci`` in tests/kinesalite) and
+started on 127.0.0.1 for the session. Nothing of ours is mocked: faults are injected at the
+client boundary (console.sources.faults).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Dummy credentials for the emulators, set before anything imports botocore. Real ones from the
+# developer's machine must never reach a test.
+for _name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+    os.environ.pop(_name, None)
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+)
+_HOME = tempfile.mkdtemp(prefix="shard-console-tests-")
+os.environ["XDG_CONFIG_HOME"] = str(Path(_HOME) / "config")
+os.environ["XDG_DATA_HOME"] = str(Path(_HOME) / "data")
+
+from console.engine.consumer import ConsumerOptions  # noqa: E402
+from console.model import Record, ShardContext  # noqa: E402
+from console.processors.base import Processor  # noqa: E402
+from console.sources.aws import AwsSettings  # noqa: E402
+
+TESTS = Path(__file__).parent
+KINESALITE = TESTS / "kinesalite"
+
+FAST = ConsumerOptions(
+    discovery_interval=0.5,
+    flush_interval=0.2,
+    idle_interval=0.05,
+    backoff_base=0.01,
+    backoff_cap=0.05,
+    processor_backoff_cap=0.05,
+    command_interval=0.1,
+    tick_interval=0.2,
+)
+
+
+def unique(prefix: str = "s") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def _install_kinesalite() -> None:
+    if (KINESALITE / "node_modules" / "kinesalite").is_dir():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("npm is needed to install kinesalite for the tests")
+    subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=KINESALITE,
+        check=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="session")
+def kinesalite() -> Iterator[str]:
+    _install_kinesalite()
+    node = shutil.which("node")
+    assert node, "node is needed to run kinesalite"
+    proc = subprocess.Popen(
+        [node, str(KINESALITE / "start.js"), "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("PORT "):
+        proc.kill()
+        raise RuntimeError(
+            f"kinesalite did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+        )
+    try:
+        yield f"http://127.0.0.1:{int(line.split()[1])}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def demo_endpoint() -> Iterator[Any]:
+    from console.sources.demo_endpoint import EmbeddedKinesis
+
+    endpoint = EmbeddedKinesis()
+    endpoint.start()
+    try:
+        yield endpoint
+    finally:
+        endpoint.stop()
+
+
+def aws(url: str) -> AwsSettings:
+    return AwsSettings(region="us-east-1", endpoint_url=url)
+
+
+class Kinesis:
+    """Test-side producer and admin, through aioboto3 like everything else."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def client(self) -> Any:
+        import aioboto3
+
+        return aioboto3.Session().client("kinesis", endpoint_url=self.url, region_name="us-east-1")
+
+    async def create(self, name: str, shards: int) -> None:
+        async with self.client() as k:
+            await k.create_stream(StreamName=name, ShardCount=shards)
+            await self._active(k, name)
+
+    async def _active(self, k: Any, name: str) -> None:
+        for _ in range(200):
+            d = await k.describe_stream_summary(StreamName=name)
+            if d["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"stream {name} did not become ACTIVE")
+
+    async def put(self, name: str, records: list[tuple[str, bytes]]) -> list[dict[str, str]]:
+        out: list[dict[str, str]] = []
+        async with self.client() as k:
+            for i in range(0, len(records), 500):
+                chunk = records[i : i + 500]
+                resp = await k.put_records(
+                    StreamName=name,
+                    Records=[{"PartitionKey": pk, "Data": data} for pk, data in chunk],
+                )
+                assert resp.get("FailedRecordCount", 0) == 0, resp
+                out.extend(resp["Records"])
+        return out
+
+    async def shards(self, name: str) -> list[dict[str, Any]]:
+        async with self.client() as k:
+            resp = await k.list_shards(StreamName=name)
+            return list(resp["Shards"])
+
+    async def split(self, name: str, shard_id: str) -> None:
+        async with self.client() as k:
+            shards = (await k.list_shards(StreamName=name))["Shards"]
+            shard = next(s for s in shards if s["ShardId"] == shard_id)
+            lo = int(shard["HashKeyRange"]["StartingHashKey"])
+            hi = int(shard["HashKeyRange"]["EndingHashKey"])
+            await k.split_shard(
+                StreamName=name, ShardToSplit=shard_id, NewStartingHashKey=str((lo + hi + 1) // 2)
+            )
+            await self._active(k, name)
+
+    async def merge(self, name: str, a: str, b: str) -> None:
+        async with self.client() as k:
+            await k.merge_shards(StreamName=name, ShardToMerge=a, AdjacentShardToMerge=b)
+            await self._active(k, name)
+
+
+def numbered(n: int, keys: int = 10, start: int = 0, size: int = 0) -> list[tuple[str, bytes]]:
+    """Records numbered per key: data is "key:n" (padded to ``size`` bytes when asked)."""
+    out = []
+    counters: dict[str, int] = {}
+    for i in range(start, start + n):
+        key = f"k{i % keys}"
+        counters[key] = counters.get(key, 0) + 1
+        data = f"{key}:{i}".encode()
+        out.append((key, data.ljust(size, b".") if size else data))
+    return out
+
+
+class Collect(Processor):
+    """Remembers every record it is handed, in order, with its shard."""
+
+    name = "collect"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Record]] = []
+        self.calls = 0
+        self.fail: Callable[[list[Record], ShardContext], None] | None = None
+
+    async def process(self, records: list[Record], ctx: ShardContext) -> None:
+        self.calls += 1
+        if self.fail is not None:
+            self.fail(records, ctx)
+        self.seen.extend((ctx.shard_id, r) for r in records)
+
+    def data(self) -> list[bytes]:
+        return [r.data for _, r in self.seen]
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "checkpoints.db")
+
+
+@pytest.fixture
+async def store(db: str) -> AsyncIterator[Any]:
+    from console.checkpoints.sqlite import SqliteStore
+
+    s = await SqliteStore.open(db)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def run_cli(*args: str, timeout: float = 60, env: dict[str, str] | None = None, **kw: Any) -> Any:
+    """Run ``shard-console`` as a subprocess, as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "console", *args],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        **kw,
+    )

@@ -1,0 +1,195 @@
+"""The consumer end to end, in process, against kinesalite and the demo endpoint."""
+
+import asyncio
+import dataclasses
+import time
+
+from console.checkpoints.sqlite import SqliteStore
+from console.engine.consumer import Consumer, ConsumerOptions
+from console.model import ShardStatus
+from console.sources.kinesis import KinesisSource
+from tests.conftest import FAST, Collect, Kinesis, aws, numbered, unique, wait_for
+
+
+def per_key_in_order(data: list[bytes]) -> None:
+    """Data is "key:i"; within a key, i must only grow (first deliveries)."""
+    last: dict[str, int] = {}
+    for item in data:
+        key, _, n = item.decode().partition(":")
+        i = int(n.split(".")[0])
+        assert i > last.get(key, -1), f"{key}: {i} after {last.get(key)}"
+        last[key] = i
+
+
+async def test_split_and_merge_during_consumption_deliver_everything_in_key_order(
+    kinesalite: str, db: str
+) -> None:
+    name = unique()
+    k = Kinesis(kinesalite)
+    await k.create(name, 3)
+    sent = numbered(300, keys=12)
+    await k.put(name, sent[:100])
+    processor = Collect()
+    store = await SqliteStore.open(db)
+    async with (
+        KinesisSource(name, aws(kinesalite)) as source,
+        Consumer(source, store, processor, FAST) as consumer,
+    ):
+        await wait_for(lambda: len(processor.seen) >= 100, what="first 100")
+        shards = await k.shards(name)
+        await k.split(name, shards[0]["ShardId"])
+        await k.put(name, sent[100:200])
+        open_ids = sorted(
+            s["ShardId"]
+            for s in await k.shards(name)
+            if "EndingSequenceNumber" not in s["SequenceNumberRange"]
+        )
+        # Merge the two original shards that are still open (1 and 2 are adjacent).
+        await k.merge(name, open_ids[0], open_ids[1])
+        await k.put(name, sent[200:])
+        await wait_for(lambda: len(processor.seen) >= 300, what="all 300")
+        await asyncio.sleep(0.3)
+        states = {sid: v.status for sid, v in consumer.state.shards.items()}
+    await store.close()
+    data = processor.data()
+    assert sorted(data) == sorted(d for _, d in sent)  # every record, exactly once
+    per_key_in_order(data)
+    assert sum(s is ShardStatus.DONE for s in states.values()) == 3  # split parent + merged pair
+    assert len(states) == 3 + 2 + 1
+
+
+async def test_stop_and_restart_resume_from_the_checkpoint(kinesalite: str, db: str) -> None:
+    name = unique()
+    k = Kinesis(kinesalite)
+    await k.create(name, 2)
+    await k.put(name, numbered(200))
+    first = Collect()
+    async with KinesisSource(name, aws(kinesalite)) as source:
+        store = await SqliteStore.open(db)
+        consumer = Consumer(source, store, first, FAST)
+        await consumer.start()
+        await wait_for(lambda: len(first.seen) == 200)
+        await consumer.stop()
+        await consumer.stop()  # idempotent
+        await store.close()
+    await k.put(name, numbered(50, start=200))
+    second = Collect()
+    async with KinesisSource(name, aws(kinesalite)) as source:
+        store = await SqliteStore.open(db)
+        async with Consumer(source, store, second, FAST):
+            await wait_for(lambda: len(second.seen) == 50)
+            await asyncio.sleep(0.5)
+        await store.close()
+    assert sorted(second.data()) == sorted(d for _, d in numbered(50, start=200))
+
+
+async def test_max_records_stops_at_exactly_n(kinesalite: str, db: str) -> None:
+    name = unique()
+    k = Kinesis(kinesalite)
+    await k.create(name, 3)
+    await k.put(name, numbered(500))
+    processor = Collect()
+    options = ConsumerOptions(
+        discovery_interval=0.5, flush_interval=0.2, idle_interval=0.05, max_records=123
+    )
+    async with KinesisSource(name, aws(kinesalite)) as source:
+        store = await SqliteStore.open(db)
+        consumer = Consumer(source, store, processor, options)
+        await asyncio.wait_for(consumer.run(), 20)
+        checkpoints = await store.load(consumer.key)
+        await store.close()
+    assert len(processor.seen) == 123
+    assert consumer.failure is None
+    # The checkpoints cover exactly what was processed.
+    last = {}
+    for sid, r in processor.seen:
+        last[sid] = r.sequence_number
+    for sid, seq in last.items():
+        assert checkpoints[sid].position.sequence_number == seq
+
+
+async def test_processor_errors_retry_the_batch_and_never_drop(demo_endpoint, db: str) -> None:
+    demo_endpoint.call(demo_endpoint.create_stream, "s", 1)
+    for i in range(20):
+        demo_endpoint.call(demo_endpoint.put, "s", "k", f"k:{i}".encode())
+    processor = Collect()
+    failures = {"left": 3}
+
+    def flaky(records, ctx):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ValueError("downstream is down")
+
+    processor.fail = flaky
+    store = await SqliteStore.open(db)
+    saw_failing = []
+    async with KinesisSource("s", aws(demo_endpoint.url)) as source:
+        consumer = Consumer(source, store, processor, FAST)
+        consumer.events.subscribe(
+            lambda e: saw_failing.append(e) if e.kind == "processor_error" else None
+        )
+        async with consumer:
+            await wait_for(lambda: len(processor.seen) == 20)
+            view = next(iter(consumer.state.shards.values()))
+            assert view.status is ShardStatus.ACTIVE and view.last_error is None
+            assert consumer.state.retries["processor_error"] == 3
+    await store.close()
+    assert processor.data() == [f"k:{i}".encode() for i in range(20)]
+    assert processor.calls == 4
+    assert saw_failing and "downstream is down" in saw_failing[0].message
+
+
+async def test_checkpoint_older_than_retention_is_loud_and_restarts_at_trim_horizon(
+    demo_endpoint, db: str
+) -> None:
+    demo_endpoint.call(demo_endpoint.create_stream, "s", 1)
+    for i in range(10):
+        demo_endpoint.call(demo_endpoint.put, "s", "k", f"k:{i}".encode())
+    store = await SqliteStore.open(db)
+    first = Collect()
+    async with KinesisSource("s", aws(demo_endpoint.url)) as source:
+        async with Consumer(source, store, first, FAST) as consumer:
+            await wait_for(lambda: len(first.seen) == 10)
+        key = consumer.key
+        # Age the checkpoint past the stream's 24 h retention, as if we had been down for days.
+        await store._conn.execute("UPDATE checkpoints SET arrival = ?", (time.time() - 25 * 3600,))
+        events = []
+        second = Collect()
+        consumer = Consumer(source, store, second, FAST)
+        consumer.events.subscribe(events.append)
+        async with consumer:
+            await wait_for(lambda: len(second.seen) == 10)
+    history = await store.history(key)
+    await store.close()
+    loud = [e for e in events if e.kind == "retention_loss"]
+    assert (
+        loud
+        and loud[0].level.value == "error"
+        and "older than the stream's retention" in loud[0].message
+    )
+    assert any(h.cause == "retention" for h in history)
+
+
+async def test_initial_position_latest_skips_what_is_there_and_survives_a_restart(
+    demo_endpoint, db: str
+) -> None:
+    from console.model import Position
+
+    demo_endpoint.call(demo_endpoint.create_stream, "s", 2)
+    for i in range(10):
+        demo_endpoint.call(demo_endpoint.put, "s", f"k{i}", b"old")
+    options = dataclasses.replace(FAST, initial_position=Position.latest())
+    store = await SqliteStore.open(db)
+    first = Collect()
+    async with KinesisSource("s", aws(demo_endpoint.url)) as source:
+        async with Consumer(source, store, first, options):
+            await asyncio.sleep(0.3)
+        # Written while nobody was reading, after the first start: must not be skipped.
+        for i in range(5):
+            demo_endpoint.call(demo_endpoint.put, "s", f"k{i}", b"new")
+        second = Collect()
+        async with Consumer(source, store, second, options):
+            await wait_for(lambda: len(second.seen) == 5)
+    await store.close()
+    assert first.seen == []
+    assert second.data() == [b"new"] * 5

@@ -1,0 +1,57 @@
+"""Faults at the client boundary: the real client gets throttled, 5xx'd, reset, timed out, and
+its iterators expire. The consumer delivers everything anyway, and shows what it went through."""
+
+import dataclasses
+
+import pytest
+
+from console.checkpoints.sqlite import SqliteStore
+from console.engine.consumer import Consumer
+from console.sources.faults import KINDS, FaultInjector
+from console.sources.kinesis import KinesisSource
+from tests.conftest import FAST, Collect, Kinesis, aws, numbered, unique, wait_for
+
+
+@pytest.mark.parametrize("kind", [*KINDS, "mixed"])
+async def test_faults_lose_nothing_and_show(kinesalite: str, db: str, kind: str) -> None:
+    name = unique()
+    k = Kinesis(kinesalite)
+    await k.create(name, 2)
+    sent = numbered(400, keys=8)
+    await k.put(name, sent)
+    rates = {k_: 0.2 / len(KINDS) for k_ in KINDS} if kind == "mixed" else {kind: 0.2}
+    faults = FaultInjector(rates, seed=11)
+    processor = Collect()
+    store = await SqliteStore.open(db)
+    events: list[str] = []
+    async with KinesisSource(name, aws(kinesalite), faults.hooks(), page_size=1) as source:
+        consumer = Consumer(
+            source, store, processor, dataclasses.replace(FAST, records_per_call=25)
+        )
+        consumer.events.subscribe(lambda e: events.append(e.kind))
+        async with consumer:
+            await wait_for(
+                lambda: len(processor.seen) >= 400 and sum(faults.counts.values()) >= 3,
+                timeout=60,
+                what=f"all records through {kind} faults",
+            )
+            retries = dict(consumer.state.retries)
+    await store.close()
+    assert sorted(processor.data()) == sorted(d for _, d in sent)
+    assert sum(faults.counts.values()) >= 3, faults.counts
+    expected = {"throttle": "throttled", "expired": "expired"}.get(kind, "source_error")
+    if kind != "mixed":
+        assert retries.get(expected, 0) >= 1, retries
+        # The operator saw it: an event per episode (the shard shown failing meanwhile).
+        assert {"throttled": "throttled", "expired": "iterator_expired"}.get(
+            expected, "source_error"
+        ) in events
+
+
+def test_fault_spec_parsing() -> None:
+    f = FaultInjector.parse("throttle=0.1,expired=0.05,seed=3")
+    assert f.rates == {"throttle": 0.1, "expired": 0.05}
+    assert FaultInjector.parse("all=0.5").rates == {k: 0.1 for k in KINDS}
+    for bad in ("throttle", "throttle=2", "gremlins=0.1", "throttle=x"):
+        with pytest.raises(Exception, match="fault"):
+            FaultInjector.parse(bad)

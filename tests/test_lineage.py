@@ -1,0 +1,53 @@
+from console.engine.lineage import Lineage
+from console.model import Shard
+
+
+def tree() -> Lineage:
+    # 0 split into 4, 5; 2 and 3 merged into 6; 1 untouched; 7 is a child of gone shard 9.
+    return Lineage.build(
+        [
+            Shard("s0", ending_sequence_number="9"),
+            Shard("s1"),
+            Shard("s2", ending_sequence_number="9"),
+            Shard("s3", ending_sequence_number="9"),
+            Shard("s4", parent_id="s0"),
+            Shard("s5", parent_id="s0"),
+            Shard("s6", parent_id="s2", adjacent_parent_id="s3"),
+            Shard("s7", parent_id="s9"),
+        ]
+    )
+
+
+def test_children_wait_for_every_parent() -> None:
+    t = tree()
+    assert set(t.ready(finished=set())) == {"s0", "s1", "s2", "s3", "s7"}
+    assert set(t.ready(finished={"s0"})) == {"s1", "s2", "s3", "s4", "s5", "s7"}
+    # A merge needs both parents done.
+    assert "s6" not in t.ready(finished={"s2"})
+    assert "s6" in t.ready(finished={"s2", "s3"})
+
+
+def test_a_parent_that_left_the_stream_does_not_block() -> None:
+    t = tree()
+    assert t.gone_parents("s7") == ("s9",)
+    assert t.is_ready("s7", finished=set())
+
+
+def test_descendants_and_tree_order() -> None:
+    t = tree()
+    assert t.descendants("s0") == ["s4", "s5"]
+    assert t.descendants("s3") == ["s6"]
+    walk = list(t.walk())
+    assert [sid for sid, _ in walk] == ["s0", "s4", "s5", "s1", "s2", "s6", "s3", "s7"]
+    assert dict(walk)["s4"] == 1
+    # The merged child appears once, under its first parent.
+    assert [sid for sid, _ in walk].count("s6") == 1
+
+
+def test_ten_thousand_shards_build() -> None:
+    shards = [Shard(f"r{i:05d}", ending_sequence_number="1") for i in range(5000)]
+    shards += [Shard(f"c{i:05d}", parent_id=f"r{i:05d}") for i in range(5000)]
+    t = Lineage.build(shards)
+    assert len(t) == 10000
+    assert len(t.ready(finished=set())) == 5000
+    assert len(list(t.walk())) == 10000
