@@ -1,0 +1,275 @@
+"""The headless program as an operator runs it: a subprocess, real endpoints, real files."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Kinesis, numbered, run_cli, unique
+
+
+def one_line_error(result: subprocess.CompletedProcess, needle: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert needle in lines[0], lines[0]
+
+
+def test_version_and_help() -> None:
+    assert run_cli("--version").stdout.startswith("shard-console ")
+    out = run_cli("run", "--help").stdout
+    for flag in ("--endpoint-url", "--initial-position", "--processor", "--max-records"):
+        assert flag in out
+
+
+@pytest.fixture
+async def stream(kinesalite: str) -> str:
+    name = unique()
+    await Kinesis(kinesalite).create(name, 2)
+    await Kinesis(kinesalite).put(name, numbered(100))
+    return name
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    kinesalite: str, stream: str, tmp_path: Path
+) -> None:
+    db = tmp_path / "c.db"
+    base = ["run", stream, "--endpoint-url", kinesalite, "--db", str(db), "--no-ui"]
+    cases = [
+        (
+            ["run", "no-such-stream", "--endpoint-url", kinesalite, "--db", str(db)],
+            set(),
+            "not found",
+        ),
+        (
+            ["run", stream, "--endpoint-url", "http://127.0.0.1:9", "--db", str(db)],
+            set(),
+            "cannot reach",
+        ),
+        (base, {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}, "no AWS credentials"),
+        ([*base, "--initial-position", "yesterday"], set(), "invalid initial position"),
+        ([*base, "--initial-position", "at_timestamp:soon"], set(), "ISO 8601"),
+        ([*base, "--processor", "frobnicate"], set(), "unknown processor"),
+        (
+            [*base, "--processor", "no_such_module_xyz:handle"],
+            set(),
+            "cannot import processor module",
+        ),
+        ([*base, "--processor", "json:nope"], set(), "has no attribute"),
+        ([*base, "--processor", "json:decoder"], set(), "is not callable"),
+        ([*base, "--duration", "-5"], set(), "positive"),
+        ([*base, "--db", str(tmp_path / "missing" / "c.db")], set(), "does not exist"),
+        ([*base, "--db", str(tmp_path)], set(), "is not a file"),
+    ]
+    for args, unset, needle in cases:
+        full_env = {k: v for k, v in os.environ.items() if k not in unset}
+        result = subprocess.run(
+            [sys.executable, "-m", "console", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=full_env,
+            check=False,
+        )
+        one_line_error(result, needle)
+        assert not db.exists(), f"{args} wrote {db}"
+
+
+def test_processor_that_fails_to_import_is_a_usage_error(
+    kinesalite: str, stream: str, tmp_path: Path
+) -> None:
+    (tmp_path / "broken_proc.py").write_text("raise RuntimeError('boom at import')\n")
+    result = run_cli(
+        "run",
+        stream,
+        "--endpoint-url",
+        kinesalite,
+        "--db",
+        str(tmp_path / "c.db"),
+        "--processor",
+        "broken_proc:handle",
+        env={"PYTHONPATH": str(tmp_path)},
+    )
+    one_line_error(result, "failed to import: RuntimeError: boom at import")
+    assert not (tmp_path / "c.db").exists()
+
+
+def test_corrupt_and_foreign_databases_are_refused_untouched(
+    kinesalite: str, stream: str, tmp_path: Path
+) -> None:
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100 + b"garbage" * 1000)
+    foreign = tmp_path / "foreign.db"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE accounts (id INTEGER)")
+    conn.commit()
+    conn.close()
+    for path, needle in ((corrupt, "corrupt"), (foreign, "another application")):
+        before = path.read_bytes()
+        result = run_cli("run", stream, "--endpoint-url", kinesalite, "--db", str(path))
+        one_line_error(result, needle)
+        assert path.read_bytes() == before
+
+
+def test_config_file_and_environment_layers(kinesalite: str, stream: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("flush_interval = [")
+    one_line_error(run_cli("run", stream, "--config", str(bad)), "not valid TOML")
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("flush_intervall = 5\n")
+    one_line_error(
+        run_cli("run", stream, "--config", str(unknown)), "unknown key(s) flush_intervall"
+    )
+    one_line_error(run_cli("run", stream, env={"SHARD_CONSOLE_FLUSH_INTERVAL": "-1"}), "positive")
+    good = tmp_path / "good.toml"
+    out = tmp_path / "out.jsonl"
+    good.write_text(
+        f'endpoint_url = "{kinesalite}"\ndb = "{tmp_path / "c.db"}"\n'
+        f'processor = "jsonl:{out}"\nmax_records = 100\nduration = 20\n'
+    )
+    result = run_cli(
+        "run", stream, "--config", str(good), env={"SHARD_CONSOLE_MAX_RECORDS": "40"}, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    # The environment (40) won over the file (100).
+    assert len(out.read_text().splitlines()) == 40
+
+
+def test_headless_run_writes_jsonl_and_exits_cleanly(
+    kinesalite: str, stream: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    db = tmp_path / "c.db"
+    result = run_cli(
+        "run",
+        stream,
+        "--endpoint-url",
+        kinesalite,
+        "--db",
+        str(db),
+        "--processor",
+        f"jsonl:{out}",
+        "--max-records",
+        "100",
+        "--log-format",
+        "json",
+        "--status-interval",
+        "0.5",
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 100
+    assert set(rows[0]) == {
+        "stream",
+        "shard_id",
+        "sequence_number",
+        "sub_sequence_number",
+        "partition_key",
+        "approximate_arrival",
+        "data",
+    }
+    assert sorted(r["data"] for r in rows) == sorted(d.decode() for _, d in numbered(100))
+    logs = [json.loads(line) for line in result.stderr.splitlines()]
+    assert {"started", "stopped", "status"} <= {entry["event"] for entry in logs}
+    assert logs[-1]["event"] == "status" and logs[-1]["records"] == 100
+    assert oct(db.stat().st_mode & 0o777) == "0o600"
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_second_consumer_of_the_same_stream_is_refused(
+    kinesalite: str, stream: str, tmp_path: Path
+) -> None:
+    db = tmp_path / "c.db"
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "console",
+            "run",
+            stream,
+            "--endpoint-url",
+            kinesalite,
+            "--db",
+            str(db),
+            "--duration",
+            "30",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert first.stderr is not None
+        for line in first.stderr:
+            if "consuming" in line:
+                break
+        before = sqlite3.connect(db).execute("SELECT count(*) FROM history").fetchone()
+        second = run_cli("run", stream, "--endpoint-url", kinesalite, "--db", str(db))
+        one_line_error(second, f"being consumed by pid {first.pid}")
+        after = sqlite3.connect(db).execute("SELECT count(*) FROM history").fetchone()
+        assert before == after
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(10)
+
+
+def test_sigterm_finishes_flushes_and_exits_0_within_5_s(
+    kinesalite: str, stream: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    db = tmp_path / "c.db"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "console",
+            "run",
+            stream,
+            "--endpoint-url",
+            kinesalite,
+            "--db",
+            str(db),
+            "--processor",
+            f"jsonl:{out}",
+            "--flush-interval",
+            "60",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (
+        not out.exists() or len(out.read_text().splitlines()) < 100
+    ):
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(10)
+    elapsed = time.monotonic() - t0
+    assert rc == 0, proc.stderr.read() if proc.stderr else ""
+    assert elapsed < 5, elapsed
+    # The flush interval was 60 s: only the shutdown flush can have written these.
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    last: dict[str, str] = {}
+    for r in rows:
+        last[r["shard_id"]] = r["sequence_number"]
+    conn = sqlite3.connect(db)
+    saved = dict(conn.execute("SELECT shard_id, position FROM checkpoints").fetchall())
+    for shard_id, seq in last.items():
+        assert saved[shard_id] == f"after_sequence:{seq}"
+
+
+def test_demo_runs_headless_with_nothing_but_the_package(tmp_path: Path) -> None:
+    result = run_cli("demo", "--no-ui", "--duration", "4", "--rate", "50", "--status-interval", "1")
+    assert result.returncode == 0, result.stderr
+    assert "demo endpoint http://127.0.0.1:" in result.stderr
+    assert "stream 'demo' with 4 shards" in result.stderr
+    status = [line for line in result.stderr.splitlines() if " STATUS " in line]
+    assert status and "active=4" in status[-1]
+    records = int(status[-1].split(" records")[0].rsplit("| ", 1)[-1])
+    assert records >= 100

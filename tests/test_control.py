@@ -1,0 +1,179 @@
+"""Operator changes through the engine's one control path, on a live consumer."""
+
+import asyncio
+import time
+
+import pytest
+
+from console.checkpoints.sqlite import SqliteStore
+from console.engine.consumer import Consumer
+from console.engine.control import Action, ControlRequest, SkipTo
+from console.model import CheckpointStatus, Position, ShardStatus
+from console.processors.base import RecordFailed
+from console.sources.kinesis import KinesisSource
+from tests.conftest import FAST, Collect, aws, wait_for
+
+
+def put(endpoint, stream: str, key: str, items: range) -> None:
+    for i in items:
+        endpoint.call(endpoint.put, stream, key, f"{key}:{i}".encode())
+
+
+@pytest.fixture
+async def live(demo_endpoint, db):
+    """A consumer on a 1-shard stream holding 10 records, all read."""
+    demo_endpoint.call(demo_endpoint.create_stream, "s", 1)
+    put(demo_endpoint, "s", "k", range(10))
+    processor = Collect()
+    store = await SqliteStore.open(db)
+    async with KinesisSource("s", aws(demo_endpoint.url)) as source:
+        consumer = Consumer(source, store, processor, FAST)
+        async with consumer:
+            await wait_for(lambda: len(processor.seen) == 10)
+            yield consumer, processor, store
+    await store.close()
+
+
+async def test_pause_holds_records_and_resume_delivers_them(live, demo_endpoint) -> None:
+    consumer, processor, store = live
+    sid = "shardId-000000000000"
+    result = await consumer.control(ControlRequest(Action.PAUSE, sid, actor="me@host"))
+    assert result.ok, result.message
+    assert consumer.state.shards[sid].status is ShardStatus.PAUSED
+    put(demo_endpoint, "s", "k", range(10, 15))
+    await asyncio.sleep(0.5)
+    assert len(processor.seen) == 10
+    assert (await store.load(consumer.key))[sid].paused
+    again = await consumer.control(ControlRequest(Action.PAUSE, sid))
+    assert not again.ok and "already paused" in again.message
+    assert (await consumer.control(ControlRequest(Action.RESUME, sid))).ok
+    await wait_for(lambda: len(processor.seen) == 15)
+    causes = [h.cause for h in await store.history(consumer.key, sid)]
+    assert causes[:2] == ["resume", "pause"]
+
+
+async def test_rewind_replays_and_undo_restores(live) -> None:
+    consumer, processor, store = live
+    sid = "shardId-000000000000"
+    third = processor.seen[2][1]
+    result = await consumer.control(
+        ControlRequest(Action.REWIND, sid, position=Position.at_sequence(third.sequence_number))
+    )
+    assert result.ok, result.message
+    await wait_for(lambda: len(processor.seen) == 18)  # records 2..9 again
+    assert processor.data()[10:] == [f"k:{i}".encode() for i in range(2, 10)]
+    before_undo = (await store.load(consumer.key))[sid].position
+    undo = await consumer.control(ControlRequest(Action.UNDO))
+    assert undo.ok and f"#{result.command_id}" in undo.message
+    restored = (await store.load(consumer.key))[sid].position
+    assert (
+        restored != before_undo or restored.sequence_number == processor.seen[9][1].sequence_number
+    )
+    history = await store.history(consumer.key, sid)
+    assert history[0].cause == "undo" and history[1].cause == "rewind"
+
+
+async def test_rewind_to_a_timestamp_and_validation(live) -> None:
+    consumer, processor, _ = live
+    sid = "shardId-000000000000"
+    future = await consumer.control(
+        ControlRequest(Action.REWIND, sid, position=Position.at_timestamp(time.time() + 3600))
+    )
+    assert not future.ok and "future" in future.message
+    outside = await consumer.control(
+        ControlRequest(Action.REWIND, sid, position=Position.at_sequence("12"))
+    )
+    assert not outside.ok and "before the first" in outside.message
+    unknown = await consumer.control(ControlRequest(Action.PAUSE, "shardId-000000000042"))
+    assert not unknown.ok and "unknown shard" in unknown.message
+    ok = await consumer.control(
+        ControlRequest(Action.REWIND, sid, position=Position.at_timestamp(time.time() - 3600))
+    )
+    assert ok.ok
+    await wait_for(lambda: len(processor.seen) == 20)
+
+
+async def test_skip_to_latest_and_mark_done(live, demo_endpoint) -> None:
+    consumer, processor, store = live
+    sid = "shardId-000000000000"
+    assert (await consumer.control(ControlRequest(Action.PAUSE, sid))).ok
+    put(demo_endpoint, "s", "k", range(10, 20))  # arrive while paused: skipped
+    await asyncio.sleep(0.05)
+    assert (await consumer.control(ControlRequest(Action.SKIP, sid, skip_to=SkipTo.LATEST))).ok
+    assert (await consumer.control(ControlRequest(Action.RESUME, sid))).ok
+    put(demo_endpoint, "s", "k", range(20, 23))
+    await wait_for(lambda: len(processor.seen) == 13)
+    assert processor.data()[10:] == [b"k:20", b"k:21", b"k:22"]
+    assert (await consumer.control(ControlRequest(Action.SKIP, sid, skip_to=SkipTo.DONE))).ok
+    assert consumer.state.shards[sid].status is ShardStatus.SKIPPED
+    assert (await store.load(consumer.key))[sid].status is CheckpointStatus.SKIPPED
+    again = await consumer.control(ControlRequest(Action.SKIP, sid, skip_to=SkipTo.DONE))
+    assert not again.ok and "already skipped" in again.message
+
+
+async def test_skip_past_the_poison_record(demo_endpoint, db) -> None:
+    demo_endpoint.call(demo_endpoint.create_stream, "s", 1)
+    put(demo_endpoint, "s", "k", range(6))
+    processor = Collect()
+
+    def poison(records, ctx):
+        for r in records:
+            if r.data == b"k:3":
+                raise RecordFailed(r, "cannot parse")
+
+    processor.fail = poison
+    store = await SqliteStore.open(db)
+    async with KinesisSource("s", aws(demo_endpoint.url)) as source:
+        async with Consumer(source, store, processor, FAST) as consumer:
+            sid = "shardId-000000000000"
+            await wait_for(lambda: consumer.state.shards[sid].status is ShardStatus.FAILING)
+            assert "cannot parse" in (consumer.state.shards[sid].last_error or "")
+            processor.fail = None
+            processor.seen.clear()
+            # Records 0..2 were processed before the poison one; the checkpoint kept them.
+            r = await consumer.control(ControlRequest(Action.SKIP, sid, skip_to=SkipTo.NEXT_RECORD))
+            assert r.ok and "past record" in r.message, r.message
+            await wait_for(lambda: len(processor.seen) == 2)
+            assert processor.data() == [b"k:4", b"k:5"]
+    await store.close()
+
+
+async def test_rewinding_a_closed_parent_replays_it_before_its_children(demo_endpoint, db) -> None:
+    demo_endpoint.call(demo_endpoint.create_stream, "s", 1)
+    put(demo_endpoint, "s", "a", range(5))
+    demo_endpoint.call(demo_endpoint.split, "s", "shardId-000000000000", 2**127)
+    for key in ("a", "b", "c", "d"):
+        put(demo_endpoint, "s", key, range(5, 8))
+    processor = Collect()
+    store = await SqliteStore.open(db)
+    async with KinesisSource("s", aws(demo_endpoint.url)) as source:
+        async with Consumer(source, store, processor, FAST) as consumer:
+            await wait_for(lambda: len(processor.seen) == 5 + 12)
+            processor.seen.clear()
+            r = await consumer.control(
+                ControlRequest(
+                    Action.REWIND, "shardId-000000000000", position=Position.trim_horizon()
+                )
+            )
+            assert r.ok and "reset 2 descendant(s)" in r.message, r.message
+            await wait_for(lambda: len(processor.seen) == 17)
+            order = [sid for sid, _ in processor.seen]
+            parent_last = max(i for i, sid in enumerate(order) if sid == "shardId-000000000000")
+            child_first = min(i for i, sid in enumerate(order) if sid != "shardId-000000000000")
+            assert parent_last < child_first
+            undo = await consumer.control(ControlRequest(Action.UNDO, change_id=r.command_id))
+            assert undo.ok
+            cps = await store.load(consumer.key)
+            assert cps["shardId-000000000000"].status is CheckpointStatus.DONE
+    await store.close()
+
+
+async def test_commands_written_by_another_process_are_applied(live) -> None:
+    consumer, _, store = live
+    sid = "shardId-000000000000"
+    # What the CLI does from another process: a row in commands, nothing else.
+    cid = await store.add_command(consumer.key, sid, "pause", {}, "ops@bastion")
+    await wait_for(lambda: consumer.state.shards[sid].status is ShardStatus.PAUSED, timeout=5)
+    assert await store.pending_commands(consumer.key) == []
+    [entry] = [h for h in await store.history(consumer.key, sid) if h.command_id == cid]
+    assert entry.actor == "ops@bastion"
