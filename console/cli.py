@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from console import __version__
 from console.errors import ConsoleError, RunError, UsageError
+from console.redact import REDACTOR
 
 if TYPE_CHECKING:
     from console.config import Settings
@@ -188,6 +190,7 @@ async def _consume(
     from console.config import data_dir, default_db_path
     from console.engine.consumer import Consumer
     from console.headless import run_headless
+    from console.sources.base import SourceError
 
     info = await _probe(source)
     if db == default_db_path():
@@ -204,6 +207,8 @@ async def _consume(
             status_interval=settings.status_interval,
             info=info,
         )
+    except SourceError as exc:
+        raise RunError(f"could not start: {exc}") from None
     finally:
         await store.close()
 
@@ -323,7 +328,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(handler(args))
     except ConsoleError as exc:
-        print(f"shard-console: error: {exc}", file=sys.stderr)
+        print(f"shard-console: error: {REDACTOR(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if os.environ.get("SHARD_CONSOLE_DEBUG"):
+            raise
+        print(
+            f"shard-console: internal error: {type(exc).__name__}: {REDACTOR(str(exc))} "
+            "(a bug: please report it; SHARD_CONSOLE_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1

@@ -35,6 +35,7 @@ from console.engine.control import (
 )
 from console.engine.events import EventLog, Level
 from console.engine.lineage import Lineage
+from console.engine.retry import Backoff
 from console.engine.state import EngineState
 from console.engine.worker import (
     ProcessorHung,
@@ -56,6 +57,7 @@ from console.model import (
 from console.processors.base import Processor
 from console.sources.base import (
     FatalSourceError,
+    RetryableError,
     StreamInfo,
     StreamSource,
 )
@@ -186,7 +188,7 @@ class Consumer:
             fresh = record is None and not checkpoints
             await self.processor.open()
             self.status = ConsumerStatus.RUNNING
-            await self._discover(fresh=fresh)
+            await self._first_discovery(fresh)
             if fresh:
                 await self.store.register_stream(
                     StreamRecord(
@@ -343,6 +345,24 @@ class Consumer:
                     f"shard discovery failed, will retry: {exc}",
                     level=Level.WARNING,
                 )
+
+    async def _first_discovery(self, fresh: bool) -> None:
+        """The first listing must succeed before anything runs: throttling or a 5xx at start-up
+        is retried with backoff (about half a minute in all) before the start fails."""
+        backoff = Backoff(self.options.backoff_base, max(self.options.backoff_cap, 1.0))
+        for attempt in range(1, 9):
+            try:
+                await self._discover(fresh=fresh)
+                return
+            except RetryableError as exc:
+                if attempt == 8:
+                    raise
+                self.events.emit(
+                    "discovery_error",
+                    f"listing shards failed, retrying: {exc}",
+                    level=Level.WARNING,
+                )
+                await asyncio.sleep(backoff.next_delay())
 
     def trigger_discovery(self) -> None:
         self._discover_now.set()

@@ -1,0 +1,104 @@
+"""The demo: its endpoint keeps AWS's resharding semantics, and the demo shows true lineage."""
+
+import asyncio
+import json
+from collections import Counter
+
+import pytest
+
+from console.checkpoints.sqlite import SqliteStore
+from console.engine.consumer import Consumer
+from console.model import Position, ShardStatus
+from console.sources.demo import Demo, DemoOptions
+from console.sources.demo_endpoint import EmbeddedKinesis, hash_key
+from console.sources.kinesis import KinesisSource
+from tests.conftest import FAST, Collect, aws, wait_for
+
+
+async def test_after_a_split_writes_go_to_the_children_and_the_parent_ends(demo_endpoint) -> None:
+    e: EmbeddedKinesis = demo_endpoint
+    e.call(e.create_stream, "s", 1)
+    e.call(e.put, "s", "before", b"1")
+    a, b = e.call(e.split, "s", "shardId-000000000000", 2**127)
+    keys = [f"key-{i}" for i in range(40)]
+    for key in keys:
+        e.call(e.put, "s", key, b"after")
+    async with KinesisSource("s", aws(e.url)) as source:
+        shards = {s.shard_id: s for s in await source.list_shards()}
+        assert shards["shardId-000000000000"].is_closed
+        assert shards[a].parent_id == shards[b].parent_id == "shardId-000000000000"
+        it = await source.get_iterator("shardId-000000000000", Position.trim_horizon())
+        batch = await source.get_records(it, 100)
+        assert [r.data for r in batch.records] == [b"1"]  # nothing after the split
+        assert batch.next_iterator is None
+        assert {c.shard_id for c in batch.child_shards} == {a, b}
+        for child in (a, b):
+            it = await source.get_iterator(child, Position.trim_horizon())
+            got = (await source.get_records(it, 100)).records
+            low = child == a
+            assert got and all((hash_key(r.partition_key) < 2**127) == low for r in got)
+
+
+async def test_merge_needs_adjacent_shards_and_records_are_not_copied(demo_endpoint) -> None:
+    e: EmbeddedKinesis = demo_endpoint
+    e.call(e.create_stream, "s", 3)
+    e.call(e.put, "s", "x", b"old")
+    with pytest.raises(Exception, match="not adjacent"):
+        e.call(e.merge, "s", "shardId-000000000000", "shardId-000000000002")
+    child = e.call(e.merge, "s", "shardId-000000000000", "shardId-000000000001")
+    async with KinesisSource("s", aws(e.url)) as source:
+        it = await source.get_iterator(child, Position.trim_horizon())
+        assert (await source.get_records(it, 100)).records == []
+        shard = {s.shard_id: s for s in await source.list_shards()}[child]
+        assert shard.parents == ("shardId-000000000000", "shardId-000000000001")
+
+
+async def test_iterators_expire_and_garbage_is_refused(demo_endpoint, monkeypatch) -> None:
+    from console.sources import demo_endpoint as module
+    from console.sources.base import ExpiredIteratorError, FatalSourceError
+
+    e: EmbeddedKinesis = demo_endpoint
+    e.call(e.create_stream, "s", 1)
+    async with KinesisSource("s", aws(e.url)) as source:
+        it = await source.get_iterator("shardId-000000000000", Position.latest())
+        monkeypatch.setattr(module, "_ITERATOR_TTL", 0.0)
+        await asyncio.sleep(0.01)
+        with pytest.raises(ExpiredIteratorError):
+            await source.get_records(it, 10)
+        with pytest.raises(FatalSourceError, match="Invalid ShardIterator"):
+            await source.get_records("garbage", 10)
+
+
+async def test_the_demo_splits_then_merges_and_the_consumer_follows(db) -> None:
+    events: list[str] = []
+    demo = Demo(DemoOptions(rate=200, split_at=0.5, merge_at=1.0, seed=3), on_event=events.append)
+    demo.start()
+    processor = Collect()
+    store = await SqliteStore.open(db)
+    try:
+        async with KinesisSource("demo", demo.aws) as source:
+            async with Consumer(source, store, processor, FAST) as consumer:
+                await wait_for(
+                    lambda: sum(v.status is ShardStatus.DONE for v in consumer.state.shards.values())
+                    == 3,
+                    what="split parent and merged pair done",
+                )
+                lineage = consumer.lineage
+                await wait_for(lambda: len(processor.seen) >= 400)
+    finally:
+        demo.stop()
+        await store.close()
+    assert events[0].startswith("demo: split shardId-000000000000 into")
+    assert events[1].startswith("demo: merged shardId-000000000002 and shardId-000000000003")
+    assert len(lineage) == 7
+    assert lineage.shards["shardId-000000000006"].parents == (
+        "shardId-000000000002",
+        "shardId-000000000003",
+    )
+    # Orders are numbered per customer: first deliveries per customer arrive in order.
+    last: Counter[str] = Counter()
+    for _, record in processor.seen:
+        order = json.loads(record.data)
+        assert record.partition_key == order["customer"]
+        assert order["n"] == last[order["customer"]] + 1
+        last[order["customer"]] = order["n"]

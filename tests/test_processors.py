@@ -1,0 +1,153 @@
+"""Processors: built-ins, loading user code from an explicit spec, and durability order."""
+
+import asyncio
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from console.checkpoints.sqlite import SqliteStore
+from console.engine.consumer import Consumer
+from console.errors import UsageError
+from console.model import Record, ShardContext
+from console.processors import load_processor
+from console.processors.builtin import JsonlProcessor, PrintProcessor
+from console.sources.kinesis import KinesisSource
+from tests.conftest import FAST, aws, wait_for
+
+CTX = ShardContext("orders", "shardId-000000000001", ("shardId-000000000000",))
+
+
+async def test_jsonl_writes_the_documented_fields(tmp_path: Path) -> None:
+    out = tmp_path / "o.jsonl"
+    p = JsonlProcessor(str(out), "orders")
+    await p.open()
+    await p.process(
+        [
+            Record("11", "pk", '{"a": "é"}'.encode(), 0.5),
+            Record("12", "pk", b"\xff\x00binary", 1.0, sub_sequence_number=3),
+        ],
+        CTX,
+    )
+    await p.close()
+    a, b = (json.loads(line) for line in out.read_text(encoding="utf-8").splitlines())
+    assert a == {
+        "stream": "orders",
+        "shard_id": "shardId-000000000001",
+        "sequence_number": "11",
+        "sub_sequence_number": None,
+        "partition_key": "pk",
+        "approximate_arrival": "1970-01-01T00:00:00.500Z",
+        "data": '{"a": "é"}',
+    }
+    assert b["data"] == {"base64": "/wBiaW5hcnk="} and b["sub_sequence_number"] == 3
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+
+
+async def test_print_writes_one_line_per_record(capsys: pytest.CaptureFixture[str]) -> None:
+    await PrintProcessor().process([Record("11", "pk", b"hello", 0.0)], CTX)
+    assert capsys.readouterr().out == "shardId-000000000001 11 pk hello\n"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("", "unknown processor"),
+        ("nonsense", "unknown processor"),
+        ("jsonl:", "needs a file path"),
+        ("jsonl:/no/such/folder/x.jsonl", "does not exist"),
+        ("os.path:nope", "has no attribute"),
+        ("os:sep", "is not callable"),
+        ("not a module:f", "unknown processor"),
+        ("no_such_pkg_zz:f", "cannot import processor module"),
+    ],
+)
+def test_bad_specs_are_usage_errors(spec: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        load_processor(spec, "s")
+
+
+async def test_user_processors_sync_and_async(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "userproc.py").write_text(
+        "import threading\n"
+        "seen = []\n"
+        "def sync_handler(records, ctx):\n"
+        "    seen.append(('sync', ctx.shard_id, len(records), threading.current_thread().name))\n"
+        "async def async_handler(records, ctx):\n"
+        "    seen.append(('async', ctx.shard_id, len(records)))\n"
+        "class Sink:\n"
+        "    def __init__(self): self.flushed = 0\n"
+        "    def __call__(self, records, ctx): pass\n"
+        "    def flush(self): self.flushed += 1\n"
+        "sink = Sink()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sync = load_processor("userproc:sync_handler", "s")
+    asyncio_ = load_processor("userproc:async_handler", "s")
+    records = [Record("1", "k", b"x", 0.0)]
+    await sync.process(records, CTX)
+    await asyncio_.process(records, CTX)
+    userproc = sys.modules["userproc"]
+    assert userproc.seen[0][:3] == ("sync", CTX.shard_id, 1)
+    assert userproc.seen[0][3] != "MainThread"  # a sync processor never blocks the loop
+    assert userproc.seen[1] == ("async", CTX.shard_id, 1)
+    sink = load_processor("userproc:sink", "s")
+    await sink.flush()
+    assert userproc.sink.flushed == 1
+
+
+async def test_output_is_durable_before_the_checkpoint_that_covers_it(demo_endpoint, db) -> None:
+    """The store's write and the jsonl fsync happen in that order, every flush."""
+    demo_endpoint.call(demo_endpoint.create_stream, "s", 1)
+    for i in range(5):
+        demo_endpoint.call(demo_endpoint.put, "s", "k", f"{i}".encode())
+    order: list[str] = []
+
+    class Watched(JsonlProcessor):
+        async def flush(self) -> None:
+            await super().flush()
+            order.append("output fsynced")
+
+    store = await SqliteStore.open(db)
+    real_save = store.save
+
+    async def save(stream, changes):
+        order.append("checkpoint written")
+        await real_save(stream, changes)
+
+    store.save = save  # an observer on the real store, not a replacement
+    out = Path(db).with_suffix(".jsonl")
+    async with KinesisSource("s", aws(demo_endpoint.url)) as source:
+        async with Consumer(source, store, Watched(str(out), "s"), FAST):
+            await wait_for(lambda: out.exists() and len(out.read_text().splitlines()) == 5)
+            await asyncio.sleep(0.5)
+    await store.close()
+    assert order and order[0] == "output fsynced"
+    for i, step in enumerate(order):
+        if step == "checkpoint written":
+            assert order[i - 1] == "output fsynced"
+
+
+async def test_a_hung_processor_stops_the_run_and_checkpoints_nothing_of_its_batch(
+    demo_endpoint, db
+) -> None:
+    demo_endpoint.call(demo_endpoint.create_stream, "s", 1)
+    demo_endpoint.call(demo_endpoint.put, "s", "k", b"x")
+
+    class Hang(JsonlProcessor):
+        async def process(self, records, ctx):
+            await asyncio.sleep(3600)
+
+    store = await SqliteStore.open(db)
+    options = dataclasses.replace(FAST, processor_timeout=0.3)
+    async with KinesisSource("s", aws(demo_endpoint.url)) as source:
+        consumer = Consumer(source, store, Hang(str(Path(db).with_suffix(".jsonl")), "s"), options)
+        await asyncio.wait_for(consumer.run(), 10)
+        checkpoints = await store.load(consumer.key)
+    await store.close()
+    assert consumer.failure and "did not return within 0.3 s" in consumer.failure
+    assert checkpoints["shardId-000000000000"].position.sequence_number is None
