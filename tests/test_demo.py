@@ -79,8 +79,10 @@ async def test_the_demo_splits_then_merges_and_the_consumer_follows(db) -> None:
         async with KinesisSource("demo", demo.aws) as source:
             async with Consumer(source, store, processor, FAST) as consumer:
                 await wait_for(
-                    lambda: sum(v.status is ShardStatus.DONE for v in consumer.state.shards.values())
-                    == 3,
+                    lambda: (
+                        sum(v.status is ShardStatus.DONE for v in consumer.state.shards.values())
+                        == 3
+                    ),
                     what="split parent and merged pair done",
                 )
                 lineage = consumer.lineage
