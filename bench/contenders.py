@@ -35,7 +35,7 @@ async def bare(url: str, stream: str, n: int) -> int:
                 resp = await k.get_records(ShardIterator=it, Limit=10000)
                 records = resp["Records"]
                 for record in records:
-                    record["Data"]  # noqa: B018 - touch it, as a processor would
+                    record["Data"]
                 count += len(records)
                 if not records and not resp.get("MillisBehindLatest"):
                     break
@@ -101,10 +101,10 @@ def main() -> None:
     import aiosqlite  # noqa: F401
 
     if name == "ours":
-        import console.checkpoints.sqlite  # noqa: F401
-        import console.cli  # noqa: F401
-        import console.engine.consumer  # noqa: F401
-        import console.headless  # noqa: F401
+        import console.checkpoints.sqlite
+        import console.cli
+        import console.engine.consumer
+        import console.headless
         import console.sources.kinesis  # noqa: F401
     elif name == "async-kinesis":
         import kinesis  # noqa: F401
