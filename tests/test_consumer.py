@@ -193,3 +193,58 @@ async def test_initial_position_latest_skips_what_is_there_and_survives_a_restar
     await store.close()
     assert first.seen == []
     assert second.data() == [b"new"] * 5
+
+
+async def test_a_checkpoint_inside_an_aggregated_record_resumes_at_the_next_user_record(
+    moto: str, db: str
+) -> None:
+    from aws_kinesis_agg.aggregator import RecordAggregator
+
+    name = unique()
+    k = Kinesis(moto)
+    await k.create(name, 1)
+    agg = RecordAggregator()
+    for i in range(5):
+        agg.add_user_record(f"user-{i}", f"u{i}".encode())
+    pk, _, data = agg.clear_and_get().get_contents()
+    await k.put(name, [(pk, data), ("plain", b"after")])
+    first = Collect()
+    async with KinesisSource(name, aws(moto)) as source:
+        store = await SqliteStore.open(db)
+        consumer = Consumer(source, store, first, dataclasses.replace(FAST, max_records=3))
+        await asyncio.wait_for(consumer.run(), 20)
+        [cp] = (await store.load(consumer.key)).values()
+        assert cp.position.sub_sequence_number == 2  # stopped inside the aggregate
+        second = Collect()
+        async with Consumer(source, store, second, FAST):
+            await wait_for(lambda: len(second.seen) == 3)
+            await asyncio.sleep(0.3)
+        await store.close()
+    assert first.data() == [b"u0", b"u1", b"u2"]
+    assert second.data() == [b"u3", b"u4", b"after"]
+    assert [r.sub_sequence_number for _, r in second.seen] == [3, 4, None]
+
+
+async def test_an_unchanged_shard_list_costs_no_rework(demo_endpoint, db: str) -> None:
+    demo_endpoint.call(demo_endpoint.create_stream, "s", 3)
+    store = await SqliteStore.open(db)
+    writes = []
+    real = store.save_shards
+
+    async def save_shards(stream, shards):
+        writes.append(len(shards))
+        await real(stream, shards)
+
+    store.save_shards = save_shards
+    async with KinesisSource("s", aws(demo_endpoint.url)) as source:
+        async with Consumer(source, store, Collect(), FAST) as consumer:
+            version = consumer.state.lineage_version
+            for _ in range(3):
+                consumer.trigger_discovery()
+                await asyncio.sleep(0.1)
+            assert consumer.state.lineage_version == version
+            demo_endpoint.call(demo_endpoint.split, "s", "shardId-000000000001", 2**127 - 5)
+            consumer.trigger_discovery()
+            await wait_for(lambda: consumer.state.lineage_version != version)
+    await store.close()
+    assert writes == [3, 3]  # the first listing, then the closed parent and its two children

@@ -179,3 +179,22 @@ async def test_one_consumer_per_stream_per_database(db: str) -> None:
         holder.kill()
         await store.close()
     assert stat.S_IMODE(os.stat(lock_path(db, "stream-a")).st_mode) == 0o600
+
+
+async def test_a_cancelled_write_never_leaves_a_transaction_open(store: SqliteStore) -> None:
+    """Cancel writers at every point of their transaction; the store stays usable and every
+    write is either whole or absent."""
+    import asyncio
+
+    changes = [
+        CheckpointChange(Checkpoint(f"s{i}", Position.after_sequence(str(i)))) for i in range(200)
+    ]
+    for round_ in range(30):
+        task = asyncio.create_task(store.save("s", changes))
+        for _ in range(round_ % 6):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await store.save("t", [CheckpointChange(Checkpoint("x", Position.trim_horizon()))])
+    assert len(await store.load("s")) in (0, 200)

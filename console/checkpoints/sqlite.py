@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import getpass
 import hashlib
 import json
@@ -22,9 +23,9 @@ import re
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import aiosqlite
 
@@ -38,6 +39,9 @@ from console.checkpoints.base import (
     StreamRecord,
 )
 from console.model import Checkpoint, CheckpointStatus, Position, Shard
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 APPLICATION_ID = 0x53434F4E  # "SCON"
 _HEADER = b"SQLite format 3\x00"
@@ -260,6 +264,28 @@ def _encode(position: Position | None) -> str | None:
     return position.encode() if position is not None else None
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # the caller may be gone; its exception is reported to it, if not
+
+
+def _atomic(method: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Run a writing method to its end even if its caller is cancelled meanwhile.
+
+    aiosqlite runs each statement on its own thread; cancelling the coroutine between BEGIN
+    and COMMIT (a loop stopped at shutdown, a worker group cancelled by the UI) would leave the
+    shared connection inside an open transaction. Shielded, the transaction commits or rolls
+    back whatever happens to the caller."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        task = asyncio.ensure_future(method(*args, **kwargs))
+        task.add_done_callback(_retrieve)
+        return await asyncio.shield(task)
+
+    return wrapper
+
+
 class SqliteStore:
     """Use :meth:`open`; one instance per process and database."""
 
@@ -326,6 +352,8 @@ class SqliteStore:
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> Any:
+        """BEGIN IMMEDIATE ... COMMIT, one at a time. Every method that uses it is
+        :func:`_atomic`, so a cancelled caller never leaves a transaction open half-way."""
         async with self._tx_lock:
             await self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -342,6 +370,7 @@ class SqliteStore:
         row = await cur.fetchone()
         return _stream_row(row) if row is not None else None
 
+    @_atomic
     async def register_stream(self, record: StreamRecord) -> None:
         async with self._transaction() as conn:
             await conn.execute(
@@ -380,6 +409,7 @@ class SqliteStore:
             for r in await cur.fetchall()
         }
 
+    @_atomic
     async def save(self, stream: str, changes: Sequence[CheckpointChange]) -> None:
         """All changes in one transaction: the store moves between consistent states."""
         if not changes:
@@ -438,6 +468,7 @@ class SqliteStore:
             ],
         )
 
+    @_atomic
     async def add_history(self, stream: str, entries: Sequence[HistoryEntry]) -> None:
         """History rows without a checkpoint change (events such as data lost to retention)."""
         if entries:
@@ -481,6 +512,7 @@ class SqliteStore:
 
     # -- shards -----------------------------------------------------------------------------
 
+    @_atomic
     async def save_shards(self, stream: str, shards: Sequence[Shard]) -> None:
         """Remember the shard map so offline commands can check lineage and ranges."""
         if not shards:
@@ -523,6 +555,7 @@ class SqliteStore:
 
     # -- commands ---------------------------------------------------------------------------
 
+    @_atomic
     async def add_command(
         self, stream: str, shard_id: str | None, action: str, args: dict[str, Any], actor: str
     ) -> int:
@@ -545,6 +578,7 @@ class SqliteStore:
             for r in await cur.fetchall()
         ]
 
+    @_atomic
     async def finish_command(self, command_id: int, ok: bool, result: str) -> None:
         async with self._transaction() as conn:
             await conn.execute(
@@ -574,6 +608,10 @@ class SqliteStore:
                 "consumer first, or pass another --db"
             ) from None
         self._locks[stream] = fd
+        await self._record_owner(stream)
+
+    @_atomic
+    async def _record_owner(self, stream: str) -> None:
         user = actor_name().split("@", 1)[0]
         async with self._transaction() as conn:
             await conn.execute(
@@ -597,13 +635,17 @@ class SqliteStore:
         if fd is None:
             return
         try:
-            async with self._transaction() as conn:
-                await conn.execute(
-                    "DELETE FROM owners WHERE stream = ? AND pid = ?", (stream, os.getpid())
-                )
+            await self._forget_owner(stream)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    @_atomic
+    async def _forget_owner(self, stream: str) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(
+                "DELETE FROM owners WHERE stream = ? AND pid = ?", (stream, os.getpid())
+            )
 
     async def close(self) -> None:
         if self._closed:
