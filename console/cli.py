@@ -78,6 +78,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--records-per-call", type=_whole, metavar="N")
     p.add_argument(
+        "--theme", metavar="NAME", help="shard-dark (default), shard-light, or a Textual theme"
+    )
+    p.add_argument(
+        "--refresh-rate", type=float, metavar="HZ", help="UI redraws per second (default 4)"
+    )
+    p.add_argument(
+        "--read-only",
+        action="store_const",
+        const=True,
+        help="watch only: every change (rewind, skip, pause, undo, replay) is refused",
+    )
+    p.add_argument(
         "--inject-faults",
         metavar="SPEC",
         help="rehearse incidents: throttle=0.1,http500=0.05,reset=0.05,timeout=0.05,"
@@ -135,6 +147,9 @@ _SETTING_FLAGS = (
     "processor_timeout",
     "records_per_call",
     "inject_faults",
+    "theme",
+    "refresh_rate",
+    "read_only",
 )
 
 
@@ -157,6 +172,7 @@ def _options(settings: Settings, initial: Position) -> ConsumerOptions:
         records_per_call=settings.records_per_call,
         max_records=settings.max_records,
         processor_timeout=settings.processor_timeout or None,
+        read_only=settings.read_only,
     )
 
 
@@ -199,6 +215,10 @@ async def _consume(
     store = await SqliteStore.open(db)
     try:
         consumer = Consumer(source, store, processor, _options(settings, initial), events)
+        if not settings.no_ui:
+            from console.ui.app import run_tui
+
+            return await run_tui(consumer, settings, info)
         consumer.events.subscribe(printer.event)
         return await run_headless(
             consumer,
@@ -222,6 +242,23 @@ def _initial(settings: Settings) -> Position:
         raise UsageError(str(exc)) from None
 
 
+def _check_ui(settings: Settings) -> None:
+    """The theme must exist and the terminal must be one, before anything starts."""
+    if settings.no_ui:
+        return
+    from console.ui.theme import check_theme
+
+    check_theme(settings.theme)
+    # Textual draws on stderr, which leaves stdout free for a processor's output.
+    if not sys.stderr.isatty():
+        raise UsageError("the console needs a terminal: pass --no-ui to run headless")
+    if settings.processor == "print" and sys.stdout.isatty():
+        raise UsageError(
+            "--processor print would write over the console: redirect stdout "
+            "(> records.txt) or pass --no-ui"
+        )
+
+
 def _hooks(settings: Settings) -> list[Any]:
     if not settings.inject_faults:
         return []
@@ -240,6 +277,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     initial = _initial(settings)
+    _check_ui(settings)
     processor = load_processor(settings.processor, stream_name(args.stream))
     db = settings.db or default_db_path()
     if settings.db is not None or data_dir().exists():
@@ -267,6 +305,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from console.sources.kinesis import KinesisSource
 
     settings = _settings(args)
+    _check_ui(settings)
     if args.shards < 1 or args.shards > 64:
         raise UsageError(f"--shards must be between 1 and 64, not {args.shards}")
     if not args.rate > 0:
@@ -298,12 +337,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
             demo.start()
             where = f"{db} (deleted at exit; pass --db to keep it)" if tmpdir else db
-            printer.line(
-                "info",
-                "demo",
+            intro = (
                 f"demo endpoint {demo.endpoint.url}, stream '{stream}' with {args.shards} shards "
-                f"at {args.rate:g} records/s; checkpoints in {where}",
+                f"at {args.rate:g} records/s; checkpoints in {where}"
             )
+            if settings.no_ui:
+                printer.line("info", "demo", intro)
+            else:
+                events.emit("demo", intro)
             try:
                 async with KinesisSource(stream, demo.aws, _hooks(settings)) as source:
                     return await _consume(

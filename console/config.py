@@ -114,6 +114,18 @@ def _max_records(name: str, value: Any) -> int:
     return _count(name, value)
 
 
+def _rate(name: str, value: Any) -> float:
+    try:
+        number = _number(value)
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"{name} must be a number of refreshes per second, not {value!r}"
+        ) from None
+    if not 0.2 <= number <= 60:
+        raise UsageError(f"{name} must be between 0.2 and 60 per second, not {value!r}")
+    return number
+
+
 def _keymap(name: str, value: Any) -> dict[str, str]:
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
@@ -141,6 +153,9 @@ class Settings:
     processor_timeout: float = 300.0  # 0: wait forever
     records_per_call: int | None = None
     inject_faults: str | None = None
+    theme: str = "shard-dark"
+    refresh_rate: float = 4.0  # UI snapshot reads per second
+    read_only: bool = False
     keys: dict[str, str] = field(default_factory=dict)
 
 
@@ -162,6 +177,9 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "processor_timeout": _non_negative,
     "records_per_call": _records_per_call,
     "inject_faults": _text,
+    "theme": _text,
+    "refresh_rate": _rate,
+    "read_only": _flag,
     "keys": _keymap,
 }
 assert set(_PARSERS) == {f.name for f in fields(Settings)}

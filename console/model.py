@@ -62,6 +62,28 @@ def parse_ts(text: str) -> float:
     return dt.timestamp()
 
 
+_RELATIVE = re.compile(r"^-\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_when(text: str, now: float | None = None) -> float:
+    """A time an operator types: ISO 8601 (UTC unless it says otherwise) or relative to now,
+    as in -15m, -2h, -90s, -1d."""
+    import time
+
+    raw = text.strip()
+    match = _RELATIVE.match(raw)
+    if match:
+        amount, unit = match.groups()
+        return (time.time() if now is None else now) - float(amount) * _UNITS[unit]
+    try:
+        return parse_ts(raw)
+    except PositionError:
+        raise PositionError(
+            f"'{text}' is not a time: use ISO 8601 (2026-11-23T08:00:00Z) or -15m, -2h, -1d"
+        ) from None
+
+
 class PositionKind(StrEnum):
     TRIM_HORIZON = "TRIM_HORIZON"
     LATEST = "LATEST"
@@ -154,6 +176,17 @@ class Position:
         raise PositionError(
             f"invalid initial position '{text}': use trim_horizon, latest or at_timestamp:ISO8601"
         )
+
+    def target(self) -> str:
+        """As the object of a sentence: "rewind X to <target>"."""
+        if self.kind is PositionKind.AT_TIMESTAMP:
+            assert self.timestamp is not None
+            return format_ts(self.timestamp)
+        if self.kind is PositionKind.TRIM_HORIZON:
+            return "the start (TRIM_HORIZON)"
+        if self.kind is PositionKind.LATEST:
+            return "the tip (LATEST)"
+        return f"sequence {self.describe()}"
 
     def describe(self) -> str:
         """Short human form for screens and log lines."""

@@ -33,6 +33,9 @@ os.environ.update(
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         "AWS_EC2_METADATA_DISABLED": "true",
+        # Subprocess runs have no terminal: headless, as in a container. The console's own
+        # tests run it in-process with Textual's pilot.
+        "SHARD_CONSOLE_NO_UI": "1",
     }
 )
 _HOME = tempfile.mkdtemp(prefix="shard-console-tests-")

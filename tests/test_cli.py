@@ -21,6 +21,11 @@ def one_line_error(result: subprocess.CompletedProcess, needle: str) -> None:
     assert needle in lines[0], lines[0]
 
 
+def test_without_a_terminal_the_console_says_to_run_headless(tmp_path: Path) -> None:
+    result = run_cli("demo", env={"SHARD_CONSOLE_NO_UI": "0"})
+    one_line_error(result, "needs a terminal: pass --no-ui")
+
+
 def test_version_and_help() -> None:
     assert run_cli("--version").stdout.startswith("shard-console ")
     out = run_cli("run", "--help").stdout

@@ -31,6 +31,7 @@ from console.engine.control import (
     Action,
     ControlError,
     ControlRequest,
+    Plan,
     plan_change,
 )
 from console.engine.events import EventLog, Level
@@ -49,6 +50,7 @@ from console.model import (
     CheckpointStatus,
     Position,
     PositionKind,
+    Record,
     Shard,
     ShardContext,
     ShardStatus,
@@ -87,6 +89,7 @@ class ConsumerOptions:
     history_interval: float = 60.0
     command_interval: float = 1.0
     tick_interval: float = 1.0
+    read_only: bool = False  # refuse every operator change
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +293,10 @@ class Consumer:
     @property
     def lineage(self) -> Lineage:
         return self._lineage
+
+    @property
+    def read_only(self) -> bool:
+        return self.options.read_only
 
     def _fail_run(self, reason: str) -> None:
         if self.failure is None:
@@ -612,6 +619,7 @@ class Consumer:
             return
         outcome = task.result()
         if outcome is WorkerExit.ENDED:
+            view.lag_ms = None  # nothing left to be behind on
             self.state.set_status(view, ShardStatus.DONE)
             kids = self._lineage.children.get(sid, ())
             self.events.emit(
@@ -681,6 +689,8 @@ class Consumer:
                 )
 
     async def _apply_pending(self) -> None:
+        if self.options.read_only:
+            return  # a read-only console applies nothing; a writable consumer will
         async with self._control_lock:
             if self.status is not ConsumerStatus.RUNNING:
                 return
@@ -697,6 +707,8 @@ class Consumer:
     async def control(self, request: ControlRequest) -> ControlResult:
         """Apply an operator request now: it is recorded as a command, applied between
         batches, and its result recorded. The TUI and the CLI both end here."""
+        if self.options.read_only:
+            return ControlResult(0, False, "read-only: operator changes are refused")
         async with self._control_lock:
             if self.status is not ConsumerStatus.RUNNING:
                 raise ControlError(f"the consumer is {self.status.value}")
@@ -705,43 +717,71 @@ class Consumer:
             )
             return await self._apply_locked(command_id, request)
 
+    async def preview(self, request: ControlRequest) -> Plan:
+        """What ``request`` would write, validated, without writing it (dialogs, --dry-run)."""
+        affected, undo_entries = await self._scope(request, None)
+        del affected
+        entry = self._workers.get(request.shard_id or "")
+        failing = entry[0].failing_record if entry is not None else None
+        return self._plan(request, None, undo_entries, failing)
+
+    async def history(self, shard_id: str | None = None, limit: int = 50) -> list[HistoryEntry]:
+        return await self.store.history(self.key, shard_id, limit)
+
     def _default_position(self, sid: str) -> Position:
         return Position.trim_horizon()
 
+    async def _scope(
+        self, request: ControlRequest, command_id: int | None
+    ) -> tuple[set[str], list[HistoryEntry]]:
+        """The shards a request touches (their workers stop first), and for an undo the rows
+        of the change it takes back."""
+        if request.action is Action.UNDO:
+            target = request.change_id or await self.store.last_change_id(
+                self.key, before=command_id
+            )
+            entries = await self.store.history_for_command(self.key, target) if target else []
+            return {h.shard_id for h in entries}, entries
+        if request.action is Action.REPLAY:
+            return set(self._lineage.shards), []
+        sid = request.shard_id or ""
+        if sid not in self._lineage and self.checkpointer.get(sid) is None:
+            raise ControlError(f"unknown shard '{sid}': it is not in stream '{self.source.stream}'")
+        affected = {sid}
+        if request.action is Action.REWIND:
+            affected.update(self._lineage.descendants(sid))
+        return affected, []
+
+    def _plan(
+        self,
+        request: ControlRequest,
+        command_id: int | None,
+        undo_entries: list[HistoryEntry],
+        failing: Record | None,
+    ) -> Plan:
+        info = self.state.info
+        return plan_change(
+            request,
+            checkpoints=self.checkpointer.all(),
+            lineage=self._lineage,
+            default_position=self._default_position,
+            now=time.time(),
+            command_id=command_id,
+            failing_record=failing,
+            undo_entries=undo_entries,
+            retention_hours=info.retention_hours if info is not None else None,
+        )
+
     async def _apply_locked(self, command_id: int, request: ControlRequest) -> ControlResult:
-        undo_entries: list[HistoryEntry] = []
+        affected: set[str] = set()
         try:
-            if request.action is Action.UNDO:
-                target = request.change_id or await self.store.last_change_id(
-                    self.key, before=command_id
-                )
-                if target is not None:
-                    undo_entries = await self.store.history_for_command(self.key, target)
-                affected = {h.shard_id for h in undo_entries}
-            else:
-                sid = request.shard_id or ""
-                if sid not in self._lineage and self.checkpointer.get(sid) is None:
-                    raise ControlError(
-                        f"unknown shard '{sid}': it is not in stream '{self.source.stream}'"
-                    )
-                affected = {sid}
-                if request.action is Action.REWIND:
-                    affected.update(self._lineage.descendants(sid))
+            affected, undo_entries = await self._scope(request, command_id)
             failing = None
             for sid in affected:
                 worker = await self._stop_worker(sid)
                 if worker is not None and sid == request.shard_id:
                     failing = worker.failing_record
-            plan = plan_change(
-                request,
-                checkpoints=self.checkpointer.all(),
-                lineage=self._lineage,
-                default_position=self._default_position,
-                now=time.time(),
-                command_id=command_id,
-                failing_record=failing,
-                undo_entries=undo_entries,
-            )
+            plan = self._plan(request, command_id, undo_entries, failing)
             await self.checkpointer.write(plan.changes)
             self._failed.difference_update(affected)
             for sid in affected:

@@ -9,6 +9,7 @@ drift apart.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -21,8 +22,12 @@ from console.model import (
     Checkpoint,
     CheckpointStatus,
     Position,
+    PositionError,
     PositionKind,
     Record,
+    format_ts,
+    is_sequence_number,
+    parse_when,
     seq_int,
 )
 
@@ -37,6 +42,7 @@ class Action(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     UNDO = "undo"
+    REPLAY = "replay"  # every shard of the stream from a time
 
 
 class SkipTo(StrEnum):
@@ -85,6 +91,44 @@ class ControlRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Target:
+    """A rewind target as an operator types it. ``checkpoint_id`` names a history row whose
+    position the caller looks up."""
+
+    position: Position | None = None
+    checkpoint_id: int | None = None
+
+
+def parse_target(text: str, now: float | None = None) -> Target:
+    """trim_horizon | latest | timestamp:ISO | ISO | -15m | sequence:N | checkpoint:ID"""
+    raw = text.strip()
+    lowered = raw.lower()
+    if lowered in ("trim_horizon", "start"):
+        return Target(Position.trim_horizon())
+    if lowered in ("latest", "tip"):
+        return Target(Position.at_timestamp(time.time() if now is None else now))
+    name, sep, arg = raw.partition(":")
+    if sep and name.lower() == "sequence":
+        seq, _, sub = arg.strip().partition("/")
+        if not is_sequence_number(seq) or (sub and not sub.isdigit()):
+            raise ControlError(f"'{arg}' is not a sequence number (1 to 128 decimal digits)")
+        return Target(Position.at_sequence(seq, int(sub) if sub else None))
+    if sep and name.lower() == "checkpoint":
+        if not arg.strip().isdigit():
+            raise ControlError(f"'{arg}' is not a history entry number")
+        return Target(checkpoint_id=int(arg))
+    if sep and name.lower() in ("timestamp", "at_timestamp"):
+        raw = arg
+    try:
+        return Target(Position.at_timestamp(parse_when(raw, now)))
+    except PositionError:
+        raise ControlError(
+            f"'{text}' is not a target: use trim_horizon, latest, timestamp:ISO, -15m, "
+            "sequence:N or checkpoint:ID"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     changes: tuple[CheckpointChange, ...]
     summary: str
@@ -125,6 +169,20 @@ def check_sequence(lineage: Lineage, shard_id: str, position: Position) -> None:
         raise ControlError(f"sequence number {seq} is after the last of {shard_id} ({last})")
 
 
+def check_time(position: Position, now: float, retention_hours: float | None) -> None:
+    """A time target must be in the past, and inside the stream's retention when known."""
+    ts = position.timestamp
+    if position.kind is not PositionKind.AT_TIMESTAMP or ts is None:
+        return
+    if ts > now + 1:
+        raise ControlError(f"{format_ts(ts)} is in the future")
+    if retention_hours is not None and ts < now - retention_hours * 3600:
+        raise ControlError(
+            f"{format_ts(ts)} is older than the stream's retention ({retention_hours:g} h): "
+            "those records are gone; choose a later time"
+        )
+
+
 def plan_change(
     request: ControlRequest,
     *,
@@ -135,11 +193,16 @@ def plan_change(
     command_id: int | None = None,
     failing_record: Record | None = None,
     undo_entries: Sequence[HistoryEntry] = (),
+    retention_hours: float | None = None,
 ) -> Plan:
     """The rows one operator request writes. Raises ControlError when it cannot apply."""
     action = request.action
     if action is Action.UNDO:
         return _plan_undo(request, checkpoints, default_position, now, command_id, undo_entries)
+    if request.position is not None:
+        check_time(request.position, now, retention_hours)
+    if action is Action.REPLAY:
+        return _plan_replay(request, checkpoints, lineage, default_position, now, command_id)
     sid = request.shard_id
     if not sid:
         raise ControlError(f"{action.value} needs a shard id")
@@ -190,7 +253,7 @@ def plan_change(
                 )
             )
             reset.append(child)
-        summary = f"rewind {sid} to {target.describe()}"
+        summary = f"rewind {sid} to {target.target()}"
         if reset:
             summary += f"; reset {len(reset)} descendant(s) to wait for it: {', '.join(reset)}"
         return Plan(tuple(changes), summary)
@@ -239,6 +302,48 @@ def plan_change(
             (CheckpointChange(new, entry(sid, current, new, "resume", None)),), f"resume {sid}"
         )
     raise ControlError(f"unknown action {action}")  # pragma: no cover - enum is exhaustive
+
+
+def _plan_replay(
+    request: ControlRequest,
+    checkpoints: Mapping[str, Checkpoint],
+    lineage: Lineage,
+    default_position: Callable[[str], Position],
+    now: float,
+    command_id: int | None,
+) -> Plan:
+    """Every shard of the stream reads again from a time.
+
+    Setting every shard to AT_TIMESTAMP(T) is exact: a shard closed before T yields nothing and
+    ends at once, a shard created after T yields all it has, and lineage still makes each child
+    wait for its parents, so per-key order is replayed as it was first delivered."""
+    target = request.position
+    if target is None or target.kind is not PositionKind.AT_TIMESTAMP:
+        raise ControlError("replay needs a time to start from")
+    if not lineage.shards:
+        raise ControlError("the stream has no shards to replay")
+    changes = []
+    for sid in sorted(lineage.shards):
+        current = checkpoints.get(sid) or Checkpoint(sid, default_position(sid))
+        new = replace(current, position=target, status=CheckpointStatus.OPEN)
+        changes.append(
+            CheckpointChange(
+                new,
+                HistoryEntry(
+                    shard_id=sid,
+                    cause="replay",
+                    actor=request.actor,
+                    old_position=current.position,
+                    new_position=target,
+                    old_status=status_word(current),
+                    new_status=status_word(new),
+                    note=request.note,
+                    at=now,
+                    command_id=command_id,
+                ),
+            )
+        )
+    return Plan(tuple(changes), f"replay {len(changes)} shard(s) from {target.target()}")
 
 
 def _plan_undo(

@@ -13,10 +13,30 @@ from collections import Counter
 from dataclasses import dataclass
 
 from console.engine.lineage import Lineage
-from console.model import Position, ShardStatus
+from console.model import Position, Record, ShardStatus
 from console.sources.base import StreamInfo
 
 FINISHED = frozenset({ShardStatus.DONE, ShardStatus.SKIPPED})
+PEEK_RECORDS = 10
+PEEK_BYTES = 4096
+
+
+def peek(records: list[Record]) -> tuple[Record, ...]:
+    """The tail of a batch, kept for display (called once per batch, not per record)."""
+    tail = records[-PEEK_RECORDS:]
+    return tuple(
+        r
+        if len(r.data) <= PEEK_BYTES
+        else Record(
+            r.sequence_number,
+            r.partition_key,
+            r.data[:PEEK_BYTES],
+            r.approximate_arrival,
+            r.sub_sequence_number,
+            r.explicit_hash_key,
+        )
+        for r in tail
+    )
 
 
 @dataclass(slots=True, eq=False)
@@ -34,6 +54,9 @@ class ShardView:
     last_error: str | None = None
     error_at: float | None = None
     last_arrival: float | None = None  # approximate arrival time of the last record read
+    # The last few records read, for the detail screen's peek. Data is cut to PEEK_BYTES: a
+    # thousand shards of 1 MB records must not pin gigabytes.
+    recent: tuple[Record, ...] = ()
     version: int = 0
 
 

@@ -20,7 +20,7 @@ from console.checkpoints.base import CheckpointChange, HistoryEntry
 from console.engine.checkpointing import Checkpointer
 from console.engine.events import EventLog, Level
 from console.engine.retry import Backoff
-from console.engine.state import EngineState, ShardView
+from console.engine.state import PEEK_RECORDS, EngineState, ShardView, peek
 from console.model import (
     Batch,
     Checkpoint,
@@ -241,6 +241,11 @@ class ShardWorker:
                     view.records += len(records)
                     view.position = self.position
                     view.last_arrival = self.arrival
+                    view.recent = (
+                        peek(records)
+                        if len(records) >= PEEK_RECORDS
+                        else ((*view.recent, *peek(records))[-PEEK_RECORDS:])
+                    )
                     self.state.records_total += len(records)
             view.lag_ms = batch.millis_behind_latest
             self.state.touch(view)

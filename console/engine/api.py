@@ -1,0 +1,58 @@
+"""What a front end (the TUI, the headless runner) may use of a running engine.
+
+:class:`~console.engine.consumer.Consumer` provides it. A front end reads ``state`` and
+``events`` at its own rate and sends requests through ``control``; it never calls AWS or the
+store itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from console.checkpoints.base import HistoryEntry
+from console.engine.control import ControlRequest, Plan
+from console.engine.events import EventLog
+from console.engine.lineage import Lineage
+from console.engine.state import EngineState
+
+
+class ControlOutcome(Protocol):
+    @property
+    def command_id(self) -> int: ...
+
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def message(self) -> str: ...
+
+
+class Engine(Protocol):
+    @property
+    def state(self) -> EngineState: ...
+
+    @property
+    def events(self) -> EventLog: ...
+
+    @property
+    def lineage(self) -> Lineage: ...
+
+    @property
+    def failure(self) -> str | None: ...
+
+    @property
+    def read_only(self) -> bool: ...
+
+    @property
+    def stopped(self) -> asyncio.Event: ...
+
+    async def control(self, request: ControlRequest) -> ControlOutcome: ...
+
+    async def preview(self, request: ControlRequest) -> Plan: ...
+
+    async def history(self, shard_id: str | None = None, limit: int = 50) -> list[HistoryEntry]: ...
+
+    def request_stop(self, reason: str | None = None) -> None: ...
+
+    async def run(self, duration: float | None = None) -> None: ...

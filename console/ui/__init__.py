@@ -1,0 +1,1 @@
+"""The Textual console. Imported only when the TUI runs: the engine never imports it."""

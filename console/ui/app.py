@@ -1,0 +1,449 @@
+"""The console: a Textual app over a running engine.
+
+It reads ``engine.state`` on a timer (4 Hz by default) and redraws only the rows whose version
+changed; it sends every change through ``engine.control`` after a dialog that defaults to No.
+It never calls AWS or the store itself. Quitting asks the engine to stop (finish the batch in
+hand, flush) and exits when it has.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.screen import ModalScreen
+from textual.system_commands import SystemCommandsProvider
+from textual.worker import Worker, WorkerState
+
+from console.checkpoints.sqlite import actor_name
+from console.engine.api import Engine
+from console.engine.control import (
+    Action,
+    ControlError,
+    ControlRequest,
+    SkipTo,
+    parse_target,
+)
+from console.model import Position, PositionError, ShardStatus, parse_when
+from console.ui.screens.dashboard import DashboardScreen
+from console.ui.screens.detail import ShardDetailScreen
+from console.ui.screens.dialogs import (
+    ConfirmDialog,
+    Dialog,
+    ReplayDialog,
+    RewindDialog,
+    SkipDialog,
+)
+from console.ui.screens.help import HelpScreen
+from console.ui.theme import DEFAULT_THEME, load_themes
+
+MUTATIONS = frozenset({"rewind", "skip", "pause", "undo", "replay"})
+SHEET = Path(__file__).with_name("console.tcss")
+
+
+class ConsoleCommands(Provider):
+    """The command palette offers the same actions as the keys (and honours read-only)."""
+
+    def _commands(self) -> list[tuple[str, Callable[[], Any], str]]:
+        app = self.app
+        assert isinstance(app, ShardConsoleApp)
+        entries = [
+            (
+                "Rewind the selected shard…",
+                "rewind",
+                "start, a time, a sequence number, a checkpoint",
+            ),
+            ("Skip the selected shard…", "skip", "to the tip, past the failing record, mark done"),
+            ("Pause or resume the selected shard", "pause", "records wait while paused"),
+            ("Undo the last change", "undo", "restores the previous positions"),
+            ("Replay every shard from a time…", "replay", "type the stream's name to confirm"),
+            ("Filter shards…", "filter", "by id or status"),
+            (
+                "Command line…",
+                "command",
+                "rewind, skip, pause, resume, undo, replay, filter, theme",
+            ),
+            ("Show the keys", "help", "every binding"),
+            ("Quit (flush checkpoints)", "quit", "finish batches in hand, flush, exit"),
+        ]
+        out = []
+        for title, action, help_text in entries:
+            if app.check_action(action, ()) is False:
+                continue
+            out.append((title, getattr(app, f"action_{action}"), help_text))
+        return out
+
+    async def discover(self) -> Hits:
+        for title, callback, help_text in self._commands():
+            yield DiscoveryHit(title, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, callback, help_text in self._commands():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), callback, help=help_text)
+
+
+class ShardConsoleApp(App[int]):
+    CSS_PATH = str(SHEET)
+    TITLE = "shard-console"
+    COMMANDS: ClassVar[set[Any]] = {SystemCommandsProvider, ConsoleCommands}
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="quit"),
+        Binding("question_mark", "help", "Help", id="help"),
+        Binding("r", "rewind", "Rewind", id="rewind"),
+        Binding("s", "skip", "Skip", id="skip"),
+        Binding("p", "pause", "Pause/resume", id="pause"),
+        Binding("u", "undo", "Undo", id="undo"),
+        Binding("R", "replay", "Replay all", id="replay", key_display="R"),
+        Binding("slash", "filter", "Filter", id="filter"),
+        Binding("colon", "command", "Command", id="command", show=False),
+    ]
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        refresh_rate: float = 4.0,
+        theme: str = DEFAULT_THEME,
+        keymap: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+        run_engine: bool = True,
+        duration: float | None = None,
+        sample_every: float = 5.0,
+        actor: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self.refresh_rate = refresh_rate
+        self.theme_name = theme
+        self.user_keymap = dict(keymap or {})
+        self.clock = clock
+        self.run_engine = run_engine
+        self.duration = duration
+        self.sample_every = sample_every
+        self.actor = actor or f"{actor_name()} (tui)"
+        self.dashboard = DashboardScreen(engine, clock)
+        self._seen_version = -1
+        self._seen_lineage = -1
+        self.tick_seconds: deque[float] = deque(maxlen=10_000)  # for the benchmark
+        self.stopping = False
+
+    # -- life -------------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        for theme in load_themes().values():
+            self.register_theme(theme)
+        self.theme = self.theme_name
+        if self.user_keymap:
+            self.set_keymap(self.user_keymap)
+        self.push_screen(self.dashboard)
+        self.set_interval(1 / self.refresh_rate, self.tick)
+        self.set_interval(self.sample_every, self.dashboard.table.sample_lag)
+        if self.run_engine:
+            self.run_worker(self._engine(), name="engine", group="engine", exit_on_error=False)
+
+    async def _engine(self) -> None:
+        await self.engine.run(self.duration)
+        self.exit(1 if self.engine.failure else 0)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker.group == "engine" and event.state is WorkerState.ERROR:
+            self.notify(f"the engine failed: {worker.error}", severity="error", timeout=30)
+            self.exit(1)
+        elif worker.group == "control" and event.state is WorkerState.ERROR:
+            self.notify(f"the change failed: {worker.error}", severity="error", timeout=15)
+
+    # -- the snapshot, at our own rate --------------------------------------------------------
+
+    def tick(self) -> None:
+        started = time.perf_counter()
+        state = self.engine.state
+        table = self.dashboard.table
+        if state.lineage_version != self._seen_lineage:
+            self._seen_lineage = state.lineage_version
+            table.rebuild()
+        elif state.version != self._seen_version:
+            table.refresh_shards(v.shard_id for v in state.changed_since(self._seen_version))
+        table.refresh_visible_ages()
+        self._seen_version = state.version
+        self.dashboard.header.update_from_state()
+        pane = self.dashboard.events
+        fresh = self.engine.events.since(pane.last_seq)
+        if fresh:
+            pane.add(fresh)
+        if isinstance(self.screen, ShardDetailScreen):
+            self.screen.update_from_state()
+        self.tick_seconds.append(time.perf_counter() - started)
+
+    # -- what the keys do ---------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in MUTATIONS and self.engine.read_only:
+            return False  # hidden from the footer and refused
+        in_dialog = isinstance(self.screen, ModalScreen)
+        return not (in_dialog and action in MUTATIONS | {"filter", "command", "help"})
+
+    @property
+    def selected_shard(self) -> str | None:
+        return getattr(self.screen, "selected_shard", None)
+
+    def _need_shard(self) -> str | None:
+        sid = self.selected_shard
+        if sid is None:
+            self.notify("select a shard first", severity="warning")
+        return sid
+
+    def _ask(self, dialog: Dialog) -> None:
+        self.push_screen(dialog, callback=self._submit)
+
+    def _submit(self, request: ControlRequest | None) -> None:
+        if request is not None:
+            self.apply(request)
+
+    @work(group="control", exit_on_error=False)
+    async def apply(self, request: ControlRequest) -> None:
+        if self.engine.read_only:
+            self.notify("read-only: changes are refused", severity="error")
+            return
+        result = await self.engine.control(request)
+        self.notify(
+            result.message,
+            title="done" if result.ok else "refused",
+            severity="information" if result.ok else "error",
+            timeout=8,
+        )
+
+    def action_rewind(self) -> None:
+        if (sid := self._need_shard()) is not None:
+            self._ask(RewindDialog(self.engine, self.actor, self.clock, sid))
+
+    def action_skip(self) -> None:
+        if (sid := self._need_shard()) is not None:
+            self._ask(SkipDialog(self.engine, self.actor, self.clock, sid))
+
+    def action_pause(self) -> None:
+        sid = self._need_shard()
+        if sid is None:
+            return
+        view = self.engine.state.shards.get(sid)
+        if view is not None and view.status is ShardStatus.PAUSED:
+            request = ControlRequest(Action.RESUME, sid, actor=self.actor)
+            self._ask(
+                ConfirmDialog(
+                    self.engine, self.actor, self.clock, request, "Resume", f"Resume {sid}?"
+                )
+            )
+        else:
+            request = ControlRequest(Action.PAUSE, sid, actor=self.actor)
+            question = f"Pause {sid}? Its records wait until you resume it."
+            self._ask(
+                ConfirmDialog(self.engine, self.actor, self.clock, request, "Pause", question)
+            )
+
+    def action_undo(self, change_id: int | None = None) -> None:
+        request = ControlRequest(Action.UNDO, change_id=change_id, actor=self.actor)
+        which = f"change #{change_id}" if change_id else "the last change"
+        self._ask(
+            ConfirmDialog(self.engine, self.actor, self.clock, request, "Undo", f"Undo {which}?")
+        )
+
+    def action_replay(self) -> None:
+        self._ask(ReplayDialog(self.engine, self.actor, self.clock))
+
+    def action_filter(self) -> None:
+        if self.screen is not self.dashboard:
+            self.pop_screen()
+        self.dashboard.show_filter()
+
+    def action_command(self) -> None:
+        if self.screen is not self.dashboard:
+            self.pop_screen()
+        self.dashboard.show_command()
+
+    def action_help(self) -> None:
+        keys = self._effective_keys()
+        self.push_screen(HelpScreen(keys, self.engine.read_only))
+
+    async def action_quit(self) -> None:
+        if not self.run_engine:
+            self.exit(0)
+            return
+        if not self.stopping:
+            self.stopping = True
+            self.notify("stopping: finishing batches in hand, flushing checkpoints…", timeout=30)
+            self.engine.request_stop("quit from the console")
+
+    def open_detail(self, shard_id: str) -> None:
+        self.push_screen(ShardDetailScreen(self.engine, shard_id, self.clock))
+
+    def _effective_keys(self) -> dict[str, str]:
+        """binding id -> key as shown to the user, remaps applied."""
+        keys = {
+            "up": "↑ k", "down": "↓ j", "detail": "enter", "back": "esc", "fold": "space",
+            "palette": "ctrl+p",
+        }  # fmt: skip
+        for binding in self.BINDINGS:
+            assert isinstance(binding, Binding)
+            if not binding.id or (binding.id in MUTATIONS and self.engine.read_only):
+                continue
+            key = self.user_keymap.get(binding.id, binding.key)
+            keys[binding.id] = " ".join(
+                self.get_key_display(Binding(k.strip(), "")) for k in key.split(",")
+            )
+        for binding_id in ("up", "down", "detail", "fold"):
+            if binding_id in self.user_keymap:
+                keys[binding_id] = self.user_keymap[binding_id]
+        return keys
+
+    # -- the command line ---------------------------------------------------------------------
+
+    def run_command_line(self, text: str) -> None:
+        try:
+            words = shlex.split(text)
+        except ValueError as exc:
+            self.notify(f"cannot read that command: {exc}", severity="error")
+            return
+        if not words:
+            return
+        verb, args = words[0].lower(), words[1:]
+        try:
+            self._command(verb, args)
+        except (ControlError, PositionError, ValueError) as exc:
+            self.notify(str(exc), severity="error", title=verb)
+
+    def _shard_and_rest(self, args: list[str], rest: int) -> tuple[str, list[str]]:
+        """[SHARD] then ``rest`` words: the shard defaults to the selected one."""
+        if len(args) == rest + 1:
+            return args[0], args[1:]
+        if len(args) == rest and self.selected_shard is not None:
+            return self.selected_shard, args
+        raise ControlError(
+            f"expected {'[SHARD] ' + ' '.join(['ARG'] * rest) if rest else '[SHARD]'}"
+        )
+
+    def _command(self, verb: str, args: list[str]) -> None:
+        if verb in MUTATIONS | {"resume"} and self.engine.read_only:
+            raise ControlError("read-only: changes are refused")
+        if verb == "rewind":
+            sid, (target_text,) = self._shard_and_rest(args, 1)
+            target = parse_target(target_text, self.clock())
+            if target.checkpoint_id is not None:
+                self._rewind_to_checkpoint(sid, target.checkpoint_id)
+                return
+            request = ControlRequest(Action.REWIND, sid, position=target.position, actor=self.actor)
+            self._ask(
+                ConfirmDialog(
+                    self.engine, self.actor, self.clock, request, "Rewind", f"Rewind {sid}?"
+                )
+            )
+        elif verb == "skip":
+            sid, (to,) = self._shard_and_rest(args, 1)
+            request = ControlRequest(Action.SKIP, sid, skip_to=SkipTo(to), actor=self.actor)
+            self._ask(
+                ConfirmDialog(
+                    self.engine, self.actor, self.clock, request, "Skip", f"Skip {sid} ({to})?"
+                )
+            )
+        elif verb in ("pause", "resume"):
+            sid, _ = self._shard_and_rest(args, 0)
+            request = ControlRequest(Action(verb), sid, actor=self.actor)
+            self._ask(
+                ConfirmDialog(
+                    self.engine,
+                    self.actor,
+                    self.clock,
+                    request,
+                    verb.title(),
+                    f"{verb.title()} {sid}?",
+                )
+            )
+        elif verb == "undo":
+            self.action_undo(int(args[0].lstrip("#")) if args else None)
+        elif verb == "replay":
+            dialog = ReplayDialog(self.engine, self.actor, self.clock)
+            self._ask(dialog)
+            if args:
+                parse_when(args[0], self.clock())  # refuse a bad time before the dialog opens
+                self.call_after_refresh(lambda: _prefill(dialog, "#time-input", args[0]))
+        elif verb == "filter":
+            self.dashboard.table.filter_text = " ".join(args)
+            self.dashboard.table.rebuild()
+        elif verb == "theme":
+            if not args or args[0] not in self.available_themes:
+                raise ControlError(f"themes: {', '.join(sorted(self.available_themes))}")
+            self.theme = args[0]
+        elif verb == "help":
+            self.action_help()
+        elif verb in ("quit", "q"):
+            self.run_worker(self.action_quit())
+        else:
+            raise ControlError(f"unknown command '{verb}': try help")
+
+    @work(group="control", exit_on_error=False)
+    async def _rewind_to_checkpoint(self, shard_id: str, entry_id: int) -> None:
+        entries = await self.engine.history(shard_id, limit=1000)
+        match = next((e for e in entries if e.id == entry_id and e.new_position), None)
+        if match is None or match.new_position is None:
+            self.notify(f"no checkpoint #{entry_id} in {shard_id}'s history", severity="error")
+            return
+        position: Position = match.new_position
+        request = ControlRequest(Action.REWIND, shard_id, position=position, actor=self.actor)
+        self._ask(
+            ConfirmDialog(
+                self.engine, self.actor, self.clock, request, "Rewind", f"Rewind {shard_id}?"
+            )
+        )
+
+
+def _prefill(dialog: Dialog, selector: str, value: str) -> None:
+    from textual.widgets import Input
+
+    dialog.query_one(selector, Input).value = value
+
+
+async def run_tui(engine: Any, settings: Any, info: Any = None) -> int:
+    """Start the engine, run the console over it, stop the engine. Returns the exit code.
+
+    Start-up errors (the stream's lock, say) raise before the screen is taken, so they print
+    as one line like everywhere else. SIGTERM stops the engine, which closes the console."""
+    import asyncio
+    import contextlib
+    import signal
+    import sys
+
+    from console.engine.consumer import Consumer
+
+    assert isinstance(engine, Consumer)
+    await engine.start(info)
+    app = ShardConsoleApp(
+        engine,
+        refresh_rate=settings.refresh_rate,
+        theme=settings.theme,
+        keymap=settings.keys,
+        duration=settings.duration,
+    )
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, engine.request_stop, "SIGTERM")
+    try:
+        await app.run_async()
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
+        await engine.stop()
+    if engine.failure:
+        print(f"shard-console: the run failed: {engine.failure}", file=sys.stderr)
+        return 1
+    # Textual prints a crash's traceback itself and sets a non-zero return code.
+    return app.return_code or 0

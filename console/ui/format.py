@@ -1,0 +1,114 @@
+"""How values read on screen: glyphs, short sequence numbers, ages, sparklines, durations.
+
+Pure functions, no Textual: the table, the header, the dialogs and the tests share them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Sequence
+
+from console.model import Position, PositionKind, ShardStatus
+
+# Status by glyph as well as by colour, so the table reads on a monochrome terminal too.
+GLYPHS: dict[ShardStatus, str] = {
+    ShardStatus.WAITING: "◌",
+    ShardStatus.READY: "○",
+    ShardStatus.ACTIVE: "●",
+    ShardStatus.PAUSED: "‖",
+    ShardStatus.FAILING: "▲",
+    ShardStatus.FAILED: "✖",
+    ShardStatus.DONE: "✔",
+    ShardStatus.SKIPPED: "»",
+}
+
+_SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def short_seq(seq: str | None, width: int = 12) -> str:
+    """Sequence numbers are 56 digits: keep the tail, where they differ."""
+    if seq is None:
+        return "-"
+    return seq if len(seq) <= width else "…" + seq[-(width - 1) :]
+
+
+def position_text(position: Position | None, width: int = 12) -> str:
+    if position is None:
+        return "-"
+    kind = position.kind
+    if kind is PositionKind.TRIM_HORIZON:
+        return "start"
+    if kind is PositionKind.LATEST:
+        return "tip"
+    if kind is PositionKind.AT_TIMESTAMP:
+        assert position.timestamp is not None
+        return "@" + time.strftime("%H:%M:%S", time.gmtime(position.timestamp))
+    text = short_seq(position.sequence_number, width)
+    if position.sub_sequence_number is not None:
+        text += f"/{position.sub_sequence_number}"
+    return text
+
+
+def age(seconds: float | None) -> str:
+    """Compact age: 4s, 12m, 3h, 2d."""
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{int(seconds)}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)}h"
+    return f"{int(seconds // 86400)}d"
+
+
+def lag_text(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms}ms"
+    return age(ms / 1000)
+
+
+def rate_text(rate: float) -> str:
+    if rate < 0.05:
+        return "0"
+    if rate < 10:
+        return f"{rate:.1f}"
+    if rate < 10_000:
+        return f"{rate:.0f}"
+    return f"{rate / 1000:.0f}k"
+
+
+def sparkline(values: Sequence[int | None], width: int) -> str:
+    """The last ``width`` samples, scaled to their own maximum; blank where nothing is known."""
+    tail = list(values)[-width:]
+    known = [v for v in tail if v is not None]
+    top = max(known, default=0)
+    out = []
+    for v in tail:
+        if v is None:
+            out.append(" ")
+        elif top <= 0:
+            out.append(_SPARKS[0])
+        else:
+            out.append(_SPARKS[min(len(_SPARKS) - 1, int(v / top * (len(_SPARKS) - 1) + 0.5))])
+    return "".join(out).rjust(width)
+
+
+def decode_data(data: bytes, width: int = 76) -> str:
+    """A record's payload for people: JSON pretty-printed, text as it is, binary as hex and
+    base64."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        hexed = data[:48].hex(" ")
+        more = f" … ({len(data)} bytes)" if len(data) > 48 else ""
+        return f"hex {hexed}{more}\nbase64 {base64.b64encode(data).decode()[:width]}"
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except ValueError:
+        return text

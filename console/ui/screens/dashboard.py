@@ -1,0 +1,94 @@
+"""The dashboard: header, shard tree, events; the filter and command lines slide in below."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Input
+
+from console.engine.api import Engine
+from console.ui.widgets.events import EventPane
+from console.ui.widgets.header import HeaderBar
+from console.ui.widgets.shard_table import ShardTable
+
+
+class DashboardScreen(Screen[None]):
+    BINDINGS = [Binding("escape", "close_lines", show=False)]
+
+    def __init__(self, engine: Engine, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self.engine = engine
+        self.clock = clock
+        self.header = HeaderBar(engine.state, clock, engine.read_only)
+        self.table = ShardTable(engine.state, clock, id="shards")
+        self.events = EventPane()
+
+    @property
+    def selected_shard(self) -> str | None:
+        return self.table.selected
+
+    def compose(self) -> ComposeResult:
+        yield self.header
+        yield self.table
+        yield self.events
+        yield Input(
+            placeholder="filter: part of a shard id, or a status (failing, paused…)", id="filter"
+        )
+        yield Input(
+            placeholder="command: rewind [SHARD] -15m · skip [SHARD] latest · pause · undo · help",
+            id="command",
+        )
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.table.focus()
+        tick = getattr(self.app, "tick", None)
+        if callable(tick):
+            self.call_after_refresh(tick)
+
+    def show_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.add_class("shown")
+        box.focus()
+
+    def show_command(self) -> None:
+        box = self.query_one("#command", Input)
+        box.value = ""
+        box.add_class("shown")
+        box.focus()
+
+    def action_close_lines(self) -> None:
+        filt = self.query_one("#filter", Input)
+        if filt.has_focus and filt.value:
+            filt.value = ""
+        for box in self.query(Input):
+            box.remove_class("shown")
+        self.table.focus()
+
+    @on(Input.Changed, "#filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        self.table.filter_text = event.value
+        self.table.rebuild()
+
+    @on(Input.Submitted, "#filter")
+    def filter_done(self) -> None:
+        self.query_one("#filter", Input).remove_class("shown")
+        self.table.focus()
+
+    @on(Input.Submitted, "#command")
+    def command_done(self, event: Input.Submitted) -> None:
+        event.input.remove_class("shown")
+        self.table.focus()
+        run = getattr(self.app, "run_command_line", None)
+        if callable(run) and event.value.strip():
+            run(event.value)
+
+    @on(ShardTable.Opened)
+    def opened(self, event: ShardTable.Opened) -> None:
+        opener = getattr(self.app, "open_detail", None)
+        if callable(opener):
+            opener(event.shard_id)

@@ -1,0 +1,135 @@
+"""One shard in full: ranges, lineage, checkpoint and its history, the last records, the error."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from console.checkpoints.base import HistoryEntry
+from console.engine.api import Engine
+from console.model import format_ts
+from console.redact import REDACTOR
+from console.ui.format import GLYPHS, age, decode_data, lag_text, rate_text
+
+
+class ShardDetailScreen(Screen[None]):
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="back")]
+
+    def __init__(self, engine: Engine, shard_id: str, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self.engine = engine
+        self.shard_id = shard_id
+        self.clock = clock
+        self.history: list[HistoryEntry] | None = None
+        self._seen = -1
+
+    @property
+    def selected_shard(self) -> str:
+        return self.shard_id
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="detail"):
+            yield Static(id="detail-summary")
+            yield Static(id="detail-history")
+            yield Static(id="detail-records")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.update_from_state(force=True)
+        self.load_history()
+
+    @work(exclusive=True, group="history")
+    async def load_history(self) -> None:
+        self.history = await self.engine.history(self.shard_id, limit=30)
+        self.query_one("#detail-history", Static).update(self._history())
+
+    def update_from_state(self, force: bool = False) -> None:
+        view = self.engine.state.shards.get(self.shard_id)
+        version = view.version if view else -1
+        if version == self._seen and not force:
+            return
+        if self._seen not in (version, -1):
+            self.load_history()  # a change of state may be a new history row
+        self._seen = version
+        self.query_one("#detail-summary", Static).update(self._summary())
+        self.query_one("#detail-records", Static).update(self._records())
+
+    def _summary(self) -> RenderableType:
+        view = self.engine.state.shards.get(self.shard_id)
+        lineage = self.engine.lineage
+        shard = lineage.shards.get(self.shard_id)
+        t = Table.grid(padding=(0, 2))
+        t.add_column(style="bold", no_wrap=True)
+        t.add_column()
+        status = view.status if view else None
+        title = Text(f"{self.shard_id}  ", style="bold")
+        if status is not None:
+            title.append(f"{GLYPHS[status]} {status.value}")
+        if shard is not None:
+            title.append("  closed" if shard.is_closed else "  open")
+            t.add_row("hash keys", f"{shard.starting_hash_key} … {shard.ending_hash_key}")
+            first = shard.starting_sequence_number or "?"
+            last = shard.ending_sequence_number or "(open)"
+            t.add_row("sequence numbers", f"{first} … {last}")
+        parents = shard.parents if shard else (view.parents if view else ())
+        t.add_row("parents", ", ".join(parents) or "none")
+        t.add_row("children", ", ".join(lineage.children.get(self.shard_id, ())) or "none")
+        if view is not None:
+            now = self.clock()
+            ckpt = view.checkpoint.describe() if view.checkpoint else "none yet"
+            when = f" ({age(now - view.checkpoint_at)} ago)" if view.checkpoint_at else ""
+            t.add_row("checkpoint", ckpt + when)
+            t.add_row("read up to", view.position.describe() if view.position else "-")
+            rate, lag = rate_text(view.rate), lag_text(view.lag_ms)
+            t.add_row("this run", f"{view.records:,} records · {rate} rec/s · lag {lag}")
+            if view.last_error:
+                stamp = f" (since {format_ts(view.error_at)})" if view.error_at else ""
+                t.add_row("error", Text(REDACTOR(view.last_error) + stamp, style="bold"))
+        return Group(title, t)
+
+    def _records(self) -> RenderableType:
+        view = self.engine.state.shards.get(self.shard_id)
+        out: list[RenderableType] = [Text("\nLast records read", style="bold")]
+        if view is None or not view.recent:
+            out.append(Text("none this run", style="dim"))
+            return Group(*out)
+        for r in reversed(view.recent):
+            sub = "" if r.sub_sequence_number is None else f"/{r.sub_sequence_number}"
+            head = Text(f"{r.sequence_number}{sub}  key {r.partition_key}  ", style="dim")
+            head.append(format_ts(r.approximate_arrival), style="dim")
+            out.append(head)
+            out.append(Text(REDACTOR(decode_data(r.data))))
+        return Group(*out)
+
+    def _history(self) -> RenderableType:
+        out: list[RenderableType] = [Text("\nCheckpoint history", style="bold")]
+        if not self.history:
+            out.append(Text("no changes recorded", style="dim"))
+            return Group(*out)
+        t = Table(box=None, padding=(0, 1), show_edge=False)
+        for col in ("#", "when (UTC)", "cause", "who", "from", "to", "note"):
+            t.add_column(col, no_wrap=col != "note")
+        for h in self.history:
+            t.add_row(
+                str(h.id),
+                time.strftime("%m-%d %H:%M:%S", time.gmtime(h.at)),
+                h.cause,
+                h.actor,
+                (h.old_position.describe() if h.old_position else "-")
+                + (f" [{h.old_status}]" if h.old_status else ""),
+                (h.new_position.describe() if h.new_position else "-")
+                + (f" [{h.new_status}]" if h.new_status else ""),
+                h.note or "",
+            )
+        out.append(t)
+        return Group(*out)

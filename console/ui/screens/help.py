@@ -1,0 +1,60 @@
+"""Every binding, as the keymap has it now."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+HELP_ROWS = (
+    ("up", "move up"),
+    ("down", "move down"),
+    ("detail", "open the shard's detail"),
+    ("back", "back / close (esc)"),
+    ("fold", "fold or unfold a subtree"),
+    ("rewind", "rewind the shard: start, a time, a sequence number, a previous checkpoint"),
+    ("skip", "skip: to the tip, past the failing record, or mark done"),
+    ("pause", "pause or resume the shard"),
+    ("undo", "undo the last change"),
+    ("replay", "replay every shard from a time (type the stream name to confirm)"),
+    ("filter", "filter shards by id or status"),
+    ("command", "command line: rewind, skip, pause, resume, undo, replay, filter, theme"),
+    ("palette", "command palette: every action by name"),
+    ("help", "this help"),
+    ("quit", "quit: finish batches in hand, flush checkpoints"),
+)
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [
+        Binding("escape,question_mark,q", "app.pop_screen", "Close", id="help-close"),
+    ]
+
+    def __init__(self, keys: dict[str, str], read_only: bool) -> None:
+        super().__init__()
+        self.keys = keys
+        self.read_only = read_only
+
+    def compose(self) -> ComposeResult:
+        table = Table(box=None, padding=(0, 2), show_edge=False)
+        table.add_column("key", style="bold", no_wrap=True)
+        table.add_column("does")
+        table.add_column("binding id", style="dim", no_wrap=True)
+        for binding_id, text in HELP_ROWS:
+            key = self.keys.get(binding_id)
+            if key is None:
+                continue
+            table.add_row(key, text, binding_id)
+        title = "Keys" + ("  (read-only: changes are disabled)" if self.read_only else "")
+        with VerticalScroll(id="help"):
+            yield Static(Text(title + "\n", style="bold"))
+            yield Static(table)
+            yield Static(
+                "\nEvery change asks first, and No is the default. Remap a key in the config "
+                'file, under [keys], by its binding id: rewind = "ctrl+r".',
+                markup=False,
+            )

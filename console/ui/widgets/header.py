@@ -1,0 +1,68 @@
+"""The two header lines: where we read from, and how it is going."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rich.text import Text
+from textual.widgets import Static
+
+from console.engine.state import EngineState
+from console.model import ShardStatus
+from console.ui.format import GLYPHS, age, lag_text, rate_text
+
+ORDER = (
+    ShardStatus.ACTIVE,
+    ShardStatus.FAILING,
+    ShardStatus.FAILED,
+    ShardStatus.PAUSED,
+    ShardStatus.WAITING,
+    ShardStatus.READY,
+    ShardStatus.DONE,
+    ShardStatus.SKIPPED,
+)
+
+
+class HeaderBar(Static):
+    COMPONENT_CLASSES = {"header-bar--title", "header-bar--stream", "header-bar--strong"}
+
+    def __init__(
+        self, state: EngineState, clock: Callable[[], float], read_only: bool = False
+    ) -> None:
+        super().__init__(id="header")
+        self.state = state
+        self.clock = clock
+        self.read_only = read_only
+
+    def on_mount(self) -> None:
+        self.update_from_state()
+
+    def update_from_state(self) -> None:
+        s = self.state
+        first = Text()
+        strong = self.get_component_rich_style("header-bar--strong")
+        first.append(" shard-console ", style=self.get_component_rich_style("header-bar--title"))
+        first.append(f" {s.stream} ", style=self.get_component_rich_style("header-bar--stream"))
+        first.append(f"  {s.source_kind} · {s.location}")
+        if s.info is not None:
+            first.append(f" · retention {s.info.retention_hours:g} h")
+        if self.read_only:
+            first.append("  READ-ONLY", style=strong)
+        counts = s.counts()
+        lags = [v.lag_ms for v in s.shards.values() if v.lag_ms is not None]
+        second = Text(" ")
+        second.append(f"{rate_text(s.rate)} rec/s", style=strong)
+        second.append(f" · {s.records_total:,} records")
+        most, total = (max(lags), sum(lags)) if lags else (None, None)
+        second.append(f" · lag max {lag_text(most)} total {lag_text(total)}")
+        second.append(" · ")
+        shown = [st for st in ORDER if counts[st]]
+        for i, st in enumerate(shown):
+            if i:
+                second.append(" ")
+            second.append(f"{GLYPHS[st]}{counts[st]} {st.value}")
+        if not shown:
+            second.append("no shards yet")
+        oldest = s.oldest_checkpoint_at()
+        second.append(f" · oldest checkpoint {age(self.clock() - oldest) if oldest else '-'}")
+        self.update(Text("\n").join([first, second]))

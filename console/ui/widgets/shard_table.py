@@ -1,0 +1,354 @@
+"""The shard tree as a Line API table: thousands of rows, only the visible ones ever rendered.
+
+Rows come from the lineage walk (children under their parents; subtrees read to the end fold
+up). Each visible row is rendered once per change of what it shows: the strip cache is keyed by
+the row's engine version, the sparkline generation, the cursor, the width and the age text.
+DataTable would invalidate every row on each update (Textual 8), which is what a console of a
+thousand shards at 4 Hz cannot afford.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.binding import Binding
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from console.engine.lineage import Lineage
+from console.engine.state import FINISHED, EngineState, ShardView
+from console.model import ShardStatus
+from console.ui.format import GLYPHS, age, lag_text, position_text, rate_text, sparkline
+
+SPARK_WIDTH = 12
+MAX_INDENT = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    shard_id: str
+    depth: int
+    folded: int  # descendants hidden under this row (0: none)
+    has_children: bool
+
+
+def subtree_finished(lineage: Lineage, views: dict[str, ShardView]) -> dict[str, bool]:
+    """For every shard: is it and everything below it finished? Iterative: lineages can be
+    deep (a DynamoDB stream rolls its shards over every few hours)."""
+    done: dict[str, bool] = {}
+    for root in lineage.shards:
+        if root in done:
+            continue
+        stack = [(root, False)]
+        while stack:
+            sid, expanded = stack.pop()
+            if sid in done:
+                continue
+            kids = lineage.children.get(sid, ())
+            if not expanded:
+                stack.append((sid, True))
+                stack.extend((k, False) for k in kids if k not in done)
+                continue
+            view = views.get(sid)
+            own = view is not None and view.status in FINISHED
+            done[sid] = own and all(done.get(k, False) for k in kids)
+    return done
+
+
+def build_rows(
+    lineage: Lineage,
+    views: dict[str, ShardView],
+    *,
+    query: str = "",
+    expanded: set[str] | None = None,
+    folded: set[str] | None = None,
+) -> list[Row]:
+    """The rows to show, in tree order. A filter shows matches only, unfolded."""
+    expanded = expanded or set()
+    folded = folded or set()
+    walk = list(lineage.walk())
+    q = query.strip().lower()
+    if q:
+        out = []
+        for sid, depth in walk:
+            view = views.get(sid)
+            status = view.status.value if view else ""
+            if q in sid.lower() or q == status or (q.startswith("status:") and q[7:] == status):
+                out.append(Row(sid, depth, 0, bool(lineage.children.get(sid))))
+        return out
+    finished = subtree_finished(lineage, views)
+
+    def shown_below(sid: str) -> bool:
+        return any(lineage.present_parents(c)[0] == sid for c in lineage.children.get(sid, ()))
+
+    rows: list[Row] = []
+    skip_below: int | None = None
+    for sid, depth in walk:
+        if skip_below is not None:
+            if depth > skip_below:
+                continue
+            skip_below = None
+        kids = shown_below(sid)
+        fold = kids and (sid in folded or (finished.get(sid, False) and sid not in expanded))
+        if fold:
+            rows.append(Row(sid, depth, len(lineage.descendants(sid)), True))
+            skip_below = depth
+        else:
+            rows.append(Row(sid, depth, 0, kids))
+    return rows
+
+
+class ShardTable(ScrollView, can_focus=True):
+    """Columns: shard (tree), status, lag, lag over the last minutes, records/s, checkpoint,
+    its age, last error. The first line is the column header and does not scroll."""
+
+    COMPONENT_CLASSES = {
+        "shard-table--header",
+        "shard-table--cursor",
+        "shard-table--dim",
+        "shard-table--error",
+        "shard-table--spark",
+        *(f"shard-table--{s.value}" for s in ShardStatus),
+    }
+
+    BINDINGS = [
+        Binding("up,k", "cursor(-1)", "Up", show=False, id="up"),
+        Binding("down,j", "cursor(1)", "Down", show=False, id="down"),
+        Binding("pageup", "page(-1)", show=False),
+        Binding("pagedown", "page(1)", show=False),
+        Binding("home,g", "jump(0)", show=False),
+        Binding("end,G", "jump(-1)", show=False),
+        Binding("space", "fold", "Fold", show=False, id="fold"),
+        Binding("enter", "open", "Detail", id="detail"),
+    ]
+
+    class Moved(Message):
+        def __init__(self, shard_id: str | None) -> None:
+            super().__init__()
+            self.shard_id = shard_id
+
+    class Opened(Message):
+        def __init__(self, shard_id: str) -> None:
+            super().__init__()
+            self.shard_id = shard_id
+
+    def __init__(
+        self,
+        state: EngineState,
+        clock: Callable[[], float],
+        *,
+        id: str | None = None,
+    ) -> None:
+        super().__init__(id=id)
+        self.state = state
+        self.clock = clock
+        self.rows: list[Row] = []
+        self._index: dict[str, int] = {}
+        self.cursor = 0
+        self.filter_text = ""
+        self.expanded: set[str] = set()
+        self.folded: set[str] = set()
+        self.lag_history: dict[str, deque[int | None]] = {}
+        self.spark_generation = 0
+        self._cache: dict[str, tuple[tuple[object, ...], Strip]] = {}
+        self.renders = 0  # rows rendered, for the benchmark
+        self._age_second = 0
+
+    # -- data -------------------------------------------------------------------------------
+
+    @property
+    def selected(self) -> str | None:
+        if 0 <= self.cursor < len(self.rows):
+            return self.rows[self.cursor].shard_id
+        return None
+
+    def rebuild(self) -> None:
+        """Recompute the rows (lineage, filter or folding changed); the cursor stays on its
+        shard when it is still shown."""
+        keep = self.selected
+        self.rows = build_rows(
+            self.state.lineage,
+            self.state.shards,
+            query=self.filter_text,
+            expanded=self.expanded,
+            folded=self.folded,
+        )
+        self._index = {row.shard_id: i for i, row in enumerate(self.rows)}
+        if keep is not None and keep in self._index:
+            self.cursor = self._index[keep]
+        else:
+            self.cursor = min(self.cursor, max(0, len(self.rows) - 1))
+        self.virtual_size = Size(self.size.width, len(self.rows) + 1)
+        self._cache.clear()
+        self.refresh()
+        self.post_message(self.Moved(self.selected))
+
+    def refresh_shards(self, shard_ids: Iterable[str]) -> None:
+        """Redraw the visible rows of these shards, and only those."""
+        top = int(self.scroll_y)
+        height = self.size.height
+        for sid in shard_ids:
+            i = self._index.get(sid)
+            if i is not None and top <= i < top + height - 1:
+                self.refresh_line(i - top + 1)
+
+    def refresh_visible_ages(self) -> None:
+        """Checkpoint ages are shown in whole seconds: redraw the visible rows when the second
+        turns (each row re-renders only if its age text actually changed)."""
+        second = int(self.clock())
+        if second != self._age_second:
+            self._age_second = second
+            self.refresh_visible()
+
+    def refresh_visible(self) -> None:
+        self.refresh(Region(0, 1, self.size.width, max(0, self.size.height - 1)))
+
+    def sample_lag(self) -> None:
+        """One point of every shard's lag sparkline (called every few seconds)."""
+        for sid, view in self.state.shards.items():
+            history = self.lag_history.get(sid)
+            if history is None:
+                history = self.lag_history[sid] = deque(maxlen=SPARK_WIDTH)
+            history.append(view.lag_ms if view.status is ShardStatus.ACTIVE else None)
+        self.spark_generation += 1
+        self.refresh_visible()
+
+    # -- movement ---------------------------------------------------------------------------
+
+    def _move_to(self, index: int) -> None:
+        if not self.rows:
+            return
+        old = self.cursor
+        self.cursor = max(0, min(len(self.rows) - 1, index))
+        if old == self.cursor:
+            return
+        top = int(self.scroll_y)
+        body = max(1, self.size.height - 1)
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False)
+        elif self.cursor >= top + body:
+            self.scroll_to(y=self.cursor - body + 1, animate=False)
+        for i in (old, self.cursor):
+            row = self.rows[i] if i < len(self.rows) else None
+            if row is not None:
+                self._cache.pop(row.shard_id, None)
+        self.refresh_visible()
+        self.post_message(self.Moved(self.selected))
+
+    def action_cursor(self, delta: int) -> None:
+        self._move_to(self.cursor + delta)
+
+    def action_page(self, direction: int) -> None:
+        self._move_to(self.cursor + direction * max(1, self.size.height - 2))
+
+    def action_jump(self, index: int) -> None:
+        self._move_to(index if index >= 0 else len(self.rows) - 1)
+
+    def action_fold(self) -> None:
+        sid = self.selected
+        if sid is None or not self.rows[self.cursor].has_children:
+            return
+        if self.rows[self.cursor].folded:
+            self.folded.discard(sid)
+            self.expanded.add(sid)
+        else:
+            self.expanded.discard(sid)
+            self.folded.add(sid)
+        self.rebuild()
+
+    def action_open(self) -> None:
+        if self.selected is not None:
+            self.post_message(self.Opened(self.selected))
+
+    def on_click(self, event: object) -> None:
+        y = getattr(event, "y", None)
+        if isinstance(y, int) and y >= 1:
+            self._move_to(int(self.scroll_y) + y - 1)
+
+    def on_resize(self) -> None:
+        self.virtual_size = Size(self.size.width, len(self.rows) + 1)
+        self._cache.clear()
+
+    # -- rendering --------------------------------------------------------------------------
+
+    def _widths(self, width: int) -> tuple[int, int]:
+        """(shard column, error column); the fixed columns take 60 cells."""
+        fixed = 10 + 7 + SPARK_WIDTH + 7 + 15 + 5 + 6  # statuses, gaps included
+        shard = max(24, min(44, width - fixed - 16))
+        return shard, max(0, width - fixed - shard)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        if y == 0:
+            return self._header(width)
+        index = int(self.scroll_y) + y - 1
+        if index >= len(self.rows):
+            return Strip.blank(width, self.rich_style)
+        return self._row(self.rows[index], index == self.cursor, width)
+
+    def _header(self, width: int) -> Strip:
+        shard_w, error_w = self._widths(width)
+        text = (
+            f" {'shard':<{shard_w}}{'status':<10}{'lag':>7} {'last minutes':<{SPARK_WIDTH}}"
+            f"{'rec/s':>7} {'checkpoint':<15}{'age':>5} {'last error':<{error_w}}"
+        )
+        style = self.get_component_rich_style("shard-table--header")
+        return Strip([Segment(text[:width].ljust(width), style)], width)
+
+    def _row(self, row: Row, selected: bool, width: int) -> Strip:
+        view = self.state.shards.get(row.shard_id)
+        now = self.clock()
+        checkpoint_age = (
+            age(now - view.checkpoint_at) if view and view.checkpoint_at is not None else "-"
+        )
+        key = (view.version if view else -1, self.spark_generation, selected, width, checkpoint_age)
+        cached = self._cache.get(row.shard_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        strip = self._render_row(row, view, selected, width, checkpoint_age)
+        self._cache[row.shard_id] = (key, strip)
+        self.renders += 1
+        return strip
+
+    def _render_row(
+        self, row: Row, view: ShardView | None, selected: bool, width: int, checkpoint_age: str
+    ) -> Strip:
+        shard_w, error_w = self._widths(width)
+        base = self.rich_style
+        status = view.status if view else ShardStatus.WAITING
+        status_style = self.get_component_rich_style(f"shard-table--{status.value}")
+        dim = self.get_component_rich_style("shard-table--dim")
+        indent = "  " * min(row.depth, MAX_INDENT)
+        marker = ("▸ " if row.folded else "▾ ") if row.has_children else "  "
+        name = f"{indent}{marker}{row.shard_id}"
+        if view is not None and len(view.parents) > 1:
+            name += " ⋈"
+        if row.folded:
+            name += f" +{row.folded}"
+        name = name[:shard_w].ljust(shard_w)
+        history = self.lag_history.get(row.shard_id, ())
+        spark = sparkline(list(history), SPARK_WIDTH)
+        error = (view.last_error or "") if view else ""
+        if len(error) > error_w:
+            error = error[: max(0, error_w - 1)] + "…"
+        segments = [
+            Segment(" " + name, base),
+            Segment(f"{GLYPHS[status]} {status.value:<8}", status_style),
+            Segment(f"{lag_text(view.lag_ms if view else None):>7} ", base),
+            Segment(spark, self.get_component_rich_style("shard-table--spark")),
+            Segment(f"{rate_text(view.rate if view else 0.0):>7} ", base),
+            Segment(f"{position_text(view.checkpoint if view else None, 14):<15}", base),
+            Segment(f"{checkpoint_age:>5} ", dim),
+            Segment(error.ljust(error_w), self.get_component_rich_style("shard-table--error")),
+        ]
+        strip = Strip(segments).crop_extend(0, width, base)
+        if selected:
+            cursor: Style = self.get_component_rich_style("shard-table--cursor")
+            strip = strip.apply_style(cursor)
+        return strip
