@@ -128,7 +128,7 @@ async def test_skip_past_the_poison_record(demo_endpoint, db) -> None:
             sid = "shardId-000000000000"
             await wait_for(lambda: consumer.state.shards[sid].status is ShardStatus.FAILING)
             assert "cannot parse" in (consumer.state.shards[sid].last_error or "")
-            processor.fail = None
+            # Still failing (the poison stays poison): nothing reaches `seen` meanwhile.
             processor.seen.clear()
             # Records 0..2 were processed before the poison one; the checkpoint kept them.
             r = await consumer.control(ControlRequest(Action.SKIP, sid, skip_to=SkipTo.NEXT_RECORD))

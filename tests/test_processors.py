@@ -151,3 +151,17 @@ async def test_a_hung_processor_stops_the_run_and_checkpoints_nothing_of_its_bat
     await store.close()
     assert consumer.failure and "did not return within 0.3 s" in consumer.failure
     assert checkpoints["shardId-000000000000"].position.sequence_number is None
+
+
+async def test_print_escapes_control_characters(capsys: pytest.CaptureFixture[str]) -> None:
+    await PrintProcessor().process([Record("11", "k\x1b", b"line\nbreak \x1b[2J", 0.0)], CTX)
+    assert capsys.readouterr().out == "shardId-000000000001 11 k\\x1b line\\nbreak \\x1b[2J\n"
+
+
+def test_the_console_shows_text_with_control_characters_as_binary() -> None:
+    from console.ui.format import decode_data
+
+    assert decode_data(b'{"a": 1}') == '{\n  "a": 1\n}'
+    assert decode_data(b"tab\tand newline\nstay text") == "tab\tand newline\nstay text"
+    shown = decode_data(b"\x1b[2Jclear screen")
+    assert shown.startswith("hex 1b 5b 32 4a") and "\x1b" not in shown

@@ -48,10 +48,12 @@ class EventLog:
         *,
         level: Level = Level.INFO,
         shard_id: str | None = None,
+        at: float | None = None,
         **fields: Any,
     ) -> Event:
         self._seq += 1
-        event = Event(self._seq, time.time(), level, kind, message, shard_id, fields)
+        when = time.time() if at is None else at
+        event = Event(self._seq, when, level, kind, message, shard_id, fields)
         self._ring.append(event)
         for subscriber in list(self._subscribers):
             subscriber(event)

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import sys
 from typing import IO, Any
 
@@ -42,8 +43,17 @@ class NullProcessor(Processor):
         return None
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Control characters escaped (\\n, \\x1b…): one record, one line, no terminal escapes."""
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+
+
 class PrintProcessor(Processor):
-    """One line per record on stdout: shard, sequence number, partition key, data."""
+    """One line per record on stdout: shard, sequence number, partition key, data. Control
+    characters are escaped, so a record cannot break the line or drive the terminal."""
 
     name = "print"
 
@@ -57,7 +67,8 @@ class PrintProcessor(Processor):
             data = data_as_json(r.data)
             text = data if isinstance(data, str) else f"base64:{data['base64']}"
             sub = "" if r.sub_sequence_number is None else f"/{r.sub_sequence_number}"
-            lines.append(f"{ctx.shard_id} {r.sequence_number}{sub} {r.partition_key} {text}\n")
+            key = printable(r.partition_key)
+            lines.append(f"{ctx.shard_id} {r.sequence_number}{sub} {key} {printable(text)}\n")
         out.write("".join(lines))
         out.flush()
 

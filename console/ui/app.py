@@ -76,7 +76,8 @@ class ConsoleCommands(Provider):
         ]
         out = []
         for title, action, help_text in entries:
-            if app.check_action(action, ()) is False:
+            # Judged against the screen the palette was opened over, not the palette itself.
+            if not app.allowed(action, self.screen):
                 continue
             out.append((title, getattr(app, f"action_{action}"), help_text))
         return out
@@ -167,6 +168,8 @@ class ShardConsoleApp(App[int]):
     # -- the snapshot, at our own rate --------------------------------------------------------
 
     def tick(self) -> None:
+        if not self.dashboard.is_attached:
+            return  # not composed yet
         started = time.perf_counter()
         state = self.engine.state
         table = self.dashboard.table
@@ -189,9 +192,13 @@ class ShardConsoleApp(App[int]):
     # -- what the keys do ---------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self.allowed(action, self.screen)
+
+    def allowed(self, action: str, screen: object) -> bool:
+        """Read-only hides and refuses changes; a dialog in front blocks the screen's keys."""
         if action in MUTATIONS and self.engine.read_only:
-            return False  # hidden from the footer and refused
-        in_dialog = isinstance(self.screen, ModalScreen)
+            return False
+        in_dialog = isinstance(screen, ModalScreen)
         return not (in_dialog and action in MUTATIONS | {"filter", "command", "help"})
 
     @property

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Sequence
 
@@ -99,11 +100,17 @@ def sparkline(values: Sequence[int | None], width: int) -> str:
     return "".join(out).rjust(width)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 def decode_data(data: bytes, width: int = 76) -> str:
     """A record's payload for people: JSON pretty-printed, text as it is, binary as hex and
-    base64."""
+    base64. Text with control characters counts as binary: a record must never be able to
+    send escape sequences to the operator's terminal."""
     try:
         text = data.decode("utf-8")
+        if _CONTROL.search(text):
+            raise UnicodeDecodeError("utf-8", data, 0, 1, "control characters")
     except UnicodeDecodeError:
         hexed = data[:48].hex(" ")
         more = f" … ({len(data)} bytes)" if len(data) > 48 else ""

@@ -17,9 +17,14 @@ from textual.widgets import Footer, Static
 
 from console.checkpoints.base import HistoryEntry
 from console.engine.api import Engine
-from console.model import format_ts
+from console.model import Position, format_ts
 from console.redact import REDACTOR
-from console.ui.format import GLYPHS, age, decode_data, lag_text, rate_text
+from console.ui.format import GLYPHS, age, decode_data, lag_text, position_text, rate_text
+
+
+def _compact(position: Position | None, status: str | None) -> str:
+    text = position_text(position, 14)
+    return f"{text} {status}" if status and status != "open" else text
 
 
 class ShardDetailScreen(Screen[None]):
@@ -77,10 +82,11 @@ class ShardDetailScreen(Screen[None]):
             title.append(f"{GLYPHS[status]} {status.value}")
         if shard is not None:
             title.append("  closed" if shard.is_closed else "  open")
-            t.add_row("hash keys", f"{shard.starting_hash_key} … {shard.ending_hash_key}")
-            first = shard.starting_sequence_number or "?"
-            last = shard.ending_sequence_number or "(open)"
-            t.add_row("sequence numbers", f"{first} … {last}")
+            if shard.starting_hash_key is not None:
+                t.add_row("hash keys", f"{shard.starting_hash_key} … {shard.ending_hash_key}")
+            if shard.starting_sequence_number is not None:
+                last = shard.ending_sequence_number or "(open)"
+                t.add_row("sequence numbers", f"{shard.starting_sequence_number} … {last}")
         parents = shard.parents if shard else (view.parents if view else ())
         t.add_row("parents", ", ".join(parents) or "none")
         t.add_row("children", ", ".join(lineage.children.get(self.shard_id, ())) or "none")
@@ -118,17 +124,17 @@ class ShardDetailScreen(Screen[None]):
             return Group(*out)
         t = Table(box=None, padding=(0, 1), show_edge=False)
         for col in ("#", "when (UTC)", "cause", "who", "from", "to", "note"):
-            t.add_column(col, no_wrap=col != "note")
+            t.add_column(
+                col, no_wrap=col != "note", overflow="fold" if col == "note" else "ellipsis"
+            )
         for h in self.history:
             t.add_row(
                 str(h.id),
                 time.strftime("%m-%d %H:%M:%S", time.gmtime(h.at)),
                 h.cause,
                 h.actor,
-                (h.old_position.describe() if h.old_position else "-")
-                + (f" [{h.old_status}]" if h.old_status else ""),
-                (h.new_position.describe() if h.new_position else "-")
-                + (f" [{h.new_status}]" if h.new_status else ""),
+                _compact(h.old_position, h.old_status),
+                _compact(h.new_position, h.new_status),
                 h.note or "",
             )
         out.append(t)

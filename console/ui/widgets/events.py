@@ -9,6 +9,7 @@ from textual.widgets import RichLog
 
 from console.engine.events import Event, Level
 from console.redact import REDACTOR
+from console.ui.widgets.styles import component_style
 
 
 class EventPane(RichLog):
@@ -25,12 +26,12 @@ class EventPane(RichLog):
                 continue
             line = Text(
                 time.strftime("%H:%M:%S ", time.gmtime(event.at)),
-                style=self.get_component_rich_style("event-pane--time"),
+                style=component_style(self, "event-pane--time"),
             )
             style = None
             if event.level is Level.WARNING:
-                style = self.get_component_rich_style("event-pane--warning")
+                style = component_style(self, "event-pane--warning")
             elif event.level is Level.ERROR:
-                style = self.get_component_rich_style("event-pane--error")
+                style = component_style(self, "event-pane--error")
             line.append(REDACTOR(event.message), style=style)
             self.write(line)

@@ -10,6 +10,7 @@ from textual.widgets import Static
 from console.engine.state import EngineState
 from console.model import ShardStatus
 from console.ui.format import GLYPHS, age, lag_text, rate_text
+from console.ui.widgets.styles import component_style
 
 ORDER = (
     ShardStatus.ACTIVE,
@@ -40,9 +41,15 @@ class HeaderBar(Static):
     def update_from_state(self) -> None:
         s = self.state
         first = Text()
-        strong = self.get_component_rich_style("header-bar--strong")
-        first.append(" shard-console ", style=self.get_component_rich_style("header-bar--title"))
-        first.append(f" {s.stream} ", style=self.get_component_rich_style("header-bar--stream"))
+        strong = component_style(self, "header-bar--strong")
+        first.append(
+            " shard-console ",
+            style=component_style(self, "header-bar--title"),
+        )
+        first.append(
+            f" {s.stream} ",
+            style=component_style(self, "header-bar--stream"),
+        )
         first.append(f"  {s.source_kind} · {s.location}")
         if s.info is not None:
             first.append(f" · retention {s.info.retention_hours:g} h")

@@ -25,6 +25,7 @@ from console.engine.lineage import Lineage
 from console.engine.state import FINISHED, EngineState, ShardView
 from console.model import ShardStatus
 from console.ui.format import GLYPHS, age, lag_text, position_text, rate_text, sparkline
+from console.ui.widgets.styles import component_style
 
 SPARK_WIDTH = 12
 MAX_INDENT = 6
@@ -298,7 +299,7 @@ class ShardTable(ScrollView, can_focus=True):
             f" {'shard':<{shard_w}}{'status':<10}{'lag':>7} {'last minutes':<{SPARK_WIDTH}}"
             f"{'rec/s':>7} {'checkpoint':<15}{'age':>5} {'last error':<{error_w}}"
         )
-        style = self.get_component_rich_style("shard-table--header")
+        style = component_style(self, "shard-table--header")
         return Strip([Segment(text[:width].ljust(width), style)], width)
 
     def _row(self, row: Row, selected: bool, width: int) -> Strip:
@@ -322,8 +323,8 @@ class ShardTable(ScrollView, can_focus=True):
         shard_w, error_w = self._widths(width)
         base = self.rich_style
         status = view.status if view else ShardStatus.WAITING
-        status_style = self.get_component_rich_style(f"shard-table--{status.value}")
-        dim = self.get_component_rich_style("shard-table--dim")
+        status_style = component_style(self, f"shard-table--{status.value}")
+        dim = component_style(self, "shard-table--dim")
         indent = "  " * min(row.depth, MAX_INDENT)
         marker = ("▸ " if row.folded else "▾ ") if row.has_children else "  "
         name = f"{indent}{marker}{row.shard_id}"
@@ -341,14 +342,14 @@ class ShardTable(ScrollView, can_focus=True):
             Segment(" " + name, base),
             Segment(f"{GLYPHS[status]} {status.value:<8}", status_style),
             Segment(f"{lag_text(view.lag_ms if view else None):>7} ", base),
-            Segment(spark, self.get_component_rich_style("shard-table--spark")),
+            Segment(spark, component_style(self, "shard-table--spark")),
             Segment(f"{rate_text(view.rate if view else 0.0):>7} ", base),
             Segment(f"{position_text(view.checkpoint if view else None, 14):<15}", base),
             Segment(f"{checkpoint_age:>5} ", dim),
-            Segment(error.ljust(error_w), self.get_component_rich_style("shard-table--error")),
+            Segment(error.ljust(error_w), component_style(self, "shard-table--error")),
         ]
         strip = Strip(segments).crop_extend(0, width, base)
         if selected:
-            cursor: Style = self.get_component_rich_style("shard-table--cursor")
+            cursor: Style = component_style(self, "shard-table--cursor")
             strip = strip.apply_style(cursor)
         return strip

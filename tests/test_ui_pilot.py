@@ -1,0 +1,266 @@
+"""The console's keys, driven with Textual's pilot over a live consumer on the demo endpoint."""
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from console.checkpoints.sqlite import SqliteStore
+from console.engine.consumer import Consumer
+from console.engine.control import Action, ControlRequest
+from console.model import CheckpointStatus, ShardStatus
+from console.sources.kinesis import KinesisSource
+from console.ui.app import ShardConsoleApp
+from console.ui.screens.detail import ShardDetailScreen
+from console.ui.screens.dialogs import Dialog, ReplayDialog, RewindDialog, SkipDialog
+from console.ui.screens.help import HelpScreen
+from tests.conftest import FAST, Collect, aws, wait_for
+
+SIZE = (140, 40)
+S0 = "shardId-000000000000"
+S1 = "shardId-000000000001"
+
+
+@dataclass
+class Live:
+    pilot: Any
+    app: ShardConsoleApp
+    consumer: Consumer
+    processor: Collect
+    store: SqliteStore
+
+
+@asynccontextmanager
+async def console(
+    endpoint: Any, db: str, *, shards: int = 2, records: int = 20, **options: Any
+) -> AsyncIterator[Live]:
+    endpoint.call(endpoint.create_stream, "s", shards)
+    for i in range(records):
+        endpoint.call(endpoint.put, "s", f"k{i % 7}", f"r{i}".encode())
+    processor = Collect()
+    store = await SqliteStore.open(db)
+    # Pilot waits, after each key, for the process to go idle (up to a second): an engine
+    # polling every 50 ms never does, so the console's tests poll at a human pace.
+    options = {"idle_interval": 0.5, **options}
+    async with KinesisSource("s", aws(endpoint.url)) as source:
+        consumer = Consumer(source, store, processor, dataclasses.replace(FAST, **options))
+        await consumer.start()
+        app = ShardConsoleApp(consumer, refresh_rate=4, actor="tester (tui)")
+        try:
+            async with app.run_test(size=SIZE) as pilot:
+                await wait_for(lambda: len(processor.seen) == records)
+                await pilot.pause(0.1)
+                yield Live(pilot, app, consumer, processor, store)
+        finally:
+            await consumer.stop()
+            await store.close()
+
+
+async def type_command(pilot: Any, text: str) -> None:
+    """ ":" then the text (set at once: typing it key by key tests Textual, not us), Enter."""
+    await pilot.press("colon")
+    pilot.app.dashboard.query_one("#command").value = text
+    await pilot.press("enter")
+
+
+async def confirm(pilot: Any) -> None:
+    """From the focused No, Tab to the verb and press it, as an operator would."""
+    assert isinstance(pilot.app.screen, Dialog)
+    assert pilot.app.screen.focused is not None and pilot.app.screen.focused.id == "no"
+    dialog = pilot.app.screen
+    await wait_for(lambda: not dialog.query_one("#yes").disabled, timeout=5)
+    await pilot.press("tab")
+    assert dialog.focused is not None and dialog.focused.id == "yes", dialog.focused
+    await pilot.press("enter")
+    await wait_for(lambda: pilot.app.screen is not dialog, timeout=5, what="the dialog to close")
+
+
+async def test_pause_and_resume_ask_first_and_no_is_the_default(demo_endpoint, db) -> None:
+    async with console(demo_endpoint, db) as live:
+        pilot, app, consumer, store = live.pilot, live.app, live.consumer, live.store
+        assert app.dashboard.table.selected == S0
+        await pilot.press("p")
+        assert isinstance(app.screen, Dialog)
+        await pilot.press("enter")  # the default: No
+        assert not isinstance(app.screen, Dialog)
+        assert consumer.state.shards[S0].status is ShardStatus.ACTIVE
+        await pilot.press("p")
+        await confirm(pilot)
+        await wait_for(lambda: consumer.state.shards[S0].status is ShardStatus.PAUSED)
+        assert (await store.load(consumer.key))[S0].paused
+        await pilot.press("p")
+        await confirm(pilot)
+        await wait_for(lambda: consumer.state.shards[S0].status is ShardStatus.ACTIVE)
+        actors = {
+            h.actor for h in await store.history(consumer.key, S0) if h.cause in ("pause", "resume")
+        }
+        assert actors == {"tester (tui)"}
+
+
+async def test_rewind_to_the_start_replays_the_shard(demo_endpoint, db) -> None:
+    async with console(demo_endpoint, db) as live:
+        pilot, app, consumer, processor, store = (
+            live.pilot,
+            live.app,
+            live.consumer,
+            live.processor,
+            live.store,
+        )
+        on_s0 = sum(1 for sid, _ in processor.seen if sid == S0)
+        await pilot.press("r")
+        assert isinstance(app.screen, RewindDialog)
+        preview = app.screen.query_one("#preview")
+        await wait_for(lambda: "to the start" in str(preview.render()), timeout=5)
+        await confirm(pilot)
+        await wait_for(
+            lambda: len(processor.seen) == 20 + on_s0,
+            what=f"the replay; events: {[e.message for e in consumer.events.since(0)][-5:]}",
+        )
+        assert any(h.cause == "rewind" for h in await store.history(consumer.key, S0))
+
+
+async def test_rewind_to_a_time_through_the_dialog(demo_endpoint, db) -> None:
+    async with console(demo_endpoint, db) as live:
+        pilot, app, consumer, processor, store = (
+            live.pilot,
+            live.app,
+            live.consumer,
+            live.processor,
+            live.store,
+        )
+        await pilot.press("r")
+        dialog = app.screen
+        dialog.query_one("#time").value = True
+        await pilot.pause()
+        assert dialog.query_one("#time-input").display
+        assert not dialog.query_one("#sequence-input").display
+        dialog.query_one("#time-input").value = "in a while"
+        await wait_for(lambda: dialog.query_one("#yes").disabled, timeout=5)
+        assert "not a time" in str(dialog.query_one("#preview").render())
+        dialog.query_one("#time-input").value = "-1h"
+        await confirm(pilot)
+        await wait_for(lambda: len(processor.seen) >= 20 + 1)
+        assert any(h.cause == "rewind" for h in await store.history(consumer.key, S0))
+
+
+async def test_skip_marks_done_and_undo_restores(demo_endpoint, db) -> None:
+    async with console(demo_endpoint, db) as live:
+        pilot, app, consumer, store = live.pilot, live.app, live.consumer, live.store
+        await pilot.press("s")
+        assert isinstance(app.screen, SkipDialog)
+        assert app.screen.query_one("#next-record").disabled  # nothing is failing
+        app.screen.query_one("#done").value = True
+        await pilot.pause()
+        await confirm(pilot)
+        await wait_for(lambda: consumer.state.shards[S0].status is ShardStatus.SKIPPED)
+        await pilot.press("u")
+        await confirm(pilot)
+        await wait_for(lambda: consumer.state.shards[S0].status is ShardStatus.ACTIVE)
+        assert (await store.load(consumer.key))[S0].status is CheckpointStatus.OPEN
+
+
+async def test_filter_detail_and_help(demo_endpoint, db) -> None:
+    async with console(demo_endpoint, db) as live:
+        pilot, app = live.pilot, live.app
+        table = app.dashboard.table
+        assert [r.shard_id for r in table.rows] == [S0, S1]
+        await pilot.press("slash", *"001", "enter")
+        assert [r.shard_id for r in table.rows] == [S1]
+        await pilot.press("enter")
+        assert isinstance(app.screen, ShardDetailScreen) and app.screen.shard_id == S1
+        await pilot.press("escape")
+        assert app.screen is app.dashboard
+        await pilot.press("slash", "escape")  # esc in an empty-ish filter clears it
+        await pilot.press("slash")
+        app.dashboard.query_one("#filter").value = ""
+        await pilot.press("enter")
+        assert len(table.rows) == 2
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert app.screen is app.dashboard
+
+
+async def test_command_line_and_palette(demo_endpoint, db) -> None:
+    async with console(demo_endpoint, db) as live:
+        pilot, app, consumer = live.pilot, live.app, live.consumer
+        await type_command(pilot, "pause shardId-000000000001")
+        await confirm(pilot)
+        await wait_for(lambda: consumer.state.shards[S1].status is ShardStatus.PAUSED)
+        await type_command(pilot, "rewind nonsense")  # one word: the selected shard
+        assert not isinstance(app.screen, Dialog)  # refused before any dialog
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.2)
+        await pilot.press(*"replay every")
+        await pilot.pause(0.5)
+        await pilot.press("down", "enter")  # the only hit: chosen and run
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, ReplayDialog)
+
+
+async def test_replay_needs_the_stream_name_typed(demo_endpoint, db) -> None:
+    async with console(demo_endpoint, db) as live:
+        pilot, app, consumer, processor, store = (
+            live.pilot,
+            live.app,
+            live.consumer,
+            live.processor,
+            live.store,
+        )
+        await pilot.press("R")
+        dialog = app.screen
+        assert isinstance(dialog, ReplayDialog)
+        dialog.query_one("#time-input").value = "-1h"
+        await pilot.pause(0.2)
+        assert dialog.query_one("#yes").disabled
+        assert "Type the stream's name" in str(dialog.query_one("#preview").render())
+        dialog.query_one("#confirm-input").value = "s"
+        await pilot.pause()
+        dialog.query_one("#no").focus()
+        await confirm(pilot)
+        await wait_for(lambda: len(processor.seen) >= 40)
+        causes = [h.cause for h in await store.history(consumer.key)]
+        assert causes.count("replay") == 2
+
+
+async def test_read_only_hides_and_refuses_every_change(demo_endpoint, db) -> None:
+    async with console(demo_endpoint, db, read_only=True) as live:
+        pilot, app, consumer, store = live.pilot, live.app, live.consumer, live.store
+        for key in ("r", "s", "p", "u", "R"):
+            await pilot.press(key)
+            assert app.screen is app.dashboard, key
+        shown = {b.binding.action for b in app.screen.active_bindings.values() if b.enabled}
+        assert "rewind" not in shown and "quit" in shown
+        await type_command(pilot, "pause")
+        assert app.screen is app.dashboard
+        assert "READ-ONLY" in str(app.dashboard.header.render())
+        result = await consumer.control(ControlRequest(Action.PAUSE, S0))
+        assert not result.ok and "read-only" in result.message
+        assert {h.cause for h in await store.history(consumer.key)} == {"start"}
+
+
+async def test_quit_finishes_and_flushes_checkpoints(demo_endpoint, db) -> None:
+    demo_endpoint.call(demo_endpoint.create_stream, "s", 2)
+    for i in range(30):
+        demo_endpoint.call(demo_endpoint.put, "s", f"k{i}", f"r{i}".encode())
+    processor = Collect()
+    store = await SqliteStore.open(db)
+    async with KinesisSource("s", aws(demo_endpoint.url)) as source:
+        # A flush interval of a minute: only the shutdown can write these checkpoints.
+        options = dataclasses.replace(FAST, flush_interval=60, idle_interval=0.5)
+        consumer = Consumer(source, store, processor, options)
+        await consumer.start()
+        app = ShardConsoleApp(consumer, refresh_rate=4)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(lambda: len(processor.seen) == 30)
+            await pilot.press("q")
+            await asyncio.wait_for(consumer.stopped.wait(), 5)
+            await pilot.pause(0.2)
+        assert app.return_code == 0
+        saved = await store.load(consumer.key)
+    await store.close()
+    last = {sid: r.sequence_number for sid, r in processor.seen}
+    for sid, seq in last.items():
+        assert saved[sid].position.sequence_number == seq

@@ -1,0 +1,174 @@
+"""Deterministic data for the console's snapshot tests.
+
+The snapshots test rendering, so the engine behind them must hold still: this is the engine's
+own state, lineage and event types, filled with fixed values, and its own ``plan_change`` for
+previews. Everything that acts (keys, dialogs, control) is tested in test_ui_pilot.py against a
+live consumer instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from console.checkpoints.base import HistoryEntry
+from console.engine.control import ControlRequest, Plan, plan_change
+from console.engine.events import EventLog, Level
+from console.engine.lineage import Lineage
+from console.engine.state import EngineState
+from console.model import Checkpoint, CheckpointStatus, Position, Record, Shard, ShardStatus
+from console.sources.base import StreamInfo
+
+NOW = 1795478400.0  # 2026-11-24T00:00:00Z
+SEQ = "4968050238536686552249426721688804631486040206980258"
+
+
+def seq(n: int) -> str:
+    return f"{SEQ}{n:04d}"
+
+
+@dataclass
+class Result:
+    command_id: int
+    ok: bool
+    message: str
+
+
+class FrozenEngine:
+    """Holds still for a snapshot. Implements console.engine.api.Engine."""
+
+    def __init__(self, read_only: bool = False) -> None:
+        self.read_only = read_only
+        self.failure: str | None = None
+        self.stopped = asyncio.Event()
+        self.events = EventLog()
+        self.state = EngineState("orders", "kinesis", "eu-west-1")
+        self.state.info = StreamInfo("orders", None, "ACTIVE", 24, NOW - 86400 * 30, 5)
+        shards = [
+            Shard("shardId-000000000000", starting_sequence_number=seq(0), ending_sequence_number=seq(900),
+                  starting_hash_key="0", ending_hash_key="85070591730234615865843651857942052863"),
+            Shard("shardId-000000000001", starting_sequence_number=seq(0),
+                  starting_hash_key="85070591730234615865843651857942052864", ending_hash_key="170141183460469231731687303715884105727"),
+            Shard("shardId-000000000002", starting_sequence_number=seq(0), ending_sequence_number=seq(800)),
+            Shard("shardId-000000000003", starting_sequence_number=seq(0), ending_sequence_number=seq(700)),
+            Shard("shardId-000000000004", parent_id="shardId-000000000000", starting_sequence_number=seq(1000)),
+            Shard("shardId-000000000005", parent_id="shardId-000000000000", starting_sequence_number=seq(1000)),
+            Shard("shardId-000000000006", parent_id="shardId-000000000002",
+                  adjacent_parent_id="shardId-000000000003", starting_sequence_number=seq(1000)),
+            Shard("shardId-000000000007", parent_id="shardId-000000000001", ending_sequence_number=seq(1200)),
+            Shard("shardId-000000000008", parent_id="shardId-000000000007"),
+        ]  # fmt: skip
+        self.lineage = Lineage.build(shards)
+        self.state.set_lineage(self.lineage)
+        rows = {
+            "shardId-000000000000": (ShardStatus.DONE, None, 0.0, 900, None),
+            "shardId-000000000001": (ShardStatus.FAILING, 1200, 0.0, 412, "processor raised ValueError: amount is not a number"),
+            "shardId-000000000002": (ShardStatus.DONE, None, 0.0, 800, None),
+            "shardId-000000000003": (ShardStatus.DONE, None, 0.0, 700, None),
+            "shardId-000000000004": (ShardStatus.ACTIVE, 0, 41.5, 1130, None),
+            "shardId-000000000005": (ShardStatus.PAUSED, 93000, 0.0, 1044, None),
+            "shardId-000000000006": (ShardStatus.ACTIVE, 250, 12.0, 1077, None),
+            "shardId-000000000007": (ShardStatus.WAITING, None, 0.0, None, None),
+            "shardId-000000000008": (ShardStatus.WAITING, None, 0.0, None, None),
+        }  # fmt: skip
+        self.checkpoints: dict[str, Checkpoint] = {}
+        for sid, (status, lag, rate, n, error) in rows.items():
+            view = self.state.view(sid)
+            shard = self.lineage.shards[sid]
+            view.parents = shard.parents
+            view.closed = shard.is_closed
+            view.status = status
+            view.lag_ms = lag
+            view.rate = rate
+            view.last_error = error
+            view.error_at = NOW - 95 if error else None
+            if n is not None:
+                pos = Position.after_sequence(seq(n))
+                view.position = view.checkpoint = pos
+                view.checkpoint_at = NOW - (3 if status is ShardStatus.ACTIVE else 240)
+                view.last_arrival = NOW - 60
+                view.records = n
+                finished = status is ShardStatus.DONE
+                self.checkpoints[sid] = Checkpoint(
+                    sid,
+                    pos,
+                    CheckpointStatus.DONE if finished else CheckpointStatus.OPEN,
+                    paused=status is ShardStatus.PAUSED,
+                    arrival=NOW - 60,
+                )
+            self.state.touch(view)
+        self.state.records_total = 7063
+        self.state.rate = 53.5
+        recent = [
+            Record(seq(1128), "customer-07", b'{"order": 5121, "customer": "customer-07", "amount": 12.5}', NOW - 62),
+            Record(seq(1129), "customer-11", b"plain text payload", NOW - 61),
+            Record(seq(1130), "customer-02", bytes(range(0, 40)), NOW - 60),
+        ]  # fmt: skip
+        self.state.shards["shardId-000000000004"].recent = tuple(recent)
+        for at, level, message in (
+            (NOW - 300, Level.INFO, "consuming 'orders' (kinesis, eu-west-1): 9 shards, 4 reading"),
+            (NOW - 240, Level.INFO, "resharding: new shardId-000000000004 (from shardId-000000000000), shardId-000000000005 (from shardId-000000000000)"),
+            (NOW - 200, Level.INFO, "shardId-000000000000 done; children: shardId-000000000004, shardId-000000000005"),
+            (NOW - 120, Level.INFO, "ops@bastion: pause shardId-000000000005"),
+            (NOW - 95, Level.ERROR, "shardId-000000000001: processor raised ValueError: amount is not a number (at …0412); retrying the batch"),
+            (NOW - 30, Level.WARNING, "shardId-000000000006: ProvisionedThroughputExceededException while reading records: Rate exceeded; retrying"),
+        ):  # fmt: skip
+            self.events.emit("fixture", message, level=level, at=at)
+        self.history_rows = [
+            HistoryEntry("shardId-000000000004", "progress", "engine", Position.after_sequence(seq(1100)),
+                         "open", Position.after_sequence(seq(1050)), "open", at=NOW - 120, id=41),
+            HistoryEntry("shardId-000000000004", "rewind", "ops@bastion (tui)", Position.at_timestamp(NOW - 3600),
+                         "open", Position.after_sequence(seq(1090)), "open", at=NOW - 180, id=37, command_id=5),
+            HistoryEntry("shardId-000000000004", "start", "engine", Position.trim_horizon(), "open",
+                         note="first start; initial position trim_horizon", at=NOW - 86400, id=4),
+        ]  # fmt: skip
+        self.requests: list[ControlRequest] = []
+
+    async def control(self, request: ControlRequest) -> Result:
+        self.requests.append(request)
+        return Result(len(self.requests), True, "recorded")
+
+    async def preview(self, request: ControlRequest) -> Plan:
+        return plan_change(
+            request,
+            checkpoints=self.checkpoints,
+            lineage=self.lineage,
+            default_position=lambda sid: Position.trim_horizon(),
+            now=NOW,
+            retention_hours=24,
+        )
+
+    async def history(self, shard_id: str | None = None, limit: int = 50) -> list[HistoryEntry]:
+        return [h for h in self.history_rows if shard_id in (None, h.shard_id)][:limit]
+
+    def request_stop(self, reason: str | None = None) -> None:
+        self.stopped.set()
+
+    async def run(self, duration: float | None = None) -> None:
+        await self.stopped.wait()
+
+
+def frozen_app(read_only: bool = False, **kwargs: object) -> object:
+    from console.ui.app import ShardConsoleApp
+
+    engine = FrozenEngine(read_only=read_only)
+    app = ShardConsoleApp(
+        engine,
+        clock=lambda: NOW,
+        run_engine=False,
+        sample_every=3600,
+        actor="ops@bastion (tui)",
+        **kwargs,  # type: ignore[arg-type]
+    )
+    table = app.dashboard.table
+    shapes = {
+        "shardId-000000000001": [200, 400, 600, 800, 1000, 1200],
+        "shardId-000000000004": [900, 600, 300, 100, 0, 0],
+        "shardId-000000000005": [1000, 20000, 40000, 60000, 80000, 93000],
+        "shardId-000000000006": [250, 250, 500, 250, 250, 250],
+    }
+    from collections import deque
+
+    for sid, values in shapes.items():
+        table.lag_history[sid] = deque(values, maxlen=12)
+    return app
