@@ -34,6 +34,7 @@ class HeaderBar(Static):
         self.state = state
         self.clock = clock
         self.read_only = read_only
+        self._shown = ""
 
     def on_mount(self) -> None:
         self.update_from_state()
@@ -72,4 +73,8 @@ class HeaderBar(Static):
             second.append("no shards yet")
         oldest = s.oldest_checkpoint_at()
         second.append(f" · oldest checkpoint {age(self.clock() - oldest) if oldest else '-'}")
-        self.update(Text("\n").join([first, second]))
+        text = Text("\n").join([first, second])
+        shown = f"{self.app.theme}\n{text.plain}"  # a theme change restyles it too
+        if shown != self._shown:
+            self._shown = shown
+            self.update(text, layout=False)  # two fixed lines: no layout pass needed
