@@ -74,7 +74,7 @@ class HeaderBar(Static):
         oldest = s.oldest_checkpoint_at()
         second.append(f" · oldest checkpoint {age(self.clock() - oldest) if oldest else '-'}")
         text = Text("\n").join([first, second])
-        shown = f"{self.app.theme}\n{text.plain}"  # a theme change restyles it too
-        if shown != self._shown:
-            self._shown = shown
+        key = f"{self.app.theme}\n{text.plain}"  # a theme change restyles it too
+        if key != self._shown:
+            self._shown = key
             self.update(text, layout=False)  # two fixed lines: no layout pass needed
