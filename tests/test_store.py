@@ -198,3 +198,30 @@ async def test_a_cancelled_write_never_leaves_a_transaction_open(store: SqliteSt
             await task
         await store.save("t", [CheckpointChange(Checkpoint("x", Position.trim_horizon()))])
     assert len(await store.load("s")) in (0, 200)
+
+
+async def test_a_version_1_database_is_migrated_in_place(db: str) -> None:
+    """Built the way version 1 built it, then opened by this version: data kept, schema moved."""
+    from console.checkpoints.sqlite import APPLICATION_ID, MIGRATIONS, _statements
+
+    conn = sqlite3.connect(db)
+    for statement in _statements(MIGRATIONS[0]):
+        conn.execute(statement)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO streams VALUES ('arn:s', 's', 'kinesis', 'trim_horizon', 1.0)")
+    conn.execute(
+        "INSERT INTO checkpoints VALUES ('arn:s', 'sh0', 'after_sequence:5', 'open', 0, NULL, 2.0)"
+    )
+    conn.commit()
+    conn.close()
+    store = await SqliteStore.open(db)
+    try:
+        [record] = await store.streams()
+        assert record.name == "s" and record.retention_hours is None
+        assert (await store.load("arn:s"))["sh0"].position == Position.after_sequence("5")
+    finally:
+        await store.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    conn.close()

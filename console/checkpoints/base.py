@@ -59,6 +59,7 @@ class StreamRecord:
     source: str
     initial_position: Position
     created_at: float
+    retention_hours: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +99,18 @@ class CheckpointStore(Protocol):
 
     async def register_stream(self, record: StreamRecord) -> None: ...
 
-    async def save(self, stream: str, changes: Sequence[CheckpointChange]) -> None: ...
+    async def save(
+        self,
+        stream: str,
+        changes: Sequence[CheckpointChange],
+        finish: tuple[int, str] | None = None,
+    ) -> None: ...
 
     async def save_shards(self, stream: str, shards: Sequence[Shard]) -> None: ...
+
+    async def shards(self, stream: str) -> list[Shard]: ...
+
+    async def streams(self) -> list[StreamRecord]: ...
 
     async def history(
         self, stream: str, shard_id: str | None = None, limit: int = 100
@@ -115,6 +125,8 @@ class CheckpointStore(Protocol):
     async def add_command(
         self, stream: str, shard_id: str | None, action: str, args: dict[str, Any], actor: str
     ) -> int: ...
+
+    async def command(self, command_id: int) -> Command | None: ...
 
     async def pending_commands(self, stream: str) -> list[Command]: ...
 

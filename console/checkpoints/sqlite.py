@@ -113,8 +113,13 @@ CREATE TABLE owners (
 );
 """
 
+# Version 2: the stream's retention, so offline commands can refuse a time before it.
+_SCHEMA_V2 = """
+ALTER TABLE streams ADD COLUMN retention_hours REAL;
+"""
+
 # MIGRATIONS[i] moves a database from schema version i to i + 1, in one transaction.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -227,11 +232,13 @@ def _create_private(path: str) -> None:
     os.close(fd)
 
 
-_STREAM_SELECT = "SELECT stream, name, source, initial_position, created_at FROM streams"
+_STREAM_SELECT = (
+    "SELECT stream, name, source, initial_position, created_at, retention_hours FROM streams"
+)
 
 
 def _stream_row(r: Sequence[Any]) -> StreamRecord:
-    return StreamRecord(r[0], r[1], r[2], Position.decode(r[3]), r[4])
+    return StreamRecord(r[0], r[1], r[2], Position.decode(r[3]), r[4], r[5])
 
 
 _HISTORY_SELECT = (
@@ -374,14 +381,16 @@ class SqliteStore:
     async def register_stream(self, record: StreamRecord) -> None:
         async with self._transaction() as conn:
             await conn.execute(
-                "INSERT OR IGNORE INTO streams (stream, name, source, initial_position, "
-                "created_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO streams (stream, name, source, initial_position, created_at, "
+                "retention_hours) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stream) DO UPDATE SET "
+                "retention_hours = excluded.retention_hours",
                 (
                     record.stream,
                     record.name,
                     record.source,
                     record.initial_position.encode(),
                     record.created_at,
+                    record.retention_hours,
                 ),
             )
 
@@ -410,9 +419,17 @@ class SqliteStore:
         }
 
     @_atomic
-    async def save(self, stream: str, changes: Sequence[CheckpointChange]) -> None:
-        """All changes in one transaction: the store moves between consistent states."""
-        if not changes:
+    async def save(
+        self,
+        stream: str,
+        changes: Sequence[CheckpointChange],
+        finish: tuple[int, str] | None = None,
+    ) -> None:
+        """All changes in one transaction: the store moves between consistent states.
+
+        ``finish`` marks an operator command applied in the same transaction, so a command
+        is either applied and recorded, or neither: a crash cannot apply it twice."""
+        if not changes and finish is None:
             return
         now = time.time()
         rows = [
@@ -439,6 +456,12 @@ class SqliteStore:
             )
             if history:
                 await self._insert_history(conn, stream, history, now)
+            if finish is not None:
+                await conn.execute(
+                    "UPDATE commands SET state = 'applied', applied_at = ?, result = ? "
+                    "WHERE id = ?",
+                    (now, finish[1], finish[0]),
+                )
 
     async def _insert_history(
         self,
@@ -567,6 +590,17 @@ class SqliteStore:
             )
             return int(cur.lastrowid or 0)
 
+    async def command(self, command_id: int) -> Command | None:
+        cur = await self._conn.execute(
+            "SELECT id, stream, shard_id, action, args, actor, requested_at, state, result "
+            "FROM commands WHERE id = ?",
+            (command_id,),
+        )
+        r = await cur.fetchone()
+        return (
+            Command(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8]) if r else None
+        )
+
     async def pending_commands(self, stream: str) -> list[Command]:
         cur = await self._conn.execute(
             "SELECT id, stream, shard_id, action, args, actor, requested_at, state, result "
@@ -589,7 +623,8 @@ class SqliteStore:
     # -- ownership --------------------------------------------------------------------------
 
     async def acquire(self, stream: str) -> None:
-        """Take the stream for this process, or raise StoreLockedError naming the holder."""
+        """Take the stream for this process, or raise StoreLockedError naming the holder.
+        The CLI takes it too, for the moment it applies a command with no consumer running."""
         if stream in self._locks:
             return
         path = lock_path(self.path, stream)
