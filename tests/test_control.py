@@ -177,3 +177,39 @@ async def test_commands_written_by_another_process_are_applied(live) -> None:
     assert await store.pending_commands(consumer.key) == []
     [entry] = [h for h in await store.history(consumer.key, sid) if h.command_id == cid]
     assert entry.actor == "ops@bastion"
+
+
+class SlowDisk(SqliteStore):
+    """A real store on a slow disk: each save waits, and discovery runs meanwhile."""
+
+    consumer: Consumer | None = None
+
+    async def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.consumer is not None:
+            self.consumer.trigger_discovery()
+            await asyncio.sleep(0.3)
+        return await super().save(*args, **kwargs)
+
+
+async def test_a_rewind_is_not_undone_by_discovery_while_it_is_written(demo_endpoint, db) -> None:
+    """Discovery reconciles shards while an operator change is being written; it must not
+    restart the stopped shard from its old position in between."""
+    demo_endpoint.call(demo_endpoint.create_stream, "s", 1)
+    put(demo_endpoint, "s", "k", range(10))
+    processor = Collect()
+    store = await SlowDisk.open(db)
+    try:
+        async with KinesisSource("s", aws(demo_endpoint.url)) as source:
+            async with Consumer(source, store, processor, FAST) as consumer:
+                await wait_for(lambda: len(processor.seen) == 10)
+                await consumer.checkpointer.flush()  # the old position is on disk
+                store.consumer = consumer
+                sid = "shardId-000000000000"
+                result = await consumer.control(
+                    ControlRequest(Action.REWIND, sid, position=Position.trim_horizon())
+                )
+                assert result.ok, result.message
+                await wait_for(lambda: len(processor.seen) == 20)
+                assert processor.data()[10:] == [f"k:{i}".encode() for i in range(10)]
+    finally:
+        await store.close()

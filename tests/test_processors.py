@@ -115,9 +115,9 @@ async def test_output_is_durable_before_the_checkpoint_that_covers_it(demo_endpo
     store = await SqliteStore.open(db)
     real_save = store.save
 
-    async def save(stream, changes):
+    async def save(stream, changes, finish=None):
         order.append("checkpoint written")
-        await real_save(stream, changes)
+        await real_save(stream, changes, finish)
 
     store.save = save  # an observer on the real store, not a replacement
     out = Path(db).with_suffix(".jsonl")

@@ -86,12 +86,15 @@ class Checkpointer:
         """Write every shard that moved since the last flush. Returns how many."""
         return await self.write(())
 
-    async def write(self, changes: Sequence[CheckpointChange]) -> int:
+    async def write(
+        self, changes: Sequence[CheckpointChange], finish: tuple[int, str] | None = None
+    ) -> int:
         """Write pending progress and ``changes`` in one transaction; a change for a shard
-        replaces that shard's pending progress."""
+        replaces that shard's pending progress. ``finish`` marks an operator command applied
+        in that same transaction."""
         async with self._lock:
             pending, self._pending = self._pending, {}
-            if not pending and not changes:
+            if not pending and not changes and finish is None:
                 return 0
             now = time.time()
             explicit = {c.checkpoint.shard_id for c in changes}
@@ -112,7 +115,7 @@ class Checkpointer:
                 )
             try:
                 await self._before_write()
-                await self._store.save(self._stream, batch)
+                await self._store.save(self._stream, batch, finish)
             except BaseException:
                 for sid, value in pending.items():
                     self._pending.setdefault(sid, value)

@@ -31,11 +31,13 @@ from console.engine.control import (
     Action,
     ControlError,
     ControlRequest,
+    ControlResult,
     Plan,
     plan_change,
 )
 from console.engine.events import EventLog, Level
 from console.engine.lineage import Lineage
+from console.engine.offline import undo_scope
 from console.engine.retry import Backoff
 from console.engine.state import EngineState
 from console.engine.worker import (
@@ -92,13 +94,6 @@ class ConsumerOptions:
     read_only: bool = False  # refuse every operator change
 
 
-@dataclass(frozen=True, slots=True)
-class ControlResult:
-    command_id: int
-    ok: bool
-    message: str
-
-
 class Consumer:
     def __init__(
         self,
@@ -134,6 +129,8 @@ class Consumer:
         self._fingerprint: tuple[tuple[str, str | None], ...] | None = None
         self._learned: dict[str, Shard] = {}  # children seen in ChildShards, not listed yet
         self._lost_reported: set[str] = set()
+        self._holding = False  # start-up: no workers until pending commands are applied
+        self._changing: set[str] = set()  # shards an operator change is rewriting: no worker
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._budget = (
@@ -191,17 +188,23 @@ class Consumer:
             fresh = record is None and not checkpoints
             await self.processor.open()
             self.status = ConsumerStatus.RUNNING
+            # Workers wait until the commands written while no consumer ran are applied: the
+            # next start honours them before reading anything.
+            self._holding = True
             await self._first_discovery(fresh)
-            if fresh:
-                await self.store.register_stream(
-                    StreamRecord(
-                        self.key,
-                        self.source.stream,
-                        self.source.kind,
-                        self.options.initial_position,
-                        time.time(),
-                    )
+            await self.store.register_stream(
+                StreamRecord(
+                    self.key,
+                    self.source.stream,
+                    self.source.kind,
+                    record.initial_position if record else self.options.initial_position,
+                    record.created_at if record else time.time(),
+                    info.retention_hours,
                 )
+            )
+            await self._apply_pending()
+            self._holding = False
+            self._reconcile()
         except BaseException:
             await self._shutdown()
             raise
@@ -512,13 +515,13 @@ class Consumer:
     def _reconcile(self) -> None:
         """Give every shard the status its checkpoint and parents call for, and start a worker
         for each shard that may read and has none."""
-        if self.status is not ConsumerStatus.RUNNING:
+        if self.status is not ConsumerStatus.RUNNING or self._holding:
             return
         lineage = self._lineage
         finished = self.checkpointer.finished
         state = self.state
         for sid, shard in lineage.shards.items():
-            if sid in self._workers:
+            if sid in self._workers or sid in self._changing:
                 continue
             view = state.view(sid)
             cp = self.checkpointer.get(sid)
@@ -737,10 +740,7 @@ class Consumer:
         """The shards a request touches (their workers stop first), and for an undo the rows
         of the change it takes back."""
         if request.action is Action.UNDO:
-            target = request.change_id or await self.store.last_change_id(
-                self.key, before=command_id
-            )
-            entries = await self.store.history_for_command(self.key, target) if target else []
+            entries = await undo_scope(self.store, self.key, request, command_id)
             return {h.shard_id for h in entries}, entries
         if request.action is Action.REPLAY:
             return set(self._lineage.shards), []
@@ -776,19 +776,21 @@ class Consumer:
         affected: set[str] = set()
         try:
             affected, undo_entries = await self._scope(request, command_id)
+            # Held from here until the change is written: discovery and finishing workers
+            # reconcile while we await, and must not restart a shard from its old position.
+            self._changing = affected
             failing = None
             for sid in affected:
                 worker = await self._stop_worker(sid)
                 if worker is not None and sid == request.shard_id:
                     failing = worker.failing_record
             plan = self._plan(request, command_id, undo_entries, failing)
-            await self.checkpointer.write(plan.changes)
+            await self.checkpointer.write(plan.changes, finish=(command_id, plan.summary))
             self._failed.difference_update(affected)
             for sid in affected:
                 view = self.state.view(sid)
                 if view.status is ShardStatus.FAILED:
                     self.state.set_status(view, ShardStatus.READY)
-            await self.store.finish_command(command_id, True, plan.summary)
             self.events.emit("operator", f"{request.actor}: {plan.summary}")
             return ControlResult(command_id, True, plan.summary)
         except ControlError as exc:
@@ -796,4 +798,5 @@ class Consumer:
             self.events.emit("operator", f"{request.actor}: refused: {exc}", level=Level.WARNING)
             return ControlResult(command_id, False, str(exc))
         finally:
+            self._changing = set()
             self._reconcile()

@@ -129,6 +129,13 @@ def parse_target(text: str, now: float | None = None) -> Target:
 
 
 @dataclass(frozen=True, slots=True)
+class ControlResult:
+    command_id: int
+    ok: bool
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     changes: tuple[CheckpointChange, ...]
     summary: str

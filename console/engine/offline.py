@@ -1,0 +1,93 @@
+"""Operator commands applied straight to the store, when no consumer runs.
+
+The same :func:`~console.engine.control.plan_change` as a running consumer's, fed with what the
+store knows (checkpoints, the shard map discovery saved, the stream's retention); the plan and
+the command's result are written in one transaction. The caller holds the stream's lock, so no
+consumer can start half-way through.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from console.checkpoints.base import CheckpointStore, HistoryEntry, StreamRecord
+from console.engine.control import (
+    Action,
+    ControlError,
+    ControlRequest,
+    ControlResult,
+    Plan,
+    SkipTo,
+    plan_change,
+)
+from console.engine.lineage import Lineage
+from console.model import Checkpoint, Position
+
+
+async def undo_scope(
+    store: CheckpointStore, key: str, request: ControlRequest, command_id: int | None
+) -> list[HistoryEntry]:
+    """The history rows of the change an undo takes back (the last one, if none is named)."""
+    target = request.change_id or await store.last_change_id(key, before=command_id)
+    return await store.history_for_command(key, target) if target else []
+
+
+@dataclass(frozen=True, slots=True)
+class StoreView:
+    """What the store knows of one stream: enough to plan and validate a change."""
+
+    record: StreamRecord
+    checkpoints: dict[str, Checkpoint]
+    lineage: Lineage
+
+
+async def load_view(store: CheckpointStore, record: StreamRecord) -> StoreView:
+    shards = await store.shards(record.stream)
+    return StoreView(record, await store.load(record.stream), Lineage.build(shards))
+
+
+async def plan_offline(
+    store: CheckpointStore,
+    record: StreamRecord,
+    request: ControlRequest,
+    command_id: int | None = None,
+) -> Plan:
+    view = await load_view(store, record)
+    if request.action is Action.SKIP and request.skip_to is SkipTo.NEXT_RECORD:
+        raise ControlError(
+            "skip --to next-record needs the running consumer: only it knows which record the "
+            "processor fails on"
+        )
+    entries = (
+        await undo_scope(store, record.stream, request, command_id)
+        if request.action is Action.UNDO
+        else []
+    )
+    return plan_change(
+        request,
+        checkpoints=view.checkpoints,
+        lineage=view.lineage,
+        default_position=lambda sid: Position.trim_horizon(),
+        now=time.time(),
+        command_id=command_id,
+        undo_entries=entries,
+        retention_hours=record.retention_hours,
+    )
+
+
+async def apply_offline(
+    store: CheckpointStore, record: StreamRecord, request: ControlRequest
+) -> ControlResult:
+    """Record the command, apply it, record its result. Raises ControlError (recorded as a
+    failed command) when it cannot apply."""
+    command_id = await store.add_command(
+        record.stream, request.shard_id, request.action.value, request.to_args(), request.actor
+    )
+    try:
+        plan = await plan_offline(store, record, request, command_id)
+    except ControlError as exc:
+        await store.finish_command(command_id, False, str(exc))
+        raise
+    await store.save(record.stream, plan.changes, finish=(command_id, plan.summary))
+    return ControlResult(command_id, True, plan.summary)
