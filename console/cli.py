@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(demo)
     demo.set_defaults(handler=cmd_demo)
+
+    from console.control_cli import add_commands
+
+    add_commands(sub, _Parser)
     return parser
 
 
@@ -359,9 +363,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+_RELATIVE_VALUE = ("--to", "--since")
+
+
+def _glue_relative_times(argv: Sequence[str]) -> list[str]:
+    """``--to -15m`` reads as an option to argparse; glue such values: ``--to=-15m``."""
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg in _RELATIVE_VALUE:
+            value = next(it, None)
+            if value is not None and value.startswith("-") and value[1:2].isdigit():
+                out.append(f"{arg}={value}")
+                continue
+            out.append(arg)
+            if value is not None:
+                out.append(value)
+            continue
+        out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_glue_relative_times(sys.argv[1:] if argv is None else argv))
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

@@ -1,0 +1,364 @@
+"""The control CLI: read checkpoints and history; rewind, skip, pause, resume, replay, undo.
+
+A change goes through the same control path as the console's keys. With a consumer running on
+the stream, it becomes a row in ``commands`` that the consumer applies between batches (within
+a second or two); this command waits for the result and prints it. With none running, it takes
+the stream's lock and applies the change to the store itself, in one transaction; the next
+start honours it. ``--dry-run`` prints the plan and changes nothing; without ``--yes`` a change
+asks first, and No is the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from console.errors import UsageError
+
+if TYPE_CHECKING:
+    from console.checkpoints.base import StreamRecord
+    from console.checkpoints.sqlite import SqliteStore
+    from console.config import Settings
+    from console.engine.control import ControlRequest, Plan
+
+MUTATING = ("rewind", "skip", "pause", "resume", "replay", "undo")
+
+
+def _store_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", metavar="PATH", help="the checkpoint database (default: the usual one)")
+    p.add_argument("--stream", metavar="S", help="the stream, when the database holds several")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+
+
+def _change_flags(p: argparse.ArgumentParser) -> None:
+    _store_flags(p)
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument(
+        "--read-only", action="store_const", const=True, help="refuse (for scripts that must not)"
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for a running consumer to apply it (default 10)",
+    )
+
+
+def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
+    cp = sub.add_parser("checkpoints", help="list checkpoints and their history")
+    cp_sub = cp.add_subparsers(dest="what", metavar="list|history", parser_class=parser_class)
+    listing = cp_sub.add_parser("list", help="one line per shard")
+    _store_flags(listing)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_list)
+    history = cp_sub.add_parser("history", help="every change, newest first")
+    history.add_argument("shard", nargs="?", metavar="SHARD")
+    _store_flags(history)
+    history.add_argument("--limit", type=int, default=50, metavar="N")
+    history.add_argument("--json", action="store_true")
+    history.set_defaults(handler=cmd_history)
+    cp.set_defaults(handler=lambda args: _missing(cp))
+
+    rewind = sub.add_parser("rewind", help="read a shard again from an earlier position")
+    rewind.add_argument("shard", metavar="SHARD")
+    rewind.add_argument(
+        "--to",
+        required=True,
+        metavar="TARGET",
+        help="trim_horizon | latest | timestamp:ISO | -15m | sequence:N | checkpoint:ID",
+    )
+    _change_flags(rewind)
+    rewind.set_defaults(handler=cmd_change, action="rewind")
+
+    skip = sub.add_parser("skip", help="move a shard forward, or mark it done")
+    skip.add_argument("shard", metavar="SHARD")
+    skip.add_argument("--to", required=True, choices=("latest", "next-record", "done"))
+    _change_flags(skip)
+    skip.set_defaults(handler=cmd_change, action="skip")
+
+    for name, text in (("pause", "stop reading a shard"), ("resume", "read a paused shard")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("shard", metavar="SHARD")
+        _change_flags(p)
+        p.set_defaults(handler=cmd_change, action=name)
+
+    replay = sub.add_parser("replay", help="read every shard of the stream again from a time")
+    replay.add_argument("--since", required=True, metavar="WHEN", help="ISO 8601 or -1h")
+    _change_flags(replay)
+    replay.set_defaults(handler=cmd_change, action="replay")
+
+    undo = sub.add_parser("undo", help="take back a change (the last one by default)")
+    undo.add_argument("change", nargs="?", type=int, metavar="CHANGE_ID")
+    _change_flags(undo)
+    undo.set_defaults(handler=cmd_change, action="undo")
+
+    info = sub.add_parser("info", help="where config, data and themes live")
+    info.add_argument("--db", metavar="PATH")
+    info.add_argument("--config", metavar="FILE")
+    info.set_defaults(handler=cmd_info)
+
+
+def _missing(p: argparse.ArgumentParser) -> int:
+    p.print_help()
+    return 2
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from console.config import load_settings
+
+    flags = {"db": args.db, "read_only": getattr(args, "read_only", None)}
+    settings, _ = load_settings(flags, config=args.config)
+    return settings
+
+
+async def _open(args: argparse.Namespace) -> tuple[SqliteStore, StreamRecord]:
+    """The database (which must exist) and the stream in it the command is about."""
+    from console.checkpoints.sqlite import SqliteStore
+    from console.config import default_db_path
+
+    db = _settings(args).db or default_db_path()
+    store = await SqliteStore.open(db, create=False)
+    try:
+        streams = await store.streams()
+        wanted = args.stream
+        if wanted is None:
+            if len(streams) != 1:
+                names = ", ".join(s.name for s in streams) or "none"
+                raise UsageError(
+                    f"database {db} holds {len(streams)} streams ({names}): pass --stream"
+                )
+            return store, streams[0]
+        for record in streams:
+            if wanted in (record.stream, record.name):
+                return store, record
+        names = ", ".join(s.name for s in streams) or "none"
+        raise UsageError(f"database {db} holds no stream '{wanted}' (it holds: {names})")
+    except BaseException:
+        await store.close()
+        raise
+
+
+def _print(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
+    if as_json:
+        json.dump(rows, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+        return
+    widths = {c: max([len(c)] + [len(str(r.get(c, "") or "")) for r in rows]) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
+    for r in rows:
+        print("  ".join(str(r.get(c, "") or "").ljust(widths[c]) for c in columns).rstrip())
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from console.model import format_ts
+
+    async def main() -> int:
+        store, record = await _open(args)
+        try:
+            checkpoints = await store.load(record.stream)
+            shards = {s.shard_id: s for s in await store.shards(record.stream)}
+        finally:
+            await store.close()
+        rows = []
+        for sid in sorted(set(checkpoints) | set(shards)):
+            cp = checkpoints.get(sid)
+            shard = shards.get(sid)
+            rows.append(
+                {
+                    "shard": sid,
+                    "status": (cp.status.value + (", paused" if cp.paused else "")) if cp else "-",
+                    "position": cp.position.encode() if cp else "-",
+                    "parents": ",".join(shard.parents) if shard else "",
+                    "closed": bool(shard and shard.is_closed),
+                    "updated": format_ts(cp.updated_at) if cp else "",
+                    "arrival": format_ts(cp.arrival) if cp and cp.arrival else "",
+                }
+            )
+        _print(rows, ["shard", "status", "position", "parents", "updated"], args.json)
+        return 0
+
+    return asyncio.run(main())
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from console.model import format_ts
+
+    async def main() -> int:
+        store, record = await _open(args)
+        try:
+            entries = await store.history(record.stream, args.shard, args.limit)
+        finally:
+            await store.close()
+        rows = [
+            {
+                "id": h.id,
+                "at": format_ts(h.at),
+                "shard": h.shard_id,
+                "cause": h.cause,
+                "who": h.actor,
+                "from": h.old_position.encode() if h.old_position else "",
+                "to": h.new_position.encode() if h.new_position else "",
+                "status": f"{h.old_status or ''}->{h.new_status or ''}",
+                "change": h.command_id,
+                "note": h.note or "",
+            }
+            for h in entries
+        ]
+        cols = ["id", "at", "shard", "cause", "who", "from", "to", "status", "change", "note"]
+        _print(rows, cols, args.json)
+        return 0
+
+    return asyncio.run(main())
+
+
+async def _request(
+    args: argparse.Namespace, store: SqliteStore, record: StreamRecord
+) -> ControlRequest:
+    from console.checkpoints.sqlite import actor_name
+    from console.engine.control import Action, ControlError, ControlRequest, SkipTo, parse_target
+    from console.model import Position, PositionError, parse_when
+
+    actor = actor_name()
+    action = Action(args.action)
+    try:
+        if action is Action.REWIND:
+            target = parse_target(args.to)
+            position = target.position
+            if target.checkpoint_id is not None:
+                entries = await store.history(record.stream, args.shard, limit=100_000)
+                found = next((h for h in entries if h.id == target.checkpoint_id), None)
+                if found is None or found.new_position is None:
+                    raise ControlError(
+                        f"history entry #{target.checkpoint_id} is not a checkpoint of {args.shard}"
+                    )
+                position = found.new_position
+            return ControlRequest(action, args.shard, position=position, actor=actor)
+        if action is Action.SKIP:
+            return ControlRequest(action, args.shard, skip_to=SkipTo(args.to), actor=actor)
+        if action in (Action.PAUSE, Action.RESUME):
+            return ControlRequest(action, args.shard, actor=actor)
+        if action is Action.REPLAY:
+            since = Position.at_timestamp(parse_when(args.since))
+            return ControlRequest(action, position=since, actor=actor)
+        return ControlRequest(action, change_id=args.change, actor=actor)
+    except PositionError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _show_plan(plan: Plan) -> None:
+    print(plan.summary)
+    for change in plan.changes:
+        h = change.history
+        if h is None:
+            continue
+        old = h.old_position.encode() if h.old_position else "-"
+        new = h.new_position.encode() if h.new_position else "-"
+        moves = f"{old} -> {new}" if old != new else f"stays {old}"
+        status = f"; {h.old_status} -> {h.new_status}" if h.old_status != h.new_status else ""
+        print(f"  {h.shard_id}: {moves}{status}")
+
+
+def _confirm(prompt: str, ask: Callable[[str], str] = input) -> bool:
+    if not sys.stdin.isatty():
+        raise UsageError("no terminal to confirm on: pass --yes (or --dry-run to only look)")
+    return ask(f"{prompt} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def cmd_change(args: argparse.Namespace) -> int:
+    from console.checkpoints.base import StoreLockedError
+    from console.engine.control import ControlError, SkipTo
+    from console.engine.offline import apply_offline, plan_offline
+
+    if _settings(args).read_only:
+        raise UsageError(f"read-only: '{args.action}' changes checkpoints and is refused")
+
+    async def main() -> int:
+        store, record = await _open(args)
+        try:
+            request = await _request(args, store, record)
+            try:
+                await store.acquire(record.stream)
+                running = False
+            except StoreLockedError:
+                running = True  # a consumer holds the stream: it applies the command
+            try:
+                if not (running and request.skip_to is SkipTo.NEXT_RECORD):
+                    _show_plan(await plan_offline(store, record, request))
+                if args.dry_run:
+                    print("dry run: nothing changed")
+                    return 0
+                if not args.yes and not _confirm("Apply?"):
+                    print("nothing changed")
+                    return 0
+                if not running:
+                    result = await apply_offline(store, record, request)
+                    print(f"applied as change #{result.command_id}; the next start honours it")
+                    return 0
+            except ControlError as exc:
+                raise UsageError(str(exc)) from None
+            finally:
+                await store.release(record.stream)
+            return await _send(store, record, request, args.wait)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+async def _send(
+    store: SqliteStore, record: StreamRecord, request: ControlRequest, wait: float
+) -> int:
+    """A consumer runs: hand it the command and wait for its verdict."""
+    command_id = await store.add_command(
+        record.stream, request.shard_id, request.action.value, request.to_args(), request.actor
+    )
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        command = await store.command(command_id)
+        if command is not None and command.state != "pending":
+            if command.state == "applied":
+                print(f"applied by the running consumer as change #{command_id}: {command.result}")
+                return 0
+            raise UsageError(f"the running consumer refused it: {command.result}")
+        await asyncio.sleep(0.2)
+    print(
+        f"command #{command_id} is queued: the running consumer applies it between batches "
+        "(see: shard-console checkpoints history)"
+    )
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from console import __version__
+    from console.config import config_dir, data_dir, default_config_path, default_db_path
+
+    settings = _settings(args)
+    config = Path(args.config) if args.config else default_config_path()
+    themes_dir = config_dir() / "themes"
+    lines = [
+        f"shard-console {__version__}",
+        f"config file     {config} ({'found' if config.is_file() else 'none'})",
+        f"database        {settings.db or default_db_path()}",
+        f"data folder     {data_dir()}",
+        "logs            stderr (headless: --log-format text|json); the console shows events",
+        f"user themes     {themes_dir}",
+    ]
+    try:
+        from console.ui.theme import available_themes
+
+        lines.append(f"themes          {', '.join(available_themes())}")
+    except Exception as exc:  # a broken user theme must not hide the rest
+        lines.append(f"themes          unavailable: {exc}")
+    env = [k for k in sorted(os.environ) if k.startswith("SHARD_CONSOLE_")]
+    lines.append(f"environment     {', '.join(env) or 'no SHARD_CONSOLE_* set'}")
+    print("\n".join(lines))
+    return 0
