@@ -6,13 +6,18 @@ with :func:`seq_int`, never as strings.
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 __all__ = [
     "Batch",
+    "ChangeRecord",
     "Checkpoint",
     "CheckpointStatus",
     "Position",
@@ -23,6 +28,7 @@ __all__ = [
     "ShardContext",
     "ShardStatus",
     "format_ts",
+    "json_safe",
     "parse_ts",
     "seq_int",
 ]
@@ -266,6 +272,38 @@ class Record:
     approximate_arrival: float
     sub_sequence_number: int | None = None
     explicit_hash_key: str | None = None
+
+
+@dataclass(slots=True, eq=False)
+class ChangeRecord(Record):
+    """One item-level change from a DynamoDB stream. ``keys`` and the images hold Python values
+    as boto3's TypeDeserializer gives them (Decimal, Binary, set); ``data`` carries the same
+    change as JSON, so a processor written for Kinesis records still sees it, and
+    ``partition_key`` is the item's key as compact JSON, so per-key order reads the same way."""
+
+    event_name: str = ""  # INSERT, MODIFY or REMOVE
+    keys: dict[str, Any] = field(default_factory=dict)
+    new_image: dict[str, Any] | None = None
+    old_image: dict[str, Any] | None = None
+
+
+def json_safe(value: Any) -> Any:
+    """DynamoDB values as JSON can carry them: Decimal → int or float, binary → base64 text,
+    sets → sorted lists."""
+    if isinstance(value, str | bool | int | float) or value is None:
+        return value
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, Set):
+        return sorted((json_safe(v) for v in value), key=lambda v: (str(type(v)), v))
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    raw = getattr(value, "value", value)  # boto3's Binary wraps bytes
+    if isinstance(raw, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(raw)).decode("ascii")
+    return str(value)
 
 
 @dataclass(slots=True, eq=False)

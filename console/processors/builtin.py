@@ -10,7 +10,7 @@ import re
 import sys
 from typing import IO, Any
 
-from console.model import Record, ShardContext, format_ts
+from console.model import ChangeRecord, Record, ShardContext, format_ts, json_safe
 from console.processors.base import Processor
 
 
@@ -23,6 +23,19 @@ def data_as_json(data: bytes) -> str | dict[str, str]:
 
 
 def record_as_json(record: Record, ctx: ShardContext) -> dict[str, Any]:
+    """One output row. A DynamoDB change carries its decoded fields instead of ``data`` (which
+    holds the same change as JSON text): event_name, keys, new_image, old_image."""
+    if isinstance(record, ChangeRecord):
+        return {
+            "stream": ctx.stream,
+            "shard_id": ctx.shard_id,
+            "sequence_number": record.sequence_number,
+            "approximate_arrival": format_ts(record.approximate_arrival),
+            "event_name": record.event_name,
+            "keys": json_safe(record.keys),
+            "new_image": json_safe(record.new_image),
+            "old_image": json_safe(record.old_image),
+        }
     return {
         "stream": ctx.stream,
         "shard_id": ctx.shard_id,

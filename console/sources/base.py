@@ -8,7 +8,8 @@ TRIM_HORIZON, or stop the shard).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 from console.model import Batch, Position, Shard
 
@@ -64,16 +65,25 @@ class StreamInfo:
 
 
 class StreamSource(Protocol):
-    """A stream of shards. Implementations: Kinesis (and later DynamoDB Streams).
+    """A stream of shards. Implementations: Kinesis and DynamoDB Streams.
 
     Attributes are constants of the service: the engine paces and sizes its calls with them.
     """
 
-    kind: str  # "kinesis"
+    kind: str  # "kinesis" or "dynamodb"
     stream: str  # display name
     location: str  # endpoint URL or region, for screens and logs
     max_records_per_call: int
     min_call_interval: float  # seconds between GetRecords on one shard
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
     async def describe(self) -> StreamInfo: ...
 
