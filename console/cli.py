@@ -27,8 +27,7 @@ if TYPE_CHECKING:
     from console.headless import LinePrinter
     from console.model import Position
     from console.processors import Processor
-    from console.sources.base import StreamInfo
-    from console.sources.kinesis import KinesisSource
+    from console.sources.base import StreamInfo, StreamSource
 
 
 class _Parser(argparse.ArgumentParser):
@@ -106,7 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     run = sub.add_parser("run", help="consume a stream")
-    run.add_argument("stream", metavar="STREAM", help="Kinesis stream name or ARN")
+    run.add_argument(
+        "stream",
+        metavar="STREAM",
+        help="Kinesis stream name or ARN, DynamoDB stream ARN, or (with --source dynamodb) a "
+        "table name",
+    )
+    run.add_argument(
+        "--source",
+        choices=("kinesis", "dynamodb"),
+        help="what STREAM names; default: a DynamoDB stream ARN is read as one, anything "
+        "else as a Kinesis stream",
+    )
     run.add_argument("--endpoint-url", metavar="URL", help="a local or private endpoint")
     run.add_argument("--region", metavar="R")
     run.add_argument("--profile", metavar="P", help="AWS profile (credentials as boto3 finds them)")
@@ -120,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     demo = sub.add_parser("demo", help="run against an embedded endpoint; no AWS account needed")
+    demo.add_argument(
+        "--source",
+        choices=("kinesis", "dynamodb"),
+        default="kinesis",
+        help="a Kinesis stream (default), or a DynamoDB table's stream with puts, updates "
+        "and deletes",
+    )
     demo.add_argument("--shards", type=_whole, default=4, metavar="N", help="default 4")
     demo.add_argument(
         "--rate", type=float, default=100.0, metavar="RECORDS_PER_S", help="default 100"
@@ -180,7 +197,7 @@ def _options(settings: Settings, initial: Position) -> ConsumerOptions:
     )
 
 
-async def _probe(source: KinesisSource) -> StreamInfo:
+async def _probe(source: StreamSource) -> StreamInfo:
     """Describe the stream before anything is written: bad names, credentials and endpoints
     are usage errors (exit 2), a passing fault is a run error (exit 1)."""
     from console.sources.base import FatalSourceError, RetryableError, SourceError
@@ -198,7 +215,7 @@ async def _probe(source: KinesisSource) -> StreamInfo:
 
 
 async def _consume(
-    source: KinesisSource,
+    source: StreamSource,
     db: str,
     settings: Settings,
     initial: Position,
@@ -263,12 +280,32 @@ def _check_ui(settings: Settings) -> None:
         )
 
 
-def _hooks(settings: Settings) -> list[Any]:
+def _hooks(settings: Settings, service: str) -> list[Any]:
     if not settings.inject_faults:
         return []
     from console.sources.faults import FaultInjector
 
-    return FaultInjector.parse(settings.inject_faults).hooks("kinesis")
+    return FaultInjector.parse(settings.inject_faults).hooks(service)
+
+
+def make_source(stream: str, kind: str | None, aws: Any, settings: Settings) -> StreamSource:
+    """The source ``stream`` names: a DynamoDB stream ARN is one whatever ``kind`` says
+    (unless it says kinesis), a table with ``kind == "dynamodb"``, else a Kinesis stream."""
+    from console.sources.dynamodb import DynamoDBSource, is_stream_arn
+    from console.sources.kinesis import KinesisSource
+
+    if kind == "dynamodb" or (kind is None and is_stream_arn(stream)):
+        return DynamoDBSource(
+            stream,
+            aws,
+            _hooks(settings, "dynamodbstreams"),
+            table=not stream.startswith("arn:"),
+        )
+    if is_stream_arn(stream):
+        raise UsageError(
+            f"'{stream}' is a DynamoDB stream ARN: drop --source kinesis, or pass --source dynamodb"
+        )
+    return KinesisSource(stream, aws, _hooks(settings, "kinesis"))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -277,23 +314,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     from console.headless import LinePrinter
     from console.processors import load_processor
     from console.sources.aws import AwsSettings
-    from console.sources.kinesis import KinesisSource, stream_name
+    from console.sources.base import FatalSourceError
 
     settings = _settings(args)
     initial = _initial(settings)
     _check_ui(settings)
-    processor = load_processor(settings.processor, stream_name(args.stream))
-    db = settings.db or default_db_path()
-    if settings.db is not None or data_dir().exists():
-        inspect_database(db)
-    hooks = _hooks(settings)
     aws = AwsSettings(
         region=settings.region, profile=settings.profile, endpoint_url=settings.endpoint_url
     )
+    try:
+        source = make_source(args.stream, args.source, aws, settings)
+    except FatalSourceError as exc:
+        raise UsageError(str(exc)) from None
+    processor = load_processor(settings.processor, source.stream)
+    db = settings.db or default_db_path()
+    if settings.db is not None or data_dir().exists():
+        inspect_database(db)
     printer = LinePrinter(settings.log_format)
 
     async def main() -> int:
-        async with KinesisSource(args.stream, aws, hooks) as source:
+        async with source:
             return await _consume(source, db, settings, initial, printer, processor)
 
     return asyncio.run(main())
@@ -306,7 +346,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from console.model import Position
     from console.processors import load_processor
     from console.sources.demo import Demo, DemoOptions
-    from console.sources.kinesis import KinesisSource
 
     settings = _settings(args)
     _check_ui(settings)
@@ -322,7 +361,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         tmpdir = tempfile.mkdtemp(prefix="shard-console-demo-")
         db = str(Path(tmpdir) / "checkpoints.db")
-        stream = "demo"
+        stream = "demo-orders" if args.source == "dynamodb" else "demo"
     processor = load_processor(settings.processor, stream)
     printer = LinePrinter(settings.log_format)
     try:
@@ -336,13 +375,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 loop.call_soon_threadsafe(events.emit, "demo", message)
 
             demo = Demo(
-                DemoOptions(stream=stream, shards=args.shards, rate=args.rate),
+                DemoOptions(stream=stream, shards=args.shards, rate=args.rate, source=args.source),
                 on_event=on_demo_event,
             )
             demo.start()
             where = f"{db} (deleted at exit; pass --db to keep it)" if tmpdir else db
+            what = (
+                f"table '{stream}' and its stream"
+                if args.source == "dynamodb"
+                else f"stream '{stream}'"
+            )
             intro = (
-                f"demo endpoint {demo.endpoint.url}, stream '{stream}' with {args.shards} shards "
+                f"demo endpoint {demo.endpoint.url}, {what} with {args.shards} shards "
                 f"at {args.rate:g} records/s; checkpoints in {where}"
             )
             if settings.no_ui:
@@ -350,7 +394,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             else:
                 events.emit("demo", intro)
             try:
-                async with KinesisSource(stream, demo.aws, _hooks(settings)) as source:
+                source = make_source(demo.stream_arn or stream, args.source, demo.aws, settings)
+                async with source:
                     return await _consume(
                         source, db, settings, Position.trim_horizon(), printer, processor, events
                     )

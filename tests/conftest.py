@@ -123,9 +123,9 @@ def moto() -> Iterator[str]:
 
 @pytest.fixture
 def demo_endpoint() -> Iterator[Any]:
-    from console.sources.demo_endpoint import EmbeddedKinesis
+    from console.sources.demo_endpoint import EmbeddedEndpoint
 
-    endpoint = EmbeddedKinesis()
+    endpoint = EmbeddedEndpoint()
     endpoint.start()
     try:
         yield endpoint

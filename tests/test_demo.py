@@ -10,13 +10,13 @@ from console.checkpoints.sqlite import SqliteStore
 from console.engine.consumer import Consumer
 from console.model import Position, ShardStatus
 from console.sources.demo import Demo, DemoOptions
-from console.sources.demo_endpoint import EmbeddedKinesis, hash_key
+from console.sources.demo_endpoint import EmbeddedEndpoint, hash_key
 from console.sources.kinesis import KinesisSource
 from tests.conftest import FAST, Collect, aws, wait_for
 
 
 async def test_after_a_split_writes_go_to_the_children_and_the_parent_ends(demo_endpoint) -> None:
-    e: EmbeddedKinesis = demo_endpoint
+    e: EmbeddedEndpoint = demo_endpoint
     e.call(e.create_stream, "s", 1)
     e.call(e.put, "s", "before", b"1")
     a, b = e.call(e.split, "s", "shardId-000000000000", 2**127)
@@ -40,7 +40,7 @@ async def test_after_a_split_writes_go_to_the_children_and_the_parent_ends(demo_
 
 
 async def test_merge_needs_adjacent_shards_and_records_are_not_copied(demo_endpoint) -> None:
-    e: EmbeddedKinesis = demo_endpoint
+    e: EmbeddedEndpoint = demo_endpoint
     e.call(e.create_stream, "s", 3)
     e.call(e.put, "s", "x", b"old")
     with pytest.raises(Exception, match="not adjacent"):
@@ -57,7 +57,7 @@ async def test_iterators_expire_and_garbage_is_refused(demo_endpoint, monkeypatc
     from console.sources import demo_endpoint as module
     from console.sources.base import ExpiredIteratorError, FatalSourceError
 
-    e: EmbeddedKinesis = demo_endpoint
+    e: EmbeddedEndpoint = demo_endpoint
     e.call(e.create_stream, "s", 1)
     async with KinesisSource("s", aws(e.url)) as source:
         it = await source.get_iterator("shardId-000000000000", Position.latest())

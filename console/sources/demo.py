@@ -1,9 +1,13 @@
-"""The demo: the embedded Kinesis endpoint, a stream on it, a producer, and a resharding script.
+"""The demo: the embedded endpoint, a stream on it, a producer, and a resharding script.
 
 ``shard-console demo`` consumes this stream through the same aioboto3 path as ``run``; only the
 endpoint is ours. The producer writes JSON orders keyed by customer, each carrying its number
 for that customer, so per-key order can be checked by eye (and by the tests). Within the first
 minute the stream splits one shard and then merges two, so the console shows real lineage.
+
+With ``--source dynamodb`` the same orders live in a table (key: customer, order) whose stream
+the console reads: orders are placed (INSERT), shipped (MODIFY) and cancelled (REMOVE), and the
+stream's shards roll over every 20 seconds, as a real table's do every few hours.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 from console.model import format_ts
 from console.sources.aws import AwsSettings
-from console.sources.demo_endpoint import EmbeddedKinesis
+from console.sources.demo_endpoint import EmbeddedEndpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,18 +35,27 @@ class DemoOptions:
     merge_at: float | None = 40.0
     customers: int = 24
     seed: int | None = None
+    source: str = "kinesis"  # or "dynamodb": a table and its stream
+    rollover_every: float | None = 20.0  # dynamodb: seconds between shard roll-overs
 
 
 class Demo:
     def __init__(self, options: DemoOptions, on_event: Callable[[str], None] | None = None) -> None:
         self.options = options
-        self.endpoint = EmbeddedKinesis()
+        self.endpoint = EmbeddedEndpoint()
         self.on_event = on_event
         self.produced = 0
         self.per_key: Counter[str] = Counter()
         self._rng = random.Random(options.seed)
         self._task: asyncio.Task[None] | None = None
         self.started_at = 0.0
+        self.changes: Counter[str] = Counter()  # dynamodb: INSERT, MODIFY, REMOVE written
+        self._orders: dict[str, list[int]] = {}  # dynamodb: live orders per customer
+        self.stream_arn: str | None = None  # dynamodb: what the console reads
+
+    @property
+    def table(self) -> str:
+        return self.options.stream
 
     @property
     def aws(self) -> AwsSettings:
@@ -66,9 +79,21 @@ class Demo:
         self.endpoint.stop()
 
     def _begin(self) -> None:
-        self.endpoint.create_stream(self.options.stream, self.options.shards)
-        self._put(max(1, int(self.options.rate)))  # a first second of data, before anyone reads
+        if self.options.source == "dynamodb":
+            table = self.endpoint.dynamodb.create_table(
+                self.table, ("customer", "order"), self.options.shards
+            )
+            self.stream_arn = table.stream_arn
+        else:
+            self.endpoint.create_stream(self.options.stream, self.options.shards)
+        self._write(max(1, int(self.options.rate)))  # a first second of data, before any read
         self._task = self.endpoint.loop.create_task(self._produce())
+
+    def _write(self, count: int) -> None:
+        if self.options.source == "dynamodb":
+            self._change(count)
+        else:
+            self._put(count)
 
     def _emit(self, message: str) -> None:
         if self.on_event is not None:
@@ -88,19 +113,64 @@ class Demo:
             }
             self.endpoint.put(self.options.stream, customer, json.dumps(order).encode())
 
+    def _change(self, count: int) -> None:
+        """Orders placed, shipped and cancelled: INSERT, MODIFY and REMOVE on the stream."""
+        db = self.endpoint.dynamodb
+        for _ in range(count):
+            customer = f"customer-{self._rng.randrange(self.options.customers):02d}"
+            live = self._orders.setdefault(customer, [])
+            self.per_key[customer] += 1
+            self.produced += 1
+            n = self.per_key[customer]
+            roll = self._rng.random()
+            if live and roll < 0.25:
+                order = self._rng.choice(live)
+                key = {"customer": {"S": customer}, "order": {"N": str(order)}}
+                db.update_item(self.table, key, {"status": {"S": "shipped"}, "n": {"N": str(n)}})
+                self.changes["MODIFY"] += 1
+            elif live and roll < 0.35:
+                order = live.pop(self._rng.randrange(len(live)))
+                db.delete_item(
+                    self.table, {"customer": {"S": customer}, "order": {"N": str(order)}}
+                )
+                self.changes["REMOVE"] += 1
+            else:
+                live.append(self.produced)
+                db.put_item(
+                    self.table,
+                    {
+                        "customer": {"S": customer},
+                        "order": {"N": str(self.produced)},
+                        "n": {"N": str(n)},
+                        "amount": {"N": f"{self._rng.uniform(5, 500):.2f}"},
+                        "status": {"S": "placed"},
+                        "tags": {"SS": sorted(self._rng.sample(["gift", "express", "bulk"], 2))},
+                        "at": {"S": format_ts(time.time())},
+                    },
+                )
+                self.changes["INSERT"] += 1
+
     async def _produce(self) -> None:
         opts = self.options
         t0 = time.monotonic()
         written = 0
         split_done = opts.split_at is None
         merge_done = opts.merge_at is None
+        rolled = 0
         while True:
             await asyncio.sleep(0.1)
             elapsed = time.monotonic() - t0
             due = int(elapsed * opts.rate) - written
             if due > 0:
-                self._put(due)
+                self._write(due)
                 written += due
+            if opts.source == "dynamodb":
+                every = opts.rollover_every
+                if every and elapsed >= (rolled + 1) * every:
+                    rolled += 1
+                    pairs = self.endpoint.dynamodb.roll_over(self.table)
+                    self._emit(f"demo: {len(pairs)} shards rolled over to new children")
+                continue
             if not split_done and opts.split_at is not None and elapsed >= opts.split_at:
                 split_done = True
                 self._split()

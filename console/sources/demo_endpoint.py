@@ -1,4 +1,5 @@
 """A small Kinesis endpoint on loopback, for the demo: real HTTP, real JSON protocol, true lineage.
+It also serves the DynamoDB Streams reads of ``demo --source dynamodb`` (see demo_dynamodb.py).
 
 Why not moto's server: in moto 5.2 a split re-routes the parent's records and keeps writing to the
 closed parent, a merge copies parents' records into the child, a closed shard never ends its
@@ -19,6 +20,7 @@ import asyncio
 import base64
 import binascii
 import bisect
+import functools
 import hashlib
 import json
 import threading
@@ -31,18 +33,18 @@ from aiohttp import web
 
 _MAX_HASH = 2**128 - 1
 _ITERATOR_TTL = 300.0
-_PREFIX = "Kinesis_20131202."
+_KINESIS = "Kinesis_20131202."
 
 
-class KinesisApiError(Exception):
+class ApiError(Exception):
     def __init__(self, code: str, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.code = code
         self.status = status
 
 
-def _invalid(message: str) -> KinesisApiError:
-    return KinesisApiError("InvalidArgumentException", message)
+def _invalid(message: str) -> ApiError:
+    return ApiError("InvalidArgumentException", message)
 
 
 @dataclass(eq=False)
@@ -126,7 +128,7 @@ class _Stream:
         return sorted((s for s in self.shards.values() if not s.closed), key=lambda s: s.start_hash)
 
 
-class EmbeddedKinesis:
+class EmbeddedEndpoint:
     """The model and its HTTP front. Every method runs on the endpoint's own loop thread; use
     :meth:`call` to run one from elsewhere."""
 
@@ -140,6 +142,9 @@ class EmbeddedKinesis:
         self.account = account
         self.keep = keep_records_per_shard
         self.streams: dict[str, _Stream] = {}
+        from console.sources.demo_dynamodb import EmbeddedDynamoDB
+
+        self.dynamodb = EmbeddedDynamoDB(region, account)
         self.requests = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -226,25 +231,32 @@ class EmbeddedKinesis:
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests += 1
         target = request.headers.get("X-Amz-Target", "")
-        operation = target[len(_PREFIX) :] if target.startswith(_PREFIX) else ""
+        content_type = "application/x-amz-json-1.1"
         try:
-            handler = _OPERATIONS.get(operation)
+            handler: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+            if target.startswith(_KINESIS):
+                kinesis = _OPERATIONS.get(target[len(_KINESIS) :])
+                if kinesis is not None:
+                    handler = functools.partial(kinesis, self)
+            else:
+                content_type = "application/x-amz-json-1.0"
+                handler = self.dynamodb.operation(target)
             if handler is None:
-                raise KinesisApiError("UnknownOperationException", f"unknown operation {target!r}")
+                raise ApiError("UnknownOperationException", f"unknown operation {target!r}")
             try:
                 body = json.loads(await request.read() or b"{}")
             except ValueError:
-                raise KinesisApiError("SerializationException", "body is not JSON") from None
-            result = handler(self, body)
+                raise ApiError("SerializationException", "body is not JSON") from None
+            result = handler(body)
             payload = json.dumps(result, separators=(",", ":"))
             status = 200
-        except KinesisApiError as exc:
+        except ApiError as exc:
             payload = json.dumps({"__type": exc.code, "message": str(exc)})
             status = exc.status
         return web.Response(
             body=payload.encode(),
             status=status,
-            content_type="application/x-amz-json-1.1",
+            content_type=content_type,
             headers={"x-amzn-RequestId": f"demo-{self.requests}"},
         )
 
@@ -252,7 +264,7 @@ class EmbeddedKinesis:
 
     def create_stream(self, name: str, shard_count: int) -> _Stream:
         if name in self.streams:
-            raise KinesisApiError("ResourceInUseException", f"Stream {name} already exists")
+            raise ApiError("ResourceInUseException", f"Stream {name} already exists")
         if not 1 <= shard_count <= 1000:
             raise _invalid("ShardCount must be between 1 and 1000")
         stream = _Stream(
@@ -273,7 +285,7 @@ class EmbeddedKinesis:
             name = str(arn).rsplit("/", 1)[-1]
         stream = self.streams.get(str(name))
         if stream is None or (arn and stream.arn != arn):
-            raise KinesisApiError(
+            raise ApiError(
                 "ResourceNotFoundException",
                 f"Stream {name} under account {self.account} not found.",
             )
@@ -282,7 +294,7 @@ class EmbeddedKinesis:
     def _shard(self, stream: _Stream, shard_id: str) -> _Shard:
         shard = stream.shards.get(shard_id)
         if shard is None:
-            raise KinesisApiError(
+            raise ApiError(
                 "ResourceNotFoundException",
                 f"Shard {shard_id} in stream {stream.name} under account {self.account} "
                 "does not exist",
@@ -300,13 +312,13 @@ class EmbeddedKinesis:
                 if len(shard.seqs) > self.keep:
                     shard.trim(self.keep)
                 return shard.shard_id, seq
-        raise KinesisApiError("InternalFailure", "no open shard covers the hash key", 500)
+        raise ApiError("InternalFailure", "no open shard covers the hash key", 500)
 
     def split(self, name: str, shard_id: str, new_start: int) -> tuple[str, str]:
         stream = self.streams[name]
         parent = self._shard(stream, shard_id)
         if parent.closed:
-            raise KinesisApiError(
+            raise ApiError(
                 "ResourceInUseException", f"Shard {shard_id} has already been split or merged"
             )
         if not parent.start_hash < new_start <= parent.end_hash:
@@ -323,7 +335,7 @@ class EmbeddedKinesis:
         a = self._shard(stream, shard_id)
         b = self._shard(stream, adjacent_id)
         if a.closed or b.closed:
-            raise KinesisApiError("ResourceInUseException", "a shard to merge is already closed")
+            raise ApiError("ResourceInUseException", "a shard to merge is already closed")
         if b.start_hash == a.end_hash + 1:
             low, high = a, b
         elif a.start_hash == b.end_hash + 1:
@@ -473,7 +485,7 @@ class EmbeddedKinesis:
         except (ValueError, binascii.Error):
             raise _invalid("Invalid ShardIterator.") from None
         if time.time() - issued > _ITERATOR_TTL:
-            raise KinesisApiError(
+            raise ApiError(
                 "ExpiredIteratorException",
                 f"Iterator expired. The iterator was created at {issued}",
             )
@@ -565,19 +577,19 @@ def _b64(value: Any) -> bytes:
     try:
         return base64.b64decode(str(value or ""), validate=True)
     except (ValueError, binascii.Error):
-        raise KinesisApiError("SerializationException", "Data is not base64") from None
+        raise ApiError("SerializationException", "Data is not base64") from None
 
 
-_OPERATIONS: dict[str, Callable[[EmbeddedKinesis, dict[str, Any]], dict[str, Any]]] = {
-    "CreateStream": EmbeddedKinesis.op_create_stream,
-    "ListStreams": EmbeddedKinesis.op_list_streams,
-    "DescribeStream": EmbeddedKinesis.op_describe_stream,
-    "DescribeStreamSummary": EmbeddedKinesis.op_describe_stream_summary,
-    "ListShards": EmbeddedKinesis.op_list_shards,
-    "GetShardIterator": EmbeddedKinesis.op_get_shard_iterator,
-    "GetRecords": EmbeddedKinesis.op_get_records,
-    "PutRecord": EmbeddedKinesis.op_put_record,
-    "PutRecords": EmbeddedKinesis.op_put_records,
-    "SplitShard": EmbeddedKinesis.op_split_shard,
-    "MergeShards": EmbeddedKinesis.op_merge_shards,
+_OPERATIONS: dict[str, Callable[[EmbeddedEndpoint, dict[str, Any]], dict[str, Any]]] = {
+    "CreateStream": EmbeddedEndpoint.op_create_stream,
+    "ListStreams": EmbeddedEndpoint.op_list_streams,
+    "DescribeStream": EmbeddedEndpoint.op_describe_stream,
+    "DescribeStreamSummary": EmbeddedEndpoint.op_describe_stream_summary,
+    "ListShards": EmbeddedEndpoint.op_list_shards,
+    "GetShardIterator": EmbeddedEndpoint.op_get_shard_iterator,
+    "GetRecords": EmbeddedEndpoint.op_get_records,
+    "PutRecord": EmbeddedEndpoint.op_put_record,
+    "PutRecords": EmbeddedEndpoint.op_put_records,
+    "SplitShard": EmbeddedEndpoint.op_split_shard,
+    "MergeShards": EmbeddedEndpoint.op_merge_shards,
 }
