@@ -264,3 +264,42 @@ async def test_quit_finishes_and_flushes_checkpoints(demo_endpoint, db) -> None:
     last = {sid: r.sequence_number for sid, r in processor.seen}
     for sid, seq in last.items():
         assert saved[sid].position.sequence_number == seq
+
+
+async def test_a_dynamodb_table_s_rolled_over_shards_fold_and_space_opens_them(
+    demo_endpoint, db
+) -> None:
+    from console.model import ChangeRecord
+    from console.sources.dynamodb import DynamoDBSource
+
+    ddb = demo_endpoint.dynamodb
+    table = demo_endpoint.call(ddb.create_table, "orders", ("pk",), 1)
+    for step in range(4):
+        for i in range(3):
+            demo_endpoint.call(
+                ddb.put_item, "orders", {"pk": {"S": f"k{i}"}, "n": {"N": str(step)}}
+            )
+        if step < 3:
+            demo_endpoint.call(ddb.roll_over, "orders")
+    processor = Collect()
+    store = await SqliteStore.open(db)
+    async with DynamoDBSource(table.stream_arn, aws(demo_endpoint.url)) as source:
+        consumer = Consumer(source, store, processor, dataclasses.replace(FAST, idle_interval=0.5))
+        await consumer.start()
+        app = ShardConsoleApp(consumer, refresh_rate=4, actor="tester (tui)")
+        try:
+            async with app.run_test(size=SIZE) as pilot:
+                await wait_for(lambda: len(processor.seen) == 12)
+                assert all(isinstance(r, ChangeRecord) for _, r in processor.seen)
+                table_widget = app.dashboard.table
+                await wait_for(lambda: len(table_widget.rows) == 2, what="the line to fold")
+                head, live = table_widget.rows
+                assert head.chain and head.folded == 2 and live.depth == 1
+                table_widget.focus()
+                table_widget.cursor = 0
+                await pilot.press("space")
+                assert len(table_widget.rows) == 4
+                assert [r.depth for r in table_widget.rows] == [0, 1, 2, 3]
+        finally:
+            await consumer.stop()
+            await store.close()

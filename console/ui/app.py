@@ -177,7 +177,11 @@ class ShardConsoleApp(App[int]):
             self._seen_lineage = state.lineage_version
             table.rebuild()
         elif state.version != self._seen_version:
-            table.refresh_shards(v.shard_id for v in state.changed_since(self._seen_version))
+            changed = state.changed_since(self._seen_version)
+            if table.folding_changed(changed):
+                table.rebuild()
+            else:
+                table.refresh_shards(v.shard_id for v in changed)
         table.refresh_visible_ages()
         self._seen_version = state.version
         self.dashboard.header.update_from_state()

@@ -1,7 +1,8 @@
 """The shard tree as a Line API table: thousands of rows, only the visible ones ever rendered.
 
 Rows come from the lineage walk (children under their parents; subtrees read to the end fold
-up). Each visible row is rendered once per change of what it shows: the strip cache is keyed by
+up, and so do long lines of finished shards above a live one, as a DynamoDB table's roll-overs
+make). Each visible row is rendered once per change of what it shows: the strip cache is keyed by
 the row's engine version, the sparkline generation, the cursor, the width and the age text.
 DataTable would invalidate every row on each update (Textual 8), which is what a console of a
 thousand shards at 4 Hz cannot afford.
@@ -37,6 +38,7 @@ class Row:
     depth: int
     folded: int  # descendants hidden under this row (0: none)
     has_children: bool
+    chain: bool = False  # the hidden ones are finished ancestors of the next row, not a subtree
 
 
 def subtree_finished(lineage: Lineage, views: dict[str, ShardView]) -> dict[str, bool]:
@@ -85,23 +87,52 @@ def build_rows(
         return out
     finished = subtree_finished(lineage, views)
 
-    def shown_below(sid: str) -> bool:
-        return any(lineage.present_parents(c)[0] == sid for c in lineage.children.get(sid, ()))
+    def shown_kids(sid: str) -> list[str]:
+        return [c for c in lineage.children.get(sid, ()) if lineage.present_parents(c)[0] == sid]
+
+    def link(sid: str) -> bool:
+        """Finished, with one child shown below: a step of a rolled-over chain."""
+        view = views.get(sid)
+        return (
+            view is not None
+            and view.status in FINISHED
+            and sid not in expanded
+            and sid not in folded
+            and len(shown_kids(sid)) == 1
+        )
 
     rows: list[Row] = []
     skip_below: int | None = None
-    for sid, depth in walk:
+    shifts: list[tuple[int, int]] = []  # (depth where a shift starts, levels removed)
+    i = 0
+    while i < len(walk):
+        sid, depth = walk[i]
+        i += 1
         if skip_below is not None:
             if depth > skip_below:
                 continue
             skip_below = None
-        kids = shown_below(sid)
-        fold = kids and (sid in folded or (finished.get(sid, False) and sid not in expanded))
-        if fold:
-            rows.append(Row(sid, depth, len(lineage.descendants(sid)), True))
+        while shifts and depth < shifts[-1][0]:
+            shifts.pop()
+        shown = depth - (shifts[-1][1] if shifts else 0)
+        kids = bool(shown_kids(sid))
+        if kids and (sid in folded or (finished.get(sid, False) and sid not in expanded)):
+            rows.append(Row(sid, shown, len(lineage.descendants(sid)), True))
             skip_below = depth
-        else:
-            rows.append(Row(sid, depth, 0, kids))
+            continue
+        if link(sid):
+            # A DynamoDB table's shards roll over every few hours: a long line of finished
+            # shards, each the only child of the last, above the one being read. Show the
+            # first and the live end; the finished steps between fold into the first.
+            hidden = 0
+            while i < len(walk) and walk[i][1] == depth + 1 + hidden and link(walk[i][0]):
+                hidden += 1
+                i += 1
+            if hidden:
+                rows.append(Row(sid, shown, hidden, True, chain=True))
+                shifts.append((depth + hidden + 1, (shifts[-1][1] if shifts else 0) + hidden))
+                continue
+        rows.append(Row(sid, shown, 0, kids))
     return rows
 
 
@@ -159,6 +190,7 @@ class ShardTable(ScrollView, can_focus=True):
         self.spark_generation = 0
         self._cache: dict[str, tuple[tuple[object, ...], Strip]] = {}
         self.renders = 0  # rows rendered, for the benchmark
+        self._finished: set[str] = set()  # finished when the rows were built: folding follows it
         self._age_second = 0
 
     # -- data -------------------------------------------------------------------------------
@@ -181,6 +213,7 @@ class ShardTable(ScrollView, can_focus=True):
             folded=self.folded,
         )
         self._index = {row.shard_id: i for i, row in enumerate(self.rows)}
+        self._finished = {sid for sid, v in self.state.shards.items() if v.status in FINISHED}
         if keep is not None and keep in self._index:
             self.cursor = self._index[keep]
         else:
@@ -189,6 +222,12 @@ class ShardTable(ScrollView, can_focus=True):
         self._cache.clear()
         self.refresh()
         self.post_message(self.Moved(self.selected))
+
+    def folding_changed(self, views: Iterable[ShardView]) -> bool:
+        """Did one of these shards finish (or re-open) since the rows were built? Then what
+        folds has changed, and the rows must be rebuilt."""
+        finished = self._finished
+        return any((v.status in FINISHED) != (v.shard_id in finished) for v in views)
 
     def refresh_shards(self, shard_ids: Iterable[str]) -> None:
         """Redraw the visible rows of these shards, and only those."""
@@ -255,7 +294,23 @@ class ShardTable(ScrollView, can_focus=True):
         sid = self.selected
         if sid is None or not self.rows[self.cursor].has_children:
             return
-        if self.rows[self.cursor].folded:
+        row = self.rows[self.cursor]
+        if row.chain:
+            # Open the whole line of finished shards, not one step of it.
+            lineage = self.state.lineage
+            step: str | None = sid
+            for _ in range(row.folded + 1):
+                if step is None:
+                    break
+                self.folded.discard(step)
+                self.expanded.add(step)
+                kids = [
+                    c
+                    for c in lineage.children.get(step, ())
+                    if lineage.present_parents(c)[0] == step
+                ]
+                step = kids[0] if len(kids) == 1 else None
+        elif row.folded:
             self.folded.discard(sid)
             self.expanded.add(sid)
         else:
@@ -330,7 +385,9 @@ class ShardTable(ScrollView, can_focus=True):
         name = f"{indent}{marker}{row.shard_id}"
         if view is not None and len(view.parents) > 1:
             name += " ⋈"
-        if row.folded:
+        if row.chain:
+            name += f" ⋯{row.folded} done"
+        elif row.folded:
             name += f" +{row.folded}"
         name = name[:shard_w].ljust(shard_w)
         history = self.lag_history.get(row.shard_id, ())
