@@ -1,0 +1,333 @@
+"""DynamoDB Streams as a source: moto's DynamoDB and DynamoDB Streams over HTTP for records and
+errors, the embedded endpoint for lineage that rolls over, and generated DescribeStream pages
+injected at the client boundary for pagination and parents that have left retention."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aioboto3
+import pytest
+
+from console.checkpoints.sqlite import SqliteStore
+from console.engine.consumer import Consumer
+from console.engine.control import Action, ControlRequest
+from console.engine.lineage import Lineage
+from console.model import ChangeRecord, Position, ShardStatus
+from console.sources.demo_endpoint import ApiError
+from console.sources.dynamodb import DynamoDBSource, is_stream_arn
+from console.sources.faults import _response
+from tests.conftest import FAST, Collect, aws, run_cli, unique, wait_for
+from tests.dynamo_pages import ARN, GeneratedStream
+
+KEYS = [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
+ATTRS = [
+    {"AttributeName": "pk", "AttributeType": "S"},
+    {"AttributeName": "sk", "AttributeType": "N"},
+]
+
+
+def ddb(url: str) -> Any:
+    return aioboto3.Session().client("dynamodb", endpoint_url=url, region_name="us-east-1")
+
+
+async def create_table(url: str, stream: bool = True) -> tuple[str, str | None]:
+    name = unique("tbl")
+    spec = {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"} if stream else None
+    async with ddb(url) as client:
+        resp = await client.create_table(
+            TableName=name,
+            KeySchema=KEYS,
+            AttributeDefinitions=ATTRS,
+            BillingMode="PAY_PER_REQUEST",
+            **({"StreamSpecification": spec} if spec else {}),
+        )
+    return name, resp["TableDescription"].get("LatestStreamArn")
+
+
+async def changes(url: str, table: str) -> None:
+    """Two inserts, an update, a delete."""
+    async with ddb(url) as client:
+        await client.put_item(
+            TableName=table,
+            Item={
+                "pk": {"S": "a"},
+                "sk": {"N": "1"},
+                "price": {"N": "9.5"},
+                "qty": {"N": "3"},
+                "tags": {"SS": ["z", "b"]},
+                "meta": {"M": {"ok": {"BOOL": True}, "none": {"NULL": True}}},
+            },
+        )
+        await client.put_item(TableName=table, Item={"pk": {"S": "b"}, "sk": {"N": "2"}})
+        await client.update_item(
+            TableName=table,
+            Key={"pk": {"S": "a"}, "sk": {"N": "1"}},
+            UpdateExpression="SET qty = :q",
+            ExpressionAttributeValues={":q": {"N": "4"}},
+        )
+        await client.delete_item(TableName=table, Key={"pk": {"S": "b"}, "sk": {"N": "2"}})
+
+
+async def test_inserts_updates_and_deletes_arrive_with_their_images_and_restart_resumes(
+    moto: str, db: str
+) -> None:
+    table, arn = await create_table(moto)
+    assert arn is not None and is_stream_arn(arn)
+    await changes(moto, table)
+    store = await SqliteStore.open(db)
+    first = Collect()
+    async with DynamoDBSource(arn, aws(moto)) as source:
+        async with Consumer(source, store, first, FAST) as consumer:
+            await wait_for(lambda: len(first.seen) == 4)
+            assert consumer.key == arn
+    records = [r for _, r in first.seen]
+    assert all(isinstance(r, ChangeRecord) for r in records)
+    insert, _, modify, remove = records  # type: ignore[misc]
+    assert [r.event_name for r in records] == ["INSERT", "INSERT", "MODIFY", "REMOVE"]
+    assert insert.keys == {"pk": "a", "sk": Decimal(1)}
+    assert insert.old_image is None
+    assert insert.new_image["price"] == Decimal("9.5") and insert.new_image["tags"] == {"z", "b"}
+    assert insert.new_image["meta"] == {"ok": True, "none": None}
+    assert modify.old_image["qty"] == Decimal(3) and modify.new_image["qty"] == Decimal(4)
+    assert remove.new_image is None and remove.old_image == {"pk": "b", "sk": Decimal(2)}
+    assert json.loads(insert.partition_key) == {"pk": "a", "sk": 1}
+    assert json.loads(insert.data)["new_image"]["tags"] == ["b", "z"]
+
+    # Restart: only what is new arrives.
+    async with ddb(moto) as client:
+        await client.put_item(TableName=table, Item={"pk": {"S": "c"}, "sk": {"N": "3"}})
+    second = Collect()
+    async with DynamoDBSource(arn, aws(moto)) as source:
+        async with Consumer(source, store, second, FAST):
+            await wait_for(lambda: len(second.seen) == 1)
+    await store.close()
+    only = second.seen[0][1]
+    assert isinstance(only, ChangeRecord) and only.keys == {"pk": "c", "sk": Decimal(3)}
+
+
+def test_run_a_table_from_the_command_line_writes_json_safe_rows(moto: str, tmp_path: Path) -> None:
+    import asyncio
+
+    table, _ = asyncio.run(create_table(moto))
+    asyncio.run(changes(moto, table))
+    out = tmp_path / "out.jsonl"
+    result = run_cli(
+        "run",
+        table,
+        "--source",
+        "dynamodb",
+        "--endpoint-url",
+        moto,
+        "--db",
+        str(tmp_path / "c.db"),
+        "--processor",
+        f"jsonl:{out}",
+        "--max-records",
+        "4",
+        "--no-ui",
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["event_name"] for r in rows] == ["INSERT", "INSERT", "MODIFY", "REMOVE"]
+    first = rows[0]
+    assert first["keys"] == {"pk": "a", "sk": 1}
+    assert first["new_image"]["price"] == 9.5 and first["new_image"]["tags"] == ["b", "z"]
+    assert first["old_image"] is None and first["stream"].startswith(f"{table}/stream/")
+    assert rows[2]["old_image"]["qty"] == 3 and rows[2]["new_image"]["qty"] == 4
+    assert rows[3]["new_image"] is None
+
+
+def test_tables_without_a_usable_stream_get_one_line_naming_the_fix(
+    moto: str, tmp_path: Path
+) -> None:
+    import asyncio
+
+    plain, _ = asyncio.run(create_table(moto, stream=False))
+    disabled, arn = asyncio.run(create_table(moto))
+
+    async def disable() -> None:
+        async with ddb(moto) as client:
+            await client.update_table(
+                TableName=disabled, StreamSpecification={"StreamEnabled": False}
+            )
+
+    asyncio.run(disable())
+    db = tmp_path / "c.db"
+    cases = [
+        (["--source", "dynamodb", plain], "has no stream: enable one with: aws dynamodb"),
+        (["--source", "dynamodb", disabled], "is disabled: enable it with: aws dynamodb"),
+        (["--source", "dynamodb", "no-such-table"], "table 'no-such-table' not found"),
+        ([str(arn).replace(disabled, "gone-table")], "not found at"),
+        (["--source", "kinesis", str(arn)], "is a DynamoDB stream ARN"),
+        (["--source", "dynamodb", "arn:aws:kinesis:us-east-1:1:stream/x"], "not a DynamoDB"),
+    ]
+    for args, needle in cases:
+        result = run_cli(
+            "run", *args, "--endpoint-url", moto, "--db", str(db), "--no-ui", "--duration", "5"
+        )
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and needle in lines[0], (
+            args,
+            result.stderr,
+        )
+    assert not db.exists()
+
+
+# -- lineage on the embedded endpoint, where shards roll over ---------------------------------
+
+
+def roll(endpoint: Any, table: str, start: int, count: int) -> None:
+    db = endpoint.dynamodb
+    for i in range(start, start + count):
+        key = f"k{i % 5}"
+        item = {"pk": {"S": key}, "n": {"N": str(i)}}
+        endpoint.call(db.put_item, table, item)
+
+
+async def test_rolled_over_shards_are_read_parents_first_in_per_key_order(
+    demo_endpoint: Any, db: str
+) -> None:
+    table = demo_endpoint.call(demo_endpoint.dynamodb.create_table, "orders", ("pk",), 2)
+    roll(demo_endpoint, "orders", 0, 30)
+    demo_endpoint.call(demo_endpoint.dynamodb.roll_over, "orders")
+    roll(demo_endpoint, "orders", 30, 30)
+    demo_endpoint.call(demo_endpoint.dynamodb.roll_over, "orders")
+    roll(demo_endpoint, "orders", 60, 30)
+    store = await SqliteStore.open(db)
+    seen = Collect()
+    async with DynamoDBSource(table.stream_arn, aws(demo_endpoint.url)) as source:
+        async with Consumer(source, store, seen, FAST) as consumer:
+            await wait_for(lambda: len(seen.seen) == 90)
+            await wait_for(
+                lambda: (
+                    sum(v.status is ShardStatus.DONE for v in consumer.state.shards.values()) == 4
+                )
+            )
+            assert len(consumer.lineage) == 6
+    await store.close()
+    per_key: dict[str, list[int]] = {}
+    for _, record in seen.seen:
+        assert isinstance(record, ChangeRecord)
+        per_key.setdefault(record.keys["pk"], []).append(int(record.new_image["n"]))
+    assert all(ns == sorted(ns) for ns in per_key.values()), per_key
+    assert sum(len(v) for v in per_key.values()) == 90
+
+
+async def test_a_trimmed_checkpoint_is_loud_and_continues_at_trim_horizon(
+    demo_endpoint: Any, db: str
+) -> None:
+    table = demo_endpoint.call(demo_endpoint.dynamodb.create_table, "orders", ("pk",), 1)
+    roll(demo_endpoint, "orders", 0, 5)
+    store = await SqliteStore.open(db)
+    first = Collect()
+    async with DynamoDBSource(table.stream_arn, aws(demo_endpoint.url)) as source:
+        async with Consumer(source, store, first, FAST):
+            await wait_for(lambda: len(first.seen) == 5)
+
+    trimmed = Counter[str]()
+
+    def trim_once(request: Any, event_name: str = "", **_: Any) -> Any:
+        body = json.loads(request.body or b"{}")
+        if body.get("ShardIteratorType") == "AFTER_SEQUENCE_NUMBER" and not trimmed:
+            trimmed["GetShardIterator"] += 1
+            return _response(
+                request.url,
+                400,
+                "TrimmedDataAccessException",
+                "the requested data is beyond the 24 h trim horizon",
+            )
+        return None
+
+    hooks = [("before-send.dynamodbstreams.GetShardIterator", trim_once)]
+    events: list[Any] = []
+    second = Collect()
+    async with DynamoDBSource(table.stream_arn, aws(demo_endpoint.url), hooks) as source:
+        consumer = Consumer(source, store, second, FAST)
+        consumer.events.subscribe(events.append)
+        async with consumer:
+            await wait_for(lambda: len(second.seen) == 5)  # everything the shard still holds
+    await store.close()
+    assert trimmed["GetShardIterator"] == 1
+    loud = [e for e in events if e.kind == "retention_loss"]
+    assert loud and loud[0].level.value == "error" and "TRIM_HORIZON" in loud[0].message
+
+
+async def test_a_rewind_to_an_instant_reads_only_what_was_written_after_it(
+    demo_endpoint: Any, db: str
+) -> None:
+    """DynamoDB Streams has no AT_TIMESTAMP: the source reads from the start and drops what
+    came before the instant."""
+    import time
+
+    table = demo_endpoint.call(demo_endpoint.dynamodb.create_table, "orders", ("pk",), 1)
+    roll(demo_endpoint, "orders", 0, 10)
+    time.sleep(0.05)
+    instant = time.time()
+    time.sleep(0.05)
+    roll(demo_endpoint, "orders", 10, 5)
+    store = await SqliteStore.open(db)
+    seen = Collect()
+    async with DynamoDBSource(table.stream_arn, aws(demo_endpoint.url)) as source:
+        async with Consumer(source, store, seen, FAST) as consumer:
+            await wait_for(lambda: len(seen.seen) == 15)
+            sid = next(iter(consumer.lineage.shards))
+            result = await consumer.control(
+                ControlRequest(Action.REWIND, sid, position=Position.at_timestamp(instant))
+            )
+            assert result.ok, result.message
+            await wait_for(lambda: len(seen.seen) == 20)
+    await store.close()
+    again = [int(r.new_image["n"]) for _, r in seen.seen[15:]]  # type: ignore[attr-defined]
+    assert again == list(range(10, 15))
+
+
+def test_the_embedded_endpoint_refuses_what_aws_refuses(demo_endpoint: Any) -> None:
+    db = demo_endpoint.dynamodb
+    demo_endpoint.call(db.create_table, "orders", ("pk",), 1)
+    with pytest.raises(ApiError):
+        demo_endpoint.call(db.create_table, "orders", ("pk",), 1)
+    with pytest.raises(ApiError):
+        demo_endpoint.call(db.put_item, "orders", {"other": {"S": "x"}})
+
+
+# -- thousands of shards, from generated pages at the client boundary ---------------------------
+
+
+async def test_describe_stream_is_paged_100_at_a_time_and_gone_parents_do_not_block() -> None:
+    generated = GeneratedStream(ARN, 1_002)
+    settings = aws("http://127.0.0.1:9")  # never reached: every call is answered at the hook
+    async with DynamoDBSource(
+        ARN, settings, [("before-send.dynamodbstreams", generated.hook)]
+    ) as s:
+        shards = await s.list_shards()
+    assert len(shards) == 1_002 and len({s.shard_id for s in shards}) == 1_002
+    assert len(generated.pages) == 11 and generated.pages[0] is None
+    assert generated.pages[1] == generated.shards[99]["ShardId"]
+    lineage = Lineage.build(shards)
+    roots = lineage.roots()
+    assert len(roots) == 4 and all(lineage.gone_parents(r) for r in roots)
+    assert set(lineage.ready(set())) == set(roots)  # a parent past retention does not block
+    first = min(roots)  # partition 0: shards 0, 4, ..., 1000
+    assert len([first, *lineage.descendants(first)]) == 251
+
+
+async def test_a_repeated_last_evaluated_shard_id_ends_the_listing() -> None:
+    """An endpoint that ignores ExclusiveStartShardId must not loop us forever."""
+    generated = GeneratedStream(ARN, 300)
+
+    def stuck(request: Any, event_name: str = "", **kw: Any) -> Any:
+        body = json.loads(request.body)
+        body.pop("ExclusiveStartShardId", None)
+        request.body = json.dumps(body).encode()
+        return generated.hook(request, event_name, **kw)
+
+    async with DynamoDBSource(
+        ARN, aws("http://127.0.0.1:9"), [("before-send.dynamodbstreams", stuck)]
+    ) as source:
+        shards = await source.list_shards()
+    assert len(shards) == 100 and len(generated.pages) == 2
