@@ -141,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--rate", type=float, default=100.0, metavar="RECORDS_PER_S", help="default 100"
     )
+    demo.add_argument(
+        "--rollover",
+        type=_seconds,
+        default=20.0,
+        metavar="SECONDS",
+        help="dynamodb: seconds between shard roll-overs (default 20)",
+    )
     _common(demo)
     demo.set_defaults(handler=cmd_demo)
 
@@ -353,6 +360,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise UsageError(f"--shards must be between 1 and 64, not {args.shards}")
     if not args.rate > 0:
         raise UsageError(f"--rate must be a positive number of records per second, not {args.rate}")
+    if not args.rollover > 0:
+        raise UsageError(f"--rollover must be a positive number of seconds, not {args.rollover}")
     tmpdir: str | None = None
     if settings.db:
         db = settings.db
@@ -375,7 +384,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 loop.call_soon_threadsafe(events.emit, "demo", message)
 
             demo = Demo(
-                DemoOptions(stream=stream, shards=args.shards, rate=args.rate, source=args.source),
+                DemoOptions(
+                    stream=stream,
+                    shards=args.shards,
+                    rate=args.rate,
+                    source=args.source,
+                    rollover_every=args.rollover,
+                ),
                 on_event=on_demo_event,
             )
             demo.start()
