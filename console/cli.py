@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -312,7 +313,27 @@ def make_source(stream: str, kind: str | None, aws: Any, settings: Settings) -> 
         raise UsageError(
             f"'{stream}' is a DynamoDB stream ARN: drop --source kinesis, or pass --source dynamodb"
         )
+    if stream.startswith("arn:") and stream.split(":")[2:3] != ["kinesis"]:
+        raise UsageError(
+            f"'{stream}' is not a Kinesis stream ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)"
+        )
     return KinesisSource(stream, aws, _hooks(settings, "kinesis"))
+
+
+@contextlib.asynccontextmanager
+async def _opened(source: StreamSource) -> AsyncIterator[StreamSource]:
+    """Open the source's client; what fails there (an unknown profile, no region) is a usage
+    error, reported before anything is written."""
+    from console.sources.base import FatalSourceError
+
+    try:
+        await source.__aenter__()
+    except FatalSourceError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        yield source
+    finally:
+        await source.__aexit__(None, None, None)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -340,7 +361,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     printer = LinePrinter(settings.log_format)
 
     async def main() -> int:
-        async with source:
+        async with _opened(source):
             return await _consume(source, db, settings, initial, printer, processor)
 
     return asyncio.run(main())
@@ -410,7 +431,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 events.emit("demo", intro)
             try:
                 source = make_source(demo.stream_arn or stream, args.source, demo.aws, settings)
-                async with source:
+                async with _opened(source):
                     return await _consume(
                         source, db, settings, Position.trim_horizon(), printer, processor, events
                     )

@@ -55,8 +55,8 @@ def status_text(state: EngineState) -> str:
     parts = [shards, f"{f['records_per_s']:g} rec/s", f"max lag {lag}", f"{f['records']} records"]
     if f["oldest_checkpoint_s"] is not None:
         parts.append(f"oldest checkpoint {f['oldest_checkpoint_s']:g} s")
-    if f["retries"]:
-        parts.append("retries " + " ".join(f"{k}={v}" for k, v in sorted(f["retries"].items())))
+    if state.retries_text():
+        parts.append("retries " + state.retries_text())
     return " | ".join(parts)
 
 

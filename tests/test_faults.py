@@ -55,3 +55,51 @@ def test_fault_spec_parsing() -> None:
     for bad in ("throttle", "throttle=2", "gremlins=0.1", "throttle=x"):
         with pytest.raises(Exception, match="fault"):
             FaultInjector.parse(bad)
+
+
+def test_faults_show_in_the_status_line_and_the_log_of_a_headless_run(
+    kinesalite: str, tmp_path
+) -> None:
+    """20% of calls fail, every kind mixed, through ``--inject-faults`` on the real command:
+    everything arrives, and the operator reading stderr sees what happened."""
+    import asyncio
+    import json
+
+    from tests.conftest import run_cli
+
+    name = unique()
+    k = Kinesis(kinesalite)
+    asyncio.run(k.create(name, 2))
+    sent = numbered(300, keys=6)
+    asyncio.run(k.put(name, sent))
+    out = tmp_path / "out.jsonl"
+    result = run_cli(
+        "run",
+        name,
+        "--endpoint-url",
+        kinesalite,
+        "--db",
+        str(tmp_path / "c.db"),
+        "--processor",
+        f"jsonl:{out}",
+        "--no-ui",
+        "--records-per-call",
+        "4",  # ~150 reads: each kind (4% of calls) shows up
+        "--idle-interval",
+        "0.1",
+        "--status-interval",
+        "0.5",
+        "--max-records",
+        "300",
+        "--inject-faults",
+        "all=0.2,seed=5",
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    got = sorted(json.loads(line)["data"] for line in out.read_text().splitlines())
+    assert got == sorted(d.decode() for _, d in sent)  # 0 lost
+    status = [line for line in result.stderr.splitlines() if " STATUS " in line]
+    assert any("retries " in line for line in status), status[-3:]
+    log = result.stderr
+    for seen in ("Rate exceeded (injected)", "internal failure (injected)", "iterator expired"):
+        assert seen in log, (seen, log[-2000:])

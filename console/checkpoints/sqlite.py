@@ -18,6 +18,7 @@ import functools
 import getpass
 import hashlib
 import json
+import logging
 import os
 import re
 import socket
@@ -39,6 +40,8 @@ from console.checkpoints.base import (
     StreamRecord,
 )
 from console.model import Checkpoint, CheckpointStatus, Position, Shard
+
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -143,6 +146,12 @@ def _writable(path: str) -> bool:
     return os.access(p, os.W_OK) and os.access(p.parent, os.W_OK)
 
 
+def _read_only(path: str) -> StoreError:
+    return StoreError(
+        f"database {path} is read-only: make it and its folder writable, or pass another --db"
+    )
+
+
 def _explain(path: str, exc: sqlite3.Error) -> StoreError:
     """One line for what SQLite said, in the operator's terms."""
     text = str(exc)
@@ -151,9 +160,7 @@ def _explain(path: str, exc: sqlite3.Error) -> StoreError:
             f"database {path} is locked by another process: wait for it, or pass another --db"
         )
     if "readonly" in text or "read-only" in text or (Path(path).exists() and not _writable(path)):
-        return StoreError(
-            f"database {path} is read-only: make it and its folder writable, or pass another --db"
-        )
+        return _read_only(path)
     if "unable to open" in text:
         return StoreError(
             f"cannot open database {path} ({text}): check the path, or pass another --db"
@@ -316,6 +323,10 @@ class SqliteStore:
                 pass
             except OSError as exc:
                 raise StoreError(f"cannot create database {path}: {exc.strerror}") from None
+        elif not _writable(path):
+            # Checked before SQLite is asked: it would open such a file and fail at the first
+            # write, halfway into a run.
+            raise _read_only(path)
         try:
             conn = await aiosqlite.connect(path, timeout=10, isolation_level=None)
         except sqlite3.Error as exc:
@@ -643,7 +654,13 @@ class SqliteStore:
                 "consumer first, or pass another --db"
             ) from None
         self._locks[stream] = fd
-        await self._record_owner(stream)
+        try:
+            await self._record_owner(stream)
+        except sqlite3.Error as exc:  # locked by another process past busy_timeout, say
+            self._locks.pop(stream, None)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise _explain(self.path, exc) from None
 
     @_atomic
     async def _record_owner(self, stream: str) -> None:
@@ -671,6 +688,10 @@ class SqliteStore:
             return
         try:
             await self._forget_owner(stream)
+        except sqlite3.Error as exc:
+            # The flock below is what excludes; a stale owner row is only a name to show,
+            # replaced by the next owner. Never let it mask why we are closing.
+            log.warning("could not clear the owner of %s in %s: %s", stream, self.path, exc)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)

@@ -302,9 +302,13 @@ class Consumer:
         return self.options.read_only
 
     def _fail_run(self, reason: str) -> None:
+        """The first reason is the run's failure, one ERROR line; what fails after it while
+        the run stops (the other shards of a hung processor) is told as a warning."""
         if self.failure is None:
             self.failure = reason
-        self.events.emit("run_failed", reason, level=Level.ERROR)
+            self.events.emit("run_failed", reason, level=Level.ERROR)
+        else:
+            self.events.emit("run_failed", f"also: {reason}", level=Level.WARNING)
         self._stop_requested.set()
 
     def _budget_spent(self) -> None:

@@ -108,6 +108,10 @@ class EngineState:
     def changed_since(self, version: int) -> list[ShardView]:
         return [v for v in self.shards.values() if v.version > version]
 
+    def retries_text(self) -> str:
+        """What the stream has put us through, in one phrase: ``throttled=3 expired=1``."""
+        return " ".join(f"{k}={v}" for k, v in sorted(self.retries.items()) if v)
+
     def counts(self) -> Counter[ShardStatus]:
         return Counter(v.status for v in self.shards.values())
 

@@ -73,6 +73,9 @@ class HeaderBar(Static):
             second.append("no shards yet")
         oldest = s.oldest_checkpoint_at()
         second.append(f" · oldest checkpoint {age(self.clock() - oldest) if oldest else '-'}")
+        retries = s.retries_text()
+        if retries:  # what the stream put us through: throttling, 5xx, resets, expiries
+            second.append(f" · retries {retries}", style=strong)
         text = Text("\n").join([first, second])
         key = f"{self.app.theme}\n{text.plain}"  # a theme change restyles it too
         if key != self._shown:
