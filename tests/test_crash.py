@@ -63,6 +63,25 @@ async def crash_run(kinesalite: str, tmp: Path, kills: int, seed: int) -> None:
             stderr=asyncio.subprocess.DEVNULL,
         )
 
+    def lines() -> int:
+        return len(out.read_text().splitlines()) if out.exists() else 0
+
+    def flushed() -> dict[str, int]:
+        """Each shard's checkpoint on disk: after this sequence number (0: from the start)."""
+        if not db.exists():
+            return {}
+        conn = sqlite3.connect(db)
+        try:
+            rows = conn.execute("SELECT shard_id, position FROM checkpoints").fetchall()
+        finally:
+            conn.close()
+        return {
+            sid: int(pos.split(":", 1)[1].split("/")[0]) if pos.startswith("after_") else 0
+            for sid, pos in rows
+        }
+
+    # After each kill: where the output stood, and what the checkpoints said.
+    kills_at: list[tuple[int, dict[str, int]]] = []
     resharded = False
     for i in range(kills):
         proc = await start()
@@ -79,9 +98,11 @@ async def crash_run(kinesalite: str, tmp: Path, kills: int, seed: int) -> None:
             resharded = True
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
+        kills_at.append((lines(), flushed()))
     await produced.wait()
     await producer
     proc = await start()
+    await asyncio.sleep(2)  # past start-up, where SIGTERM is not yet ours to handle
     try:
         for _ in range(600):
             if (
@@ -108,6 +129,24 @@ async def crash_run(kinesalite: str, tmp: Path, kills: int, seed: int) -> None:
         key, n = data.split(":")
         assert int(n) > last.get(key, -1), f"{key} out of order: {n} after {last.get(key)}"
         last[key] = int(n)
+    # Duplicates stay within one checkpoint window: what a restart delivers again comes after
+    # the checkpoint flushed before the kill, never from further back.
+    first_at: dict[str, int] = {}
+    bounds = [*(n for n, _ in kills_at), len(rows)]
+    duplicates = 0
+    for index, row in enumerate(rows):
+        data = row["data"]
+        if data not in first_at:
+            first_at[data] = index
+            continue
+        duplicates += 1
+        segment = next(j for j, end in enumerate(bounds) if index < end)
+        assert segment > 0, f"{data} delivered twice within one run"
+        checkpoint = kills_at[segment - 1][1].get(row["shard_id"], 0)
+        assert int(row["sequence_number"]) > checkpoint, (
+            f"{data} replayed from before the flushed checkpoint of {row['shard_id']}"
+        )
+    assert duplicates < len(rows) // 2, duplicates
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     statuses = dict(

@@ -165,3 +165,19 @@ def test_the_console_shows_text_with_control_characters_as_binary() -> None:
     assert decode_data(b"tab\tand newline\nstay text") == "tab\tand newline\nstay text"
     shown = decode_data(b"\x1b[2Jclear screen")
     assert shown.startswith("hex 1b 5b 32 4a") and "\x1b" not in shown
+
+
+async def test_jsonl_drops_a_line_torn_by_a_crash(tmp_path) -> None:
+    from console.processors.builtin import JsonlProcessor
+
+    path = tmp_path / "out.jsonl"
+    path.write_text('{"a": 1}\n{"b": 2}\n{"c": ')  # killed mid-write
+    sink = JsonlProcessor(str(path), "s")
+    await sink.open()
+    await sink.close()
+    assert path.read_text() == '{"a": 1}\n{"b": 2}\n'
+    path.write_text('{"torn')
+    sink = JsonlProcessor(str(path), "s")
+    await sink.open()
+    await sink.close()
+    assert path.read_text() == ""

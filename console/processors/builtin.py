@@ -86,6 +86,26 @@ class PrintProcessor(Processor):
         out.flush()
 
 
+def _drop_torn_line(fd: int) -> None:
+    """A crash can cut the last line short. Its records came after the last checkpoint (the
+    file is fsynced before every checkpoint write), so they will be delivered again: drop the
+    torn piece, or the next line would be glued to it."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    start = max(0, size - (1 << 20))
+    while True:
+        chunk = os.pread(fd, size - start, start)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            os.ftruncate(fd, start + cut + 1)
+            return
+        if start == 0:
+            os.ftruncate(fd, 0)
+            return
+        start = max(0, start - (1 << 20))
+
+
 class JsonlProcessor(Processor):
     """Appends one JSON object per record. ``flush`` fsyncs, and the engine flushes before
     every checkpoint write, so the file is never behind its checkpoint. The file is created
@@ -99,7 +119,8 @@ class JsonlProcessor(Processor):
         self._fh: IO[str] | None = None
 
     async def open(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        _drop_torn_line(fd)
         self._fh = os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
 
     async def process(self, records: list[Record], ctx: ShardContext) -> None:
