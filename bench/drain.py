@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from bench.kinesalite import ROOT, kinesalite
+from bench.report import result
 
 CONTENDERS = ("ours", "bare", "async-kinesis")
 
@@ -125,6 +126,18 @@ def main() -> None:
     print(
         f"ours / async-kinesis: throughput {ak['wall'] / ours['wall']:.2f}x, "
         f"records per CPU-second {ak['cpu'] / ours['cpu']:.2f}x"
+    )
+    what = f"drain {n:,} x {args.size} B from {args.shards} kinesalite shards"
+    wall, cpu = bare["wall"] / ours["wall"], bare["cpu"] / ours["cpu"]
+    result("P1", f"{what}: throughput vs bare aioboto3", f"{wall:.2f}x", ">= 1.0x", wall >= 1.0)
+    result("P1", f"{what}: records per CPU-second vs bare", f"{cpu:.2f}x", ">= 0.9x", cpu >= 0.9)
+    vs_ak = ak["cpu"] / ours["cpu"]
+    result(
+        "P1",
+        f"{what}: records per CPU-second vs async-kinesis 3.0.1",
+        f"{vs_ak:.2f}x",
+        ">= 1.5x",
+        vs_ak >= 1.5,
     )
     Path(ROOT / "bench" / "out").mkdir(exist_ok=True)
     (ROOT / "bench" / "out" / "drain.json").write_text(
