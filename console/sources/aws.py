@@ -17,7 +17,8 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from console.sources.base import (
     CredentialsError,
@@ -170,6 +171,43 @@ async def open_client(service: str, settings: AwsSettings, hooks: Sequence[Hook]
         yield client
     finally:
         await cm.__aexit__(None, None, None)
+
+
+class ClientSource:
+    """What a source on one AWS client shares: open it on enter, close it on exit.
+    ``async with Source(...) as source``."""
+
+    service: str  # the botocore service name: "kinesis", "dynamodbstreams"
+
+    def __init__(self, settings: AwsSettings, hooks: Sequence[Hook] = ()) -> None:
+        self.location = settings.location
+        self._settings = settings
+        self._hooks = tuple(hooks)
+        self._client: Any = None
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    async def __aenter__(self) -> Self:
+        stack = contextlib.AsyncExitStack()
+        self._client = await stack.enter_async_context(
+            open_client(self.service, self._settings, self._hooks)
+        )
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    def _where(self) -> str:
+        """Where the stream was looked for, for "not found" messages."""
+        region = self._client.meta.region_name if self._client is not None else "?"
+        return self._settings.endpoint_url or f"region {region}"
 
 
 async def _register_secrets(session: Any) -> None:

@@ -16,12 +16,10 @@ The same engine as Kinesis reads it; what differs is kept here:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import time
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any
 
 from console.model import (
@@ -33,7 +31,7 @@ from console.model import (
     Shard,
     json_safe,
 )
-from console.sources.aws import AwsSettings, Hook, classify, open_client
+from console.sources.aws import AwsSettings, ClientSource, Hook, classify, open_client
 from console.sources.base import (
     FatalSourceError,
     ShardNotFoundError,
@@ -120,11 +118,12 @@ def records_from_api(raw: Sequence[dict[str, Any]], deserializer: Any) -> list[R
     return out
 
 
-class DynamoDBSource:
+class DynamoDBSource(ClientSource):
     """One DynamoDB stream, one client. ``table=True`` takes ``stream`` as a table name and
     resolves its latest stream in :meth:`describe`."""
 
     kind = "dynamodb"
+    service = "dynamodbstreams"
     max_records_per_call = 1_000
     min_call_interval = 0.25  # AWS advises about four reads per second per shard
 
@@ -147,36 +146,11 @@ class DynamoDBSource:
         self.arn: str | None = None if table else stream
         self.table = match["table"] if match else stream
         self.stream = display_name(stream) if self.arn else stream
-        self.location = settings.location
-        self._settings = settings
-        self._hooks = tuple(hooks)
-        self._client: Any = None
-        self._stack: contextlib.AsyncExitStack | None = None
+        super().__init__(settings, hooks)
         self._page = page_size
         self._deserializer = _deserializer()
         # AT_TIMESTAMP, emulated: iterator → the instant its records must not be older than.
         self._since: dict[str, float] = {}
-
-    async def __aenter__(self) -> DynamoDBSource:
-        stack = contextlib.AsyncExitStack()
-        self._client = await stack.enter_async_context(
-            open_client("dynamodbstreams", self._settings, self._hooks)
-        )
-        self._stack = stack
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            await stack.aclose()
-
-    def _where(self) -> str:
-        return self._settings.endpoint_url or f"region {self._client.meta.region_name}"
 
     async def _resolve(self) -> str:
         """The table's latest stream ARN; a table without an enabled stream is a usage error

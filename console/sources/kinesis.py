@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any
 
 from console.model import Batch, Position, PositionKind, Record, Shard
 from console.sources.aggregation import MAGIC, deaggregate
-from console.sources.aws import AwsSettings, Hook, classify, open_client
+from console.sources.aws import AwsSettings, ClientSource, Hook, classify
 from console.sources.base import (
     FatalSourceError,
     ShardNotFoundError,
@@ -80,10 +78,11 @@ def records_from_api(raw: Sequence[dict[str, Any]]) -> list[Record]:
     return out
 
 
-class KinesisSource:
+class KinesisSource(ClientSource):
     """One stream, one client. Use as ``async with KinesisSource(...) as source``."""
 
     kind = "kinesis"
+    service = "kinesis"
     max_records_per_call = 10_000
     min_call_interval = 0.2  # at most 5 GetRecords per second per shard
 
@@ -98,42 +97,15 @@ class KinesisSource:
         self._ident: dict[str, str] = (
             {"StreamARN": stream} if stream.startswith("arn:") else {"StreamName": stream}
         )
+        super().__init__(settings, hooks)
         self.stream = stream_name(stream)
-        self.location = settings.location
-        self._settings = settings
-        self._hooks = tuple(hooks)
-        self._client: Any = None
-        self._stack: contextlib.AsyncExitStack | None = None
         # Real AWS pages ListShards with NextToken alone; moto wants the stream name repeated.
         self._token_alone = True
         self._page = page_size
 
-    async def __aenter__(self) -> KinesisSource:
-        stack = contextlib.AsyncExitStack()
-        self._client = await stack.enter_async_context(
-            open_client("kinesis", self._settings, self._hooks)
-        )
-        self._stack = stack
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            await stack.aclose()
-
-    @property
-    def region(self) -> str:
-        return str(self._client.meta.region_name) if self._client is not None else "?"
-
     def _not_found(self) -> StreamNotFoundError:
-        where = self._settings.endpoint_url or f"region {self.region}"
         return StreamNotFoundError(
-            f"stream '{self.stream}' not found at {where}: check the name, --region and "
+            f"stream '{self.stream}' not found at {self._where()}: check the name, --region and "
             "--endpoint-url"
         )
 
