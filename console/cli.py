@@ -244,11 +244,21 @@ async def _consume(
     store = await SqliteStore.open(db)
     try:
         consumer = Consumer(source, store, processor, _options(settings, initial), events)
+        if settings.no_ui:
+            consumer.events.subscribe(printer.event)
+        if info.status in ("DISABLED", "DISABLING"):
+            from console.engine.events import Level
+
+            consumer.events.emit(
+                "stream_disabled",
+                f"stream '{info.name}' is {info.status.lower()}: it gets no new records; "
+                "reading what it still holds (DynamoDB keeps it 24 h)",
+                level=Level.WARNING,
+            )
         if not settings.no_ui:
             from console.ui.app import run_tui
 
             return await run_tui(consumer, settings, info)
-        consumer.events.subscribe(printer.event)
         return await run_headless(
             consumer,
             printer,

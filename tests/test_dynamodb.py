@@ -331,3 +331,25 @@ async def test_a_repeated_last_evaluated_shard_id_ends_the_listing() -> None:
     ) as source:
         shards = await source.list_shards()
     assert len(shards) == 100 and len(generated.pages) == 2
+
+
+def test_a_disabled_stream_by_arn_is_drained_with_a_warning_by_table_refused(
+    demo_endpoint: Any, tmp_path: Path
+) -> None:
+    ddb = demo_endpoint.dynamodb
+    table = demo_endpoint.call(ddb.create_table, "orders", ("pk",), 2)
+    roll(demo_endpoint, "orders", 0, 12)
+    demo_endpoint.call(ddb.disable_stream, "orders")
+    roll(demo_endpoint, "orders", 12, 5)  # not recorded: the stream is off
+    out = tmp_path / "out.jsonl"
+    common = ["--endpoint-url", demo_endpoint.url, "--db", str(tmp_path / "c.db"), "--no-ui"]
+    by_table = run_cli("run", "orders", "--source", "dynamodb", *common)
+    lines = by_table.stderr.strip().splitlines()
+    assert by_table.returncode == 2 and len(lines) == 1, by_table.stderr
+    assert "is disabled: enable it with: aws dynamodb update-table --table-name orders" in lines[0]
+    by_arn = run_cli(
+        "run", table.stream_arn, *common, "--processor", f"jsonl:{out}", "--max-records", "12"
+    )
+    assert by_arn.returncode == 0, by_arn.stderr
+    assert "WARNING" in by_arn.stderr and "is disabled: it gets no new records" in by_arn.stderr
+    assert len(out.read_text().splitlines()) == 12

@@ -75,6 +75,7 @@ class _Table:
     shards: dict[str, _StreamShard] = field(default_factory=dict)  # in creation order
     open: list[str] = field(default_factory=list)  # the open shard of each partition
     counter: int = 0
+    enabled: bool = True
 
 
 class EmbeddedDynamoDB:
@@ -127,6 +128,15 @@ class EmbeddedDynamoDB:
         self._record(table, "REMOVE", key, None, old)
         return True
 
+    def disable_stream(self, table_name: str) -> None:
+        """StreamEnabled=false: every shard closes, changes are no longer recorded, and what
+        the stream holds stays readable (for 24 h on AWS)."""
+        table = self.tables[table_name]
+        table.enabled = False
+        for sid in table.open:
+            shard = table.shards[sid]
+            shard.ending = shard.seqs[-1] if shard.seqs else shard.starting
+
     def roll_over(self, table_name: str) -> list[tuple[str, str]]:
         """Close every open shard and give each a child, as DynamoDB does every few hours.
         Returns (parent, child) pairs."""
@@ -160,6 +170,8 @@ class EmbeddedDynamoDB:
     def _record(
         self, table: _Table, event: str, key: Item, new: Item | None, old: Item | None
     ) -> None:
+        if not table.enabled:
+            return
         text = self._key_text(key)
         digest = hashlib.md5(text.encode(), usedforsecurity=False).digest()
         shard = table.shards[table.open[int.from_bytes(digest[:4], "big") % len(table.open)]]
@@ -227,7 +239,7 @@ class EmbeddedDynamoDB:
                     for i, k in enumerate(table.keys)
                 ],
                 "StreamSpecification": {
-                    "StreamEnabled": True,
+                    "StreamEnabled": table.enabled,
                     "StreamViewType": "NEW_AND_OLD_IMAGES",
                 },
                 "LatestStreamArn": table.stream_arn,
@@ -247,7 +259,7 @@ class EmbeddedDynamoDB:
         out: dict[str, Any] = {
             "StreamArn": table.stream_arn,
             "StreamLabel": table.label,
-            "StreamStatus": "ENABLED",
+            "StreamStatus": "ENABLED" if table.enabled else "DISABLED",
             "StreamViewType": "NEW_AND_OLD_IMAGES",
             "CreationRequestDateTime": table.created,
             "TableName": table.name,
