@@ -136,6 +136,20 @@ def build_rows(
     return rows
 
 
+def row_name(row: Row, view: ShardView | None) -> str:
+    """The shard column's text: indent, fold marker, id, merge mark, what is folded."""
+    indent = "  " * min(row.depth, MAX_INDENT)
+    marker = ("▸ " if row.folded else "▾ ") if row.has_children else "  "
+    name = f"{indent}{marker}{row.shard_id}"
+    if view is not None and len(view.parents) > 1:
+        name += " ⋈"
+    if row.chain:
+        name += f" ⋯{row.folded} done"
+    elif row.folded:
+        name += f" +{row.folded}"
+    return name
+
+
 class ShardTable(ScrollView, can_focus=True):
     """Columns: shard (tree), status, lag, lag over the last minutes, records/s, checkpoint,
     its age, last error. The first line is the column header and does not scroll."""
@@ -191,6 +205,7 @@ class ShardTable(ScrollView, can_focus=True):
         self._cache: dict[str, tuple[tuple[object, ...], Strip]] = {}
         self.renders = 0  # rows rendered, for the benchmark
         self._finished: set[str] = set()  # finished when the rows were built: folding follows it
+        self._name_width = 0  # the longest shard column text of the rows built
         self._age_second = 0
 
     # -- data -------------------------------------------------------------------------------
@@ -213,6 +228,10 @@ class ShardTable(ScrollView, can_focus=True):
             folded=self.folded,
         )
         self._index = {row.shard_id: i for i, row in enumerate(self.rows)}
+        views = self.state.shards
+        self._name_width = 1 + max(
+            (len(row_name(r, views.get(r.shard_id))) for r in self.rows), default=0
+        )
         self._finished = {sid for sid, v in self.state.shards.items() if v.status in FINISHED}
         if keep is not None and keep in self._index:
             self.cursor = self._index[keep]
@@ -336,7 +355,9 @@ class ShardTable(ScrollView, can_focus=True):
     def _widths(self, width: int) -> tuple[int, int]:
         """(shard column, error column); the fixed columns take 60 cells."""
         fixed = 10 + 7 + SPARK_WIDTH + 7 + 15 + 5 + 6  # statuses, gaps included
-        shard = max(24, min(44, width - fixed - 16))
+        room = width - fixed - 16
+        # 44 cells hold a Kinesis tree; DynamoDB's longer shard ids widen it, while there is room.
+        shard = max(24, min(44, room), min(self._name_width, room, 64))
         return shard, max(0, width - fixed - shard)
 
     def render_line(self, y: int) -> Strip:
@@ -380,16 +401,7 @@ class ShardTable(ScrollView, can_focus=True):
         status = view.status if view else ShardStatus.WAITING
         status_style = component_style(self, f"shard-table--{status.value}")
         dim = component_style(self, "shard-table--dim")
-        indent = "  " * min(row.depth, MAX_INDENT)
-        marker = ("▸ " if row.folded else "▾ ") if row.has_children else "  "
-        name = f"{indent}{marker}{row.shard_id}"
-        if view is not None and len(view.parents) > 1:
-            name += " ⋈"
-        if row.chain:
-            name += f" ⋯{row.folded} done"
-        elif row.folded:
-            name += f" +{row.folded}"
-        name = name[:shard_w].ljust(shard_w)
+        name = row_name(row, view)[:shard_w].ljust(shard_w)
         history = self.lag_history.get(row.shard_id, ())
         spark = sparkline(list(history), SPARK_WIDTH)
         error = (view.last_error or "") if view else ""
