@@ -286,11 +286,9 @@ def cmd_change(args: argparse.Namespace) -> int:
         try:
             request = await _request(args, store, record)
             try:
-                await store.acquire(record.stream)
-                running = False
-            except StoreLockedError:
-                running = True  # a consumer holds the stream: it applies the command
-            try:
+                # The lock is held only to look and, after the operator said yes, to apply:
+                # never across the question, where it would keep a consumer from starting.
+                running = not await _free(store, record.stream)
                 if not (running and request.skip_to is SkipTo.NEXT_RECORD):
                     _show_plan(await plan_offline(store, record, request))
                 if args.dry_run:
@@ -299,19 +297,36 @@ def cmd_change(args: argparse.Namespace) -> int:
                 if not args.yes and not _confirm("Apply?"):
                     print("nothing changed")
                     return 0
-                if not running:
-                    result = await apply_offline(store, record, request)
+                try:
+                    await store.acquire(record.stream)
+                except StoreLockedError:
+                    pass  # a consumer holds the stream (or has just started): it applies it
+                else:
+                    try:
+                        result = await apply_offline(store, record, request)
+                    finally:
+                        await store.release(record.stream)
                     print(f"applied as change #{result.command_id}; the next start honours it")
                     return 0
             except ControlError as exc:
                 raise UsageError(str(exc)) from None
-            finally:
-                await store.release(record.stream)
             return await _send(store, record, request, args.wait)
         finally:
             await store.close()
 
     return asyncio.run(main())
+
+
+async def _free(store: SqliteStore, stream: str) -> bool:
+    """Whether no consumer holds the stream right now."""
+    from console.checkpoints.base import StoreLockedError
+
+    try:
+        await store.acquire(stream)
+    except StoreLockedError:
+        return False
+    await store.release(stream)
+    return True
 
 
 async def _send(

@@ -258,6 +258,67 @@ def test_every_validation_error_is_one_line_exit_2_and_changes_nothing(
     assert refused.returncode == 2 and "read-only" in refused.stderr
 
 
+def _ask(db: Path, args: list[str], answer: str) -> subprocess.CompletedProcess:
+    """Run a change on a terminal; at its question, check that it holds no lock, then answer."""
+    import os
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "console", *args, "--db", str(db)],
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    os.close(slave)
+    try:
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"Apply?" not in seen:
+            assert time.monotonic() < deadline and proc.poll() is None, seen
+            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+            if ready:
+                seen += os.read(proc.stdout.fileno(), 4096)
+
+        async def lock_is_free() -> None:
+            store = await SqliteStore.open(str(db), create=False)
+            try:
+                (record,) = await store.streams()
+                await store.acquire(record.stream)  # raises if the question held it
+                await store.release(record.stream)
+            finally:
+                await store.close()
+
+        asyncio.run(lock_is_free())
+        os.write(master, answer.encode() + b"\n")
+        out, err = proc.communicate(timeout=30)
+        return subprocess.CompletedProcess(
+            args, proc.returncode, (seen + out).decode(), err.decode()
+        )
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_change_asks_on_a_terminal_defaults_to_no_and_holds_no_lock_meanwhile(
+    kinesalite: str, stream: str, tmp_path: Path
+) -> None:
+    db, out = tmp_path / "c.db", tmp_path / "out.jsonl"
+    proc = consumer_process(stream, kinesalite, db, out)
+    shard = wait_rows(out, 60)[0]["shard_id"]
+    stop(proc)
+    before = tables(db)
+    declined = _ask(db, ["pause", shard], "")
+    assert declined.returncode == 0 and "nothing changed" in declined.stdout, declined
+    assert tables(db) == before
+    accepted = _ask(db, ["pause", shard], "y")
+    assert accepted.returncode == 0 and "the next start honours it" in accepted.stdout, accepted
+    listing = json.loads(run_cli("checkpoints", "list", "--db", str(db), "--json").stdout)
+    assert next(r for r in listing if r["shard"] == shard)["status"].endswith("paused")
+
+
 def test_info_lists_where_things_live(tmp_path: Path) -> None:
     result = run_cli("info", "--db", str(tmp_path / "x.db"))
     assert result.returncode == 0
