@@ -17,9 +17,9 @@ from console.checkpoints.sqlite import SqliteStore
 from console.engine.consumer import Consumer
 from console.engine.control import Action, ControlRequest
 from console.engine.lineage import Lineage
-from console.model import ChangeRecord, Position, ShardStatus
+from console.model import ChangeRecord, Position, Record, ShardStatus
 from console.sources.demo_endpoint import ApiError
-from console.sources.dynamodb import DynamoDBSource, is_stream_arn
+from console.sources.dynamodb import DynamoDBSource, created_since, is_stream_arn
 from console.sources.faults import _response
 from tests.conftest import FAST, Collect, aws, run_cli, unique, wait_for
 from tests.dynamo_pages import ARN, GeneratedStream
@@ -262,13 +262,14 @@ async def test_a_rewind_to_an_instant_reads_only_what_was_written_after_it(
 ) -> None:
     """DynamoDB Streams has no AT_TIMESTAMP: the source reads from the start and drops what
     came before the instant."""
+    import math
     import time
 
     table = demo_endpoint.call(demo_endpoint.dynamodb.create_table, "orders", ("pk",), 1)
     roll(demo_endpoint, "orders", 0, 10)
-    time.sleep(0.05)
-    instant = time.time()
-    time.sleep(0.05)
+    # Into the next second: the records of the instant's own second are read again, on purpose.
+    instant = math.floor(time.time()) + 1.05
+    time.sleep(instant - time.time() + 0.05)
     roll(demo_endpoint, "orders", 10, 5)
     store = await SqliteStore.open(db)
     seen = Collect()
@@ -284,6 +285,16 @@ async def test_a_rewind_to_an_instant_reads_only_what_was_written_after_it(
     await store.close()
     again = [int(r.new_image["n"]) for _, r in seen.seen[15:]]  # type: ignore[attr-defined]
     assert again == list(range(10, 15))
+
+
+def test_an_instant_keeps_the_records_of_its_second_as_aws_rounds_them_down() -> None:
+    """AWS gives creation times rounded down to the second: a record written at 100.7, after an
+    instant of 100.4, says 100.0 and must not be dropped. One written at 99.9 says 99.0."""
+    records: list[Record] = [
+        Record(str(i), "k", b"", at) for i, at in enumerate((99.0, 100.0, 100.0, 101.0))
+    ]
+    assert [r.sequence_number for r in created_since(records, 100.4)] == ["1", "2", "3"]
+    assert [r.sequence_number for r in created_since(records, 101.0)] == ["3"]
 
 
 def test_the_embedded_endpoint_refuses_what_aws_refuses(demo_endpoint: Any) -> None:

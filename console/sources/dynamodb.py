@@ -11,12 +11,15 @@ The same engine as Kinesis reads it; what differs is kept here:
   :class:`ChangeRecord`. There is no MillisBehindLatest: the lag is the age of the newest record
   read, and 0 once a read comes back empty at the tip.
 * There is no AT_TIMESTAMP iterator: a rewind to an instant reads from TRIM_HORIZON and drops
-  the records created before it, here, before the engine sees them.
+  the records created before it, here, before the engine sees them. AWS rounds creation times
+  down to the second, so the records of the instant's own second are kept: read again rather
+  than lost.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -116,6 +119,14 @@ def records_from_api(raw: Sequence[dict[str, Any]], deserializer: Any) -> list[R
             )
         )
     return out
+
+
+def created_since(records: list[Record], since: float) -> list[Record]:
+    """The records an AT_TIMESTAMP read of ``since`` returns. A record created at or after it
+    carries a creation time rounded down to the second, so the comparison is with the start of
+    that second."""
+    floor = math.floor(since)
+    return [r for r in records if r.approximate_arrival >= floor]
 
 
 class DynamoDBSource(ClientSource):
@@ -268,7 +279,7 @@ class DynamoDBSource(ClientSource):
         following = resp.get("NextShardIterator")
         since = self._since.pop(iterator, None)
         if since is not None:
-            kept = [r for r in records if r.approximate_arrival >= since]
+            kept = created_since(records, since)
             if not kept and following:
                 self._since[following] = since  # still before the instant: keep dropping
             records = kept
