@@ -70,6 +70,15 @@ def stop(proc: subprocess.Popen) -> None:
     assert proc.wait(10) == 0
 
 
+def consumed(stream: str, url: str, tmp_path: Path) -> tuple[Path, Path, list[dict]]:
+    """The database and output of a consumer that read the fixture's 60 records and stopped."""
+    db, out = tmp_path / "c.db", tmp_path / "out.jsonl"
+    proc = consumer_process(stream, url, db, out)
+    first = wait_rows(out, 60)
+    stop(proc)
+    return db, out, first
+
+
 def tables(db: Path) -> tuple:
     conn = sqlite3.connect(db)
     try:
@@ -130,10 +139,7 @@ def test_a_running_consumer_applies_cli_commands_and_replays_exactly(
 def test_with_no_consumer_the_store_changes_and_the_next_start_honours_it(
     kinesalite: str, stream: str, tmp_path: Path
 ) -> None:
-    db, out = tmp_path / "c.db", tmp_path / "out.jsonl"
-    proc = consumer_process(stream, kinesalite, db, out)
-    first = wait_rows(out, 60)
-    stop(proc)
+    db, out, first = consumed(stream, kinesalite, tmp_path)
     shard = first[0]["shard_id"]
     on_shard = sum(1 for r in first if r["shard_id"] == shard)
     dry = run_cli("rewind", shard, "--to", "trim_horizon", "--db", str(db), "--dry-run")
@@ -215,10 +221,7 @@ def test_rewinding_a_closed_parent_replays_it_before_its_children(
 def test_every_validation_error_is_one_line_exit_2_and_changes_nothing(
     kinesalite: str, stream: str, tmp_path: Path
 ) -> None:
-    db, out = tmp_path / "c.db", tmp_path / "out.jsonl"
-    proc = consumer_process(stream, kinesalite, db, out)
-    first = wait_rows(out, 60)
-    stop(proc)
+    db, _, first = consumed(stream, kinesalite, tmp_path)
     shard = first[0]["shard_id"]
     # Mark one shard done, offline, to have something a skip must refuse.
     assert run_cli("skip", shard, "--to", "done", "--db", str(db), "--yes").returncode == 0
@@ -305,10 +308,8 @@ def _ask(db: Path, args: list[str], answer: str) -> subprocess.CompletedProcess:
 def test_a_change_asks_on_a_terminal_defaults_to_no_and_holds_no_lock_meanwhile(
     kinesalite: str, stream: str, tmp_path: Path
 ) -> None:
-    db, out = tmp_path / "c.db", tmp_path / "out.jsonl"
-    proc = consumer_process(stream, kinesalite, db, out)
-    shard = wait_rows(out, 60)[0]["shard_id"]
-    stop(proc)
+    db, _, first = consumed(stream, kinesalite, tmp_path)
+    shard = first[0]["shard_id"]
     before = tables(db)
     declined = _ask(db, ["pause", shard], "")
     assert declined.returncode == 0 and "nothing changed" in declined.stdout, declined

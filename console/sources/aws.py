@@ -26,6 +26,7 @@ from console.sources.base import (
     ExpiredIteratorError,
     FatalSourceError,
     RetryableError,
+    ShardNotFoundError,
     SourceError,
     StreamNotFoundError,
     TrimmedDataError,
@@ -178,6 +179,8 @@ class ClientSource:
     ``async with Source(...) as source``."""
 
     service: str  # the botocore service name: "kinesis", "dynamodbstreams"
+    stream: str  # display name
+    retention_text = "the retention period"  # how a shard leaves the stream, for messages
 
     def __init__(self, settings: AwsSettings, hooks: Sequence[Hook] = ()) -> None:
         self.location = settings.location
@@ -203,6 +206,20 @@ class ClientSource:
         if self._stack is not None:
             stack, self._stack = self._stack, None
             await stack.aclose()
+
+    async def _shard_iterator(self, shard_id: str, kwargs: dict[str, Any]) -> str:
+        """GetShardIterator; a shard the stream no longer holds is a ShardNotFoundError."""
+        try:
+            resp = await self._client.get_shard_iterator(**kwargs)
+        except Exception as exc:
+            err: SourceError = classify(exc, f"getting an iterator for {shard_id}")
+            if isinstance(err, StreamNotFoundError):
+                err = ShardNotFoundError(
+                    f"shard {shard_id} is no longer in stream '{self.stream}' "
+                    f"(it left with {self.retention_text})"
+                )
+            raise err from exc
+        return str(resp["ShardIterator"])
 
     def _where(self) -> str:
         """Where the stream was looked for, for "not found" messages."""

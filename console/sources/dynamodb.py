@@ -37,8 +37,6 @@ from console.model import (
 from console.sources.aws import AwsSettings, ClientSource, Hook, classify, open_client
 from console.sources.base import (
     FatalSourceError,
-    ShardNotFoundError,
-    SourceError,
     StreamInfo,
     StreamNotFoundError,
 )
@@ -137,6 +135,7 @@ class DynamoDBSource(ClientSource):
     service = "dynamodbstreams"
     max_records_per_call = 1_000
     min_call_interval = 0.25  # AWS advises about four reads per second per shard
+    retention_text = "the 24 h retention"
 
     def __init__(
         self,
@@ -251,17 +250,7 @@ class DynamoDBSource(ClientSource):
         }
         if kind in (PositionKind.AT_SEQUENCE_NUMBER, PositionKind.AFTER_SEQUENCE_NUMBER):
             kwargs["SequenceNumber"] = position.sequence_number
-        try:
-            resp = await self._client.get_shard_iterator(**kwargs)
-        except Exception as exc:
-            err: SourceError = classify(exc, f"getting an iterator for {shard_id}")
-            if isinstance(err, StreamNotFoundError):
-                err = ShardNotFoundError(
-                    f"shard {shard_id} is no longer in stream '{self.stream}' "
-                    "(it left with the 24 h retention)"
-                )
-            raise err from exc
-        iterator = str(resp["ShardIterator"])
+        iterator = await self._shard_iterator(shard_id, kwargs)
         if since is not None:
             if len(self._since) > 10_000:  # iterators abandoned mid-skip; never grow unbounded
                 self._since.clear()

@@ -10,8 +10,6 @@ from console.sources.aggregation import MAGIC, deaggregate
 from console.sources.aws import AwsSettings, ClientSource, Hook, classify
 from console.sources.base import (
     FatalSourceError,
-    ShardNotFoundError,
-    SourceError,
     StreamInfo,
     StreamNotFoundError,
 )
@@ -183,17 +181,7 @@ class KinesisSource(ClientSource):
             PositionKind.AFTER_SEQUENCE_NUMBER,
         ):
             kwargs["StartingSequenceNumber"] = position.sequence_number
-        try:
-            resp = await self._client.get_shard_iterator(**kwargs)
-        except Exception as exc:
-            err: SourceError = classify(exc, f"getting an iterator for {shard_id}")
-            if isinstance(err, StreamNotFoundError):
-                err = ShardNotFoundError(
-                    f"shard {shard_id} is no longer in stream '{self.stream}' "
-                    "(it left with the retention period)"
-                )
-            raise err from exc
-        return str(resp["ShardIterator"])
+        return await self._shard_iterator(shard_id, kwargs)
 
     async def get_records(self, iterator: str, limit: int) -> Batch:
         try:
