@@ -297,6 +297,31 @@ def test_an_instant_keeps_the_records_of_its_second_as_aws_rounds_them_down() ->
     assert [r.sequence_number for r in created_since(records, 101.0)] == ["3"]
 
 
+async def test_the_embedded_stream_holds_its_last_changes_and_refuses_reads_behind_them(
+    demo_endpoint: Any,
+) -> None:
+    """The demo runs for days in bounded memory: the oldest closed shards leave first, then an
+    open shard's oldest records; a read behind what is held is TrimmedDataAccessException."""
+    from console.sources.base import TrimmedDataError
+
+    dynamodb = demo_endpoint.dynamodb
+    dynamodb.keep = 30
+    table = demo_endpoint.call(dynamodb.create_table, "orders", ("pk",), 1)
+    roll(demo_endpoint, "orders", 0, 20)
+    demo_endpoint.call(dynamodb.roll_over, "orders")
+    roll(demo_endpoint, "orders", 20, 11)  # 31 held: one too many
+    async with DynamoDBSource(table.stream_arn, aws(demo_endpoint.url)) as source:
+        (child,) = await source.list_shards()  # the parent left, whole, with its 20 records
+        assert child.parent_id is not None
+        early = await source.get_iterator(child.shard_id, Position.trim_horizon())
+        roll(demo_endpoint, "orders", 31, 40)  # 51 in the open shard: its oldest 21 leave
+        with pytest.raises(TrimmedDataError):
+            await source.get_records(early, 100)
+        start = await source.get_iterator(child.shard_id, Position.trim_horizon())
+        batch = await source.get_records(start, 100)
+    assert [int(r.new_image["n"]) for r in batch.records] == list(range(41, 71))  # type: ignore[attr-defined]
+
+
 def test_the_embedded_endpoint_refuses_what_aws_refuses(demo_endpoint: Any) -> None:
     db = demo_endpoint.dynamodb
     demo_endpoint.call(db.create_table, "orders", ("pk",), 1)

@@ -7,6 +7,11 @@ shards that roll over (the open shard closes and a child takes over, so lineage 
 on a real table), DescribeStream paged 100 at a time, at most 1,000 records per read, iterators
 that expire after 15 minutes, INSERT/MODIFY/REMOVE records with keys and both images.
 Items and images stay in DynamoDB JSON (``{"S": "..."}``), exactly as they go on the wire.
+
+A table holds its last ``keep_records`` changes (AWS holds 24 hours'): the oldest closed shards
+leave first, as they do on AWS, and an open shard loses its oldest records if it must. A read
+behind what is held fails with TrimmedDataAccessException, as on AWS. Records are held as the
+JSON text GetRecords sends, a few hundred bytes each, so a demo can run for days.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ DYNAMODB = "DynamoDB_20120810."
 STREAMS = "DynamoDBStreams_20120810."
 
 Item = dict[str, dict[str, Any]]  # attribute name → DynamoDB JSON value
+# An API operation: the request body in; the response, or its JSON text when it is made of
+# pieces held as JSON already.
+Operation = Callable[[dict[str, Any]], dict[str, Any] | str]
 
 
 def _not_found(message: str) -> ApiError:
@@ -41,6 +49,13 @@ def _invalid(message: str) -> ApiError:
     return ApiError("ValidationException", message)
 
 
+def _trimmed(shard_id: str) -> ApiError:
+    return ApiError(
+        "TrimmedDataAccessException",
+        f"Data in shard {shard_id} beyond the retention period cannot be read",
+    )
+
+
 @dataclass(eq=False)
 class _StreamShard:
     shard_id: str
@@ -48,7 +63,12 @@ class _StreamShard:
     parent: str | None = None
     ending: int | None = None
     seqs: list[int] = field(default_factory=list)
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[str] = field(default_factory=list)  # each as GetRecords sends it, JSON
+    trimmed: int = 0  # records dropped from the front; iterator indexes stay absolute
+
+    def trim(self, count: int) -> None:
+        del self.seqs[:count], self.records[:count]
+        self.trimmed += count
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -75,15 +95,17 @@ class _Table:
     shards: dict[str, _StreamShard] = field(default_factory=dict)  # in creation order
     open: list[str] = field(default_factory=list)  # the open shard of each partition
     counter: int = 0
+    held: int = 0  # records the stream holds, over all its shards
     enabled: bool = True
 
 
 class EmbeddedDynamoDB:
     """The model. Every method runs on the endpoint's loop thread."""
 
-    def __init__(self, region: str, account: str) -> None:
+    def __init__(self, region: str, account: str, keep_records: int = 100_000) -> None:
         self.region = region
         self.account = account
+        self.keep = keep_records
         self.tables: dict[str, _Table] = {}
 
     # -- the writer's side ------------------------------------------------------------------
@@ -190,22 +212,43 @@ class EmbeddedDynamoDB:
             change["OldImage"] = old
         shard.seqs.append(seq)
         shard.records.append(
-            {
-                "eventID": uuid.uuid4().hex,
-                "eventName": event,
-                "eventVersion": "1.1",
-                "eventSource": "aws:dynamodb",
-                "awsRegion": self.region,
-                "dynamodb": change,
-            }
+            json.dumps(
+                {
+                    "eventID": uuid.uuid4().hex,
+                    "eventName": event,
+                    "eventVersion": "1.1",
+                    "eventSource": "aws:dynamodb",
+                    "awsRegion": self.region,
+                    "dynamodb": change,
+                },
+                separators=(",", ":"),
+            )
         )
+        table.held += 1
+        if table.held > self.keep:
+            self._retire(table, shard)
+
+    def _retire(self, table: _Table, written: _StreamShard) -> None:
+        """Back to ``keep`` records: the oldest closed shards leave the stream whole; if none
+        is left, the shard just written loses its oldest records."""
+        for sid in list(table.shards):
+            if table.held <= self.keep:
+                return
+            shard = table.shards[sid]
+            if shard.ending is not None:
+                del table.shards[sid]
+                table.held -= len(shard.records)
+        extra = min(table.held - self.keep, len(written.records))
+        if extra > 0:
+            written.trim(extra)
+            table.held -= extra
 
     # -- the API ----------------------------------------------------------------------------
 
-    def operation(self, target: str) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+    def operation(self, target: str) -> Operation | None:
         return self._operations().get(target)
 
-    def _operations(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+    def _operations(self) -> dict[str, Operation]:
         return {
             DYNAMODB + "DescribeTable": self.op_describe_table,
             STREAMS + "DescribeStream": self.op_describe_stream,
@@ -278,9 +321,9 @@ class EmbeddedDynamoDB:
             raise _not_found(f"Requested resource not found: Shard {sid} not found")
         kind = body.get("ShardIteratorType")
         if kind == "TRIM_HORIZON":
-            index = 0
+            index = shard.trimmed
         elif kind == "LATEST":
-            index = len(shard.seqs)
+            index = shard.trimmed + len(shard.seqs)
         elif kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
             text = str(body.get("SequenceNumber", ""))
             if not text.isdigit() or not shard.starting <= int(text) <= (
@@ -288,7 +331,9 @@ class EmbeddedDynamoDB:
             ):
                 raise _invalid(f"Invalid SequenceNumber {text!r} for shard {sid}")
             find = bisect.bisect_left if kind == "AT_SEQUENCE_NUMBER" else bisect.bisect_right
-            index = find(shard.seqs, int(text))
+            index = shard.trimmed + find(shard.seqs, int(text))
+            if shard.trimmed and (not shard.seqs or int(text) < shard.seqs[0]):
+                raise _trimmed(sid)
         else:
             raise _invalid(f"Invalid ShardIteratorType: {kind}")
         return {"ShardIterator": self._iterator(table, shard, index)}
@@ -298,7 +343,7 @@ class EmbeddedDynamoDB:
         raw = f"{table.name}|{shard.shard_id}|{index}|{time.time():.3f}"
         return base64.urlsafe_b64encode(raw.encode()).decode()
 
-    def op_get_records(self, body: dict[str, Any]) -> dict[str, Any]:
+    def op_get_records(self, body: dict[str, Any]) -> str:
         try:
             name, sid, index_text, issued_text = (
                 base64.urlsafe_b64decode(str(body.get("ShardIterator", "")).encode())
@@ -317,8 +362,13 @@ class EmbeddedDynamoDB:
         shard = table.shards.get(sid)
         if shard is None:
             raise _not_found(f"Requested resource not found: Shard {sid} not found")
-        end = min(index + limit, len(shard.records))
-        out: dict[str, Any] = {"Records": shard.records[index:end]}
-        if shard.ending is None or end < len(shard.records):
-            out["NextShardIterator"] = self._iterator(table, shard, end)
-        return out
+        if index < shard.trimmed:
+            raise _trimmed(sid)
+        lo = index - shard.trimmed
+        hi = min(lo + limit, len(shard.records))
+        # Held as JSON already: the page is joined, not encoded again.
+        payload = '{"Records":[' + ",".join(shard.records[lo:hi]) + "]"
+        if shard.ending is None or hi < len(shard.records):
+            iterator = self._iterator(table, shard, shard.trimmed + hi)
+            payload += f',"NextShardIterator":"{iterator}"'
+        return payload + "}"

@@ -27,9 +27,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from console.sources.demo_dynamodb import Operation
 
 _MAX_HASH = 2**128 - 1
 _ITERATOR_TTL = 300.0
@@ -233,7 +236,7 @@ class EmbeddedEndpoint:
         target = request.headers.get("X-Amz-Target", "")
         content_type = "application/x-amz-json-1.1"
         try:
-            handler: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+            handler: Operation | None = None
             if target.startswith(_KINESIS):
                 kinesis = _OPERATIONS.get(target[len(_KINESIS) :])
                 if kinesis is not None:
@@ -248,7 +251,9 @@ class EmbeddedEndpoint:
             except ValueError:
                 raise ApiError("SerializationException", "body is not JSON") from None
             result = handler(body)
-            payload = json.dumps(result, separators=(",", ":"))
+            payload = (
+                result if isinstance(result, str) else json.dumps(result, separators=(",", ":"))
+            )
             status = 200
         except ApiError as exc:
             payload = json.dumps({"__type": exc.code, "message": str(exc)})
