@@ -224,7 +224,8 @@ async def _request(
     args: argparse.Namespace, store: SqliteStore, record: StreamRecord
 ) -> ControlRequest:
     from console.checkpoints.sqlite import actor_name
-    from console.engine.control import Action, ControlError, ControlRequest, SkipTo, parse_target
+    from console.engine.control import Action, ControlRequest, SkipTo, parse_target
+    from console.engine.offline import checkpoint_position
     from console.model import Position, PositionError, parse_when
 
     actor = actor_name()
@@ -234,13 +235,9 @@ async def _request(
             target = parse_target(args.to)
             position = target.position
             if target.checkpoint_id is not None:
-                entries = await store.history(record.stream, args.shard, limit=100_000)
-                found = next((h for h in entries if h.id == target.checkpoint_id), None)
-                if found is None or found.new_position is None:
-                    raise ControlError(
-                        f"history entry #{target.checkpoint_id} is not a checkpoint of {args.shard}"
-                    )
-                position = found.new_position
+                position = await checkpoint_position(
+                    store, record.stream, args.shard, target.checkpoint_id
+                )
             return ControlRequest(action, args.shard, position=position, actor=actor)
         if action is Action.SKIP:
             return ControlRequest(action, args.shard, skip_to=SkipTo(args.to), actor=actor)

@@ -320,6 +320,28 @@ def test_a_change_asks_on_a_terminal_defaults_to_no_and_holds_no_lock_meanwhile(
     assert next(r for r in listing if r["shard"] == shard)["status"].endswith("paused")
 
 
+def test_a_rewind_to_a_checkpoint_of_the_history_goes_back_to_its_position(
+    kinesalite: str, stream: str, tmp_path: Path
+) -> None:
+    db, _, first = consumed(stream, kinesalite, tmp_path)
+    shard = first[0]["shard_id"]
+    other = next(r["shard_id"] for r in first if r["shard_id"] != shard)
+
+    def history(sid: str) -> list[dict]:
+        return json.loads(run_cli("checkpoints", "history", sid, "--db", str(db), "--json").stdout)
+
+    (start,) = [h for h in history(shard) if h["cause"] == "start"]
+    assert run_cli("skip", shard, "--to", "latest", "--db", str(db), "--yes").returncode == 0
+    back = run_cli("rewind", shard, "--to", f"checkpoint:{start['id']}", "--db", str(db), "--yes")
+    assert back.returncode == 0, back.stderr
+    listing = json.loads(run_cli("checkpoints", "list", "--db", str(db), "--json").stdout)
+    assert next(r for r in listing if r["shard"] == shard)["position"] == start["to"]
+    foreign = run_cli(
+        "rewind", other, "--to", f"checkpoint:{start['id']}", "--db", str(db), "--yes"
+    )
+    assert foreign.returncode == 2 and "not a checkpoint of" in foreign.stderr
+
+
 def test_info_lists_where_things_live(tmp_path: Path) -> None:
     result = run_cli("info", "--db", str(tmp_path / "x.db"))
     assert result.returncode == 0

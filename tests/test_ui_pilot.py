@@ -121,6 +121,20 @@ async def test_rewind_to_the_start_replays_the_shard(demo_endpoint, db) -> None:
         assert any(h.cause == "rewind" for h in await store.history(consumer.key, S0))
 
 
+async def test_rewind_to_a_checkpoint_id_typed_on_the_command_line(demo_endpoint, db) -> None:
+    async with console(demo_endpoint, db) as live:
+        pilot, app, consumer, store = live.pilot, live.app, live.consumer, live.store
+        (start,) = [h for h in await store.history(consumer.key, S0) if h.cause == "start"]
+        await type_command(pilot, f"rewind {S1} checkpoint:{start.id}")  # S0's, not S1's
+        await pilot.pause(0.3)
+        assert not isinstance(app.screen, Dialog)
+        await type_command(pilot, f"rewind {S0} checkpoint:{start.id}")
+        await wait_for(lambda: isinstance(app.screen, Dialog), timeout=5, what="the dialog")
+        await confirm(pilot)
+        rewinds = [h for h in await store.history(consumer.key, S0) if h.cause == "rewind"]
+        assert rewinds and rewinds[0].new_position == start.new_position
+
+
 async def test_rewind_to_a_time_through_the_dialog(demo_endpoint, db) -> None:
     async with console(demo_endpoint, db) as live:
         pilot, app, consumer, processor, store = (

@@ -12,7 +12,7 @@ import asyncio
 from dataclasses import dataclass
 
 from console.checkpoints.base import HistoryEntry
-from console.engine.control import ControlRequest, Plan, plan_change
+from console.engine.control import ControlError, ControlRequest, Plan, plan_change
 from console.engine.events import EventLog, Level
 from console.engine.lineage import Lineage
 from console.engine.state import EngineState
@@ -140,6 +140,12 @@ class FrozenEngine:
 
     async def history(self, shard_id: str | None = None, limit: int = 50) -> list[HistoryEntry]:
         return [h for h in self.history_rows if shard_id in (None, h.shard_id)][:limit]
+
+    async def checkpoint_position(self, shard_id: str, entry_id: int) -> Position:
+        for h in self.history_rows:
+            if h.id == entry_id and h.shard_id == shard_id and h.new_position is not None:
+                return h.new_position
+        raise ControlError(f"history entry #{entry_id} is not a checkpoint of {shard_id}")
 
     def request_stop(self, reason: str | None = None) -> None:
         self.stopped.set()

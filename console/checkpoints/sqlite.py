@@ -522,6 +522,13 @@ class SqliteStore:
         cur = await self._conn.execute(sql, args)
         return [_history_row(r) for r in await cur.fetchall()]
 
+    async def history_entry(self, stream: str, entry_id: int) -> HistoryEntry | None:
+        cur = await self._conn.execute(
+            f"{_HISTORY_SELECT} WHERE stream = ? AND id = ?", (stream, entry_id)
+        )
+        r = await cur.fetchone()
+        return _history_row(r) if r else None
+
     async def history_for_command(self, stream: str, command_id: int) -> list[HistoryEntry]:
         """The rows one operator change wrote (a rewind may reset several shards)."""
         cur = await self._conn.execute(

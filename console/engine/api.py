@@ -15,6 +15,7 @@ from console.engine.control import ControlRequest, Plan
 from console.engine.events import EventLog
 from console.engine.lineage import Lineage
 from console.engine.state import EngineState
+from console.model import Position
 
 
 class ControlOutcome(Protocol):
@@ -52,6 +53,11 @@ class Engine(Protocol):
     async def preview(self, request: ControlRequest) -> Plan: ...
 
     async def history(self, shard_id: str | None = None, limit: int = 50) -> list[HistoryEntry]: ...
+
+    async def checkpoint_position(self, shard_id: str, entry_id: int) -> Position:
+        """The position history entry ``entry_id`` of the shard recorded; ControlError if it
+        recorded none."""
+        ...
 
     def request_stop(self, reason: str | None = None) -> None: ...
 

@@ -37,7 +37,7 @@ from console.engine.control import (
 )
 from console.engine.events import EventLog, Level
 from console.engine.lineage import Lineage
-from console.engine.offline import undo_scope
+from console.engine.offline import checkpoint_position, undo_scope
 from console.engine.retry import Backoff
 from console.engine.state import EngineState
 from console.engine.worker import (
@@ -734,6 +734,9 @@ class Consumer:
 
     async def history(self, shard_id: str | None = None, limit: int = 50) -> list[HistoryEntry]:
         return await self.store.history(self.key, shard_id, limit)
+
+    async def checkpoint_position(self, shard_id: str, entry_id: int) -> Position:
+        return await checkpoint_position(self.store, self.key, shard_id, entry_id)
 
     def _default_position(self, sid: str) -> Position:
         return Position.trim_horizon()

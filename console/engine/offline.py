@@ -33,6 +33,17 @@ async def undo_scope(
     return await store.history_for_command(key, target) if target else []
 
 
+async def checkpoint_position(
+    store: CheckpointStore, key: str, shard_id: str, entry_id: int
+) -> Position:
+    """The position a history entry of ``shard_id`` recorded: what ``--to checkpoint:ID``
+    rewinds to."""
+    entry = await store.history_entry(key, entry_id)
+    if entry is None or entry.shard_id != shard_id or entry.new_position is None:
+        raise ControlError(f"history entry #{entry_id} is not a checkpoint of {shard_id}")
+    return entry.new_position
+
+
 @dataclass(frozen=True, slots=True)
 class StoreView:
     """What the store knows of one stream: enough to plan and validate a change."""

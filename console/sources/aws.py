@@ -212,13 +212,11 @@ class ClientSource:
         try:
             resp = await self._client.get_shard_iterator(**kwargs)
         except Exception as exc:
-            err: SourceError = classify(exc, f"getting an iterator for {shard_id}")
-            if isinstance(err, StreamNotFoundError):
-                err = ShardNotFoundError(
-                    f"shard {shard_id} is no longer in stream '{self.stream}' "
-                    f"(it left with {self.retention_text})"
-                )
-            raise err from exc
+            gone = ShardNotFoundError(
+                f"shard {shard_id} is no longer in stream '{self.stream}' "
+                f"(it left with {self.retention_text})"
+            )
+            raise classify(exc, f"getting an iterator for {shard_id}", gone) from exc
         return str(resp["ShardIterator"])
 
     def _where(self) -> str:
@@ -242,8 +240,10 @@ async def _register_secrets(session: Any) -> None:
     REDACTOR.add(frozen.access_key, frozen.secret_key, frozen.token)
 
 
-def classify(exc: BaseException, action: str) -> SourceError:
-    """Map anything botocore or aiohttp raises to the class the engine acts on."""
+def classify(exc: BaseException, action: str, missing: SourceError | None = None) -> SourceError:
+    """Map anything botocore or aiohttp raises to the class the engine acts on. ``missing`` is
+    what a ResourceNotFoundException means where it was raised, in the operator's words (an
+    unknown stream, a table, a shard gone with the retention)."""
     if isinstance(exc, SourceError):
         return exc
     from botocore import exceptions as bce
@@ -272,7 +272,7 @@ def classify(exc: BaseException, action: str) -> SourceError:
                 f"access denied while {action}: {message}; grant the IAM permission it names"
             )
         if code == "ResourceNotFoundException":
-            return StreamNotFoundError(reason)
+            return missing if missing is not None else StreamNotFoundError(reason)
         return FatalSourceError(reason)
     if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
         return CredentialsError(

@@ -171,13 +171,11 @@ class DynamoDBSource(ClientSource):
             try:
                 table = (await client.describe_table(TableName=self.table))["Table"]
             except Exception as exc:
-                err = classify(exc, f"describing table '{self.table}'")
-                if isinstance(err, StreamNotFoundError):
-                    raise StreamNotFoundError(
-                        f"table '{self.table}' not found at {self._where()}: check the name, "
-                        "--region and --endpoint-url"
-                    ) from exc
-                raise err from exc
+                missing = StreamNotFoundError(
+                    f"table '{self.table}' not found at {self._where()}: check the name, "
+                    "--region and --endpoint-url"
+                )
+                raise classify(exc, f"describing table '{self.table}'", missing) from exc
         arn = table.get("LatestStreamArn")
         spec = table.get("StreamSpecification") or {}
         fix = _ENABLE.format(table=self.table)
@@ -200,13 +198,11 @@ class DynamoDBSource(ClientSource):
         try:
             resp = await self._client.describe_stream(**kwargs)
         except Exception as exc:
-            err = classify(exc, f"describing stream '{self.stream}'")
-            if isinstance(err, StreamNotFoundError):
-                raise StreamNotFoundError(
-                    f"stream '{arn}' not found at {self._where()}: check the ARN, --region and "
-                    "--endpoint-url (a table's current stream: --source dynamodb TABLE)"
-                ) from exc
-            raise err from exc
+            missing = StreamNotFoundError(
+                f"stream '{arn}' not found at {self._where()}: check the ARN, --region and "
+                "--endpoint-url (a table's current stream: --source dynamodb TABLE)"
+            )
+            raise classify(exc, f"describing stream '{self.stream}'", missing) from exc
         return dict(resp["StreamDescription"])
 
     async def describe(self) -> StreamInfo:

@@ -111,10 +111,7 @@ class KinesisSource(ClientSource):
         try:
             resp = await self._client.describe_stream_summary(**self._ident)
         except Exception as exc:
-            err = classify(exc, f"describing stream '{self.stream}'")
-            if isinstance(err, StreamNotFoundError):
-                raise self._not_found() from exc
-            raise err from exc
+            raise classify(exc, f"describing stream '{self.stream}'", self._not_found()) from exc
         summary = resp["StreamDescriptionSummary"]
         created = summary.get("StreamCreationTimestamp")
         return StreamInfo(
@@ -138,7 +135,7 @@ class KinesisSource(ClientSource):
             try:
                 resp = await self._client.list_shards(**kwargs)
             except Exception as exc:
-                err = classify(exc, f"listing shards of '{self.stream}'")
+                err = classify(exc, f"listing shards of '{self.stream}'", self._not_found())
                 if (
                     "NextToken" in kwargs
                     and self._token_alone
@@ -152,8 +149,6 @@ class KinesisSource(ClientSource):
                         "MaxResults": self._page,
                     }
                     continue
-                if isinstance(err, StreamNotFoundError):
-                    raise self._not_found() from exc
                 raise err from exc
             for item in resp.get("Shards") or ():
                 shard = shard_from_api(item)

@@ -32,7 +32,7 @@ from console.engine.control import (
     SkipTo,
     parse_target,
 )
-from console.model import Position, PositionError, ShardStatus, parse_when
+from console.model import PositionError, ShardStatus, parse_when
 from console.ui.screens.dashboard import DashboardScreen
 from console.ui.screens.detail import ShardDetailScreen
 from console.ui.screens.dialogs import (
@@ -403,12 +403,11 @@ class ShardConsoleApp(App[int]):
 
     @work(group="control", exit_on_error=False)
     async def _rewind_to_checkpoint(self, shard_id: str, entry_id: int) -> None:
-        entries = await self.engine.history(shard_id, limit=1000)
-        match = next((e for e in entries if e.id == entry_id and e.new_position), None)
-        if match is None or match.new_position is None:
-            self.notify(f"no checkpoint #{entry_id} in {shard_id}'s history", severity="error")
+        try:
+            position = await self.engine.checkpoint_position(shard_id, entry_id)
+        except ControlError as exc:
+            self.notify(str(exc), severity="error")
             return
-        position: Position = match.new_position
         request = ControlRequest(Action.REWIND, shard_id, position=position, actor=self.actor)
         self._ask(
             ConfirmDialog(
