@@ -2,14 +2,13 @@
 
 The same :func:`~console.engine.control.plan_change` as a running consumer's, fed with what the
 store knows (checkpoints, the shard map discovery saved, the stream's retention); the plan and
-the command's result are written in one transaction. The caller holds the stream's lock, so no
-consumer can start half-way through.
+the command's result are written in one transaction. The caller holds the stream's lock while
+it applies (not while it only plans a preview), so no consumer can start half-way through.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from console.checkpoints.base import CheckpointStore, HistoryEntry, StreamRecord
 from console.engine.control import (
@@ -22,7 +21,7 @@ from console.engine.control import (
     plan_change,
 )
 from console.engine.lineage import Lineage
-from console.model import Checkpoint, Position
+from console.model import Position
 
 
 async def undo_scope(
@@ -44,27 +43,12 @@ async def checkpoint_position(
     return entry.new_position
 
 
-@dataclass(frozen=True, slots=True)
-class StoreView:
-    """What the store knows of one stream: enough to plan and validate a change."""
-
-    record: StreamRecord
-    checkpoints: dict[str, Checkpoint]
-    lineage: Lineage
-
-
-async def load_view(store: CheckpointStore, record: StreamRecord) -> StoreView:
-    shards = await store.shards(record.stream)
-    return StoreView(record, await store.load(record.stream), Lineage.build(shards))
-
-
 async def plan_offline(
     store: CheckpointStore,
     record: StreamRecord,
     request: ControlRequest,
     command_id: int | None = None,
 ) -> Plan:
-    view = await load_view(store, record)
     if request.action is Action.SKIP and request.skip_to is SkipTo.NEXT_RECORD:
         raise ControlError(
             "skip --to next-record needs the running consumer: only it knows which record the "
@@ -77,8 +61,8 @@ async def plan_offline(
     )
     return plan_change(
         request,
-        checkpoints=view.checkpoints,
-        lineage=view.lineage,
+        checkpoints=await store.load(record.stream),
+        lineage=Lineage.build(await store.shards(record.stream)),
         default_position=lambda sid: Position.trim_horizon(),
         now=time.time(),
         command_id=command_id,
