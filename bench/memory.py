@@ -32,16 +32,16 @@ ENV = {
 
 def serve(shards: int, records: int, size: int) -> None:
     """The endpoint process: fill a stream, print its URL, serve until stdin closes."""
-    from console.sources.demo_endpoint import EmbeddedEndpoint
+    from console.demo import EmbeddedEndpoint
 
     endpoint = EmbeddedEndpoint(keep_records_per_shard=records + 1)
     endpoint.start()
 
     def fill() -> None:
-        endpoint.create_stream("mem", shards)
+        endpoint.kinesis.create_stream("mem", shards)
         for i in range(records):
             key = f"key-{i % 10_000}"
-            endpoint.put("mem", key, f"{key}:{i}:".encode().ljust(size, b"."))
+            endpoint.kinesis.put("mem", key, f"{key}:{i}:".encode().ljust(size, b"."))
 
     endpoint.call(fill)
     print(f"URL {endpoint.url}", flush=True)

@@ -379,11 +379,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from console.checkpoints.sqlite import inspect_database
+    from console.demo import Demo, DemoOptions
     from console.engine.events import EventLog
     from console.headless import LinePrinter
     from console.model import Position
     from console.processors import load_processor
-    from console.sources.demo import Demo, DemoOptions
 
     settings = _settings(args)
     _check_ui(settings)

@@ -123,7 +123,7 @@ def moto() -> Iterator[str]:
 
 @pytest.fixture
 def demo_endpoint() -> Iterator[Any]:
-    from console.sources.demo_endpoint import EmbeddedEndpoint
+    from console.demo import EmbeddedEndpoint
 
     endpoint = EmbeddedEndpoint()
     endpoint.start()

@@ -109,9 +109,9 @@ async def test_max_records_stops_at_exactly_n(kinesalite: str, db: str) -> None:
 
 
 async def test_processor_errors_retry_the_batch_and_never_drop(demo_endpoint, db: str) -> None:
-    demo_endpoint.call(demo_endpoint.create_stream, "s", 1)
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 1)
     for i in range(20):
-        demo_endpoint.call(demo_endpoint.put, "s", "k", f"k:{i}".encode())
+        demo_endpoint.call(demo_endpoint.kinesis.put, "s", "k", f"k:{i}".encode())
     processor = Collect()
     failures = {"left": 3}
 
@@ -142,9 +142,9 @@ async def test_processor_errors_retry_the_batch_and_never_drop(demo_endpoint, db
 async def test_checkpoint_older_than_retention_is_loud_and_restarts_at_trim_horizon(
     demo_endpoint, db: str
 ) -> None:
-    demo_endpoint.call(demo_endpoint.create_stream, "s", 1)
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 1)
     for i in range(10):
-        demo_endpoint.call(demo_endpoint.put, "s", "k", f"k:{i}".encode())
+        demo_endpoint.call(demo_endpoint.kinesis.put, "s", "k", f"k:{i}".encode())
     store = await SqliteStore.open(db)
     first = Collect()
     async with KinesisSource("s", aws(demo_endpoint.url)) as source:
@@ -175,9 +175,9 @@ async def test_initial_position_latest_skips_what_is_there_and_survives_a_restar
 ) -> None:
     from console.model import Position
 
-    demo_endpoint.call(demo_endpoint.create_stream, "s", 2)
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 2)
     for i in range(10):
-        demo_endpoint.call(demo_endpoint.put, "s", f"k{i}", b"old")
+        demo_endpoint.call(demo_endpoint.kinesis.put, "s", f"k{i}", b"old")
     options = dataclasses.replace(FAST, initial_position=Position.latest())
     store = await SqliteStore.open(db)
     first = Collect()
@@ -186,7 +186,7 @@ async def test_initial_position_latest_skips_what_is_there_and_survives_a_restar
             await asyncio.sleep(0.3)
         # Written while nobody was reading, after the first start: must not be skipped.
         for i in range(5):
-            demo_endpoint.call(demo_endpoint.put, "s", f"k{i}", b"new")
+            demo_endpoint.call(demo_endpoint.kinesis.put, "s", f"k{i}", b"new")
         second = Collect()
         async with Consumer(source, store, second, options):
             await wait_for(lambda: len(second.seen) == 5)
@@ -226,7 +226,7 @@ async def test_a_checkpoint_inside_an_aggregated_record_resumes_at_the_next_user
 
 
 async def test_an_unchanged_shard_list_costs_no_rework(demo_endpoint, db: str) -> None:
-    demo_endpoint.call(demo_endpoint.create_stream, "s", 3)
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 3)
     store = await SqliteStore.open(db)
     writes = []
     real = store.save_shards
@@ -243,7 +243,7 @@ async def test_an_unchanged_shard_list_costs_no_rework(demo_endpoint, db: str) -
                 consumer.trigger_discovery()
                 await asyncio.sleep(0.1)
             assert consumer.state.lineage_version == version
-            demo_endpoint.call(demo_endpoint.split, "s", "shardId-000000000001", 2**127 - 5)
+            demo_endpoint.call(demo_endpoint.kinesis.split, "s", "shardId-000000000001", 2**127 - 5)
             consumer.trigger_discovery()
             await wait_for(lambda: consumer.state.lineage_version != version)
     await store.close()

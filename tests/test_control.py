@@ -16,13 +16,13 @@ from tests.conftest import FAST, Collect, aws, wait_for
 
 def put(endpoint, stream: str, key: str, items: range) -> None:
     for i in items:
-        endpoint.call(endpoint.put, stream, key, f"{key}:{i}".encode())
+        endpoint.call(endpoint.kinesis.put, stream, key, f"{key}:{i}".encode())
 
 
 @pytest.fixture
 async def live(demo_endpoint, db):
     """A consumer on a 1-shard stream holding 10 records, all read."""
-    demo_endpoint.call(demo_endpoint.create_stream, "s", 1)
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 1)
     put(demo_endpoint, "s", "k", range(10))
     processor = Collect()
     store = await SqliteStore.open(db)
@@ -112,7 +112,7 @@ async def test_skip_to_latest_and_mark_done(live, demo_endpoint) -> None:
 
 
 async def test_skip_past_the_poison_record(demo_endpoint, db) -> None:
-    demo_endpoint.call(demo_endpoint.create_stream, "s", 1)
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 1)
     put(demo_endpoint, "s", "k", range(6))
     processor = Collect()
 
@@ -139,9 +139,9 @@ async def test_skip_past_the_poison_record(demo_endpoint, db) -> None:
 
 
 async def test_rewinding_a_closed_parent_replays_it_before_its_children(demo_endpoint, db) -> None:
-    demo_endpoint.call(demo_endpoint.create_stream, "s", 1)
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 1)
     put(demo_endpoint, "s", "a", range(5))
-    demo_endpoint.call(demo_endpoint.split, "s", "shardId-000000000000", 2**127)
+    demo_endpoint.call(demo_endpoint.kinesis.split, "s", "shardId-000000000000", 2**127)
     for key in ("a", "b", "c", "d"):
         put(demo_endpoint, "s", key, range(5, 8))
     processor = Collect()
@@ -194,7 +194,7 @@ class SlowDisk(SqliteStore):
 async def test_a_rewind_is_not_undone_by_discovery_while_it_is_written(demo_endpoint, db) -> None:
     """Discovery reconciles shards while an operator change is being written; it must not
     restart the stopped shard from its old position in between."""
-    demo_endpoint.call(demo_endpoint.create_stream, "s", 1)
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 1)
     put(demo_endpoint, "s", "k", range(10))
     processor = Collect()
     store = await SlowDisk.open(db)

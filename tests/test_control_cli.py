@@ -350,9 +350,9 @@ def test_info_lists_where_things_live(tmp_path: Path) -> None:
 
 
 async def test_pending_commands_are_applied_before_any_worker_reads(demo_endpoint, db) -> None:
-    demo_endpoint.call(demo_endpoint.create_stream, "s", 2)
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 2)
     for i in range(10):
-        demo_endpoint.call(demo_endpoint.put, "s", f"k{i}", b"x")
+        demo_endpoint.call(demo_endpoint.kinesis.put, "s", f"k{i}", b"x")
     store = await SqliteStore.open(db)
     async with KinesisSource("s", aws(demo_endpoint.url)) as source:
         first = Collect()

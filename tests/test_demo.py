@@ -8,22 +8,22 @@ from pathlib import Path
 import pytest
 
 from console.checkpoints.sqlite import SqliteStore
+from console.demo import Demo, DemoOptions, EmbeddedEndpoint
+from console.demo.kinesis import hash_key
 from console.engine.consumer import Consumer
 from console.model import Position, ShardStatus
-from console.sources.demo import Demo, DemoOptions
-from console.sources.demo_endpoint import EmbeddedEndpoint, hash_key
 from console.sources.kinesis import KinesisSource
 from tests.conftest import FAST, Collect, aws, wait_for
 
 
 async def test_after_a_split_writes_go_to_the_children_and_the_parent_ends(demo_endpoint) -> None:
     e: EmbeddedEndpoint = demo_endpoint
-    e.call(e.create_stream, "s", 1)
-    e.call(e.put, "s", "before", b"1")
-    a, b = e.call(e.split, "s", "shardId-000000000000", 2**127)
+    e.call(e.kinesis.create_stream, "s", 1)
+    e.call(e.kinesis.put, "s", "before", b"1")
+    a, b = e.call(e.kinesis.split, "s", "shardId-000000000000", 2**127)
     keys = [f"key-{i}" for i in range(40)]
     for key in keys:
-        e.call(e.put, "s", key, b"after")
+        e.call(e.kinesis.put, "s", key, b"after")
     async with KinesisSource("s", aws(e.url)) as source:
         shards = {s.shard_id: s for s in await source.list_shards()}
         assert shards["shardId-000000000000"].is_closed
@@ -42,11 +42,11 @@ async def test_after_a_split_writes_go_to_the_children_and_the_parent_ends(demo_
 
 async def test_merge_needs_adjacent_shards_and_records_are_not_copied(demo_endpoint) -> None:
     e: EmbeddedEndpoint = demo_endpoint
-    e.call(e.create_stream, "s", 3)
-    e.call(e.put, "s", "x", b"old")
+    e.call(e.kinesis.create_stream, "s", 3)
+    e.call(e.kinesis.put, "s", "x", b"old")
     with pytest.raises(Exception, match="not adjacent"):
-        e.call(e.merge, "s", "shardId-000000000000", "shardId-000000000002")
-    child = e.call(e.merge, "s", "shardId-000000000000", "shardId-000000000001")
+        e.call(e.kinesis.merge, "s", "shardId-000000000000", "shardId-000000000002")
+    child = e.call(e.kinesis.merge, "s", "shardId-000000000000", "shardId-000000000001")
     async with KinesisSource("s", aws(e.url)) as source:
         it = await source.get_iterator(child, Position.trim_horizon())
         assert (await source.get_records(it, 100)).records == []
@@ -55,11 +55,11 @@ async def test_merge_needs_adjacent_shards_and_records_are_not_copied(demo_endpo
 
 
 async def test_iterators_expire_and_garbage_is_refused(demo_endpoint, monkeypatch) -> None:
-    from console.sources import demo_endpoint as module
+    from console.demo import kinesis as module
     from console.sources.base import ExpiredIteratorError, FatalSourceError
 
     e: EmbeddedEndpoint = demo_endpoint
-    e.call(e.create_stream, "s", 1)
+    e.call(e.kinesis.create_stream, "s", 1)
     async with KinesisSource("s", aws(e.url)) as source:
         it = await source.get_iterator("shardId-000000000000", Position.latest())
         monkeypatch.setattr(module, "_ITERATOR_TTL", 0.0)

@@ -14,11 +14,11 @@ import aioboto3
 import pytest
 
 from console.checkpoints.sqlite import SqliteStore
+from console.demo.wire import ApiError
 from console.engine.consumer import Consumer
 from console.engine.control import Action, ControlRequest
 from console.engine.lineage import Lineage
 from console.model import ChangeRecord, Position, Record, ShardStatus
-from console.sources.demo_endpoint import ApiError
 from console.sources.dynamodb import DynamoDBSource, created_since, is_stream_arn
 from console.sources.faults import _response
 from tests.conftest import FAST, Collect, aws, run_cli, unique, wait_for

@@ -102,9 +102,9 @@ async def test_user_processors_sync_and_async(
 
 async def test_output_is_durable_before_the_checkpoint_that_covers_it(demo_endpoint, db) -> None:
     """The store's write and the jsonl fsync happen in that order, every flush."""
-    demo_endpoint.call(demo_endpoint.create_stream, "s", 1)
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 1)
     for i in range(5):
-        demo_endpoint.call(demo_endpoint.put, "s", "k", f"{i}".encode())
+        demo_endpoint.call(demo_endpoint.kinesis.put, "s", "k", f"{i}".encode())
     order: list[str] = []
 
     class Watched(JsonlProcessor):
@@ -135,8 +135,8 @@ async def test_output_is_durable_before_the_checkpoint_that_covers_it(demo_endpo
 async def test_a_hung_processor_stops_the_run_and_checkpoints_nothing_of_its_batch(
     demo_endpoint, db
 ) -> None:
-    demo_endpoint.call(demo_endpoint.create_stream, "s", 1)
-    demo_endpoint.call(demo_endpoint.put, "s", "k", b"x")
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 1)
+    demo_endpoint.call(demo_endpoint.kinesis.put, "s", "k", b"x")
 
     class Hang(JsonlProcessor):
         async def process(self, records, ctx):

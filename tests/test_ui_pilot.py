@@ -36,9 +36,9 @@ class Live:
 async def console(
     endpoint: Any, db: str, *, shards: int = 2, records: int = 20, **options: Any
 ) -> AsyncIterator[Live]:
-    endpoint.call(endpoint.create_stream, "s", shards)
+    endpoint.call(endpoint.kinesis.create_stream, "s", shards)
     for i in range(records):
-        endpoint.call(endpoint.put, "s", f"k{i % 7}", f"r{i}".encode())
+        endpoint.call(endpoint.kinesis.put, "s", f"k{i % 7}", f"r{i}".encode())
     processor = Collect()
     store = await SqliteStore.open(db)
     # Pilot waits, after each key, for the process to go idle (up to a second): an engine
@@ -256,9 +256,9 @@ async def test_read_only_hides_and_refuses_every_change(demo_endpoint, db) -> No
 
 
 async def test_quit_finishes_and_flushes_checkpoints(demo_endpoint, db) -> None:
-    demo_endpoint.call(demo_endpoint.create_stream, "s", 2)
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 2)
     for i in range(30):
-        demo_endpoint.call(demo_endpoint.put, "s", f"k{i}", f"r{i}".encode())
+        demo_endpoint.call(demo_endpoint.kinesis.put, "s", f"k{i}", f"r{i}".encode())
     processor = Collect()
     store = await SqliteStore.open(db)
     async with KinesisSource("s", aws(demo_endpoint.url)) as source:

@@ -1,4 +1,4 @@
-"""DynamoDB tables with streams, served by the embedded endpoint for ``demo --source dynamodb``.
+"""DynamoDB tables with streams for ``demo --source dynamodb`` (served by server.py).
 
 Only what the console reads goes over HTTP (DescribeTable, DescribeStream, GetShardIterator,
 GetRecords); the demo's writer changes items in-process, as the Kinesis demo's producer does.
@@ -16,8 +16,6 @@ JSON text GetRecords sends, a few hundred bytes each, so a demo can run for days
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bisect
 import hashlib
 import json
@@ -27,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from console.sources.demo_endpoint import ApiError
+from console.demo.wire import ApiError, decode_iterator, encode_iterator
 
 _ITERATOR_TTL = 900.0
 _SEQ_BASE = 10**20  # 21 digits: the shortest sequence number DynamoDB Streams accepts
@@ -246,6 +244,7 @@ class EmbeddedDynamoDB:
     # -- the API ----------------------------------------------------------------------------
 
     def operation(self, target: str) -> Operation | None:
+        """The handler for an ``X-Amz-Target`` header, or None if it is not ours."""
         return self._operations().get(target)
 
     def _operations(self) -> dict[str, Operation]:
@@ -340,21 +339,16 @@ class EmbeddedDynamoDB:
 
     @staticmethod
     def _iterator(table: _Table, shard: _StreamShard, index: int) -> str:
-        raw = f"{table.name}|{shard.shard_id}|{index}|{time.time():.3f}"
-        return base64.urlsafe_b64encode(raw.encode()).decode()
+        return encode_iterator(table.name, shard.shard_id, index)
 
     def op_get_records(self, body: dict[str, Any]) -> str:
-        try:
-            name, sid, index_text, issued_text = (
-                base64.urlsafe_b64decode(str(body.get("ShardIterator", "")).encode())
-                .decode()
-                .split("|")
-            )
-            index, issued = int(index_text), float(issued_text)
-        except (ValueError, binascii.Error):
-            raise _invalid("Invalid ShardIterator") from None
-        if time.time() - issued > _ITERATOR_TTL:
-            raise ApiError("ExpiredIteratorException", "Iterator expired")
+        it = decode_iterator(
+            str(body.get("ShardIterator", "")),
+            _invalid("Invalid ShardIterator"),
+            _ITERATOR_TTL,
+            ApiError("ExpiredIteratorException", "Iterator expired"),
+        )
+        name, sid, index = it.container, it.shard_id, it.index
         limit = int(body.get("Limit", _MAX_READ))
         if not 1 <= limit <= _MAX_READ:
             raise _invalid("Limit must be between 1 and 1000")

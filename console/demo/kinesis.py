@@ -1,5 +1,4 @@
-"""A small Kinesis endpoint on loopback, for the demo: real HTTP, real JSON protocol, true lineage.
-It also serves the DynamoDB Streams reads of ``demo --source dynamodb`` (see demo_dynamodb.py).
+"""Kinesis Data Streams for the demo: real JSON protocol, true lineage (served by server.py).
 
 Why not moto's server: in moto 5.2 a split re-routes the parent's records and keeps writing to the
 closed parent, a merge copies parents' records into the child, a closed shard never ends its
@@ -9,41 +8,24 @@ use (CreateStream, DescribeStream, DescribeStreamSummary, ListStreams, ListShard
 GetShardIterator, GetRecords, PutRecord, PutRecords, SplitShard, MergeShards) with AWS's
 semantics: writes go to open shards only, a closed shard's iterator ends with ChildShards,
 iterators expire after five minutes, reads are O(log n + batch).
-
-It runs on its own thread and event loop, so the demo's producer keeps its pace whatever the
-consumer and the UI are doing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import bisect
-import functools
 import hashlib
-import json
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from aiohttp import web
-
-if TYPE_CHECKING:
-    from console.sources.demo_dynamodb import Operation
+from console.demo.wire import ApiError, decode_iterator, encode_iterator
 
 _MAX_HASH = 2**128 - 1
 _ITERATOR_TTL = 300.0
-_KINESIS = "Kinesis_20131202."
-
-
-class ApiError(Exception):
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
+TARGET = "Kinesis_20131202."
 
 
 def _invalid(message: str) -> ApiError:
@@ -131,139 +113,21 @@ class _Stream:
         return sorted((s for s in self.shards.values() if not s.closed), key=lambda s: s.start_hash)
 
 
-class EmbeddedEndpoint:
-    """The model and its HTTP front. Every method runs on the endpoint's own loop thread; use
-    :meth:`call` to run one from elsewhere."""
+class EmbeddedKinesis:
+    """The model and its operations. Every method runs on the endpoint's loop thread."""
 
-    def __init__(
-        self,
-        region: str = "us-east-1",
-        account: str = "000000000000",
-        keep_records_per_shard: int = 200_000,
-    ) -> None:
+    def __init__(self, region: str, account: str, keep_records_per_shard: int = 200_000) -> None:
         self.region = region
         self.account = account
         self.keep = keep_records_per_shard
         self.streams: dict[str, _Stream] = {}
-        from console.sources.demo_dynamodb import EmbeddedDynamoDB
 
-        self.dynamodb = EmbeddedDynamoDB(region, account)
-        self.requests = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._startup_error: BaseException | None = None
-        self.port = 0
-
-    # -- life -------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        assert self._loop is not None, "start() first"
-        return self._loop
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._serve, name="demo-kinesis", daemon=True)
-        self._thread.start()
-        self._ready.wait(10)
-        if self._startup_error is not None:
-            raise self._startup_error
-        if not self.port:
-            raise RuntimeError("the embedded Kinesis endpoint did not start within 10 s")
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(10)
-
-    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` on the endpoint thread and return its result."""
-        done = threading.Event()
-        box: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                box["value"] = fn(*args)
-            except BaseException as exc:  # handed back to the caller's thread
-                box["error"] = exc
-            finally:
-                done.set()
-
-        self.loop.call_soon_threadsafe(run)
-        done.wait(10)
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
-
-    def _serve(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._main())
-        except BaseException as exc:
-            self._startup_error = exc
-            self._ready.set()
-        finally:
-            loop.close()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(runner.addresses[0][1])
-        self._runner = runner
-        self._ready.set()
-        try:
-            await self._stop.wait()
-        finally:
-            await runner.cleanup()
-
-    # -- HTTP -------------------------------------------------------------------------------
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        self.requests += 1
-        target = request.headers.get("X-Amz-Target", "")
-        content_type = "application/x-amz-json-1.1"
-        try:
-            handler: Operation | None = None
-            if target.startswith(_KINESIS):
-                kinesis = _OPERATIONS.get(target[len(_KINESIS) :])
-                if kinesis is not None:
-                    handler = functools.partial(kinesis, self)
-            else:
-                content_type = "application/x-amz-json-1.0"
-                handler = self.dynamodb.operation(target)
-            if handler is None:
-                raise ApiError("UnknownOperationException", f"unknown operation {target!r}")
-            try:
-                body = json.loads(await request.read() or b"{}")
-            except ValueError:
-                raise ApiError("SerializationException", "body is not JSON") from None
-            result = handler(body)
-            payload = (
-                result if isinstance(result, str) else json.dumps(result, separators=(",", ":"))
-            )
-            status = 200
-        except ApiError as exc:
-            payload = json.dumps({"__type": exc.code, "message": str(exc)})
-            status = exc.status
-        return web.Response(
-            body=payload.encode(),
-            status=status,
-            content_type=content_type,
-            headers={"x-amzn-RequestId": f"demo-{self.requests}"},
-        )
+    def operation(self, target: str) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+        """The handler for an ``X-Amz-Target`` header, or None if it is not ours."""
+        if not target.startswith(TARGET):
+            return None
+        method = _OPERATIONS.get(target[len(TARGET) :])
+        return None if method is None else getattr(self, method)
 
     # -- model ------------------------------------------------------------------------------
 
@@ -476,30 +340,23 @@ class EmbeddedEndpoint:
             raise _invalid(f"Invalid ShardIteratorType: {kind}")
         return {"ShardIterator": self._iterator(stream, shard, index)}
 
-    def _iterator(self, stream: _Stream, shard: _Shard, index: int) -> str:
-        raw = f"{stream.name}|{shard.shard_id}|{index}|{time.time():.3f}"
-        return base64.urlsafe_b64encode(raw.encode()).decode()
+    @staticmethod
+    def _iterator(stream: _Stream, shard: _Shard, index: int) -> str:
+        return encode_iterator(stream.name, shard.shard_id, index)
 
     def op_get_records(self, body: dict[str, Any]) -> dict[str, Any]:
-        token = str(body.get("ShardIterator", ""))
-        try:
-            name, shard_id, index_text, issued_text = (
-                base64.urlsafe_b64decode(token.encode()).decode().split("|")
-            )
-            index, issued = int(index_text), float(issued_text)
-        except (ValueError, binascii.Error):
-            raise _invalid("Invalid ShardIterator.") from None
-        if time.time() - issued > _ITERATOR_TTL:
-            raise ApiError(
-                "ExpiredIteratorException",
-                f"Iterator expired. The iterator was created at {issued}",
-            )
+        it = decode_iterator(
+            str(body.get("ShardIterator", "")),
+            _invalid("Invalid ShardIterator."),
+            _ITERATOR_TTL,
+            ApiError("ExpiredIteratorException", "Iterator expired."),
+        )
         limit = int(body.get("Limit", 10000))
         if not 1 <= limit <= 10000:
             raise _invalid("Limit must be between 1 and 10000")
-        stream = self.stream({"StreamName": name})
-        shard = self._shard(stream, shard_id)
-        index = max(index, shard.trimmed)
+        stream = self.stream({"StreamName": it.container})
+        shard = self._shard(stream, it.shard_id)
+        index = max(it.index, shard.trimmed)
         lo = index - shard.trimmed
         hi = min(lo + limit, len(shard.seqs))
         records = [
@@ -585,16 +442,16 @@ def _b64(value: Any) -> bytes:
         raise ApiError("SerializationException", "Data is not base64") from None
 
 
-_OPERATIONS: dict[str, Callable[[EmbeddedEndpoint, dict[str, Any]], dict[str, Any]]] = {
-    "CreateStream": EmbeddedEndpoint.op_create_stream,
-    "ListStreams": EmbeddedEndpoint.op_list_streams,
-    "DescribeStream": EmbeddedEndpoint.op_describe_stream,
-    "DescribeStreamSummary": EmbeddedEndpoint.op_describe_stream_summary,
-    "ListShards": EmbeddedEndpoint.op_list_shards,
-    "GetShardIterator": EmbeddedEndpoint.op_get_shard_iterator,
-    "GetRecords": EmbeddedEndpoint.op_get_records,
-    "PutRecord": EmbeddedEndpoint.op_put_record,
-    "PutRecords": EmbeddedEndpoint.op_put_records,
-    "SplitShard": EmbeddedEndpoint.op_split_shard,
-    "MergeShards": EmbeddedEndpoint.op_merge_shards,
+_OPERATIONS = {
+    "CreateStream": "op_create_stream",
+    "ListStreams": "op_list_streams",
+    "DescribeStream": "op_describe_stream",
+    "DescribeStreamSummary": "op_describe_stream_summary",
+    "ListShards": "op_list_shards",
+    "GetShardIterator": "op_get_shard_iterator",
+    "GetRecords": "op_get_records",
+    "PutRecord": "op_put_record",
+    "PutRecords": "op_put_records",
+    "SplitShard": "op_split_shard",
+    "MergeShards": "op_merge_shards",
 }

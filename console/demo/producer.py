@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from console.demo.server import EmbeddedEndpoint
 from console.model import format_ts
 from console.sources.aws import AwsSettings
-from console.sources.demo_endpoint import EmbeddedEndpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +85,7 @@ class Demo:
             )
             self.stream_arn = table.stream_arn
         else:
-            self.endpoint.create_stream(self.options.stream, self.options.shards)
+            self.endpoint.kinesis.create_stream(self.options.stream, self.options.shards)
         self._write(max(1, int(self.options.rate)))  # a first second of data, before any read
         self._task = self.endpoint.loop.create_task(self._produce())
 
@@ -111,7 +111,7 @@ class Demo:
                 "amount": round(self._rng.uniform(5, 500), 2),
                 "at": format_ts(time.time()),
             }
-            self.endpoint.put(self.options.stream, customer, json.dumps(order).encode())
+            self.endpoint.kinesis.put(self.options.stream, customer, json.dumps(order).encode())
 
     def _change(self, count: int) -> None:
         """Orders placed, shipped and cancelled: INSERT, MODIFY and REMOVE on the stream."""
@@ -179,17 +179,17 @@ class Demo:
                 self._merge()
 
     def _split(self) -> None:
-        stream = self.endpoint.streams[self.options.stream]
+        stream = self.endpoint.kinesis.streams[self.options.stream]
         widest = max(stream.open_shards(), key=lambda s: s.end_hash - s.start_hash)
         middle = (widest.start_hash + widest.end_hash + 1) // 2
-        a, b = self.endpoint.split(self.options.stream, widest.shard_id, middle)
+        a, b = self.endpoint.kinesis.split(self.options.stream, widest.shard_id, middle)
         self._emit(f"demo: split {widest.shard_id} into {a} and {b}")
 
     def _merge(self) -> None:
-        stream = self.endpoint.streams[self.options.stream]
+        stream = self.endpoint.kinesis.streams[self.options.stream]
         shards = stream.open_shards()
         if len(shards) < 2:
             return
         low, high = shards[-2], shards[-1]
-        child = self.endpoint.merge(self.options.stream, low.shard_id, high.shard_id)
+        child = self.endpoint.kinesis.merge(self.options.stream, low.shard_id, high.shard_id)
         self._emit(f"demo: merged {low.shard_id} and {high.shard_id} into {child}")
