@@ -1,12 +1,21 @@
-"""Errors that end a command, with the exit code they map to.
+"""The errors shard-console raises on purpose. ``str(err)`` is one line that says what is wrong
+and what to do about it.
 
-Every message is one line that says what is wrong and what to do about it.
+Library errors (a store that cannot be used, an operator change that cannot apply, a source
+that fails) derive from :class:`Error` and say nothing of flags or exit codes. The command
+line's own errors add an exit code; ``console.cli`` maps the library's to one as well.
 """
 
 from __future__ import annotations
 
 
-class ConsoleError(Exception):
+class Error(Exception):
+    """Base of every error shard-console raises on purpose."""
+
+
+class ConsoleError(Error):
+    """An error of the command line, with its exit code."""
+
     exit_code = 1
 
 
