@@ -20,6 +20,7 @@ __all__ = [
     "ChangeRecord",
     "Checkpoint",
     "CheckpointStatus",
+    "HistoryEntry",
     "Position",
     "PositionError",
     "PositionKind",
@@ -327,6 +328,26 @@ class Checkpoint:
     paused: bool = False
     arrival: float | None = None
     updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One change of one shard's checkpoint or status, with its cause.
+
+    ``cause`` is a short word (start, progress, done, rewind, skip, pause, resume, undo,
+    retention, reset); ``actor`` is who did it: the engine, ``user@host``, or ``tui``."""
+
+    shard_id: str
+    cause: str
+    actor: str
+    new_position: Position | None
+    new_status: str | None
+    old_position: Position | None = None
+    old_status: str | None = None
+    note: str | None = None
+    at: float = 0.0
+    id: int | None = None
+    command_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

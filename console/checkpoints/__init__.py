@@ -1,15 +1,17 @@
-"""Where progress is kept. SQLite by default; a DynamoDB lease table later."""
+"""Where progress is kept, and who may read which shard. SQLite by default; a DynamoDB lease
+table later."""
 
 from console.checkpoints.base import (
     CheckpointChange,
     CheckpointStore,
     Command,
-    HistoryEntry,
     Owner,
+    ShardOwnership,
     StoreError,
     StoreLockedError,
     StreamRecord,
 )
+from console.model import HistoryEntry
 
 __all__ = [
     "CheckpointChange",
@@ -17,6 +19,7 @@ __all__ = [
     "Command",
     "HistoryEntry",
     "Owner",
+    "ShardOwnership",
     "StoreError",
     "StoreLockedError",
     "StreamRecord",

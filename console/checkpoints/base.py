@@ -1,4 +1,10 @@
-"""The checkpoint store protocol and the values that cross it."""
+"""The store protocol and the values that cross it.
+
+A store keeps a stream's checkpoints, the history of every change and the operator commands,
+and it answers *who may read which shard*: the SQLite store by a whole-stream lock (one process
+reads the stream), a lease table by per-shard leases (many processes share it). The engine asks
+the store; it never assumes it is alone.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +12,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from console.errors import UsageError
-from console.model import Checkpoint, Position, Shard
+from console.errors import Error
+from console.model import Checkpoint, HistoryEntry, Position, Shard
 
 
-class StoreError(UsageError):
-    """The database cannot be used: corrupt, foreign, newer, read-only, or unreadable.
+class StoreError(Error):
+    """The store cannot be used: corrupt, foreign, newer, read-only, or unreadable.
     Raised before anything is written."""
 
 
-class StoreLockedError(UsageError):
-    """Another live consumer holds this stream in this database."""
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """One change of one shard's checkpoint or status, with its cause.
-
-    ``cause`` is a short word (start, progress, done, rewind, skip, pause, resume, undo,
-    retention, reset); ``actor`` is who did it: the engine, ``user@host``, or ``tui``."""
-
-    shard_id: str
-    cause: str
-    actor: str
-    new_position: Position | None
-    new_status: str | None
-    old_position: Position | None = None
-    old_status: str | None = None
-    note: str | None = None
-    at: float = 0.0
-    id: int | None = None
-    command_id: int | None = None
+class StoreLockedError(StoreError):
+    """Another live consumer holds this stream in this store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +76,29 @@ class Command:
     result: str | None = None
 
 
-class CheckpointStore(Protocol):
+class ShardOwnership(Protocol):
+    """Who may read which shard of a stream."""
+
+    async def acquire(self, stream: str) -> None:
+        """Join the stream's readers. Raises StoreLockedError when the store admits no more
+        (SQLite: another process holds the stream)."""
+        ...
+
+    async def release(self, stream: str) -> None:
+        """Leave: give back every shard this process holds. Idempotent."""
+        ...
+
+    def holds(self, stream: str) -> bool:
+        """Whether this process has joined the stream's readers and not left."""
+        ...
+
+    def may_read(self, stream: str, shard_id: str) -> bool:
+        """Whether this process may read the shard now (SQLite: every shard, while it holds
+        the stream; a lease table: the shards it holds a lease on)."""
+        ...
+
+
+class CheckpointStore(ShardOwnership, Protocol):
     path: str
 
     async def load(self, stream: str) -> dict[str, Checkpoint]: ...
@@ -104,7 +112,10 @@ class CheckpointStore(Protocol):
         stream: str,
         changes: Sequence[CheckpointChange],
         finish: tuple[int, str] | None = None,
-    ) -> None: ...
+    ) -> None:
+        """Checkpoints and their history in one transaction; ``finish`` marks an operator
+        command applied in it."""
+        ...
 
     async def save_shards(self, stream: str, shards: Sequence[Shard]) -> None: ...
 
@@ -133,9 +144,5 @@ class CheckpointStore(Protocol):
     async def pending_commands(self, stream: str) -> list[Command]: ...
 
     async def finish_command(self, command_id: int, ok: bool, result: str) -> None: ...
-
-    async def acquire(self, stream: str) -> None: ...
-
-    async def release(self, stream: str) -> None: ...
 
     async def close(self) -> None: ...

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import fcntl
 import functools
-import getpass
 import hashlib
 import json
 import logging
@@ -33,13 +32,13 @@ import aiosqlite
 from console.checkpoints.base import (
     CheckpointChange,
     Command,
-    HistoryEntry,
     Owner,
     StoreError,
     StoreLockedError,
     StreamRecord,
 )
-from console.model import Checkpoint, CheckpointStatus, Position, Shard
+from console.identity import user_name
+from console.model import Checkpoint, CheckpointStatus, HistoryEntry, Position, Shard
 
 log = logging.getLogger(__name__)
 
@@ -126,15 +125,6 @@ MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def actor_name() -> str:
-    """``user@host``: who an operator change is recorded as."""
-    try:
-        user = getpass.getuser()
-    except Exception:
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
-
-
 def lock_path(db_path: str, stream: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9._-]", "_", stream)[:48]
     digest = hashlib.sha1(stream.encode(), usedforsecurity=False).hexdigest()[:8]
@@ -148,7 +138,7 @@ def _writable(path: str) -> bool:
 
 def _read_only(path: str) -> StoreError:
     return StoreError(
-        f"database {path} is read-only: make it and its folder writable, or pass another --db"
+        f"database {path} is read-only: make it and its folder writable, or use another database"
     )
 
 
@@ -157,17 +147,17 @@ def _explain(path: str, exc: sqlite3.Error) -> StoreError:
     text = str(exc)
     if "locked" in text or "busy" in text:
         return StoreError(
-            f"database {path} is locked by another process: wait for it, or pass another --db"
+            f"database {path} is locked by another process: wait for it, or use another database"
         )
     if "readonly" in text or "read-only" in text or (Path(path).exists() and not _writable(path)):
         return _read_only(path)
     if "unable to open" in text:
         return StoreError(
-            f"cannot open database {path} ({text}): check the path, or pass another --db"
+            f"cannot open database {path} ({text}): check the path, or use another database"
         )
     return StoreError(
         f"database {path} is corrupt ({text}): refusing to touch it; restore it from a backup "
-        "or pass another --db"
+        "or use another database"
     )
 
 
@@ -182,21 +172,21 @@ def inspect_database(path: str) -> int | None:
             raise StoreError(f"cannot create database {path}: folder {p.parent} does not exist")
         return None
     if not p.is_file():
-        raise StoreError(f"database path {path} is not a file: pass another --db")
+        raise StoreError(f"database path {path} is not a file: use another database")
     try:
         with p.open("rb") as fh:
             header = fh.read(len(_HEADER))
     except PermissionError:
         raise StoreError(
-            f"cannot read database {path}: permission denied; fix its permissions or pass "
-            "another --db"
+            f"cannot read database {path}: permission denied; fix its permissions or use "
+            "another database"
         ) from None
     if not header:
         return 0
     if header != _HEADER:
         raise StoreError(
             f"{path} is not an SQLite database (corrupt or another kind of file): refusing to "
-            "touch it; restore it or pass another --db"
+            "touch it; restore it or use another database"
         )
     try:
         conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
@@ -217,12 +207,12 @@ def inspect_database(path: str) -> int | None:
         shown = ", ".join(tables[:4]) or "none"
         raise StoreError(
             f"{path} belongs to another application (application_id {app_id}, tables: {shown}): "
-            "refusing to touch it; pass another --db"
+            "refusing to touch it; use another database"
         )
     if check != "ok":
         raise StoreError(
             f"database {path} is corrupt (quick_check: {check}): refusing to touch it; restore it "
-            "from a backup or pass another --db"
+            "from a backup or use another database"
         )
     if version > SCHEMA_VERSION:
         raise StoreError(
@@ -316,7 +306,7 @@ class SqliteStore:
         version = inspect_database(path)
         if version is None:
             if not create:
-                raise StoreError(f"no database at {path}: pass --db with an existing database")
+                raise StoreError(f"no database at {path}")
             try:
                 _create_private(path)
             except FileExistsError:
@@ -658,7 +648,7 @@ class SqliteStore:
             who = holder.describe() if holder else "another process"
             raise StoreLockedError(
                 f"stream '{stream}' in {self.path} is being consumed by {who}: stop that "
-                "consumer first, or pass another --db"
+                "consumer first, or use another database"
             ) from None
         self._locks[stream] = fd
         try:
@@ -671,12 +661,11 @@ class SqliteStore:
 
     @_atomic
     async def _record_owner(self, stream: str) -> None:
-        user = actor_name().split("@", 1)[0]
         async with self._transaction() as conn:
             await conn.execute(
                 "INSERT OR REPLACE INTO owners (stream, pid, host, user, started_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (stream, os.getpid(), socket.gethostname(), user, time.time()),
+                (stream, os.getpid(), socket.gethostname(), user_name(), time.time()),
             )
 
     async def owner(self, stream: str) -> Owner | None:
@@ -687,6 +676,10 @@ class SqliteStore:
         return Owner(*row) if row else None
 
     def holds(self, stream: str) -> bool:
+        return stream in self._locks
+
+    def may_read(self, stream: str, shard_id: str) -> bool:
+        """One process reads the whole stream: every shard, while it holds the lock."""
         return stream in self._locks
 
     async def release(self, stream: str) -> None:
