@@ -44,7 +44,8 @@ async def measure(shards: int, runs: int) -> dict[str, list[float]]:
         for _ in range(runs):
             # A new Checkpointer's first flush also writes each shard's periodic history row
             # (as once a minute per shard in a run); its second is steady progress.
-            checkpointer = Checkpointer(store, stream, state, nothing, history_interval=3600.0)
+            checkpointer = Checkpointer(store, state, nothing, history_interval=3600.0)
+            checkpointer.load(stream, {})
             for timings in out.values():
                 now = time.time()
                 step += 1

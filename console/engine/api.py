@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from console.checkpoints.base import HistoryEntry
 from console.engine.control import ControlRequest, Plan
 from console.engine.events import EventLog
 from console.engine.lineage import Lineage
 from console.engine.state import EngineState
-from console.model import Position
+from console.model import HistoryEntry, Position
 
 
 class ControlOutcome(Protocol):
@@ -59,6 +58,10 @@ class Engine(Protocol):
         recorded none."""
         ...
 
+    async def start(self) -> None: ...
+
     def request_stop(self, reason: str | None = None) -> None: ...
 
     async def run(self, duration: float | None = None) -> None: ...
+
+    async def stop(self) -> None: ...

@@ -13,23 +13,22 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 
-from console.checkpoints.base import CheckpointChange, CheckpointStore, HistoryEntry
+from console.checkpoints.base import CheckpointChange, CheckpointStore
 from console.engine.state import EngineState
-from console.model import Checkpoint, CheckpointStatus, Position
+from console.model import Checkpoint, CheckpointStatus, HistoryEntry, Position
 
 
 class Checkpointer:
     def __init__(
         self,
         store: CheckpointStore,
-        stream: str,
         state: EngineState,
         before_write: Callable[[], Awaitable[None]],
         *,
         history_interval: float = 60.0,
     ) -> None:
         self._store = store
-        self._stream = stream
+        self._stream = ""  # the store's key for the stream, from load()
         self._state = state
         self._before_write = before_write
         self._history_interval = history_interval
@@ -38,11 +37,12 @@ class Checkpointer:
         self._history_at: dict[str, float] = {}
         self._history_pos: dict[str, Position] = {}
         self._lock = asyncio.Lock()
-        self.flushes = 0
         # Shards whose checkpoint says done or skipped: what lineage readiness is computed from.
         self.finished: set[str] = set()
 
-    def load(self, checkpoints: Mapping[str, Checkpoint]) -> None:
+    def load(self, stream: str, checkpoints: Mapping[str, Checkpoint]) -> None:
+        """What the store holds for ``stream`` (its key in the store), before any write."""
+        self._stream = stream
         self._saved = dict(checkpoints)
         self.finished = {sid for sid, cp in checkpoints.items() if cp.status.finished}
         now = time.time()
@@ -77,10 +77,6 @@ class Checkpointer:
             assert cp is not None
             out[sid] = cp
         return out
-
-    @property
-    def dirty(self) -> bool:
-        return bool(self._pending)
 
     async def flush(self) -> int:
         """Write every shard that moved since the last flush. Returns how many."""
@@ -120,7 +116,6 @@ class Checkpointer:
                 for sid, value in pending.items():
                     self._pending.setdefault(sid, value)
                 raise
-            self.flushes += 1
             for change in batch:
                 cp = change.checkpoint
                 self._saved[cp.shard_id] = cp

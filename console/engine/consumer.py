@@ -1,12 +1,17 @@
-"""The consumer: owns discovery, workers, checkpoints and control for one stream.
+"""The consumer: its life-cycle, and the wiring of discovery, workers, checkpoints and changes.
 
     async with Consumer(source, store, processor, options) as consumer:
         await consumer.run(duration=60)
 
-``stop()`` is idempotent: workers stop fetching, finish the batch in hand, the checkpoints are
-flushed, the stream's lock is released. ``request_stop()`` is the synchronous form for signal
-handlers. What the consumer is doing is always in ``consumer.state`` (a versioned snapshot) and
-``consumer.events``.
+The parts have modules of their own: :mod:`discovery` lists shards and keeps the lineage,
+:mod:`worker` reads one shard, :mod:`checkpointing` batches checkpoints into the store,
+:mod:`changes` applies operator changes. The consumer starts and stops them, decides which
+shard may read (its parents are done, the store lets this process read it, no operator change
+holds it) and keeps ``state``, the versioned snapshot front ends read.
+
+``stop()`` is idempotent, and safe at any moment, during ``start()`` too: workers stop fetching,
+finish the batch in hand, checkpoints are flushed, the store's hold on the stream is released.
+``request_stop()`` is its synchronous form, for signal handlers.
 """
 
 from __future__ import annotations
@@ -20,24 +25,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from console.checkpoints.base import (
-    CheckpointChange,
-    CheckpointStore,
-    HistoryEntry,
-    StreamRecord,
-)
+from console.checkpoints.base import CheckpointStore, StreamRecord
+from console.engine.changes import OperatorChanges
 from console.engine.checkpointing import Checkpointer
-from console.engine.control import (
-    Action,
-    ControlError,
-    ControlRequest,
-    ControlResult,
-    Plan,
-    plan_change,
-)
+from console.engine.control import ControlRequest, ControlResult, Plan
+from console.engine.discovery import Discovery, initial_checkpoints
 from console.engine.events import EventLog, Level
 from console.engine.lineage import Lineage
-from console.engine.offline import checkpoint_position, undo_scope
 from console.engine.retry import Backoff
 from console.engine.state import EngineState
 from console.engine.worker import (
@@ -50,8 +44,8 @@ from console.engine.worker import (
 from console.model import (
     Checkpoint,
     CheckpointStatus,
+    HistoryEntry,
     Position,
-    PositionKind,
     Record,
     Shard,
     ShardContext,
@@ -59,18 +53,14 @@ from console.model import (
     format_ts,
 )
 from console.processors.base import Processor
-from console.sources.base import (
-    FatalSourceError,
-    RetryableError,
-    StreamInfo,
-    StreamSource,
-)
+from console.sources.base import FatalSourceError, StreamInfo, StreamSource
 
 log = logging.getLogger("shard_console.engine")
 
 
 class ConsumerStatus(StrEnum):
     CREATED = "created"
+    STARTING = "starting"
     RUNNING = "running"
     STOPPING = "stopping"
     STOPPED = "stopped"
@@ -102,34 +92,35 @@ class Consumer:
         processor: Processor,
         options: ConsumerOptions | None = None,
         events: EventLog | None = None,
+        info: StreamInfo | None = None,
     ) -> None:
+        """``info``: what ``source.describe()`` said, when the caller has asked already."""
         self.source = source
         self.store = store
         self.processor = processor
         self.options = options or ConsumerOptions()
         self.events = events or EventLog()
         self.state = EngineState(source.stream, source.kind, source.location)
+        self.state.info = info
         self.status = ConsumerStatus.CREATED
         self.failure: str | None = None  # why the run failed, if it did
         self.key = source.stream  # the store's key for the stream; the ARN once known
         self.checkpointer = Checkpointer(
-            store,
-            self.key,
-            self.state,
-            processor.flush,
-            history_interval=self.options.history_interval,
+            store, self.state, processor.flush, history_interval=self.options.history_interval
+        )
+        self.discovery = Discovery(source, store, self.events)
+        self.changes = OperatorChanges(
+            self, store, self.checkpointer, self.events, read_only=self.options.read_only
         )
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
         self._discover_now = asyncio.Event()
-        self._control_lock = asyncio.Lock()
+        self._starting: asyncio.Task[None] | None = None
+        self._opened = False  # the processor: closed at the end only if it was opened
+        self._closing = False
         self._workers: dict[str, tuple[ShardWorker, asyncio.Task[WorkerExit]]] = {}
         self._failed: set[str] = set()
-        self._lineage = Lineage.build(())
-        self._fingerprint: tuple[tuple[str, str | None], ...] | None = None
-        self._learned: dict[str, Shard] = {}  # children seen in ChildShards, not listed yet
         self._lost_reported: set[str] = set()
-        self._holding = False  # start-up: no workers until pending commands are applied
         self._changing: set[str] = set()  # shards an operator change is rewriting: no worker
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -158,40 +149,54 @@ class Consumer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def start(self, info: StreamInfo | None = None) -> None:
-        """Describe the stream (unless ``info`` is given), take its lock in the store, load
-        checkpoints, discover shards and start workers."""
+    async def start(self) -> None:
+        """Describe the stream (unless it was), join its readers in the store, load the
+        checkpoints, list the shards, apply the commands left pending, start the workers.
+
+        A ``stop()`` or ``request_stop()`` meanwhile ends the start: it returns with the
+        consumer stopped and everything it had taken given back. An error undoes the same
+        and is raised."""
         if self.status is not ConsumerStatus.CREATED:
             raise RuntimeError(f"a Consumer starts once (it is {self.status.value})")
-        self.status = ConsumerStatus.STOPPING  # until running; a concurrent stop() waits
+        if self._stop_requested.is_set():  # asked to stop before it started
+            self._set_stopped()
+            return
+        self.status = ConsumerStatus.STARTING
+        task = asyncio.create_task(self._start(), name="consumer start")
+        self._starting = task
         try:
-            if info is None:
-                info = await self.source.describe()
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            caller_cancelled = me is not None and me.cancelling() > 0
+            if caller_cancelled:
+                task.cancel()  # our caller is cancelled: so is the start
+            await asyncio.wait([task])
+            # A start cancelled before its first step never ran its own clean-up.
+            await self._shutdown()
+            if caller_cancelled:
+                raise
+            # Otherwise stop() or request_stop() ended the start: the consumer is stopped.
+        finally:
+            self._starting = None
+
+    async def _start(self) -> None:
+        try:
+            info = self.state.info or await self.source.describe()
             self.state.info = info
-            self.key = info.arn or self.source.stream
-            self.checkpointer = Checkpointer(
-                self.store,
-                self.key,
-                self.state,
-                self.processor.flush,
-                history_interval=self.options.history_interval,
-            )
+            self.key = self.discovery.key = info.arn or self.source.stream
             await self.store.acquire(self.key)
-        except BaseException:
-            self.status = ConsumerStatus.STOPPED
-            self._stopped.set()
-            raise
-        try:
             record = await self.store.stream_record(self.key)
             checkpoints = await self.store.load(self.key)
-            self.checkpointer.load(checkpoints)
-            fresh = record is None and not checkpoints
+            self.checkpointer.load(self.key, checkpoints)
+            self._opened = True
             await self.processor.open()
-            self.status = ConsumerStatus.RUNNING
-            # Workers wait until the commands written while no consumer ran are applied: the
-            # next start honours them before reading anything.
-            self._holding = True
-            await self._first_discovery(fresh)
+            backoff = Backoff(self.options.backoff_base, max(self.options.backoff_cap, 1.0))
+            shards = await self.discovery.first_list(backoff)
+            self._set_lineage(self.discovery.lineage)
+            if record is None and not checkpoints:
+                initial = self.options.initial_position
+                await self.checkpointer.write(initial_checkpoints(shards, initial, time.time()))
             await self.store.register_stream(
                 StreamRecord(
                     self.key,
@@ -202,12 +207,13 @@ class Consumer:
                     info.retention_hours,
                 )
             )
-            await self._apply_pending()
-            self._holding = False
-            self._reconcile()
+            # Commands written while no consumer ran are honoured before anything is read.
+            await self.changes.apply_pending()
         except BaseException:
             await self._shutdown()
             raise
+        self.status = ConsumerStatus.RUNNING
+        self._reconcile()
         self._tasks = [
             self._loop_task(self._discovery_loop(), "discovery"),
             self._loop_task(self._flush_loop(), "checkpoint flush"),
@@ -217,14 +223,17 @@ class Consumer:
         self.events.emit(
             "started",
             f"consuming '{self.source.stream}' ({self.source.kind}, {self.source.location}): "
-            f"{len(self._lineage)} shards, {len(self._workers)} reading",
+            f"{len(self.lineage)} shards, {len(self._workers)} reading",
         )
 
     def request_stop(self, reason: str | None = None) -> None:
-        """Ask the run to end; safe from a signal handler. ``run()`` returns, then ``stop()``."""
+        """Ask the run to end; safe from a signal handler. ``run()`` returns, then ``stop()``;
+        a start under way ends at once."""
         if reason and not self._stop_requested.is_set():
             self.events.emit("stopping", reason)
         self._stop_requested.set()
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
 
     async def run(self, duration: float | None = None) -> None:
         """Consume until stopped, failed, out of ``max_records`` or past ``duration``."""
@@ -237,17 +246,21 @@ class Consumer:
 
     async def stop(self) -> None:
         if self.status is ConsumerStatus.CREATED:
-            self.status = ConsumerStatus.STOPPED
-            self._stopped.set()
+            self._set_stopped()
             return
         if self.status is ConsumerStatus.STOPPED:
             return
-        if self.status is ConsumerStatus.STOPPING and self._tasks == []:
-            # start() failed half-way and is cleaning up, or a second stop() is waiting.
+        self._stop_requested.set()
+        starting = self._starting
+        if starting is not None and not starting.done():
+            starting.cancel()  # its clean-up gives back what it took
+            await asyncio.wait([starting])
+            await self._shutdown()
+            return
+        if self.status is ConsumerStatus.STOPPING:
             await self._stopped.wait()
             return
         self.status = ConsumerStatus.STOPPING
-        self._stop_requested.set()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -255,9 +268,16 @@ class Consumer:
         await self._shutdown()
 
     async def _shutdown(self) -> None:
-        """Stop workers (each finishes its batch), flush, close, release. Runs once."""
+        """Stop workers (each finishes its batch), flush, close, release. Runs once, from a
+        stop or from a start that failed or was stopped, whatever it had reached."""
+        if self._closing:
+            await self._stopped.wait()
+            return
+        self._closing = True
+        started = self.status is ConsumerStatus.STOPPING
+        self.status = ConsumerStatus.STOPPING
         try:
-            async with self._control_lock:
+            async with self.changes.lock:
                 for worker, _ in list(self._workers.values()):
                     worker.stop()
                 running = [task for _, task in self._workers.values()]
@@ -266,40 +286,50 @@ class Consumer:
                 if self._background:
                     await asyncio.gather(*self._background, return_exceptions=True)
                 try:
-                    if self.store_held:
+                    if self._opened and self.store.holds(self.key):
                         await self.checkpointer.flush()
                 except Exception as exc:
                     self._fail_run(f"the final checkpoint flush failed: {exc}")
         finally:
             try:
-                await self.processor.close()
+                if self._opened:
+                    await self.processor.close()
             except Exception as exc:
                 self._fail_run(f"the processor failed to close: {type(exc).__name__}: {exc}")
             finally:
                 await self.store.release(self.key)
-                self.status = ConsumerStatus.STOPPED
-                self._stopped.set()
-                self.events.emit(
-                    "stopped",
-                    f"stopped after {self.state.records_total} records; checkpoints flushed",
-                )
+                self._set_stopped()
+                if started:
+                    self.events.emit(
+                        "stopped",
+                        f"stopped after {self.state.records_total} records; checkpoints flushed",
+                    )
 
-    @property
-    def store_held(self) -> bool:
-        holds = getattr(self.store, "holds", None)
-        return bool(holds(self.key)) if callable(holds) else True
+    def _set_stopped(self) -> None:
+        self.status = ConsumerStatus.STOPPED
+        self._stopped.set()
 
     @property
     def stopped(self) -> asyncio.Event:
         return self._stopped
 
     @property
+    def running(self) -> bool:
+        """Running, or starting far enough to apply operator commands."""
+        return self.status in (ConsumerStatus.STARTING, ConsumerStatus.RUNNING)
+
+    @property
     def lineage(self) -> Lineage:
-        return self._lineage
+        return self.discovery.lineage
 
     @property
     def read_only(self) -> bool:
         return self.options.read_only
+
+    @property
+    def retention_hours(self) -> float | None:
+        info = self.state.info
+        return info.retention_hours if info is not None else None
 
     def _fail_run(self, reason: str) -> None:
         """The first reason is the run's failure, one ERROR line; what fails after it while
@@ -340,7 +370,24 @@ class Consumer:
 
         task.add_done_callback(done)
 
-    # -- discovery --------------------------------------------------------------------------
+    # -- the engine's face to front ends (console.engine.api.Engine) --------------------------
+
+    async def control(self, request: ControlRequest) -> ControlResult:
+        return await self.changes.control(request)
+
+    async def preview(self, request: ControlRequest) -> Plan:
+        return await self.changes.preview(request)
+
+    async def history(self, shard_id: str | None = None, limit: int = 50) -> list[HistoryEntry]:
+        return await self.changes.history(shard_id, limit)
+
+    async def checkpoint_position(self, shard_id: str, entry_id: int) -> Position:
+        return await self.changes.checkpoint_position(shard_id, entry_id)
+
+    # -- discovery ----------------------------------------------------------------------------
+
+    def trigger_discovery(self) -> None:
+        self._discover_now.set()
 
     async def _discovery_loop(self) -> None:
         while True:
@@ -349,7 +396,7 @@ class Consumer:
                     await self._discover_now.wait()
             self._discover_now.clear()
             try:
-                await self._discover()
+                _, lineage = await self.discovery.refresh()
             except FatalSourceError as exc:
                 self._fail_run(f"shard discovery failed: {exc}")
                 return
@@ -359,101 +406,20 @@ class Consumer:
                     f"shard discovery failed, will retry: {exc}",
                     level=Level.WARNING,
                 )
+                continue
+            if lineage is not None:
+                self._set_lineage(lineage)
+            self._reconcile()
 
-    async def _first_discovery(self, fresh: bool) -> None:
-        """The first listing must succeed before anything runs: throttling or a 5xx at start-up
-        is retried with backoff (about half a minute in all) before the start fails."""
-        backoff = Backoff(self.options.backoff_base, max(self.options.backoff_cap, 1.0))
-        for attempt in range(1, 9):
-            try:
-                await self._discover(fresh=fresh)
-                return
-            except RetryableError as exc:
-                if attempt == 8:
-                    raise
-                self.events.emit(
-                    "discovery_error",
-                    f"listing shards failed, retrying: {exc}",
-                    level=Level.WARNING,
-                )
-                await asyncio.sleep(backoff.next_delay())
-
-    def trigger_discovery(self) -> None:
-        self._discover_now.set()
-
-    async def _discover(self, fresh: bool = False) -> None:
-        shards = await self.source.list_shards()
-        fingerprint = tuple((s.shard_id, s.ending_sequence_number) for s in shards)
-        if fingerprint == self._fingerprint:
-            self._reconcile()  # an unchanged shard list costs no rework
-            return
-        first = self._fingerprint is None
-        self._fingerprint = fingerprint
-        known = self._lineage.shards
-        changed = [s for s in shards if known.get(s.shard_id) != s]
-        if changed:
-            await self.store.save_shards(self.key, changed)
-        listed = {s.shard_id for s in shards}
-        for sid in [sid for sid in self._learned if sid in listed]:
-            del self._learned[sid]
-        self._set_lineage(Lineage.build([*shards, *self._learned.values()]))
-        if not first:
-            new = [s for s in changed if s.shard_id not in known]
-            closed = [
-                s.shard_id
-                for s in changed
-                if s.is_closed and s.shard_id in known and not known[s.shard_id].is_closed
-            ]
-            if new or closed:
-                parts = []
-                if new:
-                    parts.append(
-                        "new "
-                        + ", ".join(
-                            f"{s.shard_id} (from {'+'.join(s.parents) or 'none'})" for s in new
-                        )
-                    )
-                if closed:
-                    parts.append("closed " + ", ".join(closed))
-                self.events.emit("resharded", "resharding: " + "; ".join(parts))
-        if fresh:
-            await self._write_initial_positions(shards)
-        self._reconcile()
-
-    async def _write_initial_positions(self, shards: list[Shard]) -> None:
-        """First start of this stream in this database: every shard gets a checkpoint, so a
-        shard without one later is new and starts at TRIM_HORIZON.
-
-        LATEST is stored as AT_TIMESTAMP(now): a restart before the first record then resumes
-        from the same instant instead of skipping what arrived meanwhile. With LATEST, closed
-        shards are not read at all."""
-        initial = self.options.initial_position
-        now = time.time()
-        position = Position.at_timestamp(now) if initial.kind is PositionKind.LATEST else initial
-        changes = []
-        for shard in shards:
-            if initial.kind is PositionKind.LATEST and shard.is_closed:
-                cp = Checkpoint(shard.shard_id, position, CheckpointStatus.DONE)
-                note = "closed before the first start; initial position is latest"
-            else:
-                cp = Checkpoint(shard.shard_id, position)
-                note = f"first start; initial position {initial.encode()}"
-            changes.append(
-                CheckpointChange(
-                    cp,
-                    HistoryEntry(
-                        shard_id=shard.shard_id,
-                        cause="start",
-                        actor="engine",
-                        new_position=cp.position,
-                        new_status=cp.status.value,
-                        note=note,
-                    ),
-                )
-            )
-        await self.checkpointer.write(changes)
+    def _on_children(self, children: tuple[Shard, ...]) -> None:
+        lineage = self.discovery.learn(children)
+        if lineage is not None:
+            self._set_lineage(lineage)
+            self._discover_now.set()
 
     def _set_lineage(self, lineage: Lineage) -> None:
+        """Show the shard tree as listed: each row's parents and whether it is closed; hand a
+        closed shard's range to its worker; forget shards that left the stream."""
         state = self.state
         for sid, shard in lineage.shards.items():
             view = state.view(sid)
@@ -468,60 +434,46 @@ class Consumer:
             if sid in self._workers:
                 continue
             cp = self.checkpointer.get(sid)
-            if cp is not None and not cp.status.finished and sid not in self._lost_reported:
+            if cp is not None and not cp.status.finished:
                 self._report_lost(sid, cp)
             del state.shards[sid]
-        self._lineage = lineage
         state.set_lineage(lineage)
 
     def _report_lost(self, sid: str, cp: Checkpoint) -> None:
+        """A shard that left the stream (retention) before it was read to its end."""
+        if sid in self._lost_reported:
+            return
         self._lost_reported.add(sid)
         message = (
             f"{sid} left the stream (retention) before it was read to the end; records after "
             f"{cp.position.describe()} are lost"
         )
-        self.events.emit("retention_loss", message, level=Level.ERROR, shard_id=sid)
-        self._spawn(
-            self.store.add_history(
-                self.key,
-                [
-                    HistoryEntry(
-                        shard_id=sid,
-                        cause="retention",
-                        actor="engine",
-                        old_position=cp.position,
-                        new_position=None,
-                        new_status=None,
-                        note=message,
-                    )
-                ],
-            ),
-            "recording a retention loss",
-        )
+        self._retention_loss(sid, message, cp.position, None)
 
-    def _on_children(self, children: tuple[Shard, ...]) -> None:
-        """ChildShards at a shard's end: known at once, without waiting for a listing."""
-        new = [c for c in children if c.shard_id not in self._lineage]
-        if not new:
-            return
-        for child in new:
-            self._learned[child.shard_id] = child
-        self._set_lineage(Lineage.build([*self._lineage.shards.values(), *new]))
-        self.events.emit(
-            "resharded",
-            "resharding: new "
-            + ", ".join(f"{c.shard_id} (from {'+'.join(c.parents) or 'none'})" for c in new),
+    def _retention_loss(
+        self, sid: str, message: str, old: Position | None, new: Position | None
+    ) -> None:
+        """Data lost to retention is loud: an ERROR event and a row in the history."""
+        self.events.emit("retention_loss", message, level=Level.ERROR, shard_id=sid)
+        entry = HistoryEntry(
+            shard_id=sid,
+            cause="retention",
+            actor="engine",
+            old_position=old,
+            new_position=new,
+            new_status=None if new is None else CheckpointStatus.OPEN.value,
+            note=message,
         )
-        self._discover_now.set()
+        self._spawn(self.store.add_history(self.key, [entry]), "recording a retention loss")
 
     # -- workers ----------------------------------------------------------------------------
 
     def _reconcile(self) -> None:
         """Give every shard the status its checkpoint and parents call for, and start a worker
         for each shard that may read and has none."""
-        if self.status is not ConsumerStatus.RUNNING or self._holding:
+        if self.status is not ConsumerStatus.RUNNING:
             return
-        lineage = self._lineage
+        lineage = self.lineage
         finished = self.checkpointer.finished
         state = self.state
         for sid, shard in lineage.shards.items():
@@ -540,51 +492,30 @@ class Consumer:
                 state.set_status(view, ShardStatus.PAUSED)
             elif not lineage.is_ready(sid, finished):
                 state.set_status(view, ShardStatus.WAITING)
-            else:
+            elif self.store.may_read(self.key, sid):
                 self._start_worker(shard, cp)
 
     def _start_worker(self, shard: Shard, cp: Checkpoint | None) -> None:
         sid = shard.shard_id
         position = cp.position if cp is not None else Position.trim_horizon()
-        info = self.state.info
+        retention = self.retention_hours
         if (
             cp is not None
             and cp.arrival is not None
-            and info is not None
+            and retention is not None
             and position.sequence_number is not None
-            and cp.arrival < time.time() - info.retention_hours * 3600
+            and cp.arrival < time.time() - retention * 3600
         ):
             message = (
                 f"{sid}: checkpoint from {format_ts(cp.arrival)} is older than the stream's "
-                f"retention ({info.retention_hours:g} h); continuing at TRIM_HORIZON: records "
+                f"retention ({retention:g} h); continuing at TRIM_HORIZON: records "
                 "after it may have been lost"
             )
-            self.events.emit("retention_loss", message, level=Level.ERROR, shard_id=sid)
-            self._spawn(
-                self.store.add_history(
-                    self.key,
-                    [
-                        HistoryEntry(
-                            shard_id=sid,
-                            cause="retention",
-                            actor="engine",
-                            old_position=position,
-                            new_position=Position.trim_horizon(),
-                            new_status=CheckpointStatus.OPEN.value,
-                            note=message,
-                        )
-                    ],
-                ),
-                "recording a retention loss",
-            )
+            self._retention_loss(sid, message, position, Position.trim_horizon())
             position = Position.trim_horizon()
-        for parent in self._lineage.gone_parents(sid):
+        for parent in self.lineage.gone_parents(sid):
             parent_cp = self.checkpointer.get(parent)
-            if (
-                parent_cp is not None
-                and not parent_cp.status.finished
-                and parent not in self._lost_reported
-            ):
+            if parent_cp is not None and not parent_cp.status.finished:
                 self._report_lost(parent, parent_cp)
         worker = ShardWorker(
             shard=shard,
@@ -628,7 +559,7 @@ class Consumer:
         if outcome is WorkerExit.ENDED:
             view.lag_ms = None  # nothing left to be behind on
             self.state.set_status(view, ShardStatus.DONE)
-            kids = self._lineage.children.get(sid, ())
+            kids = self.lineage.children.get(sid, ())
             self.events.emit(
                 "shard_done",
                 f"{sid} done" + (f"; children: {', '.join(kids)}" if kids else ""),
@@ -639,14 +570,33 @@ class Consumer:
         elif outcome is WorkerExit.FAILED:
             self._failed.add(sid)
 
-    async def _stop_worker(self, sid: str) -> ShardWorker | None:
-        entry = self._workers.get(sid)
+    # -- what operator changes need (console.engine.changes.Runner) ---------------------------
+
+    def failing_record(self, shard_id: str) -> Record | None:
+        entry = self._workers.get(shard_id)
+        return entry[0].failing_record if entry is not None else None
+
+    async def stop_shard(self, shard_id: str) -> Record | None:
+        entry = self._workers.get(shard_id)
         if entry is None:
             return None
         worker, task = entry
         worker.stop()
         await asyncio.wait([task])
-        return worker
+        return worker.failing_record
+
+    def hold(self, shard_ids: set[str]) -> None:
+        self._changing |= shard_ids
+
+    def release(self, shard_ids: set[str], changed: bool) -> None:
+        self._changing -= shard_ids
+        if changed:
+            self._failed -= shard_ids
+            for sid in shard_ids:
+                view = self.state.view(sid)
+                if view.status is ShardStatus.FAILED:
+                    self.state.set_status(view, ShardStatus.READY)
+        self._reconcile()
 
     # -- background loops -------------------------------------------------------------------
 
@@ -687,123 +637,10 @@ class Consumer:
         while True:
             await asyncio.sleep(self.options.command_interval)
             try:
-                await asyncio.shield(self._apply_pending())
+                await asyncio.shield(self.changes.apply_pending())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.events.emit(
                     "command_error", f"reading operator commands failed: {exc}", level=Level.ERROR
                 )
-
-    async def _apply_pending(self) -> None:
-        if self.options.read_only:
-            return  # a read-only console applies nothing; a writable consumer will
-        async with self._control_lock:
-            if self.status is not ConsumerStatus.RUNNING:
-                return
-            for command in await self.store.pending_commands(self.key):
-                try:
-                    request = ControlRequest.from_command(command)
-                except ControlError as exc:
-                    await self.store.finish_command(command.id, False, str(exc))
-                    continue
-                await self._apply_locked(command.id, request)
-
-    # -- control ----------------------------------------------------------------------------
-
-    async def control(self, request: ControlRequest) -> ControlResult:
-        """Apply an operator request now: it is recorded as a command, applied between
-        batches, and its result recorded. The TUI and the CLI both end here."""
-        if self.options.read_only:
-            return ControlResult(0, False, "read-only: operator changes are refused")
-        async with self._control_lock:
-            if self.status is not ConsumerStatus.RUNNING:
-                raise ControlError(f"the consumer is {self.status.value}")
-            command_id = await self.store.add_command(
-                self.key, request.shard_id, request.action.value, request.to_args(), request.actor
-            )
-            return await self._apply_locked(command_id, request)
-
-    async def preview(self, request: ControlRequest) -> Plan:
-        """What ``request`` would write, validated, without writing it (dialogs, --dry-run)."""
-        affected, undo_entries = await self._scope(request, None)
-        del affected
-        entry = self._workers.get(request.shard_id or "")
-        failing = entry[0].failing_record if entry is not None else None
-        return self._plan(request, None, undo_entries, failing)
-
-    async def history(self, shard_id: str | None = None, limit: int = 50) -> list[HistoryEntry]:
-        return await self.store.history(self.key, shard_id, limit)
-
-    async def checkpoint_position(self, shard_id: str, entry_id: int) -> Position:
-        return await checkpoint_position(self.store, self.key, shard_id, entry_id)
-
-    def _default_position(self, sid: str) -> Position:
-        return Position.trim_horizon()
-
-    async def _scope(
-        self, request: ControlRequest, command_id: int | None
-    ) -> tuple[set[str], list[HistoryEntry]]:
-        """The shards a request touches (their workers stop first), and for an undo the rows
-        of the change it takes back."""
-        if request.action is Action.UNDO:
-            entries = await undo_scope(self.store, self.key, request, command_id)
-            return {h.shard_id for h in entries}, entries
-        if request.action is Action.REPLAY:
-            return set(self._lineage.shards), []
-        sid = request.shard_id or ""
-        if sid not in self._lineage and self.checkpointer.get(sid) is None:
-            raise ControlError(f"unknown shard '{sid}': it is not in stream '{self.source.stream}'")
-        affected = {sid}
-        if request.action is Action.REWIND:
-            affected.update(self._lineage.descendants(sid))
-        return affected, []
-
-    def _plan(
-        self,
-        request: ControlRequest,
-        command_id: int | None,
-        undo_entries: list[HistoryEntry],
-        failing: Record | None,
-    ) -> Plan:
-        info = self.state.info
-        return plan_change(
-            request,
-            checkpoints=self.checkpointer.all(),
-            lineage=self._lineage,
-            default_position=self._default_position,
-            now=time.time(),
-            command_id=command_id,
-            failing_record=failing,
-            undo_entries=undo_entries,
-            retention_hours=info.retention_hours if info is not None else None,
-        )
-
-    async def _apply_locked(self, command_id: int, request: ControlRequest) -> ControlResult:
-        affected: set[str] = set()
-        try:
-            affected, undo_entries = await self._scope(request, command_id)
-            # Held from here until the change is written: discovery and finishing workers
-            # reconcile while we await, and must not restart a shard from its old position.
-            self._changing = affected
-            failing = None
-            for sid in affected:
-                worker = await self._stop_worker(sid)
-                if worker is not None and sid == request.shard_id:
-                    failing = worker.failing_record
-            plan = self._plan(request, command_id, undo_entries, failing)
-            await self.checkpointer.write(plan.changes, finish=(command_id, plan.summary))
-            self._failed.difference_update(affected)
-            for sid in affected:
-                view = self.state.view(sid)
-                if view.status is ShardStatus.FAILED:
-                    self.state.set_status(view, ShardStatus.READY)
-            self.events.emit("operator", f"{request.actor}: {plan.summary}")
-            return ControlResult(command_id, True, plan.summary)
-        except ControlError as exc:
-            await self.store.finish_command(command_id, False, str(exc))
-            self.events.emit("operator", f"{request.actor}: refused: {exc}", level=Level.WARNING)
-            return ControlResult(command_id, False, str(exc))
-        finally:
-            self._changing = set()
-            self._reconcile()

@@ -15,12 +15,13 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from console.checkpoints.base import CheckpointChange, Command, HistoryEntry
+from console.checkpoints.base import CheckpointChange, Command
 from console.engine.lineage import Lineage
-from console.errors import UsageError
+from console.errors import Error
 from console.model import (
     Checkpoint,
     CheckpointStatus,
+    HistoryEntry,
     Position,
     PositionError,
     PositionKind,
@@ -32,7 +33,7 @@ from console.model import (
 )
 
 
-class ControlError(UsageError):
+class ControlError(Error):
     """A request that cannot be applied; nothing was changed."""
 
 
@@ -140,10 +141,6 @@ class Plan:
     changes: tuple[CheckpointChange, ...]
     summary: str
 
-    @property
-    def shards(self) -> set[str]:
-        return {c.checkpoint.shard_id for c in self.changes}
-
 
 def status_word(cp: Checkpoint | None) -> str | None:
     """The status history records: a checkpoint status, or "paused" for a paused open one."""
@@ -237,12 +234,6 @@ def plan_change(
         target = request.position
         if target is None:
             raise ControlError("rewind needs a target position")
-        if (
-            target.kind is PositionKind.AT_TIMESTAMP
-            and target.timestamp is not None
-            and (target.timestamp > now + 1)
-        ):
-            raise ControlError("cannot rewind to a time in the future")
         check_sequence(lineage, sid, target)
         new = replace(current, position=target, status=CheckpointStatus.OPEN)
         changes = [CheckpointChange(new, entry(sid, current, new, "rewind", None))]

@@ -15,7 +15,6 @@ from typing import Any
 
 
 class Level(StrEnum):
-    DEBUG = "debug"
     INFO = "info"
     WARNING = "warning"
     ERROR = "error"

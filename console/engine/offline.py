@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from console.checkpoints.base import CheckpointStore, HistoryEntry, StreamRecord
+from console.checkpoints.base import CheckpointStore, StreamRecord
 from console.engine.control import (
     Action,
     ControlError,
@@ -21,7 +21,7 @@ from console.engine.control import (
     plan_change,
 )
 from console.engine.lineage import Lineage
-from console.model import Position
+from console.model import HistoryEntry, Position
 
 
 async def undo_scope(

@@ -75,7 +75,6 @@ class EngineState:
         # Errors met and retried, by kind (throttled, source_error, expired, processor_error):
         # the status line shows them, so injected or real faults are visible.
         self.retries: Counter[str] = Counter()
-        self.started_at = time.time()
 
     def touch(self, view: ShardView) -> None:
         self.version += 1

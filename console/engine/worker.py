@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar
 
-from console.checkpoints.base import CheckpointChange, HistoryEntry
+from console.checkpoints.base import CheckpointChange
 from console.engine.checkpointing import Checkpointer
 from console.engine.events import EventLog, Level
 from console.engine.retry import Backoff
@@ -25,6 +25,7 @@ from console.model import (
     Batch,
     Checkpoint,
     CheckpointStatus,
+    HistoryEntry,
     Position,
     PositionKind,
     Record,

@@ -1,0 +1,186 @@
+"""Operator changes on a running consumer: preview, apply, and the commands other processes
+write into the store.
+
+Every change, from a key in the console or a CLI command in another process, becomes a row in
+the store's ``commands`` and is applied here, one at a time, between batches: the shards it
+touches stop (each finishes its batch in hand), the plan (:func:`plan_change`, the same as
+offline) is written in one transaction with the command marked applied, and the shards restart
+from their new checkpoints. The consumer holds them meanwhile, so nothing restarts a shard from
+its old position half-way through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+from console.checkpoints.base import CheckpointStore
+from console.engine.checkpointing import Checkpointer
+from console.engine.control import (
+    Action,
+    ControlError,
+    ControlRequest,
+    ControlResult,
+    Plan,
+    plan_change,
+)
+from console.engine.events import EventLog, Level
+from console.engine.lineage import Lineage
+from console.engine.offline import checkpoint_position, undo_scope
+from console.model import HistoryEntry, Position, Record
+
+
+class Runner(Protocol):
+    """What operator changes need of the consumer that runs the shards."""
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def lineage(self) -> Lineage: ...
+
+    @property
+    def retention_hours(self) -> float | None: ...
+
+    def failing_record(self, shard_id: str) -> Record | None:
+        """The record the processor is failing on in this shard, if it is."""
+        ...
+
+    async def stop_shard(self, shard_id: str) -> Record | None:
+        """Stop the shard's worker (its batch in hand finishes); the record it was failing on."""
+        ...
+
+    def hold(self, shard_ids: set[str]) -> None:
+        """Start no worker for these shards until :meth:`release`."""
+        ...
+
+    def release(self, shard_ids: set[str], changed: bool) -> None:
+        """Let the held shards run again; ``changed``: from new checkpoints, errors cleared."""
+        ...
+
+
+class OperatorChanges:
+    def __init__(
+        self,
+        runner: Runner,
+        store: CheckpointStore,
+        checkpointer: Checkpointer,
+        events: EventLog,
+        *,
+        read_only: bool = False,
+    ) -> None:
+        self.runner = runner
+        self.store = store
+        self.checkpointer = checkpointer
+        self.events = events
+        self.read_only = read_only
+        # One change at a time; the consumer's shutdown takes it too, so it waits for one.
+        self.lock = asyncio.Lock()
+
+    async def control(self, request: ControlRequest) -> ControlResult:
+        """Apply an operator request now: recorded as a command, applied, its result recorded.
+        The console and the CLI both end here."""
+        if self.read_only:
+            return ControlResult(0, False, "read-only: operator changes are refused")
+        async with self.lock:
+            if not self.runner.running:
+                raise ControlError("the consumer is not running")
+            key = self.runner.key
+            command_id = await self.store.add_command(
+                key, request.shard_id, request.action.value, request.to_args(), request.actor
+            )
+            return await self._apply(command_id, request)
+
+    async def apply_pending(self) -> None:
+        """Commands other processes wrote (or wrote while no consumer ran), in order."""
+        if self.read_only:
+            return  # a read-only console applies nothing; a writable consumer will
+        async with self.lock:
+            if not self.runner.running:
+                return
+            for command in await self.store.pending_commands(self.runner.key):
+                try:
+                    request = ControlRequest.from_command(command)
+                except ControlError as exc:
+                    await self.store.finish_command(command.id, False, str(exc))
+                    continue
+                await self._apply(command.id, request)
+
+    async def preview(self, request: ControlRequest) -> Plan:
+        """What ``request`` would write, validated, without writing it (dialogs, --dry-run)."""
+        _, undo_entries = await self._scope(request, None)
+        failing = self.runner.failing_record(request.shard_id or "")
+        return self._plan(request, None, undo_entries, failing)
+
+    async def history(self, shard_id: str | None = None, limit: int = 50) -> list[HistoryEntry]:
+        return await self.store.history(self.runner.key, shard_id, limit)
+
+    async def checkpoint_position(self, shard_id: str, entry_id: int) -> Position:
+        return await checkpoint_position(self.store, self.runner.key, shard_id, entry_id)
+
+    async def _scope(
+        self, request: ControlRequest, command_id: int | None
+    ) -> tuple[set[str], list[HistoryEntry]]:
+        """The shards a request touches (their workers stop first), and for an undo the rows
+        of the change it takes back."""
+        lineage = self.runner.lineage
+        if request.action is Action.UNDO:
+            entries = await undo_scope(self.store, self.runner.key, request, command_id)
+            return {h.shard_id for h in entries}, entries
+        if request.action is Action.REPLAY:
+            return set(lineage.shards), []
+        sid = request.shard_id or ""
+        if sid not in lineage and self.checkpointer.get(sid) is None:
+            raise ControlError(f"unknown shard '{sid}': it is not in this stream")
+        affected = {sid}
+        if request.action is Action.REWIND:
+            affected.update(lineage.descendants(sid))
+        return affected, []
+
+    def _plan(
+        self,
+        request: ControlRequest,
+        command_id: int | None,
+        undo_entries: list[HistoryEntry],
+        failing: Record | None,
+    ) -> Plan:
+        return plan_change(
+            request,
+            checkpoints=self.checkpointer.all(),
+            lineage=self.runner.lineage,
+            default_position=lambda sid: Position.trim_horizon(),
+            now=time.time(),
+            command_id=command_id,
+            failing_record=failing,
+            undo_entries=undo_entries,
+            retention_hours=self.runner.retention_hours,
+        )
+
+    async def _apply(self, command_id: int, request: ControlRequest) -> ControlResult:
+        affected: set[str] = set()
+        applied = False
+        try:
+            affected, undo_entries = await self._scope(request, command_id)
+            # Held from here until the change is written: discovery and finishing workers
+            # reconcile while we await, and must not restart a shard from its old position.
+            self.runner.hold(affected)
+            failing = None
+            for sid in affected:
+                record = await self.runner.stop_shard(sid)
+                if sid == request.shard_id:
+                    failing = record
+            plan = self._plan(request, command_id, undo_entries, failing)
+            await self.checkpointer.write(plan.changes, finish=(command_id, plan.summary))
+            applied = True
+            self.events.emit("operator", f"{request.actor}: {plan.summary}")
+            return ControlResult(command_id, True, plan.summary)
+        except ControlError as exc:
+            await self.store.finish_command(command_id, False, str(exc))
+            self.events.emit("operator", f"{request.actor}: refused: {exc}", level=Level.WARNING)
+            return ControlResult(command_id, False, str(exc))
+        finally:
+            self.runner.release(affected, applied)
