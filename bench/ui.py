@@ -26,12 +26,11 @@ import time
 from bench.drain import fill
 from bench.kinesalite import kinesalite
 from bench.report import result
-from console.checkpoints.base import HistoryEntry
 from console.engine.control import ControlRequest, Plan, plan_change
 from console.engine.events import EventLog
 from console.engine.lineage import Lineage
 from console.engine.state import EngineState
-from console.model import Position, Shard, ShardStatus
+from console.model import HistoryEntry, Position, Shard, ShardStatus
 
 
 class SyntheticEngine:

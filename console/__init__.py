@@ -1,3 +1,115 @@
-"""shard-console: the consumer of a sharded stream and its operator console, in one process."""
+"""shard-console: the consumer of a sharded stream and its operator console, in one process.
+
+The library, for a program of your own::
+
+    from console import open_consumer
+
+    async with open_consumer("orders", handle, db="orders.db") as consumer:
+        await consumer.run()
+
+Everything a library user needs is importable from here; the names load on first use, so
+``import console`` (and ``shard-console --help``) stays instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "open_consumer": "console.wiring",
+    "make_source": "console.wiring",
+    "Consumer": "console.engine.consumer",
+    "ConsumerOptions": "console.engine.consumer",
+    "ConsumerStatus": "console.engine.consumer",
+    "EventLog": "console.engine.events",
+    "ControlRequest": "console.engine.control",
+    "ControlError": "console.engine.control",
+    "Action": "console.engine.control",
+    "SkipTo": "console.engine.control",
+    "KinesisSource": "console.sources.kinesis",
+    "DynamoDBSource": "console.sources.dynamodb",
+    "AwsSettings": "console.sources.aws",
+    "StreamSource": "console.sources.base",
+    "SourceError": "console.sources.base",
+    "CheckpointStore": "console.checkpoints.base",
+    "StoreError": "console.checkpoints.base",
+    "SqliteStore": "console.checkpoints.sqlite",
+    "Processor": "console.processors.base",
+    "RecordFailed": "console.processors.base",
+    "Record": "console.model",
+    "ChangeRecord": "console.model",
+    "ShardContext": "console.model",
+    "Position": "console.model",
+    "Checkpoint": "console.model",
+    "Shard": "console.model",
+    "ShardStatus": "console.model",
+}
+
+__all__ = [
+    "Action",
+    "AwsSettings",
+    "ChangeRecord",
+    "Checkpoint",
+    "CheckpointStore",
+    "Consumer",
+    "ConsumerOptions",
+    "ConsumerStatus",
+    "ControlError",
+    "ControlRequest",
+    "DynamoDBSource",
+    "EventLog",
+    "KinesisSource",
+    "Position",
+    "Processor",
+    "Record",
+    "RecordFailed",
+    "Shard",
+    "ShardContext",
+    "ShardStatus",
+    "SkipTo",
+    "SourceError",
+    "SqliteStore",
+    "StoreError",
+    "StreamSource",
+    "__version__",
+    "make_source",
+    "open_consumer",
+]
+
+if TYPE_CHECKING:
+    from console.checkpoints.base import CheckpointStore, StoreError
+    from console.checkpoints.sqlite import SqliteStore
+    from console.engine.consumer import Consumer, ConsumerOptions, ConsumerStatus
+    from console.engine.control import Action, ControlError, ControlRequest, SkipTo
+    from console.engine.events import EventLog
+    from console.model import (
+        ChangeRecord,
+        Checkpoint,
+        Position,
+        Record,
+        Shard,
+        ShardContext,
+        ShardStatus,
+    )
+    from console.processors.base import Processor, RecordFailed
+    from console.sources.aws import AwsSettings
+    from console.sources.base import SourceError, StreamSource
+    from console.sources.dynamodb import DynamoDBSource
+    from console.sources.kinesis import KinesisSource
+    from console.wiring import make_source, open_consumer
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'console' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -13,12 +13,12 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from console import __version__
-from console.errors import ConsoleError, RunError, UsageError
+from console.errors import ConsoleError, Error, RunError, UsageError
 from console.redact import REDACTOR
 
 if TYPE_CHECKING:
@@ -28,7 +28,9 @@ if TYPE_CHECKING:
     from console.headless import LinePrinter
     from console.model import Position
     from console.processors import Processor
-    from console.sources.base import StreamInfo, StreamSource
+    from console.signals import SignalStop
+    from console.sources.aws import AwsSettings
+    from console.sources.base import SourceError, StreamSource
 
 
 class _Parser(argparse.ArgumentParser):
@@ -205,48 +207,53 @@ def _options(settings: Settings, initial: Position) -> ConsumerOptions:
     )
 
 
-async def _probe(source: StreamSource) -> StreamInfo:
-    """Describe the stream before anything is written: bad names, credentials and endpoints
-    are usage errors (exit 2), a passing fault is a run error (exit 1)."""
-    from console.sources.base import FatalSourceError, RetryableError, SourceError
+def _startup_error(exc: SourceError) -> ConsoleError:
+    """What fails before anything is read: bad names, credentials, endpoints and flags are
+    usage errors (exit 2); a passing fault (throttling, a 5xx) is a run error (exit 1)."""
+    from console.sources.base import EndpointUnreachableError, FatalSourceError, RetryableError
 
-    try:
-        return await source.describe()
-    except (FatalSourceError, RetryableError) as exc:
-        from console.sources.base import EndpointUnreachableError
-
-        if isinstance(exc, FatalSourceError | EndpointUnreachableError):
-            raise UsageError(str(exc)) from None
-        raise RunError(f"could not describe the stream: {exc}") from None
-    except SourceError as exc:
-        raise RunError(str(exc)) from None
+    if isinstance(exc, FatalSourceError | EndpointUnreachableError):
+        return UsageError(str(exc))
+    if isinstance(exc, RetryableError):
+        return RunError(f"could not describe the stream: {exc}")
+    return RunError(str(exc))
 
 
 async def _consume(
     source: StreamSource,
-    db: str,
+    db: str | None,
     settings: Settings,
     initial: Position,
     printer: LinePrinter,
     processor: Processor,
+    stopper: SignalStop,
     events: EventLog | None = None,
 ) -> int:
-    from console.checkpoints.sqlite import SqliteStore
-    from console.config import data_dir, default_db_path
-    from console.engine.consumer import Consumer
+    """Describe, open the database, then run the console or the headless loop over the
+    consumer until it stops. Returns the exit code."""
     from console.headless import run_headless
     from console.sources.base import SourceError
+    from console.wiring import open_consumer
 
-    info = await _probe(source)
-    if db == default_db_path():
-        # The default folder is ours to create, once the stream is known to be good.
-        data_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
-    store = await SqliteStore.open(db)
-    try:
-        consumer = Consumer(source, store, processor, _options(settings, initial), events)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            consumer = await stack.enter_async_context(
+                open_consumer(
+                    source,
+                    processor,
+                    db=db,
+                    options=_options(settings, initial),
+                    events=events,
+                    start=False,
+                )
+            )
+        except SourceError as exc:
+            raise _startup_error(exc) from None
+        stopper.attach(consumer.request_stop)
         if settings.no_ui:
             consumer.events.subscribe(printer.event)
-        if info.status in ("DISABLED", "DISABLING"):
+        info = consumer.state.info
+        if info is not None and info.status in ("DISABLED", "DISABLING"):
             from console.engine.events import Level
 
             consumer.events.emit(
@@ -255,21 +262,46 @@ async def _consume(
                 "reading what it still holds (DynamoDB keeps it 24 h)",
                 level=Level.WARNING,
             )
-        if not settings.no_ui:
-            from console.ui.app import run_tui
+        try:
+            if not settings.no_ui:
+                from console.ui.app import run_tui
 
-            return await run_tui(consumer, settings, info)
-        return await run_headless(
-            consumer,
-            printer,
-            duration=settings.duration,
-            status_interval=settings.status_interval,
-            info=info,
-        )
-    except SourceError as exc:
-        raise RunError(f"could not start: {exc}") from None
-    finally:
-        await store.close()
+                return await run_tui(consumer, settings)
+            return await run_headless(
+                consumer,
+                printer,
+                duration=settings.duration,
+                status_interval=settings.status_interval,
+            )
+        except SourceError as exc:
+            raise RunError(f"could not start: {exc}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _run_main(main: Callable[[SignalStop], Awaitable[int]], printer: LinePrinter) -> int:
+    """Run ``main`` with SIGINT and SIGTERM handled from its first line: a signal before the
+    consumer has started stops the start-up cleanly, exit 0 (see console.signals)."""
+    from console.signals import SignalStop
+
+    stopper = SignalStop(lambda text: printer.line("error", "forced_exit", text))
+
+    async def wrapper() -> int:
+        stopper.install()
+        try:
+            return await main(stopper)
+        except asyncio.CancelledError:
+            if stopper.interrupted is None:
+                raise
+            printer.line(
+                "info",
+                "stopped",
+                f"{stopper.interrupted} during start-up: stopped before reading anything",
+            )
+            return 0
+        finally:
+            stopper.remove()
+
+    return asyncio.run(wrapper())
 
 
 def _initial(settings: Settings) -> Position:
@@ -298,52 +330,18 @@ def _check_ui(settings: Settings) -> None:
         )
 
 
-def _hooks(settings: Settings, service: str) -> list[Any]:
-    if not settings.inject_faults:
-        return []
-    from console.sources.faults import FaultInjector
-
-    return FaultInjector.parse(settings.inject_faults).hooks(service)
-
-
-def make_source(stream: str, kind: str | None, aws: Any, settings: Settings) -> StreamSource:
-    """The source ``stream`` names: a DynamoDB stream ARN is one whatever ``kind`` says
-    (unless it says kinesis), a table with ``kind == "dynamodb"``, else a Kinesis stream."""
-    from console.sources.dynamodb import DynamoDBSource, is_stream_arn
-    from console.sources.kinesis import KinesisSource
-
-    if kind == "dynamodb" or (kind is None and is_stream_arn(stream)):
-        return DynamoDBSource(
-            stream,
-            aws,
-            _hooks(settings, "dynamodbstreams"),
-            table=not stream.startswith("arn:"),
-        )
-    if is_stream_arn(stream):
-        raise UsageError(
-            f"'{stream}' is a DynamoDB stream ARN: drop --source kinesis, or pass --source dynamodb"
-        )
-    if stream.startswith("arn:") and stream.split(":")[2:3] != ["kinesis"]:
-        raise UsageError(
-            f"'{stream}' is not a Kinesis stream ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)"
-        )
-    return KinesisSource(stream, aws, _hooks(settings, "kinesis"))
-
-
-@contextlib.asynccontextmanager
-async def _opened(source: StreamSource) -> AsyncIterator[StreamSource]:
-    """Open the source's client; what fails there (an unknown profile, no region) is a usage
-    error, reported before anything is written."""
+def _source(stream: str, kind: str | None, aws: AwsSettings, settings: Settings) -> StreamSource:
+    """The source ``stream`` names (console.wiring.make_source); what is wrong with it, or
+    with ``--inject-faults``, is a usage error."""
     from console.sources.base import FatalSourceError
+    from console.sources.faults import FaultInjector
+    from console.wiring import make_source
 
+    faults = FaultInjector.parse(settings.inject_faults) if settings.inject_faults else None
     try:
-        await source.__aenter__()
+        return make_source(stream, aws, kind=kind, faults=faults)
     except FatalSourceError as exc:
         raise UsageError(str(exc)) from None
-    try:
-        yield source
-    finally:
-        await source.__aexit__(None, None, None)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -352,7 +350,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from console.headless import LinePrinter
     from console.processors import load_processor
     from console.sources.aws import AwsSettings
-    from console.sources.base import FatalSourceError
 
     settings = _settings(args)
     initial = _initial(settings)
@@ -360,21 +357,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     aws = AwsSettings(
         region=settings.region, profile=settings.profile, endpoint_url=settings.endpoint_url
     )
-    try:
-        source = make_source(args.stream, args.source, aws, settings)
-    except FatalSourceError as exc:
-        raise UsageError(str(exc)) from None
+    source = _source(args.stream, args.source, aws, settings)
     processor = load_processor(settings.processor, source.stream)
-    db = settings.db or default_db_path()
     if settings.db is not None or data_dir().exists():
-        inspect_database(db)
+        inspect_database(settings.db or default_db_path())
     printer = LinePrinter(settings.log_format)
 
-    async def main() -> int:
-        async with _opened(source):
-            return await _consume(source, db, settings, initial, printer, processor)
+    async def main(stopper: SignalStop) -> int:
+        return await _consume(source, settings.db, settings, initial, printer, processor, stopper)
 
-    return asyncio.run(main())
+    return _run_main(main, printer)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -407,7 +399,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         inspect_database(db)
 
-        async def main() -> int:
+        async def main(stopper: SignalStop) -> int:
             events = EventLog()
             loop = asyncio.get_running_loop()
 
@@ -440,15 +432,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
             else:
                 events.emit("demo", intro)
             try:
-                source = make_source(demo.stream_arn or stream, args.source, demo.aws, settings)
-                async with _opened(source):
-                    return await _consume(
-                        source, db, settings, Position.trim_horizon(), printer, processor, events
-                    )
+                source = _source(demo.stream_arn or stream, args.source, demo.aws, settings)
+                return await _consume(
+                    source,
+                    db,
+                    settings,
+                    Position.trim_horizon(),
+                    printer,
+                    processor,
+                    stopper,
+                    events,
+                )
             finally:
                 demo.stop()
 
-        return asyncio.run(main())
+        return _run_main(main, printer)
     finally:
         if tmpdir:
             shutil.rmtree(tmpdir, ignore_errors=True)
@@ -484,9 +482,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(handler(args))
-    except ConsoleError as exc:
+    except Error as exc:
+        # Ours, on purpose: one line. The CLI's own errors carry their exit code; the
+        # library's (a store that cannot be used, a change that cannot apply, a source that
+        # cannot be read) are the operator's to fix: 2.
+        code = exc.exit_code if isinstance(exc, ConsoleError) else 2
         print(f"shard-console: error: {REDACTOR(str(exc))}", file=sys.stderr)
-        return exc.exit_code
+        return code
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

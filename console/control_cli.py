@@ -223,9 +223,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 async def _request(
     args: argparse.Namespace, store: SqliteStore, record: StreamRecord
 ) -> ControlRequest:
-    from console.checkpoints.sqlite import actor_name
     from console.engine.control import Action, ControlRequest, SkipTo, parse_target
     from console.engine.offline import checkpoint_position
+    from console.identity import actor_name
     from console.model import Position, PositionError, parse_when
 
     actor = actor_name()

@@ -2,7 +2,8 @@
 
 Events become one line each (text or JSON) on stderr; a status line follows every few seconds.
 stdout stays for the processor (``--processor print``). SIGINT or SIGTERM stops the consumer
-gracefully (finish the batch in hand, flush, exit 0); a second signal exits at once.
+gracefully (finish the batch in hand, flush, exit 0); a second signal exits at once
+(see console.signals).
 """
 
 from __future__ import annotations
@@ -10,18 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import sys
 import time
 from typing import Any, TextIO
 
 from console.engine.consumer import Consumer
-from console.engine.events import Event, Level
+from console.engine.events import Event
 from console.engine.state import EngineState
 from console.model import ShardStatus, format_ts
 from console.redact import REDACTOR
-from console.sources.base import StreamInfo
 
 _ORDER = (
     ShardStatus.ACTIVE,
@@ -63,10 +61,9 @@ def status_text(state: EngineState) -> str:
 class LinePrinter:
     """Writes events and status lines; everything passes through the redactor."""
 
-    def __init__(self, fmt: str = "text", out: TextIO | None = None, debug: bool = False) -> None:
+    def __init__(self, fmt: str = "text", out: TextIO | None = None) -> None:
         self.fmt = fmt
         self.out = out
-        self.debug = debug
 
     def _write(self, line: str) -> None:
         out = self.out or sys.stderr
@@ -83,8 +80,6 @@ class LinePrinter:
             self._write(f"{format_ts(now)} {level.upper():<7} {message}")
 
     def event(self, event: Event) -> None:
-        if event.level is Level.DEBUG and not self.debug:
-            return
         extra: dict[str, Any] = dict(event.fields)
         if event.shard_id:
             extra["shard_id"] = event.shard_id
@@ -103,34 +98,10 @@ async def run_headless(
     *,
     duration: float | None = None,
     status_interval: float = 5.0,
-    info: StreamInfo | None = None,
 ) -> int:
     """Start (if needed), run until stopped, stop. Returns the exit code: 0, or 1 when the run
-    failed. Start-up errors propagate to the caller, which maps them to exit 2."""
-    loop = asyncio.get_running_loop()
-    signals = 0
-
-    def on_signal(signum: int) -> None:
-        nonlocal signals
-        signals += 1
-        name = signal.Signals(signum).name
-        if signals == 1:
-            consumer.request_stop(
-                f"{name}: stopping (finishing batches in hand, flushing checkpoints)"
-            )
-        else:
-            printer.line(
-                "error",
-                "forced_exit",
-                f"second {name}: exiting now; checkpoints hold the last flush",
-            )
-            os._exit(130)
-
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, on_signal, sig)
-            installed.append(sig)
+    failed. Start-up errors propagate to the caller, which maps them to exit 2. Signals are the
+    caller's (console.signals): they stop the consumer, and this returns."""
 
     async def report() -> None:
         while True:
@@ -139,7 +110,7 @@ async def run_headless(
 
     reporter: asyncio.Task[None] | None = None
     try:
-        await consumer.start(info)
+        await consumer.start()
         reporter = asyncio.create_task(report(), name="status line")
         await consumer.run(duration)
     finally:
@@ -147,9 +118,5 @@ async def run_headless(
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter
-        for sig in installed:
-            loop.remove_signal_handler(sig)
     printer.status(consumer.state)
-    if consumer.failure:
-        return 1
-    return 0
+    return 1 if consumer.failure else 0

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from console.checkpoints.base import CheckpointChange, HistoryEntry, StoreError, StoreLockedError
+from console.checkpoints.base import CheckpointChange, StoreError, StoreLockedError
 from console.checkpoints.sqlite import SCHEMA_VERSION, SqliteStore, inspect_database, lock_path
-from console.model import Checkpoint, CheckpointStatus, Position, Shard
+from console.model import Checkpoint, CheckpointStatus, HistoryEntry, Position, Shard
 
 
 def digest(path: str) -> str:

@@ -11,12 +11,19 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from console.checkpoints.base import HistoryEntry
 from console.engine.control import ControlError, ControlRequest, Plan, plan_change
 from console.engine.events import EventLog, Level
 from console.engine.lineage import Lineage
 from console.engine.state import EngineState
-from console.model import Checkpoint, CheckpointStatus, Position, Record, Shard, ShardStatus
+from console.model import (
+    Checkpoint,
+    CheckpointStatus,
+    HistoryEntry,
+    Position,
+    Record,
+    Shard,
+    ShardStatus,
+)
 from console.sources.base import StreamInfo
 
 NOW = 1795478400.0  # 2026-11-24T00:00:00Z
@@ -147,11 +154,17 @@ class FrozenEngine:
                 return h.new_position
         raise ControlError(f"history entry #{entry_id} is not a checkpoint of {shard_id}")
 
+    async def start(self) -> None:
+        return None
+
     def request_stop(self, reason: str | None = None) -> None:
         self.stopped.set()
 
     async def run(self, duration: float | None = None) -> None:
         await self.stopped.wait()
+
+    async def stop(self) -> None:
+        self.stopped.set()
 
 
 def frozen_app(read_only: bool = False, **kwargs: object) -> object:

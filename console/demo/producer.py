@@ -48,7 +48,6 @@ class Demo:
         self.per_key: Counter[str] = Counter()
         self._rng = random.Random(options.seed)
         self._task: asyncio.Task[None] | None = None
-        self.started_at = 0.0
         self.changes: Counter[str] = Counter()  # dynamodb: INSERT, MODIFY, REMOVE written
         self._orders: dict[str, list[int]] = {}  # dynamodb: live orders per customer
         self.stream_arn: str | None = None  # dynamodb: what the console reads
@@ -70,7 +69,6 @@ class Demo:
 
     def start(self) -> None:
         self.endpoint.start()
-        self.started_at = time.monotonic()
         self.endpoint.call(self._begin)
 
     def stop(self) -> None:

@@ -30,10 +30,6 @@ def _aggregated_record_class() -> Any:
     return _message_class
 
 
-def is_aggregated(data: bytes) -> bool:
-    return data.startswith(MAGIC) and len(data) > len(MAGIC) + _DIGEST
-
-
 def deaggregate(
     sequence_number: str, partition_key: str, data: bytes, arrival: float
 ) -> list[Record]:

@@ -287,13 +287,10 @@ def classify(exc: BaseException, action: str, missing: SourceError | None = None
         return RetryableError(f"connection error while {action}: {exc}")
     if isinstance(exc, asyncio.TimeoutError | TimeoutError | ConnectionError | OSError):
         return RetryableError(f"{type(exc).__name__} while {action}: {exc}".rstrip(": "))
-    try:
-        import aiohttp
+    import aiohttp
 
-        if isinstance(exc, aiohttp.ClientError):
-            return RetryableError(f"connection error while {action}: {exc}")
-    except ImportError:  # pragma: no cover - aiohttp comes with aiobotocore
-        pass
+    if isinstance(exc, aiohttp.ClientError):
+        return RetryableError(f"connection error while {action}: {exc}")
     if isinstance(exc, bce.ParamValidationError):
         return FatalSourceError(f"invalid request while {action}: {exc}")
     # Unknown: most likely a bug. Retrying keeps the shard visible as failing with the reason,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual import work
+from textual import on, work
 from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
@@ -23,7 +23,7 @@ from textual.screen import ModalScreen
 from textual.system_commands import SystemCommandsProvider
 from textual.worker import Worker, WorkerState
 
-from console.checkpoints.sqlite import actor_name
+from console.config import Settings
 from console.engine.api import Engine
 from console.engine.control import (
     Action,
@@ -32,7 +32,9 @@ from console.engine.control import (
     SkipTo,
     parse_target,
 )
+from console.identity import actor_name
 from console.model import PositionError, ShardStatus, parse_when
+from console.ui.actions import ACTIONS, BY_ID, NAVIGATION, allowed, app_bindings, command_help
 from console.ui.screens.dashboard import DashboardScreen
 from console.ui.screens.detail import ShardDetailScreen
 from console.ui.screens.dialogs import (
@@ -44,8 +46,8 @@ from console.ui.screens.dialogs import (
 )
 from console.ui.screens.help import HelpScreen
 from console.ui.theme import DEFAULT_THEME, load_themes
+from console.ui.widgets.shard_table import ShardTable
 
-MUTATIONS = frozenset({"rewind", "skip", "pause", "undo", "replay"})
 SHEET = Path(__file__).with_name("console.tcss")
 
 
@@ -55,32 +57,12 @@ class ConsoleCommands(Provider):
     def _commands(self) -> list[tuple[str, Callable[[], Any], str]]:
         app = self.app
         assert isinstance(app, ShardConsoleApp)
-        entries = [
-            (
-                "Rewind the selected shard…",
-                "rewind",
-                "start, a time, a sequence number, a checkpoint",
-            ),
-            ("Skip the selected shard…", "skip", "to the tip, past the failing record, mark done"),
-            ("Pause or resume the selected shard", "pause", "records wait while paused"),
-            ("Undo the last change", "undo", "restores the previous positions"),
-            ("Replay every shard from a time…", "replay", "type the stream's name to confirm"),
-            ("Filter shards…", "filter", "by id or status"),
-            (
-                "Command line…",
-                "command",
-                "rewind, skip, pause, resume, undo, replay, filter, theme",
-            ),
-            ("Show the keys", "help", "every binding"),
-            ("Quit (flush checkpoints)", "quit", "finish batches in hand, flush, exit"),
-        ]
-        out = []
-        for title, action, help_text in entries:
+        return [
+            (action.palette, getattr(app, f"action_{action.id}"), action.help)
+            for action in ACTIONS
             # Judged against the screen the palette was opened over, not the palette itself.
-            if not app.allowed(action, self.screen):
-                continue
-            out.append((title, getattr(app, f"action_{action}"), help_text))
-        return out
+            if action.palette is not None and app.allowed(action.id, self.screen)
+        ]
 
     async def discover(self) -> Hits:
         for title, callback, help_text in self._commands():
@@ -98,17 +80,7 @@ class ShardConsoleApp(App[int]):
     CSS_PATH = str(SHEET)
     TITLE = "shard-console"
     COMMANDS: ClassVar[set[Any]] = {SystemCommandsProvider, ConsoleCommands}
-    BINDINGS = [
-        Binding("q", "quit", "Quit", id="quit"),
-        Binding("question_mark", "help", "Help", id="help"),
-        Binding("r", "rewind", "Rewind", id="rewind"),
-        Binding("s", "skip", "Skip", id="skip"),
-        Binding("p", "pause", "Pause/resume", id="pause"),
-        Binding("u", "undo", "Undo", id="undo"),
-        Binding("R", "replay", "Replay all", id="replay", key_display="R"),
-        Binding("slash", "filter", "Filter", id="filter"),
-        Binding("colon", "command", "Command", id="command", show=False),
-    ]
+    BINDINGS = app_bindings()
 
     def __init__(
         self,
@@ -200,10 +172,7 @@ class ShardConsoleApp(App[int]):
 
     def allowed(self, action: str, screen: object) -> bool:
         """Read-only hides and refuses changes; a dialog in front blocks the screen's keys."""
-        if action in MUTATIONS and self.engine.read_only:
-            return False
-        in_dialog = isinstance(screen, ModalScreen)
-        return not (in_dialog and action in MUTATIONS | {"filter", "command", "help"})
+        return allowed(action, self.engine.read_only, isinstance(screen, ModalScreen))
 
     @property
     def selected_shard(self) -> str | None:
@@ -283,8 +252,7 @@ class ShardConsoleApp(App[int]):
         self.dashboard.show_command()
 
     def action_help(self) -> None:
-        keys = self._effective_keys()
-        self.push_screen(HelpScreen(keys, self.engine.read_only))
+        self.push_screen(HelpScreen(self._effective_keys(), self.engine.read_only))
 
     async def action_quit(self) -> None:
         if not self.run_engine:
@@ -295,26 +263,28 @@ class ShardConsoleApp(App[int]):
             self.notify("stopping: finishing batches in hand, flushing checkpoints…", timeout=30)
             self.engine.request_stop("quit from the console")
 
-    def open_detail(self, shard_id: str) -> None:
-        self.push_screen(ShardDetailScreen(self.engine, shard_id, self.clock))
+    @on(ShardTable.Opened)
+    def open_detail(self, event: ShardTable.Opened) -> None:
+        self.push_screen(ShardDetailScreen(self.engine, event.shard_id, self.clock))
+
+    @on(DashboardScreen.Shown)
+    def dashboard_shown(self) -> None:
+        self.tick()
+
+    @on(DashboardScreen.CommandEntered)
+    def command_entered(self, event: DashboardScreen.CommandEntered) -> None:
+        self.run_command_line(event.text)
 
     def _effective_keys(self) -> dict[str, str]:
-        """binding id -> key as shown to the user, remaps applied."""
-        keys = {
-            "up": "↑ k", "down": "↓ j", "detail": "enter", "back": "esc", "fold": "space",
-            "palette": "ctrl+p",
-        }  # fmt: skip
-        for binding in self.BINDINGS:
-            assert isinstance(binding, Binding)
-            if not binding.id or (binding.id in MUTATIONS and self.engine.read_only):
+        """binding id -> key as shown to the user, remaps applied; read-only hides changes."""
+        keys = {nav.id: self.user_keymap.get(nav.id, nav.key) for nav in NAVIGATION}
+        for action in ACTIONS:
+            if action.key is None or (action.changes and self.engine.read_only):
                 continue
-            key = self.user_keymap.get(binding.id, binding.key)
-            keys[binding.id] = " ".join(
+            key = self.user_keymap.get(action.id, action.key)
+            keys[action.id] = " ".join(
                 self.get_key_display(Binding(k.strip(), "")) for k in key.split(",")
             )
-        for binding_id in ("up", "down", "detail", "fold"):
-            if binding_id in self.user_keymap:
-                keys[binding_id] = self.user_keymap[binding_id]
         return keys
 
     # -- the command line ---------------------------------------------------------------------
@@ -344,7 +314,11 @@ class ShardConsoleApp(App[int]):
         )
 
     def _command(self, verb: str, args: list[str]) -> None:
-        if verb in MUTATIONS | {"resume"} and self.engine.read_only:
+        action = BY_ID.get(verb)
+        if action is None or action.command is None:
+            if verb not in ("q",):
+                raise ControlError(f"unknown command '{verb}': {command_help()}")
+        elif action.changes and self.engine.read_only:
             raise ControlError("read-only: changes are refused")
         if verb == "rewind":
             sid, (target_text,) = self._shard_and_rest(args, 1)
@@ -398,8 +372,6 @@ class ShardConsoleApp(App[int]):
             self.action_help()
         elif verb in ("quit", "q"):
             self.run_worker(self.action_quit())
-        else:
-            raise ControlError(f"unknown command '{verb}': try help")
 
     @work(group="control", exit_on_error=False)
     async def _rewind_to_checkpoint(self, shard_id: str, entry_id: int) -> None:
@@ -422,20 +394,15 @@ def _prefill(dialog: Dialog, selector: str, value: str) -> None:
     dialog.query_one(selector, Input).value = value
 
 
-async def run_tui(engine: Any, settings: Any, info: Any = None) -> int:
+async def run_tui(engine: Engine, settings: Settings) -> int:
     """Start the engine, run the console over it, stop the engine. Returns the exit code.
 
     Start-up errors (the stream's lock, say) raise before the screen is taken, so they print
-    as one line like everywhere else. SIGTERM stops the engine, which closes the console."""
-    import asyncio
-    import contextlib
-    import signal
+    as one line like everywhere else. Signals are the caller's (console.signals): they stop
+    the engine, which closes the console."""
     import sys
 
-    from console.engine.consumer import Consumer
-
-    assert isinstance(engine, Consumer)
-    await engine.start(info)
+    await engine.start()
     app = ShardConsoleApp(
         engine,
         refresh_rate=settings.refresh_rate,
@@ -443,14 +410,9 @@ async def run_tui(engine: Any, settings: Any, info: Any = None) -> int:
         keymap=settings.keys,
         duration=settings.duration,
     )
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGTERM, engine.request_stop, "SIGTERM")
     try:
         await app.run_async()
     finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGTERM)
         await engine.stop()
     if engine.failure:
         print(f"shard-console: the run failed: {engine.failure}", file=sys.stderr)

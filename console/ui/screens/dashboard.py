@@ -7,10 +7,12 @@ from collections.abc import Callable
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Input
 
 from console.engine.api import Engine
+from console.ui.actions import command_help
 from console.ui.widgets.events import EventPane
 from console.ui.widgets.header import HeaderBar
 from console.ui.widgets.shard_table import ShardTable
@@ -18,6 +20,16 @@ from console.ui.widgets.shard_table import ShardTable
 
 class DashboardScreen(Screen[None]):
     BINDINGS = [Binding("escape", "close_lines", show=False)]
+
+    class Shown(Message):
+        """The dashboard is on screen: time to draw the snapshot."""
+
+    class CommandEntered(Message):
+        """A line typed at ``:``, for the app to run."""
+
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
 
     def __init__(self, engine: Engine, clock: Callable[[], float]) -> None:
         super().__init__()
@@ -39,16 +51,14 @@ class DashboardScreen(Screen[None]):
             placeholder="filter: part of a shard id, or a status (failing, paused…)", id="filter"
         )
         yield Input(
-            placeholder="command: rewind [SHARD] -15m · skip [SHARD] latest · pause · undo · help",
+            placeholder=f"command: {command_help()}",
             id="command",
         )
         yield Footer()
 
     def on_mount(self) -> None:
         self.table.focus()
-        tick = getattr(self.app, "tick", None)
-        if callable(tick):
-            self.call_after_refresh(tick)
+        self.call_after_refresh(self.post_message, self.Shown())
 
     def show_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -83,12 +93,5 @@ class DashboardScreen(Screen[None]):
     def command_done(self, event: Input.Submitted) -> None:
         event.input.remove_class("shown")
         self.table.focus()
-        run = getattr(self.app, "run_command_line", None)
-        if callable(run) and event.value.strip():
-            run(event.value)
-
-    @on(ShardTable.Opened)
-    def opened(self, event: ShardTable.Opened) -> None:
-        opener = getattr(self.app, "open_detail", None)
-        if callable(opener):
-            opener(event.shard_id)
+        if event.value.strip():
+            self.post_message(self.CommandEntered(event.value))

@@ -15,9 +15,8 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from console.checkpoints.base import HistoryEntry
 from console.engine.api import Engine
-from console.model import Position, format_ts
+from console.model import HistoryEntry, Position, format_ts
 from console.redact import REDACTOR
 from console.ui.format import GLYPHS, age, decode_data, lag_text, position_text, rate_text
 

@@ -18,10 +18,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, RadioButton, RadioSet, Static
 from textual.widgets.option_list import Option
 
-from console.checkpoints.base import HistoryEntry
 from console.engine.api import Engine
 from console.engine.control import Action, ControlError, ControlRequest, SkipTo
-from console.model import Position, PositionError, PositionKind, format_ts, parse_when
+from console.model import HistoryEntry, Position, PositionError, PositionKind, format_ts, parse_when
 from console.ui.format import age, position_text
 
 

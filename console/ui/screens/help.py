@@ -10,23 +10,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-HELP_ROWS = (
-    ("up", "move up"),
-    ("down", "move down"),
-    ("detail", "open the shard's detail"),
-    ("back", "back / close (esc)"),
-    ("fold", "fold or unfold a subtree"),
-    ("rewind", "rewind the shard: start, a time, a sequence number, a previous checkpoint"),
-    ("skip", "skip: to the tip, past the failing record, or mark done"),
-    ("pause", "pause or resume the shard"),
-    ("undo", "undo the last change"),
-    ("replay", "replay every shard from a time (type the stream name to confirm)"),
-    ("filter", "filter shards by id or status"),
-    ("command", "command line: rewind, skip, pause, resume, undo, replay, filter, theme"),
-    ("palette", "command palette: every action by name"),
-    ("help", "this help"),
-    ("quit", "quit: finish batches in hand, flush checkpoints"),
-)
+from console.ui.actions import ACTIONS, NAVIGATION
 
 
 class HelpScreen(ModalScreen[None]):
@@ -44,7 +28,8 @@ class HelpScreen(ModalScreen[None]):
         table.add_column("key", style="bold", no_wrap=True)
         table.add_column("does")
         table.add_column("binding id", style="dim", no_wrap=True)
-        for binding_id, text in HELP_ROWS:
+        rows = [(n.id, n.help) for n in NAVIGATION] + [(a.id, a.help) for a in ACTIONS if a.key]
+        for binding_id, text in rows:
             key = self.keys.get(binding_id)
             if key is None:
                 continue

@@ -22,8 +22,6 @@ class EventPane(RichLog):
     def add(self, events: list[Event]) -> None:
         for event in events:
             self.last_seq = event.seq
-            if event.level is Level.DEBUG:
-                continue
             line = Text(
                 time.strftime("%H:%M:%S ", time.gmtime(event.at)),
                 style=component_style(self, "event-pane--time"),
