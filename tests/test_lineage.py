@@ -1,5 +1,6 @@
+from console.engine.discovery import initial_checkpoints, resharding_text
 from console.engine.lineage import Lineage
-from console.model import Shard
+from console.model import CheckpointStatus, Position, Shard
 
 
 def tree() -> Lineage:
@@ -51,3 +52,33 @@ def test_ten_thousand_shards_build() -> None:
     assert len(t) == 10000
     assert len(t.ready(finished=set())) == 5000
     assert len(list(t.walk())) == 10000
+
+
+# -- what discovery decides, pure -------------------------------------------------------------
+
+
+def test_resharding_is_told_in_one_line() -> None:
+    kids = [Shard("s4", parent_id="s0"), Shard("s6", parent_id="s2", adjacent_parent_id="s3")]
+    assert (
+        resharding_text(kids, ["s0"]) == "resharding: new s4 (from s0), s6 (from s2+s3); closed s0"
+    )
+    assert resharding_text([], ["s1"]) == "resharding: closed s1"
+    assert resharding_text([], []) is None
+
+
+def test_the_first_start_gives_every_shard_a_checkpoint() -> None:
+    shards = [Shard("open"), Shard("closed", ending_sequence_number="9")]
+    at_start = initial_checkpoints(shards, Position.trim_horizon(), now=100.0)
+    assert [
+        (c.checkpoint.shard_id, c.checkpoint.position, c.checkpoint.status) for c in at_start
+    ] == [
+        ("open", Position.trim_horizon(), CheckpointStatus.OPEN),
+        ("closed", Position.trim_horizon(), CheckpointStatus.OPEN),
+    ]
+    # LATEST is stored as "from this instant"; closed shards are not read at all.
+    latest = initial_checkpoints(shards, Position.latest(), now=100.0)
+    assert [(c.checkpoint.position, c.checkpoint.status) for c in latest] == [
+        (Position.at_timestamp(100.0), CheckpointStatus.OPEN),
+        (Position.at_timestamp(100.0), CheckpointStatus.DONE),
+    ]
+    assert all(c.history is not None and c.history.cause == "start" for c in latest)

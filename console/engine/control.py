@@ -353,7 +353,7 @@ def _plan_undo(
     entries: Sequence[HistoryEntry],
 ) -> Plan:
     if not entries:
-        which = f"change #{request.change_id}" if request.change_id else "a change"
+        which = f"change #{request.change_id}" if request.change_id else "change"
         raise ControlError(f"there is no {which} to undo")
     changes: list[CheckpointChange] = []
     target = entries[0].command_id

@@ -262,13 +262,17 @@ class DynamoDBSource(ClientSource):
             raise classify(exc, "reading records") from exc
         records = records_from_api(resp.get("Records") or (), self._deserializer)
         following = resp.get("NextShardIterator")
+        # The lag of the page as read: a page emptied by a rewind's filter is not the tip, and
+        # the worker must read on at once rather than idle.
+        lag = int(max(0.0, time.time() - records[-1].approximate_arrival) * 1000) if records else 0
         since = self._since.pop(iterator, None)
         if since is not None:
             kept = created_since(records, since)
             if not kept and following:
                 self._since[following] = since  # still before the instant: keep dropping
+                if records:
+                    lag = max(lag, 1)  # behind, however fresh: there is more to read
             records = kept
-        lag = int(max(0.0, time.time() - records[-1].approximate_arrival) * 1000) if records else 0
         return Batch(
             records=records,
             next_iterator=following,

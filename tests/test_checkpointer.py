@@ -1,0 +1,160 @@
+"""The checkpointer, and the fetch planning a worker resumes with: pure pieces, no stream, no
+file (an in-memory store). Runs in milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from console.checkpoints.base import CheckpointChange, CheckpointStore
+from console.engine.checkpointing import Checkpointer
+from console.engine.state import EngineState
+from console.engine.worker import drop_through, fetch_plan
+from console.model import (
+    Checkpoint,
+    CheckpointStatus,
+    HistoryEntry,
+    Position,
+    Record,
+)
+from tests.memory_store import MemoryStore
+
+AFTER = Position.after_sequence
+KEY = "arn:aws:kinesis:us-east-1:1:stream/s"
+
+
+def test_the_memory_store_has_every_member_of_the_protocol() -> None:
+    members = {m for m in vars(CheckpointStore) if not m.startswith("_")} - {"path"}
+    members |= {"acquire", "release", "holds", "may_read"}
+    assert members - set(dir(MemoryStore)) == set()
+
+
+def checkpointer(
+    store: MemoryStore, saved: dict[str, Checkpoint] | None = None, **kw: float
+) -> tuple[Checkpointer, list[str]]:
+    calls: list[str] = []
+
+    async def before_write() -> None:
+        calls.append(f"processor flushed before save #{len(store.saves) + 1}")
+
+    state = EngineState("s", "kinesis", "test")
+    cp = Checkpointer(store, state, before_write, history_interval=kw.get("history", 60.0))
+    cp.load(KEY, saved or {})
+    return cp, calls
+
+
+async def test_advance_writes_nothing_and_a_flush_writes_every_moved_shard_at_once() -> None:
+    store = MemoryStore()
+    cp, calls = checkpointer(store)
+    cp.advance("a", AFTER("1"), 10.0)
+    cp.advance("b", AFTER("7"), 11.0)
+    cp.advance("a", AFTER("3"), 12.0)  # the last of a shard wins
+    assert store.saves == []
+    assert cp.get("a") == Checkpoint("a", AFTER("3"), arrival=12.0)
+    assert await cp.flush() == 2
+    assert len(store.saves) == 1  # one transaction
+    saved = await store.load(KEY)
+    assert {sid: (c.position, c.arrival) for sid, c in saved.items()} == {
+        "a": (AFTER("3"), 12.0),
+        "b": (AFTER("7"), 11.0),
+    }
+    assert calls == ["processor flushed before save #1"]  # output durable first
+    assert await cp.flush() == 0 and len(store.saves) == 1  # nothing moved: no write
+
+
+async def test_a_failed_write_keeps_the_progress_for_the_next_flush() -> None:
+    store = MemoryStore()
+    cp, _ = checkpointer(store)
+    cp.advance("a", AFTER("5"), 1.0)
+    store.fail_next_save = OSError("disk full")
+    with pytest.raises(OSError):
+        await cp.flush()
+    assert await store.load(KEY) == {}
+    cp.advance("b", AFTER("9"), 2.0)
+    assert await cp.flush() == 2
+    assert set(await store.load(KEY)) == {"a", "b"}
+
+
+async def test_an_explicit_change_replaces_the_shards_pending_progress() -> None:
+    store = MemoryStore()
+    saved = {"a": Checkpoint("a", AFTER("5"), paused=True)}
+    cp, _ = checkpointer(store, saved)
+    cp.advance("a", AFTER("8"), 1.0)
+    cp.advance("b", AFTER("2"), 1.0)
+    rewind = HistoryEntry("a", "rewind", "me", Position.trim_horizon(), "open")
+    await cp.write([CheckpointChange(Checkpoint("a", Position.trim_horizon()), rewind)])
+    [save] = store.saves
+    assert [(c.checkpoint.shard_id, c.checkpoint.position) for c in save] == [
+        ("b", AFTER("2")),
+        ("a", Position.trim_horizon()),
+    ]
+    assert cp.get("a") is not None and cp.get("a").position == Position.trim_horizon()  # type: ignore[union-attr]
+
+
+async def test_routine_progress_enters_the_history_at_most_once_per_interval() -> None:
+    store = MemoryStore()
+    cp, _ = checkpointer(store, {"a": Checkpoint("a", AFTER("1"))}, history=3600.0)
+    for seq in ("2", "3"):
+        cp.advance("a", AFTER(seq), 1.0)
+        await cp.flush()
+    assert await store.history(KEY) == []  # loaded just now: the next row is an hour away
+    cp, _ = checkpointer(store, {"a": Checkpoint("a", AFTER("3"))}, history=0.0)
+    cp.advance("a", AFTER("4"), 1.0)
+    await cp.flush()
+    [row] = await store.history(KEY)
+    assert (row.cause, row.old_position, row.new_position) == ("progress", AFTER("3"), AFTER("4"))
+
+
+async def test_finished_shards_are_known_from_the_store_and_from_writes() -> None:
+    store = MemoryStore()
+    saved = {
+        "a": Checkpoint("a", AFTER("9"), CheckpointStatus.DONE),
+        "b": Checkpoint("b", AFTER("1")),
+    }
+    cp, _ = checkpointer(store, saved)
+    assert cp.finished == {"a"}
+    await cp.write([CheckpointChange(Checkpoint("b", AFTER("4"), CheckpointStatus.SKIPPED))])
+    await cp.write([CheckpointChange(Checkpoint("a", Position.trim_horizon()))])  # reopened
+    assert cp.finished == {"b"}
+
+
+async def test_concurrent_flushes_never_write_a_shard_twice() -> None:
+    store = MemoryStore()
+    cp, _ = checkpointer(store)
+    cp.advance("a", AFTER("1"), 1.0)
+    counts = await asyncio.gather(cp.flush(), cp.flush(), cp.flush())
+    assert sorted(counts) == [0, 0, 1]
+
+
+# -- where a worker resumes ------------------------------------------------------------------
+
+
+def rec(seq: str, sub: int | None = None) -> Record:
+    return Record(seq, "k", b"", 0.0, sub)
+
+
+@pytest.mark.parametrize(
+    ("position", "iterator_at", "drop"),
+    [
+        (Position.trim_horizon(), Position.trim_horizon(), None),
+        (AFTER("42"), AFTER("42"), None),
+        # Inside a KPL aggregate: read the aggregate again, drop its user records up to 2.
+        (AFTER("42", 2), Position.at_sequence("42"), ("42", 2)),
+        (Position.at_sequence("42", 2), Position.at_sequence("42", 2), None),
+        (Position.at_timestamp(5.0), Position.at_timestamp(5.0), None),
+    ],
+)
+def test_fetch_plan(
+    position: Position, iterator_at: Position, drop: tuple[str, int] | None
+) -> None:
+    assert fetch_plan(position) == (iterator_at, drop)
+
+
+def test_drop_through_drops_the_aggregates_records_already_processed() -> None:
+    batch = [rec("42", 0), rec("42", 1), rec("42", 2), rec("42", 3), rec("43")]
+    assert [(r.sequence_number, r.sub_sequence_number) for r in drop_through(batch, "42", 2)] == [
+        ("42", 3),
+        ("43", None),
+    ]
+    assert drop_through(batch, "41", 0) == batch  # nothing of it in this batch
