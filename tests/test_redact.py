@@ -20,30 +20,52 @@ def test_redactor_masks_known_secrets_and_key_shapes() -> None:
     assert r("short words stay") == "short words stay"
 
 
-async def test_credentials_never_reach_the_logs(kinesalite: str, tmp_path) -> None:
+def echo_credentials(headers: dict[str, str]) -> str:
+    """What AWS's signature errors do: quote the request's credential back."""
+    return (
+        f"The request signature we calculated does not match: {headers.get('Authorization')} "
+        f"token {headers.get('X-Amz-Security-Token')}"
+    )
+
+
+def test_credentials_echoed_by_the_service_never_reach_the_output(
+    kinesalite: str, tmp_path
+) -> None:
+    """Two paths where a message carries the access key id and the session token: a refusal
+    at start-up (exit 2) and an error retried during a run (a WARNING line, then exit 0). Each
+    line shows the credential masked, which proves the path carried it; nothing shows it raw."""
+    import asyncio
+
+    from tests.proxy import Reply, proxy
+
     name = unique()
-    await Kinesis(kinesalite).create(name, 1)
-    await Kinesis(kinesalite).put(name, numbered(5))
+    asyncio.run(Kinesis(kinesalite).create(name, 1))
+    asyncio.run(Kinesis(kinesalite).put(name, numbered(5)))
     env = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": TOKEN}
-    for args in (
-        [
-            "run",
-            name,
-            "--endpoint-url",
-            kinesalite,
-            "--db",
-            str(tmp_path / "c.db"),
-            "--max-records",
-            "5",
-            "--log-format",
-            "json",
-            "--inject-faults",
-            "throttle=0.3,seed=1",
-        ],
-        ["run", "missing-stream", "--endpoint-url", kinesalite, "--db", str(tmp_path / "d.db")],
-    ):
-        result = run_cli(*args, env=env)
-        assert result.returncode in (0, 2), result.stderr
+
+    def refuse(operation: str, body: dict, headers: dict[str, str]) -> Reply | None:
+        return Reply(400, "ValidationException", echo_credentials(headers))
+
+    failed_once: list[str] = []
+
+    def fail_one_read(operation: str, body: dict, headers: dict[str, str]) -> Reply | None:
+        if operation == "GetRecords" and not failed_once:
+            failed_once.append(operation)
+            return Reply(500, "InternalFailure", echo_credentials(headers))
+        return None
+
+    common = ["--db", str(tmp_path / "c.db"), "--no-ui"]
+    with proxy(kinesalite, refuse) as p:
+        refused = run_cli("run", name, "--endpoint-url", p.url, *common, env=env)
+    with proxy(kinesalite, fail_one_read) as p:
+        ran = run_cli("run", name, "--endpoint-url", p.url, *common, "--max-records", "5", env=env)
+    assert refused.returncode == 2, refused.stderr
+    assert ran.returncode == 0, ran.stderr
+    assert failed_once == ["GetRecords"]
+    for result in (refused, ran):
+        echoed = [line for line in result.stderr.splitlines() if "does not match" in line]
+        assert len(echoed) == 1, result.stderr
+        assert f"Credential={MASK}/" in echoed[0] and f"token {MASK}" in echoed[0], echoed[0]
         for secret in (SECRET, KEY_ID, TOKEN):
             assert secret not in result.stderr and secret not in result.stdout
 
