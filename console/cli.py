@@ -12,7 +12,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -251,6 +250,8 @@ async def _consume(
             raise _startup_error(exc) from None
         stopper.attach(consumer.request_stop)
         if settings.no_ui:
+            for event in consumer.events.since(0):  # what was said before we listened
+                printer.event(event)
             consumer.events.subscribe(printer.event)
         info = consumer.state.info
         if info is not None and info.status in ("DISABLED", "DISABLING"):
@@ -372,6 +373,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from console.checkpoints.sqlite import inspect_database
     from console.demo import Demo, DemoOptions
+    from console.demo.producer import DemoStateError, load_state
     from console.engine.events import EventLog
     from console.headless import LinePrinter
     from console.model import Position
@@ -386,14 +388,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.rollover > 0:
         raise UsageError(f"--rollover must be a positive number of seconds, not {args.rollover}")
     tmpdir: str | None = None
+    stream = "demo-orders" if args.source == "dynamodb" else "demo"
+    state: Path | None = None
     if settings.db:
         db = settings.db
-        # A persistent database outlives the demo's stream: give each demo run its own stream.
-        stream = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+        # The endpoint's streams live beside the database, so the next demo with it resumes.
+        state = Path(f"{db}.demo.json")
+        try:
+            load_state(state)
+        except DemoStateError as exc:
+            raise UsageError(str(exc)) from None
     else:
         tmpdir = tempfile.mkdtemp(prefix="shard-console-demo-")
         db = str(Path(tmpdir) / "checkpoints.db")
-        stream = "demo-orders" if args.source == "dynamodb" else "demo"
     processor = load_processor(settings.processor, stream)
     printer = LinePrinter(settings.log_format)
     try:
@@ -415,9 +422,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     rollover_every=args.rollover,
                 ),
                 on_event=on_demo_event,
+                state=state,
             )
             demo.start()
-            where = f"{db} (deleted at exit; pass --db to keep it)" if tmpdir else db
+            where = (
+                f"{db} (deleted at exit; pass --db to keep it)"
+                if tmpdir
+                else f"{db}, the demo's streams in {state}"
+            )
             what = (
                 f"table '{stream}' and its stream"
                 if args.source == "dynamodb"

@@ -28,13 +28,22 @@ if TYPE_CHECKING:
     from console.config import Settings
     from console.engine.control import ControlRequest, Plan
 
-MUTATING = ("rewind", "skip", "pause", "resume", "replay", "undo")
+# A change handed to a running consumer that had not applied it when --wait ran out: not an
+# error (it stays queued and will be applied), not a success either.
+EXIT_QUEUED = 3
 
 
-def _store_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="PATH", help="the checkpoint database (default: the usual one)")
-    p.add_argument("--stream", metavar="S", help="the stream, when the database holds several")
-    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+def _store_flags(p: argparse.ArgumentParser, given_only: bool = False) -> None:
+    """``given_only``: a sub-command's copy of its parent's flags, set only when given there,
+    so ``checkpoints --db X list`` and ``checkpoints list --db X`` both work."""
+    extra: dict[str, Any] = {"default": argparse.SUPPRESS} if given_only else {}
+    p.add_argument(
+        "--db", metavar="PATH", help="the checkpoint database (default: the usual one)", **extra
+    )
+    p.add_argument(
+        "--stream", metavar="S", help="the stream, when the database holds several", **extra
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file", **extra)
 
 
 def _change_flags(p: argparse.ArgumentParser) -> None:
@@ -54,19 +63,21 @@ def _change_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
-    cp = sub.add_parser("checkpoints", help="list checkpoints and their history")
+    cp = sub.add_parser("checkpoints", help="list checkpoints (the default) and their history")
+    _store_flags(cp)
+    cp.add_argument("--json", action="store_true")
+    cp.set_defaults(handler=cmd_list)
     cp_sub = cp.add_subparsers(dest="what", metavar="list|history", parser_class=parser_class)
     listing = cp_sub.add_parser("list", help="one line per shard")
-    _store_flags(listing)
-    listing.add_argument("--json", action="store_true")
+    _store_flags(listing, given_only=True)
+    listing.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     listing.set_defaults(handler=cmd_list)
     history = cp_sub.add_parser("history", help="every change, newest first")
     history.add_argument("shard", nargs="?", metavar="SHARD")
-    _store_flags(history)
+    _store_flags(history, given_only=True)
     history.add_argument("--limit", type=int, default=50, metavar="N")
-    history.add_argument("--json", action="store_true")
+    history.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     history.set_defaults(handler=cmd_history)
-    cp.set_defaults(handler=lambda args: _missing(cp))
 
     rewind = sub.add_parser("rewind", help="read a shard again from an earlier position")
     rewind.add_argument("shard", metavar="SHARD")
@@ -107,11 +118,6 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     info.set_defaults(handler=cmd_info)
 
 
-def _missing(p: argparse.ArgumentParser) -> int:
-    p.print_help()
-    return 2
-
-
 def _settings(args: argparse.Namespace) -> Settings:
     from console.config import load_settings
 
@@ -120,12 +126,20 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-async def _open(args: argparse.Namespace) -> tuple[SqliteStore, StreamRecord]:
-    """The database (which must exist) and the stream in it the command is about."""
-    from console.checkpoints.sqlite import SqliteStore
+def _existing_database(args: argparse.Namespace) -> str:
     from console.config import default_db_path
 
     db = _settings(args).db or default_db_path()
+    if not Path(db).exists():
+        raise UsageError(f"no database at {db}: pass --db with an existing database")
+    return db
+
+
+async def _open(args: argparse.Namespace) -> tuple[SqliteStore, StreamRecord]:
+    """The database (which must exist) and the stream in it the command is about."""
+    from console.checkpoints.sqlite import SqliteStore
+
+    db = _existing_database(args)
     store = await SqliteStore.open(db, create=False)
     try:
         streams = await store.streams()
@@ -343,10 +357,10 @@ async def _send(
             raise UsageError(f"the running consumer refused it: {command.result}")
         await asyncio.sleep(0.2)
     print(
-        f"command #{command_id} is queued: the running consumer applies it between batches "
-        "(see: shard-console checkpoints history)"
+        f"command #{command_id} is queued, not applied yet: the running consumer applies it "
+        "between batches (see: shard-console checkpoints history)"
     )
-    return 0
+    return EXIT_QUEUED
 
 
 def cmd_info(args: argparse.Namespace) -> int:

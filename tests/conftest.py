@@ -8,6 +8,7 @@ client boundary (console.sources.faults).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -263,3 +264,39 @@ def run_cli(*args: str, timeout: float = 60, env: dict[str, str] | None = None, 
         env={**os.environ, **(env or {})},
         **kw,
     )
+
+
+@contextlib.contextmanager
+def read_only(*paths: Path) -> Iterator[None]:
+    """Make files and folders read-only for us. Root writes through file modes, so as root the
+    immutable attribute (chattr +i) does it; where root may not set it (a container without
+    CAP_LINUX_IMMUTABLE, a filesystem without the attribute) the test is skipped, saying why."""
+    if os.geteuid() != 0:
+        for p in paths:
+            os.chmod(p, 0o555 if p.is_dir() else 0o444)
+        try:
+            yield
+        finally:
+            for p in paths:
+                os.chmod(p, 0o755 if p.is_dir() else 0o600)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None:
+        pytest.skip("running as root without chattr: cannot make a file read-only for root")
+    done: list[Path] = []
+    try:
+        for p in paths:
+            result = subprocess.run(
+                [chattr, "+i", str(p)], capture_output=True, text=True, check=False
+            )
+            if result.returncode != 0:
+                pytest.skip(
+                    "running as root and chattr +i is refused here "
+                    f"({result.stderr.strip() or result.returncode}): cannot make {p.name} "
+                    "read-only for root"
+                )
+            done.append(p)
+        yield
+    finally:
+        for p in done:
+            subprocess.run([chattr, "-i", str(p)], check=True)

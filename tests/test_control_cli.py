@@ -170,7 +170,8 @@ def test_a_command_left_pending_by_a_crash_is_applied_at_the_next_start(
     proc.send_signal(signal.SIGSTOP)  # alive (it holds the lock) but not applying anything
     try:
         queued = run_cli("pause", shard, "--db", str(db), "--yes", "--wait", "1")
-        assert queued.returncode == 0 and "is queued" in queued.stdout, (
+        # Queued, not applied: its own exit code, neither success nor failure.
+        assert queued.returncode == 3 and "is queued, not applied yet" in queued.stdout, (
             queued.stdout + queued.stderr
         )
     finally:

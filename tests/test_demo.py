@@ -142,3 +142,44 @@ def test_the_dynamodb_demo_places_ships_and_cancels_orders_across_roll_overs(
     for events in lives.values():
         assert events[0] == "INSERT" and "INSERT" not in events[1:], events
         assert "REMOVE" not in events[:-1], events
+
+
+def test_a_demo_with_a_database_resumes_its_stream(tmp_path: Path) -> None:
+    """Two demo runs on one database: the second resumes the first's stream where it left
+    off, so each customer's orders arrive once, numbered on from the first run."""
+    from tests.conftest import run_cli
+
+    db, out = tmp_path / "c.db", tmp_path / "orders.jsonl"
+    common = ["demo", "--no-ui", "--rate", "200", "--db", str(db), "--processor", f"jsonl:{out}"]
+    first = run_cli(*common, "--duration", "2")
+    assert first.returncode == 0, first.stderr
+    rows_first = len(out.read_text().splitlines())
+    second = run_cli(*common, "--duration", "2")
+    assert second.returncode == 0, second.stderr
+    assert "demo: resumed from" in second.stderr and f"{db}.demo.json" in second.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) > rows_first > 0
+    numbers: dict[str, list[int]] = {}
+    for row in rows:
+        order = json.loads(row["data"])
+        numbers.setdefault(order["customer"], []).append(order["n"])
+    for customer, ns in numbers.items():
+        assert ns == list(range(1, len(ns) + 1)), customer  # once each, in order, no restart
+    # One stream in the database: the control CLI needs no --stream.
+    listing = run_cli("checkpoints", "--db", str(db), "--json")
+    assert listing.returncode == 0, listing.stderr
+    assert {r["shard"] for r in json.loads(listing.stdout)} >= {
+        f"shardId-{i:012d}" for i in range(4)
+    }
+
+
+def test_an_unreadable_demo_state_is_a_usage_error(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    db = tmp_path / "c.db"
+    Path(f"{db}.demo.json").write_text("{not json")
+    result = run_cli("demo", "--no-ui", "--duration", "1", "--db", str(db))
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "is unreadable" in line and "delete it" in line
+    assert not db.exists()

@@ -167,17 +167,48 @@ def test_the_console_shows_text_with_control_characters_as_binary() -> None:
     assert shown.startswith("hex 1b 5b 32 4a") and "\x1b" not in shown
 
 
-async def test_jsonl_drops_a_line_torn_by_a_crash(tmp_path) -> None:
+async def test_jsonl_moves_a_line_torn_by_a_crash_aside_and_says_where(tmp_path) -> None:
     from console.processors.builtin import JsonlProcessor
 
     path = tmp_path / "out.jsonl"
     path.write_text('{"a": 1}\n{"b": 2}\n{"c": ')  # killed mid-write
     sink = JsonlProcessor(str(path), "s")
-    await sink.open()
+    [warning] = await sink.open()
     await sink.close()
     assert path.read_text() == '{"a": 1}\n{"b": 2}\n'
-    path.write_text('{"torn')
-    sink = JsonlProcessor(str(path), "s")
-    await sink.open()
+    [aside] = tmp_path.glob("out.jsonl.torn-*")
+    assert aside.read_text() == '{"c": ' and str(aside) in warning
+    assert oct(aside.stat().st_mode & 0o777) == "0o600"
+    # A file with no whole line at all: everything is moved aside, nothing is lost.
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(b"x" * (3 << 20))  # longer than one read
+    sink = JsonlProcessor(str(other), "s")
+    [warning] = await sink.open()
     await sink.close()
-    assert path.read_text() == ""
+    [aside] = tmp_path.glob("other.jsonl.torn-*")
+    assert other.read_bytes() == b"" and aside.read_bytes() == b"x" * (3 << 20)
+    # A whole file is left alone, and nothing is said.
+    sink = JsonlProcessor(str(path), "s")
+    assert await sink.open() == []
+    await sink.close()
+    assert path.read_text() == '{"a": 1}\n{"b": 2}\n'
+
+
+async def test_the_consumer_tells_the_operator_what_the_processor_found_on_open(
+    demo_endpoint, db, tmp_path
+) -> None:
+    from console.processors.builtin import JsonlProcessor
+
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 1)
+    path = tmp_path / "out.jsonl"
+    path.write_text('{"torn')
+    store = await SqliteStore.open(db)
+    try:
+        async with KinesisSource("s", aws(demo_endpoint.url)) as source:
+            consumer = Consumer(source, store, JsonlProcessor(str(path), "s"), FAST)
+            async with consumer:
+                pass
+    finally:
+        await store.close()
+    [event] = [e for e in consumer.events.since(0) if e.kind == "processor_warning"]
+    assert event.level.value == "warning" and "out.jsonl.torn-" in event.message

@@ -8,7 +8,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from console.checkpoints.base import CheckpointChange, StoreError, StoreLockedError
 from console.checkpoints.sqlite import SCHEMA_VERSION, SqliteStore, inspect_database, lock_path
 from console.model import Checkpoint, CheckpointStatus, HistoryEntry, Position, Shard
+from tests.conftest import read_only
 
 
 def digest(path: str) -> str:
@@ -103,26 +103,6 @@ async def test_a_newer_schema_is_refused(db: str) -> None:
     conn.close()
     with pytest.raises(StoreError, match="newer than this shard-console"):
         await SqliteStore.open(db)
-
-
-@contextlib.contextmanager
-def read_only(*paths: Path) -> Iterator[None]:
-    """Make files and folders read-only for us. Root writes through file modes, so as root the
-    immutable attribute (chattr +i) does it."""
-    root = os.geteuid() == 0
-    for p in paths:
-        if root:
-            subprocess.run(["chattr", "+i", str(p)], check=True)
-        else:
-            os.chmod(p, 0o555 if p.is_dir() else 0o444)
-    try:
-        yield
-    finally:
-        for p in paths:
-            if root:
-                subprocess.run(["chattr", "-i", str(p)], check=True)
-            else:
-                os.chmod(p, 0o755 if p.is_dir() else 0o644)
 
 
 async def test_a_read_only_database_is_refused(tmp_path: Path) -> None:

@@ -106,6 +106,68 @@ class EmbeddedDynamoDB:
         self.keep = keep_records
         self.tables: dict[str, _Table] = {}
 
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the model holds, as JSON carries it (see EmbeddedKinesis.snapshot)."""
+        return {
+            "tables": [
+                {
+                    "name": t.name,
+                    "keys": list(t.keys),
+                    "arn": t.arn,
+                    "stream_arn": t.stream_arn,
+                    "label": t.label,
+                    "created": t.created,
+                    "partitions": t.partitions,
+                    "items": t.items,
+                    "shards": [
+                        {
+                            "shard_id": sh.shard_id,
+                            "starting": str(sh.starting),
+                            "parent": sh.parent,
+                            "ending": None if sh.ending is None else str(sh.ending),
+                            "seqs": [str(q) for q in sh.seqs],
+                            "records": sh.records,
+                            "trimmed": sh.trimmed,
+                        }
+                        for sh in t.shards.values()
+                    ],
+                    "open": t.open,
+                    "counter": t.counter,
+                    "held": t.held,
+                    "enabled": t.enabled,
+                }
+                for t in self.tables.values()
+            ]
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        for item in snapshot.get("tables", ()):
+            table = _Table(
+                item["name"],
+                tuple(item["keys"]),
+                item["arn"],
+                item["stream_arn"],
+                item["label"],
+                item["created"],
+                item["partitions"],
+                dict(item["items"]),
+                open=list(item["open"]),
+                counter=item["counter"],
+                held=item["held"],
+                enabled=item["enabled"],
+            )
+            for sh in item["shards"]:
+                table.shards[sh["shard_id"]] = _StreamShard(
+                    sh["shard_id"],
+                    int(sh["starting"]),
+                    sh["parent"],
+                    None if sh["ending"] is None else int(sh["ending"]),
+                    [int(q) for q in sh["seqs"]],
+                    list(sh["records"]),
+                    sh["trimmed"],
+                )
+            self.tables[table.name] = table
+
     # -- the writer's side ------------------------------------------------------------------
 
     def create_table(self, name: str, keys: tuple[str, ...], partitions: int = 4) -> _Table:

@@ -122,6 +122,61 @@ class EmbeddedKinesis:
         self.keep = keep_records_per_shard
         self.streams: dict[str, _Stream] = {}
 
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the model holds, as JSON carries it: a demo with a database keeps it
+        beside the database and resumes from it."""
+        return {
+            "streams": [
+                {
+                    "name": st.name,
+                    "arn": st.arn,
+                    "created": st.created,
+                    "retention_hours": st.retention_hours,
+                    "shards": [
+                        {
+                            "index": sh.index,
+                            "start_hash": str(sh.start_hash),
+                            "end_hash": str(sh.end_hash),
+                            "parent": sh.parent,
+                            "adjacent": sh.adjacent,
+                            "closed": sh.closed,
+                            "seqs": [str(q) for q in sh.seqs],
+                            "arrivals": sh.arrivals,
+                            "keys": sh.keys,
+                            "data": [base64.b64encode(d).decode("ascii") for d in sh.data],
+                            "trimmed": sh.trimmed,
+                            "counter": sh.counter,
+                        }
+                        for sh in st.shards.values()
+                    ],
+                }
+                for st in self.streams.values()
+            ]
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        for item in snapshot.get("streams", ()):
+            stream = _Stream(
+                item["name"], item["arn"], item["created"], retention_hours=item["retention_hours"]
+            )
+            for sh in item["shards"]:
+                shard = _Shard(
+                    sh["index"],
+                    int(sh["start_hash"]),
+                    int(sh["end_hash"]),
+                    sh["parent"],
+                    sh["adjacent"],
+                    sh["closed"],
+                    [int(q) for q in sh["seqs"]],
+                    list(sh["arrivals"]),
+                    list(sh["keys"]),
+                    [base64.b64decode(d) for d in sh["data"]],
+                    sh["trimmed"],
+                    sh["counter"],
+                )
+                stream.shards[shard.shard_id] = shard
+            self.streams[stream.name] = stream
+
     def operation(self, target: str) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
         """The handler for an ``X-Amz-Target`` header, or None if it is not ours."""
         if not target.startswith(TARGET):

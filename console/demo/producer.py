@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from console.demo.server import EmbeddedEndpoint
 from console.model import format_ts
 from console.sources.aws import AwsSettings
+
+STATE_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +43,42 @@ class DemoOptions:
     rollover_every: float | None = 20.0  # dynamodb: seconds between shard roll-overs
 
 
+class DemoStateError(Exception):
+    """The demo's saved state cannot be read."""
+
+
+def load_state(path: Path) -> dict[str, Any] | None:
+    """A demo's saved state, or None when it has none yet."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DemoStateError(f"cannot read the demo's state {path}: {exc.strerror}") from None
+    try:
+        state = json.loads(text)
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError("not a state this version wrote")
+    except ValueError as exc:
+        raise DemoStateError(
+            f"the demo's state {path} is unreadable ({exc}): delete it to start the demo afresh"
+        ) from None
+    return state
+
+
 class Demo:
-    def __init__(self, options: DemoOptions, on_event: Callable[[str], None] | None = None) -> None:
+    """The producer and the endpoint. With ``state`` (a file beside the demo's database), the
+    endpoint's streams and tables are saved there when the demo stops and restored when it
+    starts, so a demo run with a database resumes its stream where it left off."""
+
+    def __init__(
+        self,
+        options: DemoOptions,
+        on_event: Callable[[str], None] | None = None,
+        state: Path | None = None,
+    ) -> None:
         self.options = options
+        self.state = state
         self.endpoint = EmbeddedEndpoint()
         self.on_event = on_event
         self.produced = 0
@@ -68,22 +105,67 @@ class Demo:
         )
 
     def start(self) -> None:
+        saved = load_state(self.state) if self.state is not None else None
         self.endpoint.start()
+        if saved is not None:
+            self.endpoint.call(self._restore, saved)
         self.endpoint.call(self._begin)
 
     def stop(self) -> None:
         if self._task is not None:
             self.endpoint.loop.call_soon_threadsafe(self._task.cancel)
+        if self.state is not None:
+            self._save(self.state, self.endpoint.call(self._snapshot))
         self.endpoint.stop()
 
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "produced": self.produced,
+            "per_key": dict(self.per_key),
+            "changes": dict(self.changes),
+            "orders": self._orders,
+            "kinesis": self.endpoint.kinesis.snapshot(),
+            "dynamodb": self.endpoint.dynamodb.snapshot(),
+        }
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        self.produced = int(saved["produced"])
+        self.per_key = Counter(saved["per_key"])
+        self.changes = Counter(saved["changes"])
+        self._orders = {k: list(v) for k, v in saved["orders"].items()}
+        self.endpoint.kinesis.restore(saved["kinesis"])
+        self.endpoint.dynamodb.restore(saved["dynamodb"])
+
+    @staticmethod
+    def _save(path: Path, snapshot: dict[str, Any]) -> None:
+        """Atomically: a demo killed while saving keeps the state it had."""
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(snapshot, fh, separators=(",", ":"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
     def _begin(self) -> None:
+        held = 0
         if self.options.source == "dynamodb":
-            table = self.endpoint.dynamodb.create_table(
+            existing = self.endpoint.dynamodb.tables.get(self.table)
+            table = existing or self.endpoint.dynamodb.create_table(
                 self.table, ("customer", "order"), self.options.shards
             )
             self.stream_arn = table.stream_arn
+            held = table.held if existing else 0
+        elif self.options.stream in self.endpoint.kinesis.streams:
+            stream = self.endpoint.kinesis.streams[self.options.stream]
+            held = sum(len(s.seqs) for s in stream.shards.values())
         else:
             self.endpoint.kinesis.create_stream(self.options.stream, self.options.shards)
+        if held:
+            self._emit(
+                f"demo: resumed from {self.state}: {held:,} records held, {self.produced:,} written"
+            )
         self._write(max(1, int(self.options.rate)))  # a first second of data, before any read
         self._task = self.endpoint.loop.create_task(self._produce())
 

@@ -190,7 +190,8 @@ class Consumer:
             checkpoints = await self.store.load(self.key)
             self.checkpointer.load(self.key, checkpoints)
             self._opened = True
-            await self.processor.open()
+            for warning in await self.processor.open() or ():
+                self.events.emit("processor_warning", warning, level=Level.WARNING)
             backoff = Backoff(self.options.backoff_base, max(self.options.backoff_cap, 1.0))
             shards = await self.discovery.first_list(backoff)
             self._set_lineage(self.discovery.lineage)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from console.model import Record, ShardContext
@@ -32,7 +32,8 @@ class Processor(abc.ABC):
 
     name = "processor"
 
-    async def open(self) -> None:
+    async def open(self) -> Sequence[str] | None:
+        """Before the first batch. May return warnings for the operator (one line each)."""
         return None
 
     @abc.abstractmethod

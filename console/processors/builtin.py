@@ -8,6 +8,7 @@ import json
 import os
 import re
 import sys
+import time
 from typing import IO, Any
 
 from console.model import ChangeRecord, Record, ShardContext, format_ts, json_safe
@@ -86,24 +87,44 @@ class PrintProcessor(Processor):
         out.flush()
 
 
-def _drop_torn_line(fd: int) -> None:
-    """A crash can cut the last line short. Its records came after the last checkpoint (the
-    file is fsynced before every checkpoint write), so they will be delivered again: drop the
-    torn piece, or the next line would be glued to it."""
+def set_torn_tail_aside(fd: int, path: str) -> str | None:
+    """A crash can cut the file's last line short. Its records came after the last checkpoint
+    (the file is fsynced before every checkpoint write), so they will be delivered again; the
+    torn piece must not stay, or the next line would be glued to it. It is moved, not dropped:
+    written to a sibling file (returned), then cut from this one. Nothing of the user's is
+    destroyed."""
     size = os.fstat(fd).st_size
     if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
-        return
+        return None
     start = max(0, size - (1 << 20))
     while True:
         chunk = os.pread(fd, size - start, start)
         cut = chunk.rfind(b"\n")
-        if cut >= 0:
-            os.ftruncate(fd, start + cut + 1)
-            return
-        if start == 0:
-            os.ftruncate(fd, 0)
-            return
+        if cut >= 0 or start == 0:
+            keep = start + cut + 1  # 0 when the file holds no whole line at all
+            break
         start = max(0, start - (1 << 20))
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for n in range(1000):
+        aside = f"{path}.torn-{stamp}" + (f".{n}" if n else "")
+        try:
+            out = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        break
+    else:  # pragma: no cover - a thousand torn files in one second
+        raise OSError(f"cannot find a free name beside {path} for its torn last line")
+    try:
+        offset = keep
+        while offset < size:
+            piece = os.pread(fd, min(1 << 20, size - offset), offset)
+            os.write(out, piece)
+            offset += len(piece)
+        os.fsync(out)
+    finally:
+        os.close(out)
+    os.ftruncate(fd, keep)
+    return aside
 
 
 class JsonlProcessor(Processor):
@@ -118,10 +139,20 @@ class JsonlProcessor(Processor):
         self.stream = stream
         self._fh: IO[str] | None = None
 
-    async def open(self) -> None:
+    async def open(self) -> list[str]:
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-        _drop_torn_line(fd)
+        try:
+            aside = set_torn_tail_aside(fd, self.path)
+        except OSError:
+            os.close(fd)
+            raise
         self._fh = os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
+        if aside is None:
+            return []
+        return [
+            f"{self.path} ended in a torn line (a crash mid-write): moved it to {aside}; its "
+            "records come again, after the last checkpoint"
+        ]
 
     async def process(self, records: list[Record], ctx: ShardContext) -> None:
         assert self._fh is not None, "open() first"
