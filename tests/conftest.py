@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -139,7 +139,10 @@ def aws(url: str) -> AwsSettings:
 
 
 class Kinesis:
-    """Test-side producer and admin, through aioboto3 like everything else."""
+    """Test-side producer and admin, through aioboto3 like everything else. ``tips`` keeps,
+    per stream, the last sequence number each shard was given."""
+
+    tips: ClassVar[dict[str, dict[str, str]]] = {}
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -173,6 +176,10 @@ class Kinesis:
                 )
                 assert resp.get("FailedRecordCount", 0) == 0, resp
                 out.extend(resp["Records"])
+        tips = Kinesis.tips.setdefault(name, {})
+        for sid, seq in last_sequence(out).items():
+            if sid not in tips or int(seq) > int(tips[sid]):
+                tips[sid] = seq
         return out
 
     async def shards(self, name: str) -> list[dict[str, Any]]:
@@ -216,6 +223,7 @@ class Collect(Processor):
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, Record]] = []
+        self.at: list[float] = []  # time.monotonic() of each record's delivery
         self.calls = 0
         self.fail: Callable[[list[Record], ShardContext], None] | None = None
 
@@ -224,6 +232,7 @@ class Collect(Processor):
         if self.fail is not None:
             self.fail(records, ctx)
         self.seen.extend((ctx.shard_id, r) for r in records)
+        self.at.extend([time.monotonic()] * len(records))
 
     def data(self) -> list[bytes]:
         return [r.data for _, r in self.seen]
@@ -300,3 +309,60 @@ def read_only(*paths: Path) -> Iterator[None]:
     finally:
         for p in done:
             subprocess.run([chattr, "-i", str(p)], check=True)
+
+
+class Calls:
+    """An observer at the client boundary (a botocore before-send hook that answers nothing):
+    how many calls of each operation the client has made. Used to wait for something to have
+    had its chance to happen ("a worker would have polled by now"), instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def hooks(self, service: str = "kinesis") -> list[tuple[str, Callable[..., Any]]]:
+        def seen(request: Any, event_name: str = "", **_: Any) -> None:
+            operation = event_name.rsplit(".", 1)[-1]
+            self.counts[operation] = self.counts.get(operation, 0) + 1
+
+        return [(f"before-send.{service}", seen)]
+
+    def __getitem__(self, operation: str) -> int:
+        return self.counts.get(operation, 0)
+
+
+def checkpoints_in(db: Path | str) -> dict[str, str]:
+    """shard -> position, as flushed to the database (read-only, from another connection)."""
+    import sqlite3
+
+    if not Path(db).exists():
+        return {}
+    conn = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return dict(conn.execute("SELECT shard_id, position FROM checkpoints").fetchall())
+    except sqlite3.OperationalError:  # not created yet
+        return {}
+    finally:
+        conn.close()
+
+
+def last_sequence(puts: list[dict[str, str]]) -> dict[str, str]:
+    """shard -> the last sequence number a PutRecords reply gave it."""
+    last: dict[str, str] = {}
+    for r in puts:
+        if r["ShardId"] not in last or int(r["SequenceNumber"]) > int(last[r["ShardId"]]):
+            last[r["ShardId"]] = r["SequenceNumber"]
+    return last
+
+
+def wait_flushed_through(db: Path | str, last: dict[str, str], timeout: float = 30.0) -> None:
+    """Until the consumer's checkpoints, on disk, are past each shard's last record: it has
+    read to the tip and will deliver nothing more of what was put."""
+    want = {sid: f"after_sequence:{seq}" for sid, seq in last.items()}
+    deadline = time.monotonic() + timeout
+    while True:
+        got = checkpoints_in(db)
+        if all(got.get(sid) == pos for sid, pos in want.items()):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"checkpoints {got} never reached {want}")
+        time.sleep(0.05)

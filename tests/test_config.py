@@ -2,14 +2,34 @@ from pathlib import Path
 
 import pytest
 
-from console.config import Settings, load_settings
+from console.config import load_settings
 from console.errors import UsageError
 
 
 def test_defaults_without_any_layer(tmp_path: Path) -> None:
+    """The defaults the README documents, one by one."""
     settings, path = load_settings({}, env={})
     assert path is None
-    assert settings == Settings()
+    assert (settings.db, settings.processor, settings.initial_position) == (
+        None,  # the default path: ~/.local/share/shard-console/checkpoints.db
+        "null",
+        "trim_horizon",
+    )
+    assert (
+        settings.flush_interval,
+        settings.discovery_interval,
+        settings.idle_interval,
+        settings.status_interval,
+        settings.processor_timeout,
+    ) == (5.0, 30.0, 1.0, 5.0, 300.0)
+    assert (settings.theme, settings.refresh_rate, settings.log_format) == (
+        "shard-dark",
+        4.0,
+        "text",
+    )
+    assert not settings.no_ui and not settings.read_only and settings.keys == {}
+    assert settings.max_records is None and settings.duration is None
+    assert settings.records_per_call is None and settings.inject_faults is None
 
 
 def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:

@@ -8,7 +8,29 @@ from console.checkpoints.sqlite import SqliteStore
 from console.engine.consumer import Consumer, ConsumerOptions
 from console.model import ShardStatus
 from console.sources.kinesis import KinesisSource
-from tests.conftest import FAST, Collect, Kinesis, aws, numbered, unique, wait_for
+from tests.conftest import (
+    FAST,
+    Calls,
+    Collect,
+    Kinesis,
+    aws,
+    last_sequence,
+    numbered,
+    unique,
+    wait_for,
+)
+
+
+def at_tip(consumer: Consumer, last: dict[str, str]) -> bool:
+    """Whether each shard has read through the last record put into it: then nothing of what
+    was put can come later (a shard delivers in order)."""
+    views = consumer.state.shards
+    return all(
+        sid in views
+        and views[sid].position is not None
+        and views[sid].position.sequence_number == seq  # type: ignore[union-attr]
+        for sid, seq in last.items()
+    )
 
 
 def per_key_in_order(data: list[bytes]) -> None:
@@ -48,7 +70,10 @@ async def test_split_and_merge_during_consumption_deliver_everything_in_key_orde
         await k.merge(name, open_ids[0], open_ids[1])
         await k.put(name, sent[200:])
         await wait_for(lambda: len(processor.seen) >= 300, what="all 300")
-        await asyncio.sleep(0.3)
+        await wait_for(
+            lambda: sum(v.status is ShardStatus.DONE for v in consumer.state.shards.values()) == 3,
+            what="the split parent and the merged pair done",
+        )
         states = {sid: v.status for sid, v in consumer.state.shards.items()}
     await store.close()
     data = processor.data()
@@ -72,13 +97,14 @@ async def test_stop_and_restart_resume_from_the_checkpoint(kinesalite: str, db: 
         await consumer.stop()
         await consumer.stop()  # idempotent
         await store.close()
-    await k.put(name, numbered(50, start=200))
+    last = last_sequence(await k.put(name, numbered(50, start=200)))
     second = Collect()
     async with KinesisSource(name, aws(kinesalite)) as source:
         store = await SqliteStore.open(db)
-        async with Consumer(source, store, second, FAST):
-            await wait_for(lambda: len(second.seen) == 50)
-            await asyncio.sleep(0.5)
+        async with Consumer(source, store, second, FAST) as consumer:
+            await wait_for(lambda: len(second.seen) >= 50)
+            # Read to each shard's last record: nothing older can come after it.
+            await wait_for(lambda: at_tip(consumer, last), what="every shard at its tip")
         await store.close()
     assert sorted(second.data()) == sorted(d for _, d in numbered(50, start=200))
 
@@ -183,7 +209,11 @@ async def test_initial_position_latest_skips_what_is_there_and_survives_a_restar
     first = Collect()
     async with KinesisSource("s", aws(demo_endpoint.url)) as source:
         async with Consumer(source, store, first, options):
-            await asyncio.sleep(0.3)
+            # What arrives after the start is read; what was there before is not, and would
+            # have come first.
+            for shard in ("k0", "k1"):
+                demo_endpoint.call(demo_endpoint.kinesis.put, "s", shard, b"after the start")
+            await wait_for(lambda: len(first.seen) == 2)
         # Written while nobody was reading, after the first start: must not be skipped.
         for i in range(5):
             demo_endpoint.call(demo_endpoint.kinesis.put, "s", f"k{i}", b"new")
@@ -191,7 +221,7 @@ async def test_initial_position_latest_skips_what_is_there_and_survives_a_restar
         async with Consumer(source, store, second, options):
             await wait_for(lambda: len(second.seen) == 5)
     await store.close()
-    assert first.seen == []
+    assert first.data() == [b"after the start"] * 2
     assert second.data() == [b"new"] * 5
 
 
@@ -207,7 +237,7 @@ async def test_a_checkpoint_inside_an_aggregated_record_resumes_at_the_next_user
     for i in range(5):
         agg.add_user_record(f"user-{i}", f"u{i}".encode())
     pk, _, data = agg.clear_and_get().get_contents()
-    await k.put(name, [(pk, data), ("plain", b"after")])
+    last = last_sequence(await k.put(name, [(pk, data), ("plain", b"after")]))
     first = Collect()
     async with KinesisSource(name, aws(moto)) as source:
         store = await SqliteStore.open(db)
@@ -216,9 +246,8 @@ async def test_a_checkpoint_inside_an_aggregated_record_resumes_at_the_next_user
         [cp] = (await store.load(consumer.key)).values()
         assert cp.position.sub_sequence_number == 2  # stopped inside the aggregate
         second = Collect()
-        async with Consumer(source, store, second, FAST):
-            await wait_for(lambda: len(second.seen) == 3)
-            await asyncio.sleep(0.3)
+        async with Consumer(source, store, second, FAST) as consumer:
+            await wait_for(lambda: at_tip(consumer, last), what="the shard at its tip")
         await store.close()
     assert first.data() == [b"u0", b"u1", b"u2"]
     assert second.data() == [b"u3", b"u4", b"after"]
@@ -236,12 +265,14 @@ async def test_an_unchanged_shard_list_costs_no_rework(demo_endpoint, db: str) -
         await real(stream, shards)
 
     store.save_shards = save_shards
-    async with KinesisSource("s", aws(demo_endpoint.url)) as source:
+    calls = Calls()
+    async with KinesisSource("s", aws(demo_endpoint.url), calls.hooks()) as source:
         async with Consumer(source, store, Collect(), FAST) as consumer:
             version = consumer.state.lineage_version
-            for _ in range(3):
+            listed = calls["ListShards"]
+            for n in range(1, 4):
                 consumer.trigger_discovery()
-                await asyncio.sleep(0.1)
+                await wait_for(lambda n=n: calls["ListShards"] >= listed + n, what="a listing")
             assert consumer.state.lineage_version == version
             demo_endpoint.call(demo_endpoint.kinesis.split, "s", "shardId-000000000001", 2**127 - 5)
             consumer.trigger_discovery()

@@ -11,7 +11,7 @@ from console.engine.control import Action, ControlRequest, SkipTo
 from console.model import CheckpointStatus, Position, ShardStatus
 from console.processors.base import RecordFailed
 from console.sources.kinesis import KinesisSource
-from tests.conftest import FAST, Collect, aws, wait_for
+from tests.conftest import FAST, Calls, Collect, aws, wait_for
 
 
 def put(endpoint, stream: str, key: str, items: range) -> None:
@@ -34,25 +34,40 @@ async def live(demo_endpoint, db):
     await store.close()
 
 
-async def test_pause_holds_records_and_resume_delivers_them(live, demo_endpoint) -> None:
-    consumer, processor, store = live
-    sid = "shardId-000000000000"
-    result = await consumer.control(ControlRequest(Action.PAUSE, sid, actor="me@host"))
-    assert result.ok, result.message
-    assert consumer.state.shards[sid].status is ShardStatus.PAUSED
-    put(demo_endpoint, "s", "k", range(10, 15))
-    await asyncio.sleep(0.5)
-    assert len(processor.seen) == 10
-    assert (await store.load(consumer.key))[sid].paused
-    again = await consumer.control(ControlRequest(Action.PAUSE, sid))
-    assert not again.ok and "already paused" in again.message
-    assert (await consumer.control(ControlRequest(Action.RESUME, sid))).ok
-    await wait_for(lambda: len(processor.seen) == 15)
-    causes = [h.cause for h in await store.history(consumer.key, sid)]
-    assert causes[:2] == ["resume", "pause"]
+async def test_pause_holds_records_and_resume_delivers_them(demo_endpoint, db) -> None:
+    """Records put while a shard is paused arrive after the resume, not before: meanwhile the
+    other shard polls again and again (a worker on the paused one would have too)."""
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 2)
+    s0, s1 = "shardId-000000000000", "shardId-000000000001"
+    key = {s0: "k0", s1: "k1"}  # keys that hash to each shard
+    assert demo_endpoint.call(demo_endpoint.kinesis.put, "s", key[s0], b"x")[0] == s0
+    assert demo_endpoint.call(demo_endpoint.kinesis.put, "s", key[s1], b"x")[0] == s1
+    processor = Collect()
+    calls = Calls()
+    store = await SqliteStore.open(db)
+    async with KinesisSource("s", aws(demo_endpoint.url), calls.hooks()) as source:
+        async with Consumer(source, store, processor, FAST) as consumer:
+            await wait_for(lambda: len(processor.seen) == 2)
+            result = await consumer.control(ControlRequest(Action.PAUSE, s0, actor="me@host"))
+            assert result.ok, result.message
+            assert consumer.state.shards[s0].status is ShardStatus.PAUSED
+            assert (await store.load(consumer.key))[s0].paused
+            put(demo_endpoint, "s", key[s0], range(10, 15))
+            polls = calls["GetRecords"]
+            await wait_for(lambda: calls["GetRecords"] >= polls + 10, what="ten more polls")
+            again = await consumer.control(ControlRequest(Action.PAUSE, s0))
+            assert not again.ok and "already paused" in again.message
+            resumed_at = time.monotonic()
+            assert (await consumer.control(ControlRequest(Action.RESUME, s0))).ok
+            await wait_for(lambda: len(processor.seen) == 7)
+            assert processor.data()[2:] == [f"{key[s0]}:{i}".encode() for i in range(10, 15)]
+            assert min(processor.at[2:]) > resumed_at  # none before the resume
+            causes = [h.cause for h in await store.history(consumer.key, s0)]
+            assert causes[:2] == ["resume", "pause"]
+    await store.close()
 
 
-async def test_rewind_replays_and_undo_restores(live) -> None:
+async def test_rewind_replays_exactly_from_the_target(live) -> None:
     consumer, processor, store = live
     sid = "shardId-000000000000"
     third = processor.seen[2][1]
@@ -62,15 +77,36 @@ async def test_rewind_replays_and_undo_restores(live) -> None:
     assert result.ok, result.message
     await wait_for(lambda: len(processor.seen) == 18)  # records 2..9 again
     assert processor.data()[10:] == [f"k:{i}".encode() for i in range(2, 10)]
-    before_undo = (await store.load(consumer.key))[sid].position
-    undo = await consumer.control(ControlRequest(Action.UNDO))
-    assert undo.ok and f"#{result.command_id}" in undo.message
-    restored = (await store.load(consumer.key))[sid].position
-    assert (
-        restored != before_undo or restored.sequence_number == processor.seen[9][1].sequence_number
-    )
     history = await store.history(consumer.key, sid)
-    assert history[0].cause == "undo" and history[1].cause == "rewind"
+    assert history[0].cause == "rewind"
+    assert history[0].new_position == Position.at_sequence(third.sequence_number)
+
+
+async def test_undo_restores_exactly_what_the_rewind_replaced(live, demo_endpoint) -> None:
+    """Paused, the rewound shard does not read: undo must put back the very position and
+    status the rewind replaced, so on resume nothing is read again and what comes next does."""
+    consumer, processor, store = live
+    sid = "shardId-000000000000"
+    last = processor.seen[9][1]
+    assert (await consumer.control(ControlRequest(Action.PAUSE, sid))).ok
+    rewind = await consumer.control(
+        ControlRequest(Action.REWIND, sid, position=Position.trim_horizon())
+    )
+    assert rewind.ok
+    assert (await store.load(consumer.key))[sid].position == Position.trim_horizon()
+    undo = await consumer.control(ControlRequest(Action.UNDO))
+    assert undo.ok and undo.message == f"undo change #{rewind.command_id} ({sid})"
+    restored = (await store.load(consumer.key))[sid]
+    assert restored.position == Position.after_sequence(last.sequence_number)
+    assert restored.paused and restored.status is CheckpointStatus.OPEN
+    assert consumer.state.shards[sid].status is ShardStatus.PAUSED
+    assert (await consumer.control(ControlRequest(Action.RESUME, sid))).ok
+    put(demo_endpoint, "s", "k", range(10, 13))
+    await wait_for(lambda: len(processor.seen) >= 13)
+    await wait_for(lambda: consumer.state.shards[sid].lag_ms == 0)  # read to the tip
+    assert processor.data()[10:] == [b"k:10", b"k:11", b"k:12"]  # nothing of 0..9 again
+    causes = [h.cause for h in await store.history(consumer.key, sid)]
+    assert causes[:4] == ["resume", "undo", "rewind", "pause"]
 
 
 async def test_rewind_to_a_timestamp_and_validation(live) -> None:
@@ -139,9 +175,10 @@ async def test_skip_past_the_poison_record(demo_endpoint, db) -> None:
 
 
 async def test_rewinding_a_closed_parent_replays_it_before_its_children(demo_endpoint, db) -> None:
+    parent = "shardId-000000000000"
     demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 1)
     put(demo_endpoint, "s", "a", range(5))
-    demo_endpoint.call(demo_endpoint.kinesis.split, "s", "shardId-000000000000", 2**127)
+    demo_endpoint.call(demo_endpoint.kinesis.split, "s", parent, 2**127)
     for key in ("a", "b", "c", "d"):
         put(demo_endpoint, "s", key, range(5, 8))
     processor = Collect()
@@ -151,20 +188,58 @@ async def test_rewinding_a_closed_parent_replays_it_before_its_children(demo_end
             await wait_for(lambda: len(processor.seen) == 5 + 12)
             processor.seen.clear()
             r = await consumer.control(
-                ControlRequest(
-                    Action.REWIND, "shardId-000000000000", position=Position.trim_horizon()
-                )
+                ControlRequest(Action.REWIND, parent, position=Position.trim_horizon())
             )
             assert r.ok and "reset 2 descendant(s)" in r.message, r.message
             await wait_for(lambda: len(processor.seen) == 17)
             order = [sid for sid, _ in processor.seen]
-            parent_last = max(i for i, sid in enumerate(order) if sid == "shardId-000000000000")
-            child_first = min(i for i, sid in enumerate(order) if sid != "shardId-000000000000")
+            parent_last = max(i for i, sid in enumerate(order) if sid == parent)
+            child_first = min(i for i, sid in enumerate(order) if sid != parent)
             assert parent_last < child_first
-            undo = await consumer.control(ControlRequest(Action.UNDO, change_id=r.command_id))
-            assert undo.ok
-            cps = await store.load(consumer.key)
-            assert cps["shardId-000000000000"].status is CheckpointStatus.DONE
+    await store.close()
+
+
+async def test_undo_of_a_parent_rewind_restores_the_children_it_reset(demo_endpoint, db) -> None:
+    """The children are paused, so after the rewind they wait at their start: undo must
+    put the parent back to done and each child back to where it was, paused as it was."""
+    parent = "shardId-000000000000"
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 1)
+    put(demo_endpoint, "s", "a", range(5))
+    a, b = demo_endpoint.call(demo_endpoint.kinesis.split, "s", parent, 2**127)
+    for key in ("a", "b", "c", "d"):
+        put(demo_endpoint, "s", key, range(5, 8))
+    processor = Collect()
+    store = await SqliteStore.open(db)
+    async with KinesisSource("s", aws(demo_endpoint.url)) as source:
+        async with Consumer(source, store, processor, FAST) as consumer:
+            await wait_for(lambda: len(processor.seen) == 5 + 12)
+            for child in (a, b):
+                assert (await consumer.control(ControlRequest(Action.PAUSE, child))).ok
+            before = await store.load(consumer.key)
+            rewind = await consumer.control(
+                ControlRequest(Action.REWIND, parent, position=Position.trim_horizon())
+            )
+            assert rewind.ok
+            await wait_for(lambda: len(processor.seen) == 17 + 5)  # the parent, again
+            reset = await store.load(consumer.key)
+            assert {reset[c].position for c in (a, b)} == {Position.trim_horizon()}
+            undo = await consumer.control(ControlRequest(Action.UNDO, change_id=rewind.command_id))
+            assert undo.ok, undo.message
+            after = await store.load(consumer.key)
+            for sid in (parent, a, b):
+                was, now = before[sid], after[sid]
+                assert (now.position, now.status, now.paused) == (
+                    was.position,
+                    was.status,
+                    was.paused,
+                ), sid
+            assert after[parent].status is CheckpointStatus.DONE
+            for child in (a, b):
+                assert (await consumer.control(ControlRequest(Action.RESUME, child))).ok
+            put(demo_endpoint, "s", "z", range(3))
+            await wait_for(lambda: len(processor.seen) >= 22 + 3)
+            await wait_for(lambda: all(consumer.state.shards[c].lag_ms == 0 for c in (a, b)))
+            assert processor.data()[22:] == [b"z:0", b"z:1", b"z:2"]  # the children, not again
     await store.close()
 
 

@@ -18,7 +18,17 @@ from console.engine.consumer import Consumer
 from console.engine.control import Action, ControlRequest
 from console.model import ShardStatus
 from console.sources.kinesis import KinesisSource
-from tests.conftest import FAST, Collect, Kinesis, aws, numbered, run_cli, unique, wait_for
+from tests.conftest import (
+    FAST,
+    Collect,
+    Kinesis,
+    aws,
+    numbered,
+    run_cli,
+    unique,
+    wait_flushed_through,
+    wait_for,
+)
 
 
 def consumer_process(stream: str, url: str, db: Path, out: Path) -> subprocess.Popen:
@@ -63,6 +73,24 @@ def wait_rows(out: Path, n: int, timeout: float = 30) -> list[dict]:
     log = out.parent / "consumer.log"
     tail = log.read_text()[-3000:] if log.exists() else ""
     raise AssertionError(f"{len(rows(out))} of {n} rows in {out}; consumer log:\n{tail}")
+
+
+def wait_until_status(db: Path, shard: str, status: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            row = conn.execute(
+                "SELECT status FROM checkpoints WHERE shard_id = ?", (shard,)
+            ).fetchone()
+        except sqlite3.OperationalError:
+            row = None
+        finally:
+            conn.close()
+        if row == (status,):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{shard} never became {status} in {db}")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -112,8 +140,8 @@ def test_a_running_consumer_applies_cli_commands_and_replays_exactly(
         assert result.returncode == 0, result.stderr
         assert "applied by the running consumer" in result.stdout
         assert time.monotonic() - t0 < 5  # picked up between batches, within a second or two
-        after = wait_rows(out, 60 + on_shard)
-        time.sleep(0.5)
+        wait_rows(out, 60 + on_shard)
+        wait_flushed_through(db, Kinesis.tips[stream])  # back at the tip: nothing more comes
         after = rows(out)
         assert len(after) == 60 + on_shard  # that shard again, exactly, nothing else
         replayed = Counter(r["data"] for r in after[60:])
@@ -122,18 +150,26 @@ def test_a_running_consumer_applies_cli_commands_and_replays_exactly(
         # Pause through the CLI, then undo it: records written meanwhile arrive after the undo.
         assert run_cli("pause", shard, "--db", str(db), "--yes").returncode == 0
         asyncio.run(Kinesis(kinesalite).put(stream, numbered(30, keys=6, start=60)))
-        time.sleep(1.0)
+        tips = Kinesis.tips[stream]
+        other = next(sid for sid in tips if sid != shard)
+        # The other shard reads all it was given and flushes (several polls of its own): a
+        # worker on the paused one would have read its share by then too.
+        wait_flushed_through(db, {other: tips[other]})
         held = rows(out)
         assert all(r["shard_id"] != shard for r in held[len(after) :])
         undo = run_cli("undo", "--db", str(db), "--yes")
         assert undo.returncode == 0 and "undo change" in undo.stdout, undo.stdout + undo.stderr
         wait_rows(out, 60 + on_shard + 30)
+        wait_flushed_through(db, tips)
+        assert len(rows(out)) == 60 + on_shard + 30  # the held ones, once
     finally:
         stop(proc)
     history = run_cli("checkpoints", "history", "--db", str(db), "--json")
-    causes = [h["cause"] for h in json.loads(history.stdout)]
-    assert causes[:3] == ["undo", "pause", "rewind"]
-    assert {h["who"] for h in json.loads(history.stdout) if h["cause"] != "start"} - {"engine"}
+    from console.identity import actor_name
+
+    changes = [h for h in json.loads(history.stdout) if h["cause"] in ("undo", "pause", "rewind")]
+    assert [h["cause"] for h in changes][:3] == ["undo", "pause", "rewind"]
+    assert {h["who"] for h in changes} == {actor_name()}  # user@host of whoever ran the CLI
 
 
 def test_with_no_consumer_the_store_changes_and_the_next_start_honours_it(
@@ -142,10 +178,11 @@ def test_with_no_consumer_the_store_changes_and_the_next_start_honours_it(
     db, out, first = consumed(stream, kinesalite, tmp_path)
     shard = first[0]["shard_id"]
     on_shard = sum(1 for r in first if r["shard_id"] == shard)
+    before = tables(db)
     dry = run_cli("rewind", shard, "--to", "trim_horizon", "--db", str(db), "--dry-run")
     assert dry.returncode == 0 and "dry run: nothing changed" in dry.stdout
-    before = tables(db)
-    assert tables(db) == before
+    assert f"rewind {shard} to the start (TRIM_HORIZON)" in dry.stdout  # the plan, shown
+    assert tables(db) == before  # checkpoints, history and commands: not a row moved
     result = run_cli("rewind", shard, "--to", "-1h", "--db", str(db), "--yes")
     assert result.returncode == 0, result.stderr
     assert "the next start honours it" in result.stdout
@@ -154,7 +191,7 @@ def test_with_no_consumer_the_store_changes_and_the_next_start_honours_it(
     proc = consumer_process(stream, kinesalite, db, out)
     try:
         wait_rows(out, 60 + on_shard)
-        time.sleep(0.5)
+        wait_flushed_through(db, Kinesis.tips[stream])  # at the tip: nothing more comes
         assert len(rows(out)) == 60 + on_shard
     finally:
         stop(proc)
@@ -178,9 +215,13 @@ def test_a_command_left_pending_by_a_crash_is_applied_at_the_next_start(
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     asyncio.run(Kinesis(kinesalite).put(stream, numbered(40, keys=6, start=60)))
+    tips = Kinesis.tips[stream]
+    other = next(sid for sid in tips if sid != shard)
     proc = consumer_process(stream, kinesalite, db, out)
     try:
-        time.sleep(3)
+        # The other shard reads all it was given, and flushes: had the paused shard started
+        # before the pause was applied, its records would be in the file by now.
+        wait_flushed_through(db, {other: tips[other]})
         later = rows(out)[len(first) :]
         assert later and all(r["shard_id"] != shard for r in later)  # paused before any read
     finally:
@@ -203,7 +244,7 @@ def test_rewinding_a_closed_parent_replays_it_before_its_children(
     proc = consumer_process(name, kinesalite, db, out)
     try:
         wait_rows(out, 40)
-        time.sleep(1)  # the parent's done checkpoint is flushed
+        wait_until_status(db, parent, "done")  # the parent's end is flushed
         result = run_cli("rewind", parent, "--to", "trim_horizon", "--db", str(db), "--yes")
         assert result.returncode == 0, result.stderr
         assert "reset 2 descendant(s)" in result.stdout
@@ -376,7 +417,9 @@ async def test_pending_commands_are_applied_before_any_worker_reads(demo_endpoin
                     len(second.seen) == sum(1 for s, _ in first.seen if s == "shardId-000000000000")
                 )
             )
-            await asyncio.sleep(0.3)
+            # Paused before any read: no worker ever started on shard 1.
+            started = {e.shard_id for e in consumer.events.since(0) if e.kind == "shard_started"}
+            assert started == {"shardId-000000000000"}
             assert {s for s, _ in second.seen} == {"shardId-000000000000"}
             assert await store.pending_commands(key) == []
             refused = await consumer.control(ControlRequest(Action.PAUSE, "shardId-000000000001"))

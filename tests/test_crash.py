@@ -101,8 +101,7 @@ async def crash_run(kinesalite: str, tmp: Path, kills: int, seed: int) -> None:
         kills_at.append((lines(), flushed()))
     await produced.wait()
     await producer
-    proc = await start()
-    await asyncio.sleep(2)  # past start-up, where SIGTERM is not yet ours to handle
+    proc = await start()  # SIGTERM is handled from the first moment, start-up included
     try:
         for _ in range(600):
             if (

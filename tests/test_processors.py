@@ -124,7 +124,8 @@ async def test_output_is_durable_before_the_checkpoint_that_covers_it(demo_endpo
     async with KinesisSource("s", aws(demo_endpoint.url)) as source:
         async with Consumer(source, store, Watched(str(out), "s"), FAST):
             await wait_for(lambda: out.exists() and len(out.read_text().splitlines()) == 5)
-            await asyncio.sleep(0.5)
+            # The first start's checkpoints, then the five records': two writes.
+            await wait_for(lambda: order.count("checkpoint written") >= 2, what="two writes")
     await store.close()
     assert order and order[0] == "output fsynced"
     for i, step in enumerate(order):

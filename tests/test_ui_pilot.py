@@ -2,6 +2,7 @@
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,10 +24,22 @@ S0 = "shardId-000000000000"
 S1 = "shardId-000000000001"
 
 
+class RecordingApp(ShardConsoleApp):
+    """The console, keeping every notification it shows (what the operator was told)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.told: list[str] = []
+
+    def notify(self, message: str, **kwargs: Any) -> None:  # type: ignore[override]
+        self.told.append(str(message))
+        super().notify(message, **kwargs)
+
+
 @dataclass
 class Live:
     pilot: Any
-    app: ShardConsoleApp
+    app: RecordingApp
     consumer: Consumer
     processor: Collect
     store: SqliteStore
@@ -34,7 +47,13 @@ class Live:
 
 @asynccontextmanager
 async def console(
-    endpoint: Any, db: str, *, shards: int = 2, records: int = 20, **options: Any
+    endpoint: Any,
+    db: str,
+    *,
+    shards: int = 2,
+    records: int = 20,
+    app_options: dict[str, Any] | None = None,
+    **options: Any,
 ) -> AsyncIterator[Live]:
     endpoint.call(endpoint.kinesis.create_stream, "s", shards)
     for i in range(records):
@@ -44,10 +63,11 @@ async def console(
     # Pilot waits, after each key, for the process to go idle (up to a second): an engine
     # polling every 50 ms never does, so the console's tests poll at a human pace.
     options = {"idle_interval": 0.5, **options}
+    app_options = app_options or {}
     async with KinesisSource("s", aws(endpoint.url)) as source:
         consumer = Consumer(source, store, processor, dataclasses.replace(FAST, **options))
         await consumer.start()
-        app = ShardConsoleApp(consumer, refresh_rate=4, actor="tester (tui)")
+        app = RecordingApp(consumer, refresh_rate=4, actor="tester (tui)", **app_options)
         try:
             async with app.run_test(size=SIZE) as pilot:
                 await wait_for(lambda: len(processor.seen) == records)
@@ -126,8 +146,9 @@ async def test_rewind_to_a_checkpoint_id_typed_on_the_command_line(demo_endpoint
         pilot, app, consumer, store = live.pilot, live.app, live.consumer, live.store
         (start,) = [h for h in await store.history(consumer.key, S0) if h.cause == "start"]
         await type_command(pilot, f"rewind {S1} checkpoint:{start.id}")  # S0's, not S1's
-        await pilot.pause(0.3)
+        await wait_for(lambda: any("is not a checkpoint of" in t for t in app.told), timeout=5)
         assert not isinstance(app.screen, Dialog)
+        assert not [h for h in await store.history(consumer.key) if h.cause == "rewind"]
         await type_command(pilot, f"rewind {S0} checkpoint:{start.id}")
         await wait_for(lambda: isinstance(app.screen, Dialog), timeout=5, what="the dialog")
         await confirm(pilot)
@@ -153,10 +174,17 @@ async def test_rewind_to_a_time_through_the_dialog(demo_endpoint, db) -> None:
         dialog.query_one("#time-input").value = "in a while"
         await wait_for(lambda: dialog.query_one("#yes").disabled, timeout=5)
         assert "not a time" in str(dialog.query_one("#preview").render())
+        on_s0 = sum(1 for sid, _ in processor.seen if sid == S0)
         dialog.query_one("#time-input").value = "-1h"
         await confirm(pilot)
-        await wait_for(lambda: len(processor.seen) >= 20 + 1)
-        assert any(h.cause == "rewind" for h in await store.history(consumer.key, S0))
+        # An hour back is before every record: the shard's records once more, exactly.
+        await wait_for(lambda: len(processor.seen) >= 20 + on_s0)
+        await wait_for(lambda: consumer.state.shards[S0].lag_ms == 0)
+        assert len(processor.seen) == 20 + on_s0
+        assert {sid for sid, _ in processor.seen[20:]} == {S0}
+        [rewind] = [h for h in await store.history(consumer.key, S0) if h.cause == "rewind"]
+        assert rewind.new_position is not None and rewind.new_position.timestamp is not None
+        assert abs(rewind.new_position.timestamp - (time.time() - 3600)) < 60
 
 
 async def test_skip_marks_done_and_undo_restores(demo_endpoint, db) -> None:
@@ -205,6 +233,7 @@ async def test_command_line_and_palette(demo_endpoint, db) -> None:
         await wait_for(lambda: consumer.state.shards[S1].status is ShardStatus.PAUSED)
         await type_command(pilot, "rewind nonsense")  # one word: the selected shard
         assert not isinstance(app.screen, Dialog)  # refused before any dialog
+        assert any("'nonsense' is not a target" in t for t in app.told), app.told
         await pilot.press("ctrl+p")
         await pilot.pause(0.2)
         await pilot.press(*"replay every")
@@ -240,15 +269,34 @@ async def test_replay_needs_the_stream_name_typed(demo_endpoint, db) -> None:
 
 
 async def test_read_only_hides_and_refuses_every_change(demo_endpoint, db) -> None:
+    from console.ui.actions import ACTIONS
+
+    changes = {a.id for a in ACTIONS if a.changes}
+    assert changes == {"rewind", "skip", "pause", "resume", "undo", "replay"}
     async with console(demo_endpoint, db, read_only=True) as live:
         pilot, app, consumer, store = live.pilot, live.app, live.consumer, live.store
         for key in ("r", "s", "p", "u", "R"):
             await pilot.press(key)
             assert app.screen is app.dashboard, key
         shown = {b.binding.action for b in app.screen.active_bindings.values() if b.enabled}
-        assert "rewind" not in shown and "quit" in shown
-        await type_command(pilot, "pause")
-        assert app.screen is app.dashboard
+        assert shown & changes == set()
+        assert {"quit", "help", "filter", "command"} <= shown
+        # The command line refuses each change by name, saying why.
+        for verb in ("rewind -15m", "skip latest", "pause", "resume", "undo", "replay -1h"):
+            app.told.clear()
+            await type_command(pilot, verb)
+            assert app.screen is app.dashboard, verb
+            assert app.told == ["read-only: changes are refused"], (verb, app.told)
+        # The palette offers none of them, and the help lists none.
+        from console.ui.app import ConsoleCommands
+
+        provider = ConsoleCommands(app.dashboard)
+        titles = [title for title, _, _ in provider._commands()]
+        assert titles and not [t for t in titles if t.split()[0].lower() in changes]
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        assert set(app.screen.keys) & changes == set()
+        await pilot.press("escape")
         assert "READ-ONLY" in str(app.dashboard.header.render())
         result = await consumer.control(ControlRequest(Action.PAUSE, S0))
         assert not result.ok and "read-only" in result.message
