@@ -288,3 +288,63 @@ async def test_a_rewind_is_not_undone_by_discovery_while_it_is_written(demo_endp
                 assert processor.data()[10:] == [f"k:{i}".encode() for i in range(10)]
     finally:
         await store.close()
+
+
+async def test_replay_from_an_instant_across_a_resharding(demo_endpoint, db) -> None:
+    """replay puts every shard at the instant: a shard closed before it ends at once, giving
+    nothing; a shard closed after it gives what came after; shards created after it replay
+    whole; children still wait for their parents, so per-key order replays as it was."""
+    k = demo_endpoint.kinesis
+    parent = "shardId-000000000000"
+    keys = ("a", "b", "c", "d", "e", "f")
+    demo_endpoint.call(k.create_stream, "s", 1)
+    put(demo_endpoint, "s", "p", range(5))
+    low, _high = demo_endpoint.call(k.split, "s", parent, 2**127)  # closed before the instant
+    for key in keys:
+        put(demo_endpoint, "s", key, range(5, 8))
+    # Instants go to the service in milliseconds: keep every record clear of the instant's.
+    written = time.time()
+    while time.time() <= written + 0.01:
+        await asyncio.sleep(0.005)
+    instant = time.time()
+    while time.time() <= instant + 0.01:
+        await asyncio.sleep(0.005)
+    for key in keys:
+        put(demo_endpoint, "s", key, range(8, 10))
+    demo_endpoint.call(k.split, "s", low, 2**126)  # closed after the instant, children after it
+    for key in keys:
+        put(demo_endpoint, "s", key, range(10, 12))
+    processor = Collect()
+    store = await SqliteStore.open(db)
+    async with KinesisSource("s", aws(demo_endpoint.url)) as source:
+        async with Consumer(source, store, processor, FAST) as consumer:
+            total = 5 + len(keys) * 7
+            await wait_for(lambda: len(processor.seen) == total)
+            events = consumer.events.last_seq
+            result = await consumer.control(
+                ControlRequest(Action.REPLAY, position=Position.at_timestamp(instant))
+            )
+            assert result.ok and result.message.startswith("replay 5 shard(s)"), result.message
+            after = {f"{key}:{i}".encode() for key in keys for i in range(8, 12)}
+            await wait_for(lambda: len(processor.seen) >= total + len(after))
+            await wait_for(
+                lambda: all(
+                    v.status in (ShardStatus.DONE, ShardStatus.ACTIVE)
+                    and (v.status is ShardStatus.DONE or v.lag_ms == 0)
+                    for v in consumer.state.shards.values()
+                ),
+                what="every shard done or at its tip",
+            )
+            done_again = [
+                e.shard_id for e in consumer.events.since(events) if e.kind == "shard_done"
+            ]
+    await store.close()
+    replayed = processor.seen[total:]
+    assert sorted(r.data for _, r in replayed) == sorted(after)  # exactly those, once each
+    assert parent not in {sid for sid, _ in replayed}  # closed before: nothing of it again
+    assert parent in done_again and low in done_again  # ...and both ended again, at once
+    last: dict[str, int] = {}
+    for _, r in replayed:  # per key, in the order first delivered
+        key, n = r.data.decode().split(":")
+        assert int(n) > last.get(key, -1), r.data
+        last[key] = int(n)

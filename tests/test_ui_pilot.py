@@ -365,3 +365,83 @@ async def test_a_dynamodb_table_s_rolled_over_shards_fold_and_space_opens_them(
         finally:
             await consumer.stop()
             await store.close()
+
+
+async def test_every_colon_command_does_what_its_key_does(demo_endpoint, db) -> None:
+    async with console(demo_endpoint, db) as live:
+        pilot, app, consumer, store = live.pilot, live.app, live.consumer, live.store
+
+        async def run(text: str) -> None:
+            await type_command(pilot, text)
+            await wait_for(lambda: isinstance(app.screen, Dialog), timeout=5, what=text)
+            await confirm(pilot)
+
+        def history(sid: str) -> Any:
+            return store.history(consumer.key, sid)
+
+        await run(f"pause {S1}")
+        await wait_for(lambda: consumer.state.shards[S1].status is ShardStatus.PAUSED)
+        await run(f"resume {S1}")
+        await wait_for(lambda: consumer.state.shards[S1].status is ShardStatus.ACTIVE)
+        await run(f"skip {S0} latest")
+        await wait_for(lambda: consumer.state.shards[S0].position.kind.value == "AT_TIMESTAMP")
+        [skip] = [h for h in await history(S0) if h.cause == "skip"]
+        assert abs(skip.new_position.timestamp - time.time()) < 60
+        await run(f"rewind {S0} -15m")
+        await wait_for(lambda: len([h for h in app.told if h.startswith("rewind")]) == 1)
+        [rewind] = [h for h in await history(S0) if h.cause == "rewind"]
+        assert abs(rewind.new_position.timestamp - (time.time() - 900)) < 60
+        await run(f"undo {rewind.command_id}")
+        await wait_for(lambda: any(t.startswith("undo change") for t in app.told))
+        [undo] = [h for h in await history(S0) if h.cause == "undo"]
+        assert undo.note == f"undo of change #{rewind.command_id}"
+        assert undo.new_position == skip.new_position  # back where the rewind found it
+        await type_command(pilot, "replay -1h")
+        await wait_for(lambda: isinstance(app.screen, ReplayDialog), timeout=5)
+        await wait_for(lambda: app.screen.query_one("#time-input").value == "-1h", timeout=5)
+        await pilot.press("escape")
+        await type_command(pilot, "filter 001")
+        assert [r.shard_id for r in app.dashboard.table.rows] == [S1]
+        await type_command(pilot, "frobnicate")
+        assert any(t.startswith("unknown command 'frobnicate'") for t in app.told)
+
+
+async def test_keys_remapped_in_the_config_file_drive_the_bindings(tmp_path) -> None:
+    from console.config import load_settings
+    from tests.ui_data import frozen_app
+
+    config = tmp_path / "config.toml"
+    config.write_text('[keys]\nrewind = "ctrl+r"\nhelp = "f1"\n')
+    settings, _ = load_settings({}, env={}, config=str(config))
+    app = frozen_app(keymap=settings.keys)
+    async with app.run_test(size=SIZE) as pilot:  # type: ignore[attr-defined]
+        await pilot.press("j", "r")  # the old key does nothing now
+        assert app.screen is app.dashboard  # type: ignore[attr-defined]
+        await pilot.press("ctrl+r")
+        assert isinstance(app.screen, RewindDialog)  # type: ignore[attr-defined]
+        await pilot.press("escape", "f1")
+        help_screen = app.screen  # type: ignore[attr-defined]
+        assert isinstance(help_screen, HelpScreen)
+        assert help_screen.keys["rewind"] == "^r" and help_screen.keys["help"] == "f1"
+
+
+async def test_a_theme_in_the_users_themes_folder_is_offered_and_applies() -> None:
+    from console.config import config_dir
+    from console.ui.theme import available_themes, check_theme
+    from tests.conftest import run_cli
+    from tests.ui_data import frozen_app
+
+    folder = config_dir() / "themes"
+    folder.mkdir(parents=True, exist_ok=True)
+    theme = folder / "harbour.toml"
+    theme.write_text('name = "harbour"\nprimary = "#1f6feb"\ndark = true\n')
+    try:
+        check_theme("harbour")
+        assert "harbour" in available_themes()
+        assert "harbour" in run_cli("info").stdout
+        app = frozen_app(theme="harbour")
+        async with app.run_test(size=SIZE):  # type: ignore[attr-defined]
+            assert app.theme == "harbour"  # type: ignore[attr-defined]
+            assert app.current_theme.primary == "#1f6feb"  # type: ignore[attr-defined]
+    finally:
+        theme.unlink()
