@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Kinesis, numbered, run_cli, unique
+from tests.conftest import Kinesis, checkpoints_in, numbered, run_cli, unique
 
 
 def one_line_error(result: subprocess.CompletedProcess, needle: str) -> None:
@@ -278,3 +278,126 @@ def test_demo_runs_headless_with_nothing_but_the_package(tmp_path: Path) -> None
     assert status and "active=4" in status[-1]
     records = int(status[-1].split(" records")[0].rsplit("| ", 1)[-1])
     assert records >= 100
+
+
+def test_initial_position_at_a_timestamp_on_a_fresh_stream(demo_endpoint, tmp_path: Path) -> None:
+    e = demo_endpoint
+    e.call(e.kinesis.create_stream, "fresh", 2)
+    for i in range(10):
+        e.call(e.kinesis.put, "fresh", f"k{i}", f"old:{i}".encode())
+    time.sleep(0.02)  # instants go in milliseconds: keep the records clear of it
+    instant = time.time()
+    time.sleep(0.02)
+    for i in range(10):
+        e.call(e.kinesis.put, "fresh", f"k{i}", f"new:{i}".encode())
+    out = tmp_path / "out.jsonl"
+    from console.model import format_ts
+
+    result = run_cli(
+        "run", "fresh", "--endpoint-url", e.url, "--db", str(tmp_path / "c.db"),
+        "--processor", f"jsonl:{out}", "--initial-position", f"at_timestamp:{format_ts(instant)}",
+        "--max-records", "10",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    got = sorted(json.loads(line)["data"] for line in out.read_text().splitlines())
+    assert got == sorted(f"new:{i}" for i in range(10))
+
+
+def test_initial_position_latest_on_a_fresh_stream_reads_only_what_comes(
+    demo_endpoint, tmp_path: Path
+) -> None:
+    e = demo_endpoint
+    e.call(e.kinesis.create_stream, "fresh", 2)
+    for i in range(10):
+        e.call(e.kinesis.put, "fresh", f"k{i}", f"old:{i}".encode())
+    out = tmp_path / "out.txt"
+    with out.open("w") as sink:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "console", "run", "fresh", "--endpoint-url", e.url,
+                "--db", str(tmp_path / "c.db"), "--processor", "print",
+                "--initial-position", "latest", "--idle-interval", "0.1",
+            ],
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if "consuming 'fresh'" in line:
+                    break
+            for i in range(5):
+                e.call(e.kinesis.put, "fresh", f"k{i}", f"new:{i}".encode())
+            deadline = time.monotonic() + 30
+            while len(out.read_text().splitlines()) < 5:
+                assert time.monotonic() < deadline, out.read_text()
+                time.sleep(0.05)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+    # The new ones, and none of what was there before the first start (that would come first).
+    got = sorted(line.split()[-1] for line in out.read_text().splitlines())
+    assert got == [f"new:{i}" for i in range(5)]
+
+
+def test_a_fatal_error_while_running_exits_1_with_one_error_line(
+    kinesalite: str, tmp_path: Path
+) -> None:
+    """The stream is deleted under a running consumer: the run stops, exit 1, one ERROR line
+    that says why; the checkpoints keep what was processed."""
+    import asyncio
+
+    name = unique("gone")
+    k = Kinesis(kinesalite)
+    asyncio.run(k.create(name, 1))
+    asyncio.run(k.put(name, numbered(10)))
+    db = tmp_path / "c.db"
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "console", "run", name, "--endpoint-url", kinesalite,
+            "--db", str(db), "--no-ui", "--discovery-interval", "0.3", "--flush-interval", "0.2",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not checkpoints_in(db) or not all(
+            p.startswith("after_sequence:") for p in checkpoints_in(db).values()
+        ):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+
+        async def delete() -> None:
+            async with k.client() as client:
+                await client.delete_stream(StreamName=name)
+
+        asyncio.run(delete())
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    errors = [line for line in err.splitlines() if " ERROR " in line]
+    assert len([e for e in errors if "discovery failed" in e]) == 1, err
+    assert "not found" in errors[-1] or any("not found" in e for e in errors), err
+    assert all(p.startswith("after_sequence:") for p in checkpoints_in(db).values())
+
+
+def test_the_default_database_lives_in_a_private_folder(
+    kinesalite: str, stream: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "xdg-data"
+    result = run_cli(
+        "run", stream, "--endpoint-url", kinesalite, "--no-ui", "--max-records", "10",
+        env={"XDG_DATA_HOME": str(data)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    folder = data / "shard-console"
+    db = folder / "checkpoints.db"
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    assert oct(db.stat().st_mode & 0o777) == "0o600"
+    assert len(checkpoints_in(db)) == 2
+    info = run_cli("info", env={"XDG_DATA_HOME": str(data)})
+    assert str(db) in info.stdout
