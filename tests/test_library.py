@@ -1,0 +1,69 @@
+"""The library face: what `console` exports, and the README's embedding example, run exactly as
+the README prints it (its stream and endpoint come from the environment, as botocore reads
+them: AWS_ENDPOINT_URL_KINESIS)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import Kinesis, checkpoints_in, numbered, wait_flushed_through
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def readme_example() -> str:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Embedding the consumer in your own program", 1)[1]
+    [code] = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], re.S)
+    return code
+
+
+def test_every_exported_name_resolves_and_import_stays_light() -> None:
+    import console
+
+    for name in console.__all__:
+        assert getattr(console, name) is not None, name
+    # `import console` alone loads none of it (the CLI's --help stays instant).
+    code = "import sys, console; print(sorted(m for m in sys.modules if m.startswith('console.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert importlib.import_module("console.wiring").open_consumer is console.open_consumer
+
+
+def test_the_readme_example_runs_as_written(kinesalite: str, tmp_path: Path) -> None:
+    code = readme_example()
+    assert len([line for line in code.splitlines() if line.strip()]) <= 14  # a short program
+    k = Kinesis(kinesalite)
+    asyncio.run(k.create("orders", 2))
+    sent = numbered(30)
+    asyncio.run(k.put("orders", sent))
+    program = tmp_path / "example.py"
+    program.write_text(code)
+    env = {**os.environ, "AWS_ENDPOINT_URL_KINESIS": kinesalite}
+    proc = subprocess.Popen(
+        [sys.executable, str(program)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_flushed_through(tmp_path / "orders.db", Kinesis.tips["orders"])  # read it all
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    printed = sorted(line.split()[-1] for line in out.splitlines())
+    assert printed == sorted(d.decode() for _, d in sent)
+    assert len(checkpoints_in(tmp_path / "orders.db")) == 2
+    assert oct((tmp_path / "orders.db").stat().st_mode & 0o777) == "0o600"
