@@ -1,9 +1,23 @@
 """One contender drains N records in a process of its own and prints its figures as JSON.
 
-    python -m bench.contenders ours|bare|async-kinesis URL STREAM N
+    python -m bench.contenders ours|bare|bare-raw|async-kinesis URL STREAM N [--kpl]
+
+* ``bare``: what a person writes first with aioboto3: one task per shard, GetRecords until
+  caught up.
+* ``bare-raw``: the same loop with one more line, botocore's timestamp parser turned off
+  (ApproximateArrivalTimestamp left a number). That one setting is most of what separates a
+  bare loop from ours in CPU; this contender keeps the comparison honest.
+* ``async-kinesis``: async-kinesis 3.0.1's consumer, at the Kinesis fetch limit.
+* ``ours``: the real headless program: argument parsing, probe, SQLite checkpoints, a
+  processor that counts what it is handed.
+
+With ``--kpl`` the stream holds KPL-aggregated records: the bare loops deaggregate with
+aws-kinesis-agg's ``iter_deaggregate_records`` (its documented path for boto3 records),
+async-kinesis with its KPLStringProcessor, ours as it always does. N counts user records.
 
 Imports happen before the clock starts, the same for every contender; the clock stops when N
-records have been handed to the (null) processing. CPU is the whole process (all threads).
+records have been handed to the processing. CPU is the whole process (all threads). Each
+contender reports the records it actually saw; the harness fails on any other count than N.
 """
 
 from __future__ import annotations
@@ -14,14 +28,35 @@ import os
 import sys
 import tempfile
 import time
+from typing import Any
+
+# ours' processor adds to this (it is imported as bench.contenders by the loader).
+COUNTED = 0
 
 
-async def bare(url: str, stream: str, n: int) -> int:
-    """What a person writes first: one task per shard, GetRecords until caught up."""
+async def count(records: list[Any], ctx: Any) -> None:
+    global COUNTED  # noqa: PLW0603 - the one number this process reports
+    COUNTED += len(records)
+
+
+def _session(raw_timestamps: bool) -> Any:
     import aioboto3
 
-    session = aioboto3.Session(region_name="us-east-1")
-    async with session.client("kinesis", endpoint_url=url) as k:
+    if not raw_timestamps:
+        return aioboto3.Session(region_name="us-east-1")
+    from aiobotocore.session import AioSession
+
+    core = AioSession()
+    # The one line: ApproximateArrivalTimestamp stays the number the JSON carries.
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=float)
+    return aioboto3.Session(botocore_session=core, region_name="us-east-1")
+
+
+async def bare(url: str, stream: str, n: int, *, raw: bool, kpl: bool) -> int:
+    """One task per shard, GetRecords until caught up."""
+    if kpl:
+        from aws_kinesis_agg.deaggregator import iter_deaggregate_records
+    async with _session(raw).client("kinesis", endpoint_url=url) as k:
         shards = (await k.list_shards(StreamName=stream))["Shards"]
 
         async def drain(shard_id: str) -> int:
@@ -34,9 +69,14 @@ async def bare(url: str, stream: str, n: int) -> int:
             while it:
                 resp = await k.get_records(ShardIterator=it, Limit=10000)
                 records = resp["Records"]
-                for record in records:
-                    record["Data"]
-                count += len(records)
+                if kpl:
+                    for user in iter_deaggregate_records(records, data_format="Boto3"):
+                        user["kinesis"]["data"]
+                        count += 1
+                else:
+                    for record in records:
+                        record["Data"]
+                    count += len(records)
                 if not records and not resp.get("MillisBehindLatest"):
                     break
                 it = resp.get("NextShardIterator")
@@ -46,16 +86,16 @@ async def bare(url: str, stream: str, n: int) -> int:
     return sum(counts)
 
 
-async def async_kinesis(url: str, stream: str, n: int) -> int:
+async def async_kinesis(url: str, stream: str, n: int, *, kpl: bool) -> int:
     from kinesis import Consumer
-    from kinesis.processors import StringProcessor
+    from kinesis.processors import KPLStringProcessor, StringProcessor
 
     count = 0
     async with Consumer(
         stream,
         endpoint_url=url,
         region_name="us-east-1",
-        processor=StringProcessor(),
+        processor=KPLStringProcessor() if kpl else StringProcessor(),
         shard_fetch_rate=5,  # the Kinesis limit; its default of 1 would handicap it
         iterator_type="TRIM_HORIZON",
     ) as consumer:
@@ -70,7 +110,7 @@ async def async_kinesis(url: str, stream: str, n: int) -> int:
 
 
 def ours(url: str, stream: str, n: int) -> int:
-    """The real headless program: argument parsing, probe, SQLite checkpoints, null processor."""
+    """The real headless program; its processor counts what it is handed."""
     from console import cli
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,37 +124,43 @@ def ours(url: str, stream: str, n: int) -> int:
                 os.path.join(tmp, "c.db"),
                 "--max-records",
                 str(n),
+                "--processor",
+                "bench.contenders:count",
                 "--no-ui",
                 "--status-interval",
                 "3600",
             ]
         )
     assert rc == 0, rc
-    return n
+    return int(sys.modules["bench.contenders"].COUNTED)
 
 
 def main() -> None:
     name, url, stream, n_text = sys.argv[1:5]
+    kpl = "--kpl" in sys.argv[5:]
     n = int(n_text)
     # Warm the imports outside the clock, for everyone alike.
     import aioboto3  # noqa: F401
     import aiosqlite  # noqa: F401
 
+    if kpl:
+        import aws_kinesis_agg.deaggregator  # noqa: F401
     if name == "ours":
         import console.checkpoints.sqlite
         import console.cli
         import console.engine.consumer
         import console.headless
-        import console.sources.kinesis  # noqa: F401
+        import console.sources.kinesis
+        import console.wiring  # noqa: F401
     elif name == "async-kinesis":
         import kinesis  # noqa: F401
     wall0, cpu0 = time.perf_counter(), time.process_time()
     if name == "ours":
         count = ours(url, stream, n)
-    elif name == "bare":
-        count = asyncio.run(bare(url, stream, n))
+    elif name in ("bare", "bare-raw"):
+        count = asyncio.run(bare(url, stream, n, raw=name == "bare-raw", kpl=kpl))
     elif name == "async-kinesis":
-        count = asyncio.run(async_kinesis(url, stream, n))
+        count = asyncio.run(async_kinesis(url, stream, n, kpl=kpl))
     else:
         raise SystemExit(f"unknown contender {name}")
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
