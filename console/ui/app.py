@@ -314,11 +314,11 @@ class ShardConsoleApp(App[int]):
         )
 
     def _command(self, verb: str, args: list[str]) -> None:
+        verb = {"q": "quit"}.get(verb, verb)
         action = BY_ID.get(verb)
         if action is None or action.command is None:
-            if verb not in ("q",):
-                raise ControlError(f"unknown command '{verb}': {command_help()}")
-        elif action.changes and self.engine.read_only:
+            raise ControlError(f"unknown command '{verb}': {command_help()}")
+        if action.changes and self.engine.read_only:
             raise ControlError("read-only: changes are refused")
         if verb == "rewind":
             sid, (target_text,) = self._shard_and_rest(args, 1)
@@ -370,7 +370,7 @@ class ShardConsoleApp(App[int]):
             self.theme = args[0]
         elif verb == "help":
             self.action_help()
-        elif verb in ("quit", "q"):
+        elif verb == "quit":
             self.run_worker(self.action_quit())
 
     @work(group="control", exit_on_error=False)

@@ -1,4 +1,4 @@
-"""Every binding, as the keymap has it now."""
+"""Every binding, as the keymap has it now, and every command the ':' line takes."""
 
 from __future__ import annotations
 
@@ -34,10 +34,17 @@ class HelpScreen(ModalScreen[None]):
             if key is None:
                 continue
             table.add_row(key, text, binding_id)
+        commands = Table(box=None, padding=(0, 2), show_edge=False, show_header=False)
+        commands.add_column(no_wrap=True)
+        for action in ACTIONS:
+            if action.command and not (action.changes and self.read_only):
+                commands.add_row(f":{action.command}")
         title = "Keys" + ("  (read-only: changes are disabled)" if self.read_only else "")
         with VerticalScroll(id="help"):
             yield Static(Text(title + "\n", style="bold"))
             yield Static(table)
+            yield Static(Text("\nCommands", style="bold"))
+            yield Static(commands)
             yield Static(
                 "\nEvery change asks first, and No is the default. Remap a key in the config "
                 'file, under [keys], by its binding id: rewind = "ctrl+r".',
