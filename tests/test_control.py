@@ -174,13 +174,22 @@ async def test_skip_past_the_poison_record(demo_endpoint, db) -> None:
     await store.close()
 
 
-async def test_rewinding_a_closed_parent_replays_it_before_its_children(demo_endpoint, db) -> None:
-    parent = "shardId-000000000000"
-    demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 1)
-    put(demo_endpoint, "s", "a", range(5))
-    demo_endpoint.call(demo_endpoint.kinesis.split, "s", parent, 2**127)
+PARENT = "shardId-000000000000"
+
+
+def split_stream(endpoint) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """A one-shard stream, 5 records, split; 12 records in the children. Their ids."""
+    endpoint.call(endpoint.kinesis.create_stream, "s", 1)
+    put(endpoint, "s", "a", range(5))
+    children = endpoint.call(endpoint.kinesis.split, "s", PARENT, 2**127)
     for key in ("a", "b", "c", "d"):
-        put(demo_endpoint, "s", key, range(5, 8))
+        put(endpoint, "s", key, range(5, 8))
+    return children
+
+
+async def test_rewinding_a_closed_parent_replays_it_before_its_children(demo_endpoint, db) -> None:
+    parent = PARENT
+    split_stream(demo_endpoint)
     processor = Collect()
     store = await SqliteStore.open(db)
     async with KinesisSource("s", aws(demo_endpoint.url)) as source:
@@ -202,12 +211,8 @@ async def test_rewinding_a_closed_parent_replays_it_before_its_children(demo_end
 async def test_undo_of_a_parent_rewind_restores_the_children_it_reset(demo_endpoint, db) -> None:
     """The children are paused, so after the rewind they wait at their start: undo must
     put the parent back to done and each child back to where it was, paused as it was."""
-    parent = "shardId-000000000000"
-    demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 1)
-    put(demo_endpoint, "s", "a", range(5))
-    a, b = demo_endpoint.call(demo_endpoint.kinesis.split, "s", parent, 2**127)
-    for key in ("a", "b", "c", "d"):
-        put(demo_endpoint, "s", key, range(5, 8))
+    parent = PARENT
+    a, b = split_stream(demo_endpoint)
     processor = Collect()
     store = await SqliteStore.open(db)
     async with KinesisSource("s", aws(demo_endpoint.url)) as source:
