@@ -23,7 +23,7 @@ import re
 import socket
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -39,6 +39,7 @@ from console.checkpoints.base import (
 )
 from console.identity import user_name
 from console.model import Checkpoint, CheckpointStatus, HistoryEntry, Position, Shard
+from console.tasks import run_to_end
 
 log = logging.getLogger(__name__)
 
@@ -268,12 +269,7 @@ def _encode(position: Position | None) -> str | None:
     return position.encode() if position is not None else None
 
 
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()  # the caller may be gone; its exception is reported to it, if not
-
-
-def _atomic(method: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+def _atomic(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Run a writing method to its end even if its caller is cancelled meanwhile.
 
     aiosqlite runs each statement on its own thread; cancelling the coroutine between BEGIN
@@ -283,9 +279,7 @@ def _atomic(method: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any
 
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        task = asyncio.ensure_future(method(*args, **kwargs))
-        task.add_done_callback(_retrieve)
-        return await asyncio.shield(task)
+        return await run_to_end(method(*args, **kwargs))
 
     return wrapper
 
@@ -634,7 +628,9 @@ class SqliteStore:
         """Take the stream for this process, or raise StoreLockedError naming the holder.
         The CLI takes it too, for the moment it applies a command with no consumer running."""
         if stream in self._locks:
-            return
+            raise StoreLockedError(
+                f"stream '{stream}' in {self.path} is already being consumed by this process"
+            )
         path = lock_path(self.path, stream)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -653,11 +649,15 @@ class SqliteStore:
         self._locks[stream] = fd
         try:
             await self._record_owner(stream)
-        except sqlite3.Error as exc:  # locked by another process past busy_timeout, say
+        except BaseException as exc:
+            # Locked by another process past busy_timeout, say, or the caller cancelled: an
+            # acquire either holds the stream or holds nothing.
             self._locks.pop(stream, None)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
-            raise _explain(self.path, exc) from None
+            if isinstance(exc, sqlite3.Error):
+                raise _explain(self.path, exc) from None
+            raise
 
     @_atomic
     async def _record_owner(self, stream: str) -> None:

@@ -12,6 +12,7 @@ its old position half-way through.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Protocol
 
@@ -29,6 +30,7 @@ from console.engine.events import EventLog, Level
 from console.engine.lineage import Lineage
 from console.engine.offline import checkpoint_position, undo_scope
 from console.model import HistoryEntry, Position, Record
+from console.tasks import run_to_end
 
 
 class Runner(Protocol):
@@ -86,6 +88,11 @@ class OperatorChanges:
         The console and the CLI both end here."""
         if self.read_only:
             return ControlResult(0, False, "read-only: operator changes are refused")
+        # Once recorded, a change is applied to its end, whatever happens to the caller (a
+        # dialog closed, a timeout around this call): the store and the workers must agree.
+        return await run_to_end(self._control(request))
+
+    async def _control(self, request: ControlRequest) -> ControlResult:
         async with self.lock:
             if not self.runner.running:
                 raise ControlError("the consumer is not running")
@@ -182,5 +189,11 @@ class OperatorChanges:
             await self.store.finish_command(command_id, False, str(exc))
             self.events.emit("operator", f"{request.actor}: refused: {exc}", level=Level.WARNING)
             return ControlResult(command_id, False, str(exc))
+        except Exception as exc:
+            # The store failed under it (a full disk, say): recorded as failed, so no later
+            # pass applies it behind the operator's back.
+            with contextlib.suppress(Exception):
+                await self.store.finish_command(command_id, False, f"failed: {exc}")
+            raise
         finally:
             self.runner.release(affected, applied)

@@ -16,6 +16,7 @@ from dataclasses import replace
 from console.checkpoints.base import CheckpointChange, CheckpointStore
 from console.engine.state import EngineState
 from console.model import Checkpoint, CheckpointStatus, HistoryEntry, Position
+from console.tasks import run_to_end
 
 
 class Checkpointer:
@@ -87,7 +88,15 @@ class Checkpointer:
     ) -> int:
         """Write pending progress and ``changes`` in one transaction; a change for a shard
         replaces that shard's pending progress. ``finish`` marks an operator command applied
-        in that same transaction."""
+        in that same transaction.
+
+        A write runs to its end in a task of its own: a caller cancelled meanwhile (a loop
+        stopped at shutdown) leaves what is in memory agreeing with what the store has."""
+        return await run_to_end(self._write(changes, finish))
+
+    async def _write(
+        self, changes: Sequence[CheckpointChange], finish: tuple[int, str] | None
+    ) -> int:
         async with self._lock:
             pending, self._pending = self._pending, {}
             if not pending and not changes and finish is None:

@@ -117,7 +117,9 @@ class Consumer:
         self._discover_now = asyncio.Event()
         self._starting: asyncio.Task[None] | None = None
         self._opened = False  # the processor: closed at the end only if it was opened
-        self._closing = False
+        self._closing: asyncio.Task[None] | None = None
+        self._start_cancelled = False
+        self._acquired = False
         self._workers: dict[str, tuple[ShardWorker, asyncio.Task[WorkerExit]]] = {}
         self._failed: set[str] = set()
         self._lost_reported: set[str] = set()
@@ -164,13 +166,14 @@ class Consumer:
         self.status = ConsumerStatus.STARTING
         task = asyncio.create_task(self._start(), name="consumer start")
         self._starting = task
+        me = asyncio.current_task()
+        cancels_before = me.cancelling() if me is not None else 0
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
-            me = asyncio.current_task()
-            caller_cancelled = me is not None and me.cancelling() > 0
+            caller_cancelled = me is not None and me.cancelling() > cancels_before
             if caller_cancelled:
-                task.cancel()  # our caller is cancelled: so is the start
+                self._cancel_start()  # our caller is cancelled: so is the start
             await asyncio.wait([task])
             # A start cancelled before its first step never ran its own clean-up.
             await self._shutdown()
@@ -186,6 +189,7 @@ class Consumer:
             self.state.info = info
             self.key = self.discovery.key = info.arn or self.source.stream
             await self.store.acquire(self.key)
+            self._acquired = True  # ours to release (a failed acquire leaves nothing held)
             record = await self.store.stream_record(self.key)
             checkpoints = await self.store.load(self.key)
             self.checkpointer.load(self.key, checkpoints)
@@ -233,7 +237,12 @@ class Consumer:
         if reason and not self._stop_requested.is_set():
             self.events.emit("stopping", reason)
         self._stop_requested.set()
-        if self._starting is not None and not self._starting.done():
+        self._cancel_start()
+
+    def _cancel_start(self) -> None:
+        """End a start under way, once: its clean-up must not be cancelled in turn."""
+        if self._starting is not None and not self._starting.done() and not self._start_cancelled:
+            self._start_cancelled = True
             self._starting.cancel()
 
     async def run(self, duration: float | None = None) -> None:
@@ -254,29 +263,27 @@ class Consumer:
         self._stop_requested.set()
         starting = self._starting
         if starting is not None and not starting.done():
-            starting.cancel()  # its clean-up gives back what it took
+            self._cancel_start()  # its clean-up gives back what it took
             await asyncio.wait([starting])
-            await self._shutdown()
-            return
-        if self.status is ConsumerStatus.STOPPING:
-            await self._stopped.wait()
-            return
-        self.status = ConsumerStatus.STOPPING
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        """Stop the loops and the workers (each finishes its batch), flush, close, release:
+        from a stop, or from a start that failed or was stopped, whatever it had reached.
+        Runs once and to its end, in a task of its own: a caller cancelled meanwhile (a stop
+        under a timeout, a start cancelled again) leaves it running, and every caller waits
+        for the same end."""
+        if self._closing is None:
+            started = self.status is ConsumerStatus.RUNNING
+            self.status = ConsumerStatus.STOPPING
+            self._closing = asyncio.create_task(self._close(started), name="consumer stop")
+        await asyncio.shield(self._closing)
+
+    async def _close(self, started: bool) -> None:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._shutdown()
-
-    async def _shutdown(self) -> None:
-        """Stop workers (each finishes its batch), flush, close, release. Runs once, from a
-        stop or from a start that failed or was stopped, whatever it had reached."""
-        if self._closing:
-            await self._stopped.wait()
-            return
-        self._closing = True
-        started = self.status is ConsumerStatus.STOPPING
-        self.status = ConsumerStatus.STOPPING
         try:
             async with self.changes.lock:
                 for worker, _ in list(self._workers.values()):
@@ -287,7 +294,7 @@ class Consumer:
                 if self._background:
                     await asyncio.gather(*self._background, return_exceptions=True)
                 try:
-                    if self._opened and self.store.holds(self.key):
+                    if self._opened and self._acquired:
                         await self.checkpointer.flush()
                 except Exception as exc:
                     self._fail_run(f"the final checkpoint flush failed: {exc}")
@@ -298,7 +305,8 @@ class Consumer:
             except Exception as exc:
                 self._fail_run(f"the processor failed to close: {type(exc).__name__}: {exc}")
             finally:
-                await self.store.release(self.key)
+                if self._acquired:
+                    await self.store.release(self.key)
                 self._set_stopped()
                 if started:
                     self.events.emit(

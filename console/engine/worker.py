@@ -226,9 +226,11 @@ class ShardWorker:
             if drop is not None and records:
                 records = drop_through(records, *drop)
                 drop = None
+            cut = False  # --max-records ended inside this batch: the rest is read next time
             if records:
                 if self.budget is not None:
                     n = self.budget.take(len(records))
+                    cut = n < len(records)
                     records = records[:n]
                 if records:
                     if not await self._process(records):
@@ -250,6 +252,8 @@ class ShardWorker:
                     self.state.records_total += len(records)
             view.lag_ms = batch.millis_behind_latest
             self.state.touch(view)
+            if cut:
+                break  # not the shard's end, whatever the iterator says
             if batch.child_shards and self.on_children is not None:
                 self.on_children(batch.child_shards)
             iterator = batch.next_iterator

@@ -403,6 +403,8 @@ async def run_tui(engine: Engine, settings: Settings) -> int:
     import sys
 
     await engine.start()
+    if engine.stopped.is_set():  # stopped while it started (a signal): no screen to show
+        return 1 if engine.failure else 0
     app = ShardConsoleApp(
         engine,
         refresh_rate=settings.refresh_rate,
