@@ -119,12 +119,37 @@ async def test_finished_shards_are_known_from_the_store_and_from_writes() -> Non
     assert cp.finished == {"b"}
 
 
-async def test_concurrent_flushes_never_write_a_shard_twice() -> None:
-    store = MemoryStore()
+async def test_a_slow_write_is_never_overtaken_by_a_later_one() -> None:
+    """Writes go to the store one at a time, in order: a flush that starts while an earlier
+    one waits on a slow disk must not land first, or the older position would win."""
+    gate, in_store = asyncio.Event(), asyncio.Event()
+
+    class SlowFirstSave(MemoryStore):
+        calls = 0
+
+        async def save(self, stream, changes, finish=None):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            if self.calls == 1:  # only the first write meets the slow disk
+                in_store.set()
+                await gate.wait()
+            await super().save(stream, changes, finish)
+
+    store = SlowFirstSave()
     cp, _ = checkpointer(store)
     cp.advance("a", AFTER("1"), 1.0)
-    counts = await asyncio.gather(cp.flush(), cp.flush(), cp.flush())
-    assert sorted(counts) == [0, 0, 1]
+    first = asyncio.create_task(cp.flush())
+    await in_store.wait()  # the first flush is in the store, waiting on the disk
+    cp.advance("a", AFTER("2"), 2.0)
+    second = asyncio.create_task(cp.flush())
+    for _ in range(20):  # as far as it may go: all the way to the store, were it allowed
+        await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.gather(first, second) == [1, 1]
+    assert [[c.checkpoint.position for c in save] for save in store.saves] == [
+        [AFTER("1")],
+        [AFTER("2")],
+    ]
+    assert (await store.load(KEY))["a"].position == AFTER("2")
 
 
 # -- where a worker resumes ------------------------------------------------------------------

@@ -14,6 +14,13 @@ import pytest
 from tests.conftest import Kinesis, checkpoints_in, numbered, run_cli, unique
 
 
+def past(instant: float) -> float:
+    """Until the clock is past ``instant``; returns it."""
+    while time.time() <= instant + 0.01:
+        time.sleep(0.002)
+    return instant
+
+
 def one_line_error(result: subprocess.CompletedProcess, needle: str) -> None:
     assert result.returncode == 2, (result.returncode, result.stderr)
     lines = result.stderr.strip().splitlines()
@@ -285,9 +292,8 @@ def test_initial_position_at_a_timestamp_on_a_fresh_stream(demo_endpoint, tmp_pa
     e.call(e.kinesis.create_stream, "fresh", 2)
     for i in range(10):
         e.call(e.kinesis.put, "fresh", f"k{i}", f"old:{i}".encode())
-    time.sleep(0.02)  # instants go in milliseconds: keep the records clear of it
-    instant = time.time()
-    time.sleep(0.02)
+    instant = past(time.time()) + 0.01  # instants go in milliseconds: keep records clear
+    past(instant)
     for i in range(10):
         e.call(e.kinesis.put, "fresh", f"k{i}", f"new:{i}".encode())
     out = tmp_path / "out.jsonl"
@@ -344,8 +350,8 @@ def test_initial_position_latest_on_a_fresh_stream_reads_only_what_comes(
 def test_a_fatal_error_while_running_exits_1_with_one_error_line(
     kinesalite: str, tmp_path: Path
 ) -> None:
-    """The stream is deleted under a running consumer: the run stops, exit 1, one ERROR line
-    that says why; the checkpoints keep what was processed."""
+    """The stream is deleted under a running consumer: the run stops, exit 1, and one ERROR
+    line says why the run failed; the checkpoints keep what was processed."""
     import asyncio
 
     name = unique("gone")
@@ -357,16 +363,16 @@ def test_a_fatal_error_while_running_exits_1_with_one_error_line(
         [
             sys.executable, "-m", "console", "run", name, "--endpoint-url", kinesalite,
             "--db", str(db), "--no-ui", "--discovery-interval", "0.3", "--flush-interval", "0.2",
+            "--log-format", "json",
         ],
         stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
     try:
+        tips = {sid: f"after_sequence:{seq}" for sid, seq in Kinesis.tips[name].items()}
         deadline = time.monotonic() + 30
-        while not checkpoints_in(db) or not all(
-            p.startswith("after_sequence:") for p in checkpoints_in(db).values()
-        ):
-            assert time.monotonic() < deadline and proc.poll() is None
+        while checkpoints_in(db) != tips:  # read and flushed to its end
+            assert time.monotonic() < deadline and proc.poll() is None, checkpoints_in(db)
             time.sleep(0.05)
 
         async def delete() -> None:
@@ -379,10 +385,11 @@ def test_a_fatal_error_while_running_exits_1_with_one_error_line(
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 1, err
-    errors = [line for line in err.splitlines() if " ERROR " in line]
-    assert len([e for e in errors if "discovery failed" in e]) == 1, err
-    assert "not found" in errors[-1] or any("not found" in e for e in errors), err
-    assert all(p.startswith("after_sequence:") for p in checkpoints_in(db).values())
+    lines = [json.loads(line) for line in err.splitlines()]
+    [failed] = [e for e in lines if e["event"] == "run_failed"]
+    assert failed["level"] == "error" and failed["message"].startswith("shard discovery failed")
+    assert f"stream '{name}' not found" in failed["message"]
+    assert checkpoints_in(db) == tips  # what was processed stays checkpointed
 
 
 def test_the_default_database_lives_in_a_private_folder(

@@ -6,7 +6,7 @@ import time
 
 from console.checkpoints.sqlite import SqliteStore
 from console.engine.consumer import Consumer, ConsumerOptions
-from console.model import ShardStatus
+from console.model import CheckpointStatus, ShardStatus
 from console.sources.kinesis import KinesisSource
 from tests.conftest import (
     FAST,
@@ -279,3 +279,29 @@ async def test_an_unchanged_shard_list_costs_no_rework(demo_endpoint, db: str) -
             await wait_for(lambda: consumer.state.lineage_version != version)
     await store.close()
     assert writes == [3, 3]  # the first listing, then the closed parent and its two children
+
+
+async def test_max_records_ending_inside_a_closed_shards_last_batch_leaves_the_rest(
+    demo_endpoint, db: str
+) -> None:
+    """--max-records runs out in the middle of a closed shard's last batch: the shard is not
+    done; the next run reads what is left of it, then its children."""
+    e = demo_endpoint
+    parent = "shardId-000000000000"
+    e.call(e.kinesis.create_stream, "s", 1)
+    for i in range(5):
+        e.call(e.kinesis.put, "s", "k", f"k:{i}".encode())
+    e.call(e.kinesis.split, "s", parent, 2**127)
+    e.call(e.kinesis.put, "s", "k", b"k:5")  # in a child
+    store = await SqliteStore.open(db)
+    first, second = Collect(), Collect()
+    async with KinesisSource("s", aws(e.url)) as source:
+        consumer = Consumer(source, store, first, dataclasses.replace(FAST, max_records=3))
+        await asyncio.wait_for(consumer.run(), 20)
+        saved = (await store.load(consumer.key))[parent]
+        assert saved.status is CheckpointStatus.OPEN  # not done: two records are left
+        async with Consumer(source, store, second, FAST):
+            await wait_for(lambda: len(second.seen) == 3)
+    await store.close()
+    assert first.data() == [b"k:0", b"k:1", b"k:2"]
+    assert second.data() == [b"k:3", b"k:4", b"k:5"]  # the rest of the parent, then the child

@@ -134,7 +134,9 @@ async def test_skip_to_latest_and_mark_done(live, demo_endpoint) -> None:
     sid = "shardId-000000000000"
     assert (await consumer.control(ControlRequest(Action.PAUSE, sid))).ok
     put(demo_endpoint, "s", "k", range(10, 20))  # arrive while paused: skipped
-    await asyncio.sleep(0.05)
+    written = time.time()
+    while time.time() <= written + 0.01:  # the skip's instant must come after them
+        await asyncio.sleep(0.005)
     assert (await consumer.control(ControlRequest(Action.SKIP, sid, skip_to=SkipTo.LATEST))).ok
     assert (await consumer.control(ControlRequest(Action.RESUME, sid))).ok
     put(demo_endpoint, "s", "k", range(20, 23))

@@ -165,11 +165,13 @@ def test_a_running_consumer_applies_cli_commands_and_replays_exactly(
     finally:
         stop(proc)
     history = run_cli("checkpoints", "history", "--db", str(db), "--json")
-    from console.identity import actor_name
+    import getpass
+    import socket
 
     changes = [h for h in json.loads(history.stdout) if h["cause"] in ("undo", "pause", "rewind")]
     assert [h["cause"] for h in changes][:3] == ["undo", "pause", "rewind"]
-    assert {h["who"] for h in changes} == {actor_name()}  # user@host of whoever ran the CLI
+    # user@host of whoever ran the CLI
+    assert {h["who"] for h in changes} == {f"{getpass.getuser()}@{socket.gethostname()}"}
 
 
 def test_with_no_consumer_the_store_changes_and_the_next_start_honours_it(
@@ -425,3 +427,12 @@ async def test_pending_commands_are_applied_before_any_worker_reads(demo_endpoin
             refused = await consumer.control(ControlRequest(Action.PAUSE, "shardId-000000000001"))
             assert not refused.ok
     await store.close()
+
+
+def test_wait_is_ten_seconds_unless_told() -> None:
+    from console.cli import build_parser
+
+    parser = build_parser()
+    for args in (["pause", "s"], ["rewind", "s", "--to", "latest"], ["undo"]):
+        assert parser.parse_args(args).wait == 10.0, args
+    assert parser.parse_args(["pause", "s", "--wait", "2.5"]).wait == 2.5

@@ -157,6 +157,7 @@ def test_a_demo_with_a_database_resumes_its_stream(tmp_path: Path) -> None:
     second = run_cli(*common, "--duration", "2")
     assert second.returncode == 0, second.stderr
     assert "demo: resumed from" in second.stderr and f"{db}.demo.json" in second.stderr
+    assert oct(Path(f"{db}.demo.json").stat().st_mode & 0o777) == "0o600"
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) > rows_first > 0
     numbers: dict[str, list[int]] = {}

@@ -67,3 +67,51 @@ def test_the_readme_example_runs_as_written(kinesalite: str, tmp_path: Path) -> 
     assert printed == sorted(d.decode() for _, d in sent)
     assert len(checkpoints_in(tmp_path / "orders.db")) == 2
     assert oct((tmp_path / "orders.db").stat().st_mode & 0o777) == "0o600"
+
+
+async def test_open_consumer_takes_a_function_a_processor_or_a_spec(
+    demo_endpoint, tmp_path: Path
+) -> None:
+    from console import ConsumerOptions, Processor, open_consumer
+    from tests.conftest import wait_for
+
+    e = demo_endpoint
+    e.call(e.kinesis.create_stream, "lib", 2)
+    for i in range(6):
+        e.call(e.kinesis.put, "lib", f"k{i}", f"r{i}".encode())
+    seen: dict[str, list[bytes]] = {"sync": [], "processor": []}
+
+    def plain(records, ctx):  # type: ignore[no-untyped-def]
+        seen["sync"].extend(r.data for r in records)
+
+    class Mine(Processor):
+        async def process(self, records, ctx):  # type: ignore[no-untyped-def]
+            seen["processor"].extend(r.data for r in records)
+
+    out = tmp_path / "out.jsonl"
+    options = ConsumerOptions(idle_interval=0.05, flush_interval=0.2)
+    for name, processor in (("sync", plain), ("processor", Mine()), ("spec", f"jsonl:{out}")):
+        async with open_consumer(
+            "lib",
+            processor,
+            db=tmp_path / f"{name}.db",
+            kind="kinesis",
+            region="us-east-1",
+            endpoint_url=e.url,
+            options=options,
+        ) as consumer:
+            assert consumer.source.location == e.url
+
+            def done(name: str = name) -> bool:
+                if name == "spec":
+                    return out.exists() and consumer.state.records_total == 6
+                return len(seen[name]) == 6
+
+            await wait_for(done, what=name)
+    expected = sorted(f"r{i}".encode() for i in range(6))
+    assert sorted(seen["sync"]) == expected and sorted(seen["processor"]) == expected
+    import json
+
+    assert sorted(json.loads(line)["data"].encode() for line in out.read_text().splitlines()) == (
+        expected
+    )

@@ -18,35 +18,47 @@ from console.engine.consumer import Consumer, ConsumerStatus
 from console.model import Record, ShardContext
 from console.processors.base import Processor
 from console.sources.kinesis import KinesisSource
-from tests.conftest import FAST, aws, wait_for
+from tests.conftest import FAST, aws, checkpoints_in, wait_for
 
 STREAM = "s"
+SHARD = "shardId-000000000000"
 ARN = f"arn:aws:kinesis:us-east-1:000000000000:stream/{STREAM}"
-LOOPS = {"discovery", "checkpoint flush", "rates", "operator commands", "consumer start"}
 
 
 class Gate:
-    """At its ``stop_at``-th passage, stops the consumer; every passage is an await point."""
+    """At its ``stop_at``-th passage, stops the consumer; every passage is an await point.
+    ``how="twice"`` stops it once more while it cleans up (a second stop(), a second signal)."""
 
     def __init__(self, stop_at: int, how: str) -> None:
         self.stop_at = stop_at
         self.how = how
         self.passed: list[str] = []
         self.consumer: Consumer | None = None
-        self.stopper: asyncio.Task[None] | None = None
+        self.stoppers: list[asyncio.Task[None]] = []
 
     async def __call__(self, name: str) -> None:
         if len(self.passed) == self.stop_at and self.consumer is not None:
             if self.how == "stop":
-                self.stopper = asyncio.create_task(self.consumer.stop())
+                self.stoppers.append(asyncio.create_task(self.consumer.stop()))
             else:
                 self.consumer.request_stop("a signal")
         self.passed.append(name)
         await asyncio.sleep(0)
 
+    async def cleaning_up(self) -> None:
+        """The store is being released: stop again, in the middle of it."""
+        if self.how == "twice" and self.consumer is not None and self.stoppers == []:
+            self.consumer.request_stop("a second signal")
+            self.stoppers.append(asyncio.create_task(self.consumer.stop()))
+        await asyncio.sleep(0)
+
 
 class GatedStore(SqliteStore):
     gate: Gate
+
+    async def release(self, stream: str) -> None:
+        await self.gate.cleaning_up()
+        await super().release(stream)
 
     async def acquire(self, stream: str) -> None:
         await self.gate("store.acquire")
@@ -107,14 +119,12 @@ class Counted(Processor):
 
 
 def leftover_tasks() -> list[str]:
-    return sorted(
-        t.get_name()
-        for t in asyncio.all_tasks()
-        if not t.done() and (t.get_name() in LOOPS or t.get_name().startswith("shard "))
-    )
+    """Every task still running but the test's own."""
+    me = asyncio.current_task()
+    return sorted(t.get_name() for t in asyncio.all_tasks() if t is not me and not t.done())
 
 
-@pytest.mark.parametrize("how", ["stop", "request_stop"])
+@pytest.mark.parametrize("how", ["stop", "request_stop", "twice"])
 async def test_a_stop_at_every_await_point_of_start_gives_everything_back(
     demo_endpoint: Any, tmp_path: Any, how: str
 ) -> None:
@@ -135,8 +145,8 @@ async def test_a_stop_at_every_await_point_of_start_gives_everything_back(
                 consumer = Consumer(source, store, processor, FAST)
                 gate.consumer = consumer
                 await asyncio.wait_for(consumer.start(), 10)  # returns, stopped, or runs
-                if gate.stopper is not None:
-                    await asyncio.wait_for(gate.stopper, 10)
+                for stopper in gate.stoppers:
+                    await asyncio.wait_for(stopper, 10)
                 if len(gate.passed) <= stop_at:  # start finished before the chosen point
                     assert consumer.status is ConsumerStatus.RUNNING
                     points = gate.passed
@@ -159,9 +169,20 @@ async def test_a_stop_at_every_await_point_of_start_gives_everything_back(
         finally:
             await other.close()
         stop_at += 1
-    # Every await point of a first start was tried (describe ... pending commands).
-    assert points[0] == "source.describe" and points[-1] == "store.pending_commands", points
-    assert stop_at == len(points) >= 9, points
+    # Every await point of a first start was tried.
+    assert points == [
+        "source.describe",
+        "store.acquire",
+        "store.stream_record",
+        "store.load",
+        "processor.open",
+        "source.list_shards",
+        "store.save_shards",
+        "store.save",  # the first start's checkpoints
+        "store.register_stream",
+        "store.pending_commands",
+    ]
+    assert stop_at == len(points)
 
 
 async def test_a_consumer_asked_to_stop_before_it_starts_never_starts(
@@ -208,5 +229,136 @@ async def test_stop_while_running_waits_for_the_batch_in_hand(demo_endpoint: Any
             await asyncio.wait_for(stopping, 10)
             [cp] = (await store.load(ARN)).values()
             assert cp.position.sequence_number is not None  # and it was checkpointed
+    finally:
+        await store.close()
+
+
+async def test_a_start_whose_caller_is_cancelled_as_it_finishes_leaves_nothing_running(
+    demo_endpoint: Any, db: str
+) -> None:
+    """The caller is cancelled just as the start completes (the loops are running): start
+    raises CancelledError to it, and stops everything it started."""
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, STREAM, 2)
+    store = await SqliteStore.open(db)
+    try:
+        async with KinesisSource(STREAM, aws(demo_endpoint.url)) as source:
+            consumer = Consumer(source, store, Counted(Gate(-1, "stop")), FAST)
+            caller = asyncio.create_task(consumer.start())
+
+            def cancel_caller(event: Any) -> None:
+                if event.kind == "started":
+                    caller.cancel()
+
+            consumer.events.subscribe(cancel_caller)
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+            assert consumer.status is ConsumerStatus.STOPPED
+            assert leftover_tasks() == []
+            assert not store.holds(ARN)
+    finally:
+        await store.close()
+
+
+async def test_a_stop_abandoned_by_its_caller_still_finishes_and_a_second_one_returns(
+    demo_endpoint: Any, db: str
+) -> None:
+    """stop() under a timeout that runs out while a batch is in hand: the batch finishes, is
+    checkpointed with the stream still held, then the lock goes; a second stop() returns."""
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, STREAM, 1)
+    demo_endpoint.call(demo_endpoint.kinesis.put, STREAM, "k", b"x")
+    entered, release = asyncio.Event(), asyncio.Event()
+    saves: list[bool] = []  # for each checkpoint write: was the stream held?
+
+    class Slow(Processor):
+        async def process(self, records: list[Record], ctx: ShardContext) -> None:
+            entered.set()
+            await release.wait()
+
+    class Watched(SqliteStore):
+        async def save(self, stream: str, changes: Any, finish: Any = None) -> None:
+            saves.append(self.holds(stream))
+            await super().save(stream, changes, finish)
+
+    store = await Watched.open(db)
+    try:
+        async with KinesisSource(STREAM, aws(demo_endpoint.url)) as source:
+            consumer = Consumer(source, store, Slow(), FAST)
+            await consumer.start()
+            await asyncio.wait_for(entered.wait(), 10)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(consumer.stop(), 0.1)
+            assert consumer.status is ConsumerStatus.STOPPING  # still finishing the batch
+            release.set()
+            await asyncio.wait_for(consumer.stop(), 10)
+            assert consumer.status is ConsumerStatus.STOPPED and leftover_tasks() == []
+            assert saves and all(saves)  # every write while the stream was held
+            [cp] = (await store.load(ARN)).values()
+            assert cp.position.sequence_number is not None  # the batch in hand, checkpointed
+    finally:
+        await store.close()
+
+
+async def test_an_operator_change_whose_caller_is_cancelled_is_applied_whole(
+    demo_endpoint: Any, db: str
+) -> None:
+    """The caller gives up while the change is being written: the change still lands, the
+    store and the worker agree (the shard is read again from the rewound position)."""
+    from console.engine.control import Action, ControlRequest
+    from console.model import Position
+    from tests.conftest import Collect
+
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, STREAM, 1)
+    for i in range(5):
+        demo_endpoint.call(demo_endpoint.kinesis.put, STREAM, "k", f"k:{i}".encode())
+    writing, disk = asyncio.Event(), asyncio.Event()
+
+    class SlowDisk(SqliteStore):
+        async def save(self, stream: str, changes: Any, finish: Any = None) -> None:
+            if finish is not None:  # the operator change's write
+                writing.set()
+                await disk.wait()
+            await super().save(stream, changes, finish)
+
+    processor = Collect()
+    store = await SlowDisk.open(db)
+    try:
+        async with KinesisSource(STREAM, aws(demo_endpoint.url)) as source:
+            async with Consumer(source, store, processor, FAST) as consumer:
+                await wait_for(lambda: len(processor.seen) == 5)
+                last = processor.seen[-1][1].sequence_number
+                await wait_for(lambda: checkpoints_in(db) == {SHARD: f"after_sequence:{last}"})
+                third = processor.seen[2][1].sequence_number
+                request = ControlRequest(Action.REWIND, SHARD, position=Position.at_sequence(third))
+                caller = asyncio.create_task(consumer.control(request))
+                await asyncio.wait_for(writing.wait(), 10)
+                caller.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await caller  # the caller is gone before the write lands
+                disk.set()
+                await wait_for(lambda: len(processor.seen) == 8, what="the rewind's replay")
+        assert processor.data()[5:] == processor.data()[2:5]  # read again, from the third
+        [rewind] = [h for h in await store.history(ARN) if h.cause == "rewind"]
+        command = await store.command(rewind.command_id or 0)
+        assert command is not None and command.state == "applied"
+        assert await store.pending_commands(ARN) == []
+    finally:
+        await store.close()
+
+
+async def test_a_second_consumer_of_one_store_is_refused_and_leaves_the_first_its_lock(
+    demo_endpoint: Any, db: str
+) -> None:
+    from console.checkpoints.base import StoreLockedError
+
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, STREAM, 1)
+    store = await SqliteStore.open(db)
+    try:
+        async with KinesisSource(STREAM, aws(demo_endpoint.url)) as source:
+            async with Consumer(source, store, Counted(Gate(-1, "stop")), FAST):
+                second = Consumer(source, store, Counted(Gate(-1, "stop")), FAST)
+                with pytest.raises(StoreLockedError, match="already being consumed by this"):
+                    await second.start()
+                assert second.status is ConsumerStatus.STOPPED
+                assert store.holds(ARN)  # the refused one released nothing of the first's
     finally:
         await store.close()

@@ -100,37 +100,52 @@ async def test_user_processors_sync_and_async(
     assert userproc.sink.flushed == 1
 
 
-async def test_output_is_durable_before_the_checkpoint_that_covers_it(demo_endpoint, db) -> None:
-    """The store's write and the jsonl fsync happen in that order, every flush."""
+async def test_output_is_durable_before_the_checkpoint_that_covers_it(
+    demo_endpoint, db, monkeypatch
+) -> None:
+    """Before every checkpoint write, the jsonl file is fsynced, with every line it was handed
+    (observed: os.fsync on the file, and the file's lines at that moment)."""
+    import os
+
     demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 1)
     for i in range(5):
         demo_endpoint.call(demo_endpoint.kinesis.put, "s", "k", f"{i}".encode())
-    order: list[str] = []
+    out = Path(db).with_suffix(".jsonl")
+    order: list[tuple[str, int]] = []
+    real_fsync = os.fsync
 
-    class Watched(JsonlProcessor):
-        async def flush(self) -> None:
-            await super().flush()
-            order.append("output fsynced")
+    def fsync(fd: int) -> None:  # an observer that calls through
+        real_fsync(fd)
+        if os.path.samefile(f"/proc/self/fd/{fd}", out):
+            order.append(("output fsynced", len(out.read_text().splitlines())))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    handed = 0
+
+    class Counting(JsonlProcessor):
+        async def process(self, records, ctx):  # type: ignore[no-untyped-def]
+            nonlocal handed
+            await super().process(records, ctx)
+            handed += len(records)
 
     store = await SqliteStore.open(db)
     real_save = store.save
 
     async def save(stream, changes, finish=None):
-        order.append("checkpoint written")
+        order.append(("checkpoint written", handed))
         await real_save(stream, changes, finish)
 
     store.save = save  # an observer on the real store, not a replacement
-    out = Path(db).with_suffix(".jsonl")
     async with KinesisSource("s", aws(demo_endpoint.url)) as source:
-        async with Consumer(source, store, Watched(str(out), "s"), FAST):
-            await wait_for(lambda: out.exists() and len(out.read_text().splitlines()) == 5)
-            # The first start's checkpoints, then the five records': two writes.
-            await wait_for(lambda: order.count("checkpoint written") >= 2, what="two writes")
+        async with Consumer(source, store, Counting(str(out), "s"), FAST):
+            await wait_for(lambda: ("checkpoint written", 5) in order, what="the records' write")
     await store.close()
-    assert order and order[0] == "output fsynced"
-    for i, step in enumerate(order):
-        if step == "checkpoint written":
-            assert order[i - 1] == "output fsynced"
+    writes = [i for i, (step, _) in enumerate(order) if step == "checkpoint written"]
+    assert len(writes) >= 2  # the first start's checkpoints, then the five records'
+    for i in writes:
+        step, lines = order[i - 1]
+        # Just before: an fsync of the file holding every line handed to it so far.
+        assert step == "output fsynced" and lines == order[i][1], order
 
 
 async def test_a_hung_processor_stops_the_run_and_checkpoints_nothing_of_its_batch(

@@ -137,6 +137,8 @@ def test_sigint_while_running_finishes_flushes_and_exits_0(
 def test_a_second_signal_exits_at_once_while_a_batch_is_in_hand(
     kinesalite: str, stream: str, tmp_path: Path
 ) -> None:
+    import os
+
     entered = tmp_path / "entered"
     (tmp_path / "stuck_proc.py").write_text(
         "import asyncio, pathlib\n"
@@ -145,17 +147,28 @@ def test_a_second_signal_exits_at_once_while_a_batch_is_in_hand(
         "    MARK.touch()\n"
         "    await asyncio.sleep(3600)\n"
     )
-    proc = start(
-        "run", stream, "--endpoint-url", kinesalite, "--db", str(tmp_path / "c.db"), "--no-ui",
-        "--processor", "stuck_proc:handle", "--processor-timeout", "0",
-        env={"PYTHONPATH": str(tmp_path)},
-    )  # fmt: skip
-    wait_until(entered.exists, "the processor to hold a batch")
-    proc.send_signal(signal.SIGINT)
-    # The graceful stop waits for the batch in hand, which never returns...
-    with pytest.raises(subprocess.TimeoutExpired):
-        proc.wait(1.0)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=10)  # ...the second signal does not wait
-    assert proc.returncode == 130, err
-    assert "second SIGINT: exiting now; checkpoints hold the last flush" in err
+    log = tmp_path / "stderr.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "console", "run", stream, "--endpoint-url", kinesalite,
+                "--db", str(tmp_path / "c.db"), "--no-ui", "--processor", "stuck_proc:handle",
+                "--processor-timeout", "0",
+            ],
+            stderr=err,
+            env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        )  # fmt: skip
+        try:
+            wait_until(entered.exists, "the processor to hold a batch")
+            proc.send_signal(signal.SIGINT)
+            wait_until(lambda: "SIGINT: stopping" in log.read_text(), "the graceful stop")
+            # It waits for the batch in hand, which never returns...
+            assert proc.poll() is None
+            proc.send_signal(signal.SIGINT)
+            proc.wait(10)  # ...the second signal does not wait
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert proc.returncode == 130, text
+    assert "second SIGINT: exiting now; checkpoints hold the last flush" in text

@@ -53,6 +53,7 @@ async def console(
     shards: int = 2,
     records: int = 20,
     app_options: dict[str, Any] | None = None,
+    actor: str | None = "tester (tui)",
     **options: Any,
 ) -> AsyncIterator[Live]:
     endpoint.call(endpoint.kinesis.create_stream, "s", shards)
@@ -67,7 +68,7 @@ async def console(
     async with KinesisSource("s", aws(endpoint.url)) as source:
         consumer = Consumer(source, store, processor, dataclasses.replace(FAST, **options))
         await consumer.start()
-        app = RecordingApp(consumer, refresh_rate=4, actor="tester (tui)", **app_options)
+        app = RecordingApp(consumer, refresh_rate=4, actor=actor, **app_options)
         try:
             async with app.run_test(size=SIZE) as pilot:
                 await wait_for(lambda: len(processor.seen) == records)
@@ -234,13 +235,15 @@ async def test_command_line_and_palette(demo_endpoint, db) -> None:
         await type_command(pilot, "rewind nonsense")  # one word: the selected shard
         assert not isinstance(app.screen, Dialog)  # refused before any dialog
         assert any("'nonsense' is not a target" in t for t in app.told), app.told
+        from textual.command import CommandList, CommandPalette
+
         await pilot.press("ctrl+p")
-        await pilot.pause(0.2)
+        await wait_for(lambda: isinstance(app.screen, CommandPalette), timeout=5)
         await pilot.press(*"replay every")
-        await pilot.pause(0.5)
+        hits = app.screen.query_one(CommandList)
+        await wait_for(lambda: hits.option_count == 1, timeout=5, what="the one hit")
         await pilot.press("down", "enter")  # the only hit: chosen and run
-        await pilot.pause(0.3)
-        assert isinstance(app.screen, ReplayDialog)
+        await wait_for(lambda: isinstance(app.screen, ReplayDialog), timeout=5)
 
 
 async def test_replay_needs_the_stream_name_typed(demo_endpoint, db) -> None:
@@ -256,9 +259,9 @@ async def test_replay_needs_the_stream_name_typed(demo_endpoint, db) -> None:
         dialog = app.screen
         assert isinstance(dialog, ReplayDialog)
         dialog.query_one("#time-input").value = "-1h"
-        await pilot.pause(0.2)
-        assert dialog.query_one("#yes").disabled
-        assert "Type the stream's name" in str(dialog.query_one("#preview").render())
+        preview = dialog.query_one("#preview")
+        await wait_for(lambda: "Type the stream's name" in str(preview.render()), timeout=5)
+        assert dialog.query_one("#yes").disabled  # a valid plan, and still no way to apply it
         dialog.query_one("#confirm-input").value = "s"
         await pilot.pause()
         dialog.query_one("#no").focus()
@@ -319,7 +322,7 @@ async def test_quit_finishes_and_flushes_checkpoints(demo_endpoint, db) -> None:
             await wait_for(lambda: len(processor.seen) == 30)
             await pilot.press("q")
             await asyncio.wait_for(consumer.stopped.wait(), 5)
-            await pilot.pause(0.2)
+            await wait_for(lambda: app.return_code is not None, timeout=5, what="the exit")
         assert app.return_code == 0
         saved = await store.load(consumer.key)
     await store.close()
@@ -402,6 +405,8 @@ async def test_every_colon_command_does_what_its_key_does(demo_endpoint, db) -> 
         await pilot.press("escape")
         await type_command(pilot, "filter 001")
         assert [r.shard_id for r in app.dashboard.table.rows] == [S1]
+        await type_command(pilot, "theme shard-light")
+        assert app.theme == "shard-light"
         await type_command(pilot, "frobnicate")
         assert any(t.startswith("unknown command 'frobnicate'") for t in app.told)
 
@@ -445,3 +450,18 @@ async def test_a_theme_in_the_users_themes_folder_is_offered_and_applies() -> No
             assert app.current_theme.primary == "#1f6feb"  # type: ignore[attr-defined]
     finally:
         theme.unlink()
+
+
+async def test_a_change_from_the_console_is_recorded_as_the_user_at_the_host(
+    demo_endpoint, db
+) -> None:
+    import getpass
+    import socket
+
+    async with console(demo_endpoint, db, actor=None) as live:
+        pilot, consumer, store = live.pilot, live.consumer, live.store
+        await pilot.press("p")
+        await confirm(pilot)
+        await wait_for(lambda: consumer.state.shards[S0].status is ShardStatus.PAUSED)
+        [pause] = [h for h in await store.history(consumer.key, S0) if h.cause == "pause"]
+        assert pause.actor == f"{getpass.getuser()}@{socket.gethostname()} (tui)"
