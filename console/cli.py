@@ -346,6 +346,13 @@ def _source(stream: str, kind: str | None, aws: AwsSettings, settings: Settings)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from console.signals import before_the_loop
+
+    with before_the_loop():
+        return _cmd_run(args)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
     from console.checkpoints.sqlite import inspect_database
     from console.config import data_dir, default_db_path
     from console.headless import LinePrinter
@@ -371,6 +378,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from console.signals import before_the_loop
+
+    with before_the_loop():
+        return _cmd_demo(args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
     from console.checkpoints.sqlite import inspect_database
     from console.demo import Demo, DemoOptions
     from console.demo.producer import DemoStateError, load_state
@@ -512,3 +526,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    except BaseException as exc:  # a signal before the consumer's loop: nothing was open
+        from console.signals import StartupInterrupted
+
+        if not isinstance(exc, StartupInterrupted):
+            raise
+        print(
+            f"shard-console: {exc} during start-up: stopped before reading anything",
+            file=sys.stderr,
+        )
+        return 0

@@ -3,7 +3,9 @@
 The first signal stops gracefully: while the consumer starts or runs, it asks the consumer to
 stop (fetching stops, batches in hand finish, checkpoints are flushed); before there is a
 consumer (the stream being described, the database opened) it cancels the start-up, which gives
-back what it took. A second signal exits at once, with 130: checkpoints hold the last flush.
+back what it took; before the event loop runs at all (the command's imports and checks, when
+nothing is open yet) it ends the command at once. A second signal exits at once, with 130:
+checkpoints hold the last flush.
 """
 
 from __future__ import annotations
@@ -12,9 +14,31 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from types import FrameType
 
 FORCED_EXIT = 130
+
+
+class StartupInterrupted(BaseException):
+    """A signal before the event loop took the signals over: nothing was opened yet."""
+
+
+@contextlib.contextmanager
+def before_the_loop() -> Iterator[None]:
+    """From a command's first line until :meth:`SignalStop.install` takes over on the loop,
+    SIGINT and SIGTERM raise StartupInterrupted (Python's defaults would kill the process, or
+    raise KeyboardInterrupt out of whatever it was doing)."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise StartupInterrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class SignalStop:

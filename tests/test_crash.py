@@ -66,6 +66,18 @@ async def crash_run(kinesalite: str, tmp: Path, kills: int, seed: int) -> None:
     def lines() -> int:
         return len(out.read_text().splitlines()) if out.exists() else 0
 
+    def owner() -> int | None:
+        if not db.exists():
+            return None
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT pid FROM owners").fetchone()
+        except sqlite3.OperationalError:
+            row = None
+        finally:
+            conn.close()
+        return int(row[0]) if row else None
+
     def flushed() -> dict[str, int]:
         """Each shard's checkpoint on disk: after this sequence number (0: from the start)."""
         if not db.exists():
@@ -101,7 +113,13 @@ async def crash_run(kinesalite: str, tmp: Path, kills: int, seed: int) -> None:
         kills_at.append((lines(), flushed()))
     await produced.wait()
     await producer
-    proc = await start()  # SIGTERM is handled from the first moment, start-up included
+    proc = await start()
+    # Once the program runs it handles SIGTERM (start-up included); a signal before Python has
+    # even started it would not be ours. Wait until it holds the stream.
+    for _ in range(600):
+        if owner() == proc.pid:
+            break
+        await asyncio.sleep(0.05)
     try:
         for _ in range(600):
             if (

@@ -172,3 +172,32 @@ def test_a_second_signal_exits_at_once_while_a_batch_is_in_hand(
     text = log.read_text()
     assert proc.returncode == 130, text
     assert "second SIGINT: exiting now; checkpoints hold the last flush" in text
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_before_the_event_loop_runs_ends_the_command_cleanly(
+    kinesalite: str, stream: str, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """The command is still importing the processor (nothing open yet): exit 0, one line."""
+    entered = tmp_path / "importing"
+    (tmp_path / "slow_import.py").write_text(
+        "import pathlib, time\n"
+        f"pathlib.Path({str(entered)!r}).touch()\n"
+        "time.sleep(30)\n"
+        "def handle(records, ctx):\n"
+        "    pass\n"
+    )
+    db = tmp_path / "c.db"
+    proc = start(
+        "run", stream, "--endpoint-url", kinesalite, "--db", str(db), "--no-ui",
+        "--processor", "slow_import:handle",
+        env={"PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    wait_until(entered.exists, "the processor's import")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert (
+        err.strip() == f"shard-console: {sig.name} during start-up: stopped before reading anything"
+    )
+    assert not db.exists()
