@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 
@@ -29,6 +30,10 @@ def before_the_loop() -> Iterator[None]:
     """From a command's first line until :meth:`SignalStop.install` takes over on the loop,
     SIGINT and SIGTERM raise StartupInterrupted (Python's defaults would kill the process, or
     raise KeyboardInterrupt out of whatever it was doing)."""
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only: a caller there handles them
+        return
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise StartupInterrupted(signal.Signals(signum).name)

@@ -362,3 +362,112 @@ async def test_a_second_consumer_of_one_store_is_refused_and_leaves_the_first_it
                 assert store.holds(ARN)  # the refused one released nothing of the first's
     finally:
         await store.close()
+
+
+async def test_a_processor_that_stops_the_consumer_does_not_wait_for_itself(
+    demo_endpoint: Any, db: str
+) -> None:
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, STREAM, 1)
+    demo_endpoint.call(demo_endpoint.kinesis.put, STREAM, "k", b"x")
+    consumers: list[Consumer] = []
+
+    class StopsIt(Processor):
+        async def process(self, records: list[Record], ctx: ShardContext) -> None:
+            await consumers[0].stop()  # returns at once: the stop waits for this very batch
+
+    store = await SqliteStore.open(db)
+    try:
+        async with KinesisSource(STREAM, aws(demo_endpoint.url)) as source:
+            consumer = Consumer(source, store, StopsIt(), FAST)
+            consumers.append(consumer)
+            await asyncio.wait_for(consumer.run(), 10)
+            assert consumer.status is ConsumerStatus.STOPPED
+            [cp] = (await store.load(ARN)).values()
+            assert cp.position.sequence_number is not None  # the batch, checkpointed
+    finally:
+        await store.close()
+
+
+async def test_a_failed_start_keeps_its_error_when_a_stop_comes_during_its_clean_up(
+    demo_endpoint: Any, tmp_path: Any
+) -> None:
+    """The processor fails to open; while the start gives back what it took, a signal asks
+    for a stop: the caller still hears why the start failed."""
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, STREAM, 1)
+    gate = Gate(-1, "twice")
+
+    class Broken(Counted):
+        async def open(self) -> None:
+            raise OSError("disk full")
+
+    store = await GatedStore.open(str(tmp_path / "c.db"))
+    store.gate = gate
+    try:
+        async with GatedSource(STREAM, aws(demo_endpoint.url)) as source:
+            source.gate = gate
+            consumer = Consumer(source, store, Broken(gate), FAST)
+            gate.consumer = consumer
+            with pytest.raises(OSError, match="disk full"):
+                await asyncio.wait_for(consumer.start(), 10)
+            for stopper in gate.stoppers:  # the stop that came during the clean-up
+                await asyncio.wait_for(stopper, 10)
+            assert gate.stoppers and consumer.status is ConsumerStatus.STOPPED
+            assert not store.holds(ARN) and leftover_tasks() == []
+    finally:
+        await store.close()
+
+
+async def test_an_operator_change_the_store_fails_is_told_and_not_left_pending(
+    demo_endpoint: Any, db: str
+) -> None:
+    from console.engine.control import Action, ControlRequest
+
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, STREAM, 1)
+
+    class FullDisk(SqliteStore):
+        async def save(self, stream: str, changes: Any, finish: Any = None) -> None:
+            if finish is not None:
+                raise OSError("disk full")
+            await super().save(stream, changes, finish)
+
+    store = await FullDisk.open(db)
+    try:
+        async with KinesisSource(STREAM, aws(demo_endpoint.url)) as source:
+            async with Consumer(source, store, Counted(Gate(-1, "stop")), FAST) as consumer:
+                with pytest.raises(OSError, match="disk full"):
+                    await consumer.control(ControlRequest(Action.PAUSE, SHARD, actor="me"))
+                told = [e for e in consumer.events.since(0) if e.kind == "operator"]
+                assert [e.message for e in told] == ["me: failed: disk full"]
+                assert await store.pending_commands(ARN) == []
+                # The shard the change had stopped runs again.
+                await wait_for(lambda: consumer.state.shards[SHARD].status.value == "active")
+    finally:
+        await store.close()
+
+
+def test_run_from_another_thread_than_the_main_one(tmp_path: Any) -> None:
+    """Signals reach the main thread only; a program that runs the command elsewhere gets the
+    command, not an error about signals."""
+    import contextlib
+    import io
+    import threading
+
+    from console import cli
+
+    out: list[int] = []
+    err = io.StringIO()
+
+    def call() -> None:
+        with contextlib.redirect_stderr(err):
+            out.append(
+                cli.main(
+                    ["run", "s", "--endpoint-url", "http://127.0.0.1:9", "--no-ui",
+                     "--db", str(tmp_path / "c.db")]
+                )
+            )  # fmt: skip
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join(60)
+    assert out == [2], err.getvalue()
+    assert "cannot reach the endpoint" in err.getvalue()

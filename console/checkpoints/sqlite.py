@@ -294,6 +294,7 @@ class SqliteStore:
         self._closed = False
         # One connection serves every coroutine: transactions must not interleave on it.
         self._tx_lock = asyncio.Lock()
+        self._cleanups: set[asyncio.Future[None]] = set()
 
     @classmethod
     async def open(cls, path: str, *, create: bool = True) -> SqliteStore:
@@ -657,6 +658,10 @@ class SqliteStore:
             os.close(fd)
             if isinstance(exc, sqlite3.Error):
                 raise _explain(self.path, exc) from None
+            # Cancelled: the owner row is still being written; take it back after it.
+            cleanup = asyncio.ensure_future(self._forget_owner(stream))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
             raise
 
     @_atomic
@@ -710,6 +715,7 @@ class SqliteStore:
         try:
             for stream in list(self._locks):
                 await self.release(stream)
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
         finally:
             await self._conn.close()
 

@@ -191,7 +191,8 @@ class OperatorChanges:
             return ControlResult(command_id, False, str(exc))
         except Exception as exc:
             # The store failed under it (a full disk, say): recorded as failed, so no later
-            # pass applies it behind the operator's back.
+            # pass applies it behind the operator's back, and said, whoever is still waiting.
+            self.events.emit("operator", f"{request.actor}: failed: {exc}", level=Level.ERROR)
             with contextlib.suppress(Exception):
                 await self.store.finish_command(command_id, False, f"failed: {exc}")
             raise

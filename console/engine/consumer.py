@@ -215,6 +215,9 @@ class Consumer:
             # Commands written while no consumer ran are honoured before anything is read.
             await self.changes.apply_pending()
         except BaseException:
+            # The start is over: a stop now must not cancel the clean-up, nor replace the error
+            # it is about to raise with a CancelledError.
+            self._start_cancelled = True
             await self._shutdown()
             raise
         self.status = ConsumerStatus.RUNNING
@@ -255,6 +258,15 @@ class Consumer:
         await self.stop()
 
     async def stop(self) -> None:
+        """Stop and wait until everything is given back. From inside the consumer (a
+        processor, an event subscriber: code the stop itself waits for) it asks for the stop
+        and returns at once, as ``request_stop()`` does."""
+        me = asyncio.current_task()
+        if me is not None and (
+            me is self._closing or any(me is task for _, task in self._workers.values())
+        ):
+            self.request_stop()
+            return
         if self.status is ConsumerStatus.CREATED:
             self._set_stopped()
             return

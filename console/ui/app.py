@@ -403,21 +403,22 @@ async def run_tui(engine: Engine, settings: Settings) -> int:
     import sys
 
     await engine.start()
-    if engine.stopped.is_set():  # stopped while it started (a signal): no screen to show
-        return 1 if engine.failure else 0
-    app = ShardConsoleApp(
-        engine,
-        refresh_rate=settings.refresh_rate,
-        theme=settings.theme,
-        keymap=settings.keys,
-        duration=settings.duration,
-    )
-    try:
-        await app.run_async()
-    finally:
-        await engine.stop()
+    if not engine.stopped.is_set():  # else stopped while it started (a signal): no screen
+        app = ShardConsoleApp(
+            engine,
+            refresh_rate=settings.refresh_rate,
+            theme=settings.theme,
+            keymap=settings.keys,
+            duration=settings.duration,
+        )
+        try:
+            await app.run_async()
+        finally:
+            await engine.stop()
+        code = app.return_code  # Textual prints a crash's traceback and sets it non-zero
+    else:
+        code = 0
     if engine.failure:
         print(f"shard-console: the run failed: {engine.failure}", file=sys.stderr)
         return 1
-    # Textual prints a crash's traceback itself and sets a non-zero return code.
-    return app.return_code or 0
+    return code or 0
