@@ -4,10 +4,10 @@
         await consumer.run(duration=60)
 
 The parts have modules of their own: :mod:`discovery` lists shards and keeps the lineage,
-:mod:`worker` reads one shard, :mod:`checkpointing` batches checkpoints into the store,
-:mod:`changes` applies operator changes. The consumer starts and stops them, decides which
-shard may read (its parents are done, the store lets this process read it, no operator change
-holds it) and keeps ``state``, the versioned snapshot front ends read.
+:mod:`shards` decides which shard may read and runs its :mod:`worker`, :mod:`checkpointing`
+batches checkpoints into the store, :mod:`changes` applies operator changes. The consumer
+starts and stops them, runs the background loops (discovery, flush, rates, commands) and
+keeps ``state``, the versioned snapshot front ends read.
 
 ``stop()`` is idempotent, and safe at any moment, during ``start()`` too: workers stop fetching,
 finish the batch in hand, checkpoints are flushed, the store's hold on the stream is released.
@@ -33,24 +33,15 @@ from console.engine.discovery import Discovery, initial_checkpoints
 from console.engine.events import EventLog, Level
 from console.engine.lineage import Lineage
 from console.engine.retry import Backoff
+from console.engine.shards import ShardRunner
 from console.engine.state import EngineState
 from console.engine.worker import (
-    ProcessorHung,
     RecordBudget,
-    ShardWorker,
-    WorkerExit,
     WorkerOptions,
 )
 from console.model import (
-    Checkpoint,
-    CheckpointStatus,
     HistoryEntry,
     Position,
-    Record,
-    Shard,
-    ShardContext,
-    ShardStatus,
-    format_ts,
 )
 from console.processors.base import Processor
 from console.sources.base import FatalSourceError, StreamInfo, StreamSource
@@ -104,14 +95,10 @@ class Consumer:
         self.state.info = info
         self.status = ConsumerStatus.CREATED
         self.failure: str | None = None  # why the run failed, if it did
-        self.key = source.stream  # the store's key for the stream; the ARN once known
         self.checkpointer = Checkpointer(
             store, self.state, processor.flush, history_interval=self.options.history_interval
         )
         self.discovery = Discovery(source, store, self.events)
-        self.changes = OperatorChanges(
-            self, store, self.checkpointer, self.events, read_only=self.options.read_only
-        )
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
         self._discover_now = asyncio.Event()
@@ -120,19 +107,14 @@ class Consumer:
         self._closing: asyncio.Task[None] | None = None
         self._start_cancelled = False
         self._acquired = False
-        self._workers: dict[str, tuple[ShardWorker, asyncio.Task[WorkerExit]]] = {}
-        self._failed: set[str] = set()
-        self._lost_reported: set[str] = set()
-        self._changing: set[str] = set()  # shards an operator change is rewriting: no worker
         self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[Any]] = set()
-        self._budget = (
+        budget = (
             RecordBudget(self.options.max_records, self._budget_spent)
             if self.options.max_records is not None
             else None
         )
         limit = self.options.records_per_call or source.max_records_per_call
-        self._worker_options = WorkerOptions(
+        worker_options = WorkerOptions(
             limit=min(limit, source.max_records_per_call),
             min_call_interval=source.min_call_interval,
             idle_interval=self.options.idle_interval,
@@ -141,6 +123,27 @@ class Consumer:
             processor_backoff_cap=self.options.processor_backoff_cap,
             processor_timeout=self.options.processor_timeout,
         )
+        self.shards = ShardRunner(
+            source=source,
+            store=store,
+            processor=processor,
+            checkpointer=self.checkpointer,
+            discovery=self.discovery,
+            state=self.state,
+            events=self.events,
+            options=worker_options,
+            budget=budget,
+            fail=self._fail_run,
+            discover_now=self._discover_now.set,
+        )
+        self.changes = OperatorChanges(
+            self.shards, store, self.checkpointer, self.events, read_only=self.options.read_only
+        )
+
+    @property
+    def key(self) -> str:
+        """The store's key for the stream: its ARN once described, else its name."""
+        return self.discovery.key
 
     # -- life -------------------------------------------------------------------------------
 
@@ -164,6 +167,7 @@ class Consumer:
             self._set_stopped()
             return
         self.status = ConsumerStatus.STARTING
+        self.shards.running = True
         task = asyncio.create_task(self._start(), name="consumer start")
         self._starting = task
         me = asyncio.current_task()
@@ -187,7 +191,7 @@ class Consumer:
         try:
             info = self.state.info or await self.source.describe()
             self.state.info = info
-            self.key = self.discovery.key = info.arn or self.source.stream
+            self.discovery.key = info.arn or self.source.stream
             await self.store.acquire(self.key)
             self._acquired = True  # ours to release (a failed acquire leaves nothing held)
             record = await self.store.stream_record(self.key)
@@ -198,7 +202,7 @@ class Consumer:
                 self.events.emit("processor_warning", warning, level=Level.WARNING)
             backoff = Backoff(self.options.backoff_base, max(self.options.backoff_cap, 1.0))
             shards = await self.discovery.first_list(backoff)
-            self._set_lineage(self.discovery.lineage)
+            self.shards.set_lineage(self.discovery.lineage)
             if record is None and not checkpoints:
                 initial = self.options.initial_position
                 await self.checkpointer.write(initial_checkpoints(shards, initial, time.time()))
@@ -221,7 +225,8 @@ class Consumer:
             await self._shutdown()
             raise
         self.status = ConsumerStatus.RUNNING
-        self._reconcile()
+        self.shards.enabled = True
+        self.shards.reconcile()
         self._tasks = [
             self._loop_task(self._discovery_loop(), "discovery"),
             self._loop_task(self._flush_loop(), "checkpoint flush"),
@@ -231,7 +236,7 @@ class Consumer:
         self.events.emit(
             "started",
             f"consuming '{self.source.stream}' ({self.source.kind}, {self.source.location}): "
-            f"{len(self.lineage)} shards, {len(self._workers)} reading",
+            f"{len(self.lineage)} shards, {self.shards.reading} reading",
         )
 
     def request_stop(self, reason: str | None = None) -> None:
@@ -262,9 +267,7 @@ class Consumer:
         processor, an event subscriber: code the stop itself waits for) it asks for the stop
         and returns at once, as ``request_stop()`` does."""
         me = asyncio.current_task()
-        if me is not None and (
-            me is self._closing or any(me is task for _, task in self._workers.values())
-        ):
+        if me is not None and (me is self._closing or self.shards.is_worker(me)):
             self.request_stop()
             return
         if self.status is ConsumerStatus.CREATED:
@@ -288,6 +291,7 @@ class Consumer:
         if self._closing is None:
             started = self.status is ConsumerStatus.RUNNING
             self.status = ConsumerStatus.STOPPING
+            self.shards.running = self.shards.enabled = False
             self._closing = asyncio.create_task(self._close(started), name="consumer stop")
         await asyncio.shield(self._closing)
 
@@ -298,13 +302,7 @@ class Consumer:
         await asyncio.gather(*tasks, return_exceptions=True)
         try:
             async with self.changes.lock:
-                for worker, _ in list(self._workers.values()):
-                    worker.stop()
-                running = [task for _, task in self._workers.values()]
-                if running:
-                    await asyncio.wait(running)
-                if self._background:
-                    await asyncio.gather(*self._background, return_exceptions=True)
+                await self.shards.stop_all()
                 try:
                     if self._opened and self._acquired:
                         await self.checkpointer.flush()
@@ -335,22 +333,12 @@ class Consumer:
         return self._stopped
 
     @property
-    def running(self) -> bool:
-        """Running, or starting far enough to apply operator commands."""
-        return self.status in (ConsumerStatus.STARTING, ConsumerStatus.RUNNING)
-
-    @property
     def lineage(self) -> Lineage:
         return self.discovery.lineage
 
     @property
     def read_only(self) -> bool:
         return self.options.read_only
-
-    @property
-    def retention_hours(self) -> float | None:
-        info = self.state.info
-        return info.retention_hours if info is not None else None
 
     def _fail_run(self, reason: str) -> None:
         """The first reason is the run's failure, one ERROR line; what fails after it while
@@ -379,17 +367,6 @@ class Consumer:
 
         task.add_done_callback(done)
         return task
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
-        task = asyncio.create_task(coro, name=what)
-        self._background.add(task)
-
-        def done(t: asyncio.Task[Any]) -> None:
-            self._background.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                self.events.emit("error", f"{what} failed: {t.exception()}", level=Level.ERROR)
-
-        task.add_done_callback(done)
 
     # -- the engine's face to front ends (console.engine.api.Engine) --------------------------
 
@@ -429,195 +406,8 @@ class Consumer:
                 )
                 continue
             if lineage is not None:
-                self._set_lineage(lineage)
-            self._reconcile()
-
-    def _on_children(self, children: tuple[Shard, ...]) -> None:
-        lineage = self.discovery.learn(children)
-        if lineage is not None:
-            self._set_lineage(lineage)
-            self._discover_now.set()
-
-    def _set_lineage(self, lineage: Lineage) -> None:
-        """Show the shard tree as listed: each row's parents and whether it is closed; hand a
-        closed shard's range to its worker; forget shards that left the stream."""
-        state = self.state
-        for sid, shard in lineage.shards.items():
-            view = state.view(sid)
-            if view.parents != shard.parents or view.closed != shard.is_closed:
-                view.parents = shard.parents
-                view.closed = shard.is_closed
-                state.touch(view)
-            entry = self._workers.get(sid)
-            if entry is not None:
-                entry[0].shard = shard
-        for sid in [sid for sid in state.shards if sid not in lineage.shards]:
-            if sid in self._workers:
-                continue
-            cp = self.checkpointer.get(sid)
-            if cp is not None and not cp.status.finished:
-                self._report_lost(sid, cp)
-            del state.shards[sid]
-        state.set_lineage(lineage)
-
-    def _report_lost(self, sid: str, cp: Checkpoint) -> None:
-        """A shard that left the stream (retention) before it was read to its end."""
-        if sid in self._lost_reported:
-            return
-        self._lost_reported.add(sid)
-        message = (
-            f"{sid} left the stream (retention) before it was read to the end; records after "
-            f"{cp.position.describe()} are lost"
-        )
-        self._retention_loss(sid, message, cp.position, None)
-
-    def _retention_loss(
-        self, sid: str, message: str, old: Position | None, new: Position | None
-    ) -> None:
-        """Data lost to retention is loud: an ERROR event and a row in the history."""
-        self.events.emit("retention_loss", message, level=Level.ERROR, shard_id=sid)
-        entry = HistoryEntry(
-            shard_id=sid,
-            cause="retention",
-            actor="engine",
-            old_position=old,
-            new_position=new,
-            new_status=None if new is None else CheckpointStatus.OPEN.value,
-            note=message,
-        )
-        self._spawn(self.store.add_history(self.key, [entry]), "recording a retention loss")
-
-    # -- workers ----------------------------------------------------------------------------
-
-    def _reconcile(self) -> None:
-        """Give every shard the status its checkpoint and parents call for, and start a worker
-        for each shard that may read and has none."""
-        if self.status is not ConsumerStatus.RUNNING:
-            return
-        lineage = self.lineage
-        finished = self.checkpointer.finished
-        state = self.state
-        for sid, shard in lineage.shards.items():
-            if sid in self._workers or sid in self._changing:
-                continue
-            view = state.view(sid)
-            cp = self.checkpointer.get(sid)
-            if cp is not None and cp.status.finished:
-                status = (
-                    ShardStatus.DONE if cp.status is CheckpointStatus.DONE else ShardStatus.SKIPPED
-                )
-                state.set_status(view, status)
-            elif sid in self._failed:
-                continue
-            elif cp is not None and cp.paused:
-                state.set_status(view, ShardStatus.PAUSED)
-            elif not lineage.is_ready(sid, finished):
-                state.set_status(view, ShardStatus.WAITING)
-            elif self.store.may_read(self.key, sid):
-                self._start_worker(shard, cp)
-
-    def _start_worker(self, shard: Shard, cp: Checkpoint | None) -> None:
-        sid = shard.shard_id
-        position = cp.position if cp is not None else Position.trim_horizon()
-        retention = self.retention_hours
-        if (
-            cp is not None
-            and cp.arrival is not None
-            and retention is not None
-            and position.sequence_number is not None
-            and cp.arrival < time.time() - retention * 3600
-        ):
-            message = (
-                f"{sid}: checkpoint from {format_ts(cp.arrival)} is older than the stream's "
-                f"retention ({retention:g} h); continuing at TRIM_HORIZON: records "
-                "after it may have been lost"
-            )
-            self._retention_loss(sid, message, position, Position.trim_horizon())
-            position = Position.trim_horizon()
-        for parent in self.lineage.gone_parents(sid):
-            parent_cp = self.checkpointer.get(parent)
-            if parent_cp is not None and not parent_cp.status.finished:
-                self._report_lost(parent, parent_cp)
-        worker = ShardWorker(
-            shard=shard,
-            start=position,
-            source=self.source,
-            processor=self.processor,
-            checkpointer=self.checkpointer,
-            state=self.state,
-            events=self.events,
-            options=self._worker_options,
-            ctx=ShardContext(self.source.stream, sid, shard.parents),
-            budget=self._budget,
-            on_children=self._on_children,
-        )
-        task = asyncio.create_task(worker.run(), name=f"shard {sid}")
-        self._workers[sid] = (worker, task)
-        task.add_done_callback(lambda t: self._worker_done(sid, t))
-        self.events.emit("shard_started", f"{sid}: reading {position.describe()}", shard_id=sid)
-
-    def _worker_done(self, sid: str, task: asyncio.Task[WorkerExit]) -> None:
-        entry = self._workers.get(sid)
-        if entry is not None and entry[1] is task:
-            del self._workers[sid]
-        if task.cancelled():
-            return
-        view = self.state.view(sid)
-        exc = task.exception()
-        if isinstance(exc, ProcessorHung):
-            self._failed.add(sid)
-            self.state.set_status(view, ShardStatus.FAILED, str(exc))
-            self._fail_run(str(exc))
-            return
-        if exc is not None:
-            self._failed.add(sid)
-            reason = f"internal error: {type(exc).__name__}: {exc}"
-            self.state.set_status(view, ShardStatus.FAILED, reason)
-            log.error("worker for %s crashed", sid, exc_info=exc)
-            self.events.emit("shard_failed", f"{sid} stopped: {reason}", level=Level.ERROR)
-            return
-        outcome = task.result()
-        if outcome is WorkerExit.ENDED:
-            view.lag_ms = None  # nothing left to be behind on
-            self.state.set_status(view, ShardStatus.DONE)
-            kids = self.lineage.children.get(sid, ())
-            self.events.emit(
-                "shard_done",
-                f"{sid} done" + (f"; children: {', '.join(kids)}" if kids else ""),
-                shard_id=sid,
-            )
-            self._reconcile()
-            self._discover_now.set()
-        elif outcome is WorkerExit.FAILED:
-            self._failed.add(sid)
-
-    # -- what operator changes need (console.engine.changes.Runner) ---------------------------
-
-    def failing_record(self, shard_id: str) -> Record | None:
-        entry = self._workers.get(shard_id)
-        return entry[0].failing_record if entry is not None else None
-
-    async def stop_shard(self, shard_id: str) -> Record | None:
-        entry = self._workers.get(shard_id)
-        if entry is None:
-            return None
-        worker, task = entry
-        worker.stop()
-        await asyncio.wait([task])
-        return worker.failing_record
-
-    def hold(self, shard_ids: set[str]) -> None:
-        self._changing |= shard_ids
-
-    def release(self, shard_ids: set[str], changed: bool) -> None:
-        self._changing -= shard_ids
-        if changed:
-            self._failed -= shard_ids
-            for sid in shard_ids:
-                view = self.state.view(sid)
-                if view.status is ShardStatus.FAILED:
-                    self.state.set_status(view, ShardStatus.READY)
-        self._reconcile()
+                self.shards.set_lineage(lineage)
+            self.shards.reconcile()
 
     # -- background loops -------------------------------------------------------------------
 
