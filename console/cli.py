@@ -353,7 +353,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from console.checkpoints.sqlite import inspect_database
+    from console.checkpoints.sqlite_file import inspect_database
     from console.config import data_dir, default_db_path
     from console.headless import LinePrinter
     from console.processors import load_processor
@@ -385,7 +385,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from console.checkpoints.sqlite import inspect_database
+    from console.checkpoints.sqlite_file import inspect_database
     from console.demo import Demo, DemoOptions
     from console.demo.producer import DemoStateError, load_state
     from console.engine.events import EventLog

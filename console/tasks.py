@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -21,3 +23,16 @@ async def run_to_end(coro: Coroutine[Any, Any, T]) -> T:
     task = asyncio.ensure_future(coro)
     task.add_done_callback(_retrieve)
     return await asyncio.shield(task)
+
+
+def runs_to_end(
+    method: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """:func:`run_to_end` as a decorator: every call runs to its end (a transaction begun is
+    committed or rolled back, whatever happens to the caller)."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await run_to_end(method(*args, **kwargs))
+
+    return wrapper

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from console.checkpoints.base import CheckpointChange, StoreError, StoreLockedError
-from console.checkpoints.sqlite import SCHEMA_VERSION, SqliteStore, inspect_database, lock_path
+from console.checkpoints.sqlite import SqliteStore
+from console.checkpoints.sqlite_file import SCHEMA_VERSION, inspect_database
+from console.checkpoints.sqlite_lock import lock_path
 from console.model import Checkpoint, CheckpointStatus, HistoryEntry, Position, Shard
 from tests.conftest import read_only
 
@@ -182,10 +184,10 @@ async def test_a_cancelled_write_never_leaves_a_transaction_open(store: SqliteSt
 
 async def test_a_version_1_database_is_migrated_in_place(db: str) -> None:
     """Built the way version 1 built it, then opened by this version: data kept, schema moved."""
-    from console.checkpoints.sqlite import APPLICATION_ID, MIGRATIONS, _statements
+    from console.checkpoints.sqlite_file import APPLICATION_ID, MIGRATIONS, statements
 
     conn = sqlite3.connect(db)
-    for statement in _statements(MIGRATIONS[0]):
+    for statement in statements(MIGRATIONS[0]):
         conn.execute(statement)
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     conn.execute("PRAGMA user_version = 1")
