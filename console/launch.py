@@ -1,0 +1,179 @@
+"""From settings to a running consumer: what ``run`` and ``demo`` share once their flags are
+read. The source and its errors at start-up (usage errors, exit 2, or a passing fault, exit 1),
+the consumer under the console or headless, and SIGINT/SIGTERM from the loop's first step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from console.errors import ConsoleError, RunError, UsageError
+
+if TYPE_CHECKING:
+    from console.config import Settings
+    from console.engine.consumer import ConsumerOptions
+    from console.engine.events import EventLog
+    from console.headless import LinePrinter
+    from console.model import Position
+    from console.processors import Processor
+    from console.signals import SignalStop
+    from console.sources.aws import AwsSettings
+    from console.sources.base import SourceError, StreamSource
+
+
+def consumer_options(settings: Settings, initial: Position) -> ConsumerOptions:
+    from console.engine.consumer import ConsumerOptions
+
+    return ConsumerOptions(
+        initial_position=initial,
+        discovery_interval=settings.discovery_interval,
+        flush_interval=settings.flush_interval,
+        idle_interval=settings.idle_interval,
+        records_per_call=settings.records_per_call,
+        max_records=settings.max_records,
+        processor_timeout=settings.processor_timeout or None,
+        read_only=settings.read_only,
+    )
+
+
+def startup_error(exc: SourceError) -> ConsoleError:
+    """What fails before anything is read: bad names, credentials, endpoints and flags are
+    usage errors (exit 2); a passing fault (throttling, a 5xx) is a run error (exit 1)."""
+    from console.sources.base import EndpointUnreachableError, FatalSourceError, RetryableError
+
+    if isinstance(exc, FatalSourceError | EndpointUnreachableError):
+        return UsageError(str(exc))
+    if isinstance(exc, RetryableError):
+        return RunError(f"could not describe the stream: {exc}")
+    return RunError(str(exc))
+
+
+async def consume(
+    source: StreamSource,
+    db: str | None,
+    settings: Settings,
+    initial: Position,
+    printer: LinePrinter,
+    processor: Processor,
+    stopper: SignalStop,
+    events: EventLog | None = None,
+) -> int:
+    """Describe, open the database, then run the console or the headless loop over the
+    consumer until it stops. Returns the exit code."""
+    from console.headless import run_headless
+    from console.sources.base import SourceError
+    from console.wiring import open_consumer
+
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            consumer = await stack.enter_async_context(
+                open_consumer(
+                    source,
+                    processor,
+                    db=db,
+                    options=consumer_options(settings, initial),
+                    events=events,
+                    start=False,
+                )
+            )
+        except SourceError as exc:
+            raise startup_error(exc) from None
+        stopper.attach(consumer.request_stop)
+        if settings.no_ui:
+            for event in consumer.events.since(0):  # what was said before we listened
+                printer.event(event)
+            consumer.events.subscribe(printer.event)
+        info = consumer.state.info
+        if info is not None and info.status in ("DISABLED", "DISABLING"):
+            from console.engine.events import Level
+
+            consumer.events.emit(
+                "stream_disabled",
+                f"stream '{info.name}' is {info.status.lower()}: it gets no new records; "
+                "reading what it still holds (DynamoDB keeps it 24 h)",
+                level=Level.WARNING,
+            )
+        try:
+            if not settings.no_ui:
+                from console.ui.app import run_tui
+
+                return await run_tui(consumer, settings)
+            return await run_headless(
+                consumer,
+                printer,
+                duration=settings.duration,
+                status_interval=settings.status_interval,
+            )
+        except SourceError as exc:
+            raise RunError(f"could not start: {exc}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def run_main(main: Callable[[SignalStop], Awaitable[int]], printer: LinePrinter) -> int:
+    """Run ``main`` with SIGINT and SIGTERM handled from its first line: a signal before the
+    consumer has started stops the start-up cleanly, exit 0 (see console.signals)."""
+    from console.signals import SignalStop
+
+    stopper = SignalStop(lambda text: printer.line("error", "forced_exit", text))
+
+    async def wrapper() -> int:
+        stopper.install()
+        try:
+            return await main(stopper)
+        except asyncio.CancelledError:
+            if stopper.interrupted is None:
+                raise
+            printer.line(
+                "info",
+                "stopped",
+                f"{stopper.interrupted} during start-up: stopped before reading anything",
+            )
+            return 0
+        finally:
+            stopper.remove()
+
+    return asyncio.run(wrapper())
+
+
+def initial_position(settings: Settings) -> Position:
+    from console.model import Position, PositionError
+
+    try:
+        return Position.parse_initial(settings.initial_position)
+    except PositionError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def check_ui(settings: Settings) -> None:
+    """The theme must exist and the terminal must be one, before anything starts."""
+    if settings.no_ui:
+        return
+    from console.ui.theme import check_theme
+
+    check_theme(settings.theme)
+    # Textual draws on stderr, which leaves stdout free for a processor's output.
+    if not sys.stderr.isatty():
+        raise UsageError("the console needs a terminal: pass --no-ui to run headless")
+    if settings.processor == "print" and sys.stdout.isatty():
+        raise UsageError(
+            "--processor print would write over the console: redirect stdout "
+            "(> records.txt) or pass --no-ui"
+        )
+
+
+def source_for(stream: str, kind: str | None, aws: AwsSettings, settings: Settings) -> StreamSource:
+    """The source ``stream`` names (console.wiring.make_source); what is wrong with it, or
+    with ``--inject-faults``, is a usage error."""
+    from console.sources.base import FatalSourceError
+    from console.sources.faults import FaultInjector
+    from console.wiring import make_source
+
+    faults = FaultInjector.parse(settings.inject_faults) if settings.inject_faults else None
+    try:
+        return make_source(stream, aws, kind=kind, faults=faults)
+    except FatalSourceError as exc:
+        raise UsageError(str(exc)) from None
