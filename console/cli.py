@@ -227,7 +227,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from console.checkpoints.sqlite_file import inspect_database
     from console.demo import Demo, DemoOptions
-    from console.demo.producer import DemoStateError, load_state
+    from console.demo.state import DemoStateError, load_state
     from console.engine.events import EventLog
     from console.headless import LinePrinter
     from console.model import Position

@@ -55,7 +55,7 @@ def _trimmed(shard_id: str) -> ApiError:
 
 
 @dataclass(eq=False)
-class _StreamShard:
+class TableShard:
     shard_id: str
     starting: int
     parent: str | None = None
@@ -81,7 +81,7 @@ class _StreamShard:
 
 
 @dataclass(eq=False)
-class _Table:
+class Table:
     name: str
     keys: tuple[str, ...]  # hash key, then range key if any
     arn: str
@@ -90,7 +90,7 @@ class _Table:
     created: float
     partitions: int
     items: dict[str, Item] = field(default_factory=dict)
-    shards: dict[str, _StreamShard] = field(default_factory=dict)  # in creation order
+    shards: dict[str, TableShard] = field(default_factory=dict)  # in creation order
     open: list[str] = field(default_factory=list)  # the open shard of each partition
     counter: int = 0
     held: int = 0  # records the stream holds, over all its shards
@@ -104,73 +104,11 @@ class EmbeddedDynamoDB:
         self.region = region
         self.account = account
         self.keep = keep_records
-        self.tables: dict[str, _Table] = {}
-
-    def snapshot(self) -> dict[str, Any]:
-        """Everything the model holds, as JSON carries it (see EmbeddedKinesis.snapshot)."""
-        return {
-            "tables": [
-                {
-                    "name": t.name,
-                    "keys": list(t.keys),
-                    "arn": t.arn,
-                    "stream_arn": t.stream_arn,
-                    "label": t.label,
-                    "created": t.created,
-                    "partitions": t.partitions,
-                    "items": t.items,
-                    "shards": [
-                        {
-                            "shard_id": sh.shard_id,
-                            "starting": str(sh.starting),
-                            "parent": sh.parent,
-                            "ending": None if sh.ending is None else str(sh.ending),
-                            "seqs": [str(q) for q in sh.seqs],
-                            "records": sh.records,
-                            "trimmed": sh.trimmed,
-                        }
-                        for sh in t.shards.values()
-                    ],
-                    "open": t.open,
-                    "counter": t.counter,
-                    "held": t.held,
-                    "enabled": t.enabled,
-                }
-                for t in self.tables.values()
-            ]
-        }
-
-    def restore(self, snapshot: dict[str, Any]) -> None:
-        for item in snapshot.get("tables", ()):
-            table = _Table(
-                item["name"],
-                tuple(item["keys"]),
-                item["arn"],
-                item["stream_arn"],
-                item["label"],
-                item["created"],
-                item["partitions"],
-                dict(item["items"]),
-                open=list(item["open"]),
-                counter=item["counter"],
-                held=item["held"],
-                enabled=item["enabled"],
-            )
-            for sh in item["shards"]:
-                table.shards[sh["shard_id"]] = _StreamShard(
-                    sh["shard_id"],
-                    int(sh["starting"]),
-                    sh["parent"],
-                    None if sh["ending"] is None else int(sh["ending"]),
-                    [int(q) for q in sh["seqs"]],
-                    list(sh["records"]),
-                    sh["trimmed"],
-                )
-            self.tables[table.name] = table
+        self.tables: dict[str, Table] = {}
 
     # -- the writer's side ------------------------------------------------------------------
 
-    def create_table(self, name: str, keys: tuple[str, ...], partitions: int = 4) -> _Table:
+    def create_table(self, name: str, keys: tuple[str, ...], partitions: int = 4) -> Table:
         if name in self.tables:
             raise ApiError("ResourceInUseException", f"Table already exists: {name}")
         now = time.time()
@@ -178,7 +116,7 @@ class EmbeddedDynamoDB:
             time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}"
         )
         arn = f"arn:aws:dynamodb:{self.region}:{self.account}:table/{name}"
-        table = _Table(name, keys, arn, f"{arn}/stream/{label}", label, now, partitions)
+        table = Table(name, keys, arn, f"{arn}/stream/{label}", label, now, partitions)
         for _ in range(partitions):
             table.open.append(self._new_shard(table, None).shard_id)
         self.tables[name] = table
@@ -232,14 +170,14 @@ class EmbeddedDynamoDB:
             pairs.append((sid, child.shard_id))
         return pairs
 
-    def _new_shard(self, table: _Table, parent: str | None) -> _StreamShard:
+    def _new_shard(self, table: Table, parent: str | None) -> TableShard:
         sid = f"shardId-{int(time.time() * 1000):020d}-{uuid.uuid4().hex[:8]}"
-        shard = _StreamShard(sid, _SEQ_BASE + table.counter + 1, parent)
+        shard = TableShard(sid, _SEQ_BASE + table.counter + 1, parent)
         table.shards[sid] = shard
         return shard
 
     @staticmethod
-    def _key(table: _Table, item: Item) -> Item:
+    def _key(table: Table, item: Item) -> Item:
         try:
             return {k: item[k] for k in table.keys}
         except KeyError as exc:
@@ -250,7 +188,7 @@ class EmbeddedDynamoDB:
         return json.dumps(key, sort_keys=True, separators=(",", ":"))
 
     def _record(
-        self, table: _Table, event: str, key: Item, new: Item | None, old: Item | None
+        self, table: Table, event: str, key: Item, new: Item | None, old: Item | None
     ) -> None:
         if not table.enabled:
             return
@@ -288,7 +226,7 @@ class EmbeddedDynamoDB:
         if table.held > self.keep:
             self._retire(table, shard)
 
-    def _retire(self, table: _Table, written: _StreamShard) -> None:
+    def _retire(self, table: Table, written: TableShard) -> None:
         """Back to ``keep`` records: the oldest closed shards leave the stream whole; if none
         is left, the shard just written loses its oldest records."""
         for sid in list(table.shards):
@@ -317,13 +255,13 @@ class EmbeddedDynamoDB:
             STREAMS + "GetRecords": self.op_get_records,
         }
 
-    def _table(self, name: str) -> _Table:
+    def _table(self, name: str) -> Table:
         table = self.tables.get(name)
         if table is None:
             raise _not_found(f"Requested resource not found: Table: {name} not found")
         return table
 
-    def _stream(self, arn: str) -> _Table:
+    def _stream(self, arn: str) -> Table:
         for table in self.tables.values():
             if table.stream_arn == arn:
                 return table
@@ -400,7 +338,7 @@ class EmbeddedDynamoDB:
         return {"ShardIterator": self._iterator(table, shard, index)}
 
     @staticmethod
-    def _iterator(table: _Table, shard: _StreamShard, index: int) -> str:
+    def _iterator(table: Table, shard: TableShard, index: int) -> str:
         return encode_iterator(table.name, shard.shard_id, index)
 
     def op_get_records(self, body: dict[str, Any]) -> str:

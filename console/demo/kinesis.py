@@ -33,7 +33,7 @@ def _invalid(message: str) -> ApiError:
 
 
 @dataclass(eq=False)
-class _Shard:
+class KinesisShard:
     index: int
     start_hash: int
     end_hash: int
@@ -99,17 +99,17 @@ class _Shard:
 
 
 @dataclass(eq=False)
-class _Stream:
+class KinesisStream:
     name: str
     arn: str
     created: float
-    shards: dict[str, _Shard] = field(default_factory=dict)
+    shards: dict[str, KinesisShard] = field(default_factory=dict)
     retention_hours: int = 24
 
     def next_index(self) -> int:
         return len(self.shards)
 
-    def open_shards(self) -> list[_Shard]:
+    def open_shards(self) -> list[KinesisShard]:
         return sorted((s for s in self.shards.values() if not s.closed), key=lambda s: s.start_hash)
 
 
@@ -120,62 +120,7 @@ class EmbeddedKinesis:
         self.region = region
         self.account = account
         self.keep = keep_records_per_shard
-        self.streams: dict[str, _Stream] = {}
-
-    def snapshot(self) -> dict[str, Any]:
-        """Everything the model holds, as JSON carries it: a demo with a database keeps it
-        beside the database and resumes from it."""
-        return {
-            "streams": [
-                {
-                    "name": st.name,
-                    "arn": st.arn,
-                    "created": st.created,
-                    "retention_hours": st.retention_hours,
-                    "shards": [
-                        {
-                            "index": sh.index,
-                            "start_hash": str(sh.start_hash),
-                            "end_hash": str(sh.end_hash),
-                            "parent": sh.parent,
-                            "adjacent": sh.adjacent,
-                            "closed": sh.closed,
-                            "seqs": [str(q) for q in sh.seqs],
-                            "arrivals": sh.arrivals,
-                            "keys": sh.keys,
-                            "data": [base64.b64encode(d).decode("ascii") for d in sh.data],
-                            "trimmed": sh.trimmed,
-                            "counter": sh.counter,
-                        }
-                        for sh in st.shards.values()
-                    ],
-                }
-                for st in self.streams.values()
-            ]
-        }
-
-    def restore(self, snapshot: dict[str, Any]) -> None:
-        for item in snapshot.get("streams", ()):
-            stream = _Stream(
-                item["name"], item["arn"], item["created"], retention_hours=item["retention_hours"]
-            )
-            for sh in item["shards"]:
-                shard = _Shard(
-                    sh["index"],
-                    int(sh["start_hash"]),
-                    int(sh["end_hash"]),
-                    sh["parent"],
-                    sh["adjacent"],
-                    sh["closed"],
-                    [int(q) for q in sh["seqs"]],
-                    list(sh["arrivals"]),
-                    list(sh["keys"]),
-                    [base64.b64decode(d) for d in sh["data"]],
-                    sh["trimmed"],
-                    sh["counter"],
-                )
-                stream.shards[shard.shard_id] = shard
-            self.streams[stream.name] = stream
+        self.streams: dict[str, KinesisStream] = {}
 
     def operation(self, target: str) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
         """The handler for an ``X-Amz-Target`` header, or None if it is not ours."""
@@ -186,23 +131,23 @@ class EmbeddedKinesis:
 
     # -- model ------------------------------------------------------------------------------
 
-    def create_stream(self, name: str, shard_count: int) -> _Stream:
+    def create_stream(self, name: str, shard_count: int) -> KinesisStream:
         if name in self.streams:
             raise ApiError("ResourceInUseException", f"Stream {name} already exists")
         if not 1 <= shard_count <= 1000:
             raise _invalid("ShardCount must be between 1 and 1000")
-        stream = _Stream(
+        stream = KinesisStream(
             name, f"arn:aws:kinesis:{self.region}:{self.account}:stream/{name}", time.time()
         )
         step = (_MAX_HASH + 1) // shard_count
         for i in range(shard_count):
             end = _MAX_HASH if i == shard_count - 1 else (i + 1) * step - 1
-            shard = _Shard(i, i * step, end)
+            shard = KinesisShard(i, i * step, end)
             stream.shards[shard.shard_id] = shard
         self.streams[name] = stream
         return stream
 
-    def stream(self, body: dict[str, Any]) -> _Stream:
+    def stream(self, body: dict[str, Any]) -> KinesisStream:
         name = body.get("StreamName")
         arn = body.get("StreamARN")
         if arn and not name:
@@ -215,7 +160,7 @@ class EmbeddedKinesis:
             )
         return stream
 
-    def _shard(self, stream: _Stream, shard_id: str) -> _Shard:
+    def _shard(self, stream: KinesisStream, shard_id: str) -> KinesisShard:
         shard = stream.shards.get(shard_id)
         if shard is None:
             raise ApiError(
@@ -247,9 +192,9 @@ class EmbeddedKinesis:
             )
         if not parent.start_hash < new_start <= parent.end_hash:
             raise _invalid(f"NewStartingHashKey {new_start} is outside shard {shard_id}")
-        first = _Shard(stream.next_index(), parent.start_hash, new_start - 1, parent=shard_id)
+        first = KinesisShard(stream.next_index(), parent.start_hash, new_start - 1, parent=shard_id)
         stream.shards[first.shard_id] = first
-        second = _Shard(stream.next_index(), new_start, parent.end_hash, parent=shard_id)
+        second = KinesisShard(stream.next_index(), new_start, parent.end_hash, parent=shard_id)
         stream.shards[second.shard_id] = second
         parent.closed = True
         return first.shard_id, second.shard_id
@@ -266,7 +211,7 @@ class EmbeddedKinesis:
             low, high = b, a
         else:
             raise _invalid(f"shards {shard_id} and {adjacent_id} are not adjacent")
-        child = _Shard(
+        child = KinesisShard(
             stream.next_index(),
             low.start_hash,
             high.end_hash,
@@ -396,7 +341,7 @@ class EmbeddedKinesis:
         return {"ShardIterator": self._iterator(stream, shard, index)}
 
     @staticmethod
-    def _iterator(stream: _Stream, shard: _Shard, index: int) -> str:
+    def _iterator(stream: KinesisStream, shard: KinesisShard, index: int) -> str:
         return encode_iterator(stream.name, shard.shard_id, index)
 
     def op_get_records(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import time
 from collections import Counter
@@ -24,10 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from console.demo.server import EmbeddedEndpoint
+from console.demo.state import (
+    STATE_VERSION,
+    dynamodb_snapshot,
+    kinesis_snapshot,
+    load_state,
+    restore_dynamodb,
+    restore_kinesis,
+    save_state,
+)
 from console.model import format_ts
 from console.sources.aws import AwsSettings
-
-STATE_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,29 +47,6 @@ class DemoOptions:
     seed: int | None = None
     source: str = "kinesis"  # or "dynamodb": a table and its stream
     rollover_every: float | None = 20.0  # dynamodb: seconds between shard roll-overs
-
-
-class DemoStateError(Exception):
-    """The demo's saved state cannot be read."""
-
-
-def load_state(path: Path) -> dict[str, Any] | None:
-    """A demo's saved state, or None when it has none yet."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise DemoStateError(f"cannot read the demo's state {path}: {exc.strerror}") from None
-    try:
-        state = json.loads(text)
-        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            raise ValueError("not a state this version wrote")
-    except ValueError as exc:
-        raise DemoStateError(
-            f"the demo's state {path} is unreadable ({exc}): delete it to start the demo afresh"
-        ) from None
-    return state
 
 
 class Demo:
@@ -115,7 +98,7 @@ class Demo:
         if self._task is not None:
             self.endpoint.loop.call_soon_threadsafe(self._task.cancel)
         if self.state is not None:
-            self._save(self.state, self.endpoint.call(self._snapshot))
+            save_state(self.state, self.endpoint.call(self._snapshot))
         self.endpoint.stop()
 
     def _snapshot(self) -> dict[str, Any]:
@@ -125,8 +108,8 @@ class Demo:
             "per_key": dict(self.per_key),
             "changes": dict(self.changes),
             "orders": self._orders,
-            "kinesis": self.endpoint.kinesis.snapshot(),
-            "dynamodb": self.endpoint.dynamodb.snapshot(),
+            "kinesis": kinesis_snapshot(self.endpoint.kinesis),
+            "dynamodb": dynamodb_snapshot(self.endpoint.dynamodb),
         }
 
     def _restore(self, saved: dict[str, Any]) -> None:
@@ -134,19 +117,8 @@ class Demo:
         self.per_key = Counter(saved["per_key"])
         self.changes = Counter(saved["changes"])
         self._orders = {k: list(v) for k, v in saved["orders"].items()}
-        self.endpoint.kinesis.restore(saved["kinesis"])
-        self.endpoint.dynamodb.restore(saved["dynamodb"])
-
-    @staticmethod
-    def _save(path: Path, snapshot: dict[str, Any]) -> None:
-        """Atomically: a demo killed while saving keeps the state it had."""
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(snapshot, fh, separators=(",", ":"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        restore_kinesis(self.endpoint.kinesis, saved["kinesis"])
+        restore_dynamodb(self.endpoint.dynamodb, saved["dynamodb"])
 
     def _begin(self) -> None:
         held = 0
