@@ -28,6 +28,7 @@ def readme_example() -> str:
 def test_every_exported_name_resolves_and_import_stays_light() -> None:
     import console
 
+    assert set(console.__all__) == {*console._EXPORTS, "__version__"}  # one list, not two
     for name in console.__all__:
         assert getattr(console, name) is not None, name
     # `import console` alone loads none of it (the CLI's --help stays instant).
