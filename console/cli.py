@@ -121,6 +121,41 @@ def build_parser() -> argparse.ArgumentParser:
         "at_timestamp:ISO8601",
     )
     _common(run)
+    fleet = run.add_argument_group(
+        "fleet mode", "several processes share the stream through a KCL lease table in DynamoDB"
+    )
+    fleet.add_argument(
+        "--lease-table",
+        metavar="TABLE",
+        help="the lease table (the KCL application name); created if absent",
+    )
+    fleet.add_argument(
+        "--worker-id",
+        metavar="ID",
+        help="this worker's name in leaseOwner (default: host-pid-random)",
+    )
+    fleet.add_argument(
+        "--failover-time",
+        type=_seconds,
+        metavar="SECONDS",
+        help="a lease not renewed for this long is taken over (default 10, minimum 3)",
+    )
+    fleet.add_argument(
+        "--dynamodb-endpoint-url", metavar="URL", help="DynamoDB endpoint (default: --endpoint-url)"
+    )
+    fleet.add_argument(
+        "--no-create-table",
+        action="store_const",
+        const=True,
+        help="refuse to start when the lease table does not exist",
+    )
+    fleet.add_argument(
+        "--take-over",
+        action="store_const",
+        const=True,
+        help="run even though live workers that are not shard-console's (or a KCL 3.x "
+        "application) use the table",
+    )
     run.set_defaults(handler=cmd_run)
 
     demo = sub.add_parser("demo", help="run against an embedded endpoint; no AWS account needed")
@@ -172,6 +207,12 @@ _SETTING_FLAGS = (
     "theme",
     "refresh_rate",
     "read_only",
+    "lease_table",
+    "worker_id",
+    "failover_time",
+    "dynamodb_endpoint_url",
+    "no_create_table",
+    "take_over",
 )
 
 
@@ -205,7 +246,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     source = launch.source_for(args.stream, args.source, aws, settings)
     processor = load_processor(settings.processor, source.stream)
-    if settings.db is not None or data_dir().exists():
+    if not settings.lease_table and (settings.db is not None or data_dir().exists()):
         inspect_database(settings.db or default_db_path())
     printer = LinePrinter(settings.log_format)
 

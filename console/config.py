@@ -157,6 +157,13 @@ class Settings:
     refresh_rate: float = 4.0  # UI snapshot reads per second
     read_only: bool = False
     keys: dict[str, str] = field(default_factory=dict)
+    # Fleet mode: several processes share the stream through a KCL lease table.
+    lease_table: str | None = None
+    worker_id: str | None = None
+    failover_time: float = 10.0
+    dynamodb_endpoint_url: str | None = None  # default: endpoint_url
+    no_create_table: bool = False
+    take_over: bool = False
 
 
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
@@ -181,6 +188,12 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "refresh_rate": _rate,
     "read_only": _flag,
     "keys": _keymap,
+    "lease_table": _text,
+    "worker_id": _text,
+    "failover_time": _positive,
+    "dynamodb_endpoint_url": _text,
+    "no_create_table": _flag,
+    "take_over": _flag,
 }
 assert set(_PARSERS) == {f.name for f in fields(Settings)}
 

@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from console.errors import UsageError
 
 if TYPE_CHECKING:
-    from console.checkpoints.base import StreamRecord
-    from console.checkpoints.sqlite import SqliteStore
+    from console.checkpoints.base import CheckpointStore, StreamRecord
     from console.config import Settings
     from console.engine.control import ControlRequest, Plan
+    from console.sources.base import StreamSource
 
 # A change handed to a running consumer that had not applied it when --wait ran out: not an
 # error (it stays queued and will be applied), not a success either.
@@ -44,6 +45,21 @@ def _store_flags(p: argparse.ArgumentParser, given_only: bool = False) -> None:
         "--stream", metavar="S", help="the stream, when the database holds several", **extra
     )
     p.add_argument("--config", metavar="FILE", help="TOML configuration file", **extra)
+    p.add_argument(
+        "--lease-table",
+        metavar="TABLE",
+        help="a fleet's (or a KCL application's) lease table in DynamoDB, instead of --db",
+        **extra,
+    )
+    p.add_argument("--dynamodb-endpoint-url", metavar="URL", **extra)
+    p.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        help="the stream's endpoint (with --lease-table, times are resolved by reading it)",
+        **extra,
+    )
+    p.add_argument("--region", metavar="R", **extra)
+    p.add_argument("--profile", metavar="P", **extra)
 
 
 def _change_flags(p: argparse.ArgumentParser) -> None:
@@ -121,8 +137,9 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
 def _settings(args: argparse.Namespace) -> Settings:
     from console.config import load_settings
 
-    flags = {"db": args.db, "read_only": getattr(args, "read_only", None)}
-    settings, _ = load_settings(flags, config=args.config)
+    names = ("db", "read_only", "lease_table", "dynamodb_endpoint_url", "endpoint_url")
+    flags = {name: getattr(args, name, None) for name in (*names, "region", "profile")}
+    settings, _ = load_settings(flags, config=getattr(args, "config", None))
     return settings
 
 
@@ -135,30 +152,77 @@ def _existing_database(args: argparse.Namespace) -> str:
     return db
 
 
-async def _open(args: argparse.Namespace) -> tuple[SqliteStore, StreamRecord]:
-    """The database (which must exist) and the stream in it the command is about."""
+@contextlib.asynccontextmanager
+async def _open(
+    args: argparse.Namespace,
+) -> AsyncIterator[tuple[CheckpointStore, StreamRecord, StreamSource | None]]:
+    """The store (a database, which must exist, or a lease table), the stream in it the
+    command is about, and with a lease table the stream's source (to resolve times)."""
+    settings = _settings(args)
+    if settings.lease_table:
+        async with _open_leases(args, settings) as opened:
+            yield opened
+        return
     from console.checkpoints.sqlite import SqliteStore
 
     db = _existing_database(args)
     store = await SqliteStore.open(db, create=False)
     try:
-        streams = await store.streams()
-        wanted = args.stream
-        if wanted is None:
-            if len(streams) != 1:
-                names = ", ".join(s.name for s in streams) or "none"
-                raise UsageError(
-                    f"database {db} holds {len(streams)} streams ({names}): pass --stream"
-                )
-            return store, streams[0]
-        for record in streams:
-            if wanted in (record.stream, record.name):
-                return store, record
-        names = ", ".join(s.name for s in streams) or "none"
-        raise UsageError(f"database {db} holds no stream '{wanted}' (it holds: {names})")
-    except BaseException:
+        record = _pick(await store.streams(), args.stream, f"database {db}")
+        if record is None:
+            raise UsageError(f"database {db} holds no stream '{args.stream}'")
+        yield store, record, None
+    finally:
         await store.close()
-        raise
+
+
+def _pick(streams: list[StreamRecord], wanted: str | None, where: str) -> StreamRecord | None:
+    names = ", ".join(s.name for s in streams) or "none"
+    if wanted is None:
+        if len(streams) != 1:
+            raise UsageError(f"{where} holds {len(streams)} streams ({names}): pass --stream")
+        return streams[0]
+    return next((r for r in streams if wanted in (r.stream, r.name)), None)
+
+
+@contextlib.asynccontextmanager
+async def _open_leases(
+    args: argparse.Namespace, settings: Settings
+) -> AsyncIterator[tuple[CheckpointStore, StreamRecord, StreamSource | None]]:
+    """A lease table that must exist; shard-console's table beside it is created if absent
+    (every change is recorded there). A stream the fleet never registered (a KCL
+    application's) is described from --stream."""
+    from console.checkpoints.base import StreamRecord
+    from console.model import Position
+    from console.sources.aws import AwsSettings
+    from console.sources.base import SourceError
+    from console.wiring import Fleet, make_source, open_lease_store, startup_error
+
+    assert settings.lease_table is not None
+    aws = AwsSettings(
+        region=settings.region, profile=settings.profile, endpoint_url=settings.endpoint_url
+    )
+    fleet = Fleet(settings.lease_table, endpoint_url=settings.dynamodb_endpoint_url, create=False)
+    async with open_lease_store(fleet, aws, create_companion=True) as store:
+        where = f"lease table {settings.lease_table}"
+        record = _pick(await store.streams(), args.stream, where)
+        name = record.name if record is not None else args.stream
+        source = make_source(name, aws, kind=record.source if record else None)
+        try:
+            async with source:
+                if record is None:
+                    info = await source.describe()
+                    record = StreamRecord(
+                        info.arn or name,
+                        name,
+                        source.kind,
+                        Position.trim_horizon(),
+                        time.time(),
+                        info.retention_hours,
+                    )
+                yield store, record, source
+        except SourceError as exc:
+            raise startup_error(exc) from None
 
 
 def _print(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
@@ -176,12 +240,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     from console.model import format_ts
 
     async def main() -> int:
-        store, record = await _open(args)
-        try:
+        async with _open(args) as (store, record, _):
             checkpoints = await store.load(record.stream)
             shards = {s.shard_id: s for s in await store.shards(record.stream)}
-        finally:
-            await store.close()
         rows = []
         for sid in sorted(set(checkpoints) | set(shards)):
             cp = checkpoints.get(sid)
@@ -193,7 +254,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                     "position": cp.position.encode() if cp else "-",
                     "parents": ",".join(shard.parents) if shard else "",
                     "closed": bool(shard and shard.is_closed),
-                    "updated": format_ts(cp.updated_at) if cp else "",
+                    "updated": format_ts(cp.updated_at) if cp and cp.updated_at else "",
                     "arrival": format_ts(cp.arrival) if cp and cp.arrival else "",
                 }
             )
@@ -207,11 +268,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     from console.model import format_ts
 
     async def main() -> int:
-        store, record = await _open(args)
-        try:
+        async with _open(args) as (store, record, _):
             entries = await store.history(record.stream, args.shard, args.limit)
-        finally:
-            await store.close()
         rows = [
             {
                 "id": h.id,
@@ -235,7 +293,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 async def _request(
-    args: argparse.Namespace, store: SqliteStore, record: StreamRecord
+    args: argparse.Namespace, store: CheckpointStore, record: StreamRecord
 ) -> ControlRequest:
     from console.engine.control import Action, ControlRequest, SkipTo, parse_target
     from console.engine.offline import checkpoint_position
@@ -293,9 +351,10 @@ def cmd_change(args: argparse.Namespace) -> int:
         raise UsageError(f"read-only: '{args.action}' changes checkpoints and is refused")
 
     async def main() -> int:
-        store, record = await _open(args)
-        try:
+        async with _open(args) as (store, record, source):
             request = await _request(args, store, record)
+            if store.shared:
+                return await _change_leases(args, store, record, request, source)
             try:
                 # The lock is held only to look and, after the operator said yes, to apply:
                 # never across the question, where it would keep a consumer from starting.
@@ -322,13 +381,50 @@ def cmd_change(args: argparse.Namespace) -> int:
             except ControlError as exc:
                 raise UsageError(str(exc)) from None
             return await _send(store, record, request, args.wait)
-        finally:
-            await store.close()
 
     return asyncio.run(main())
 
 
-async def _free(store: SqliteStore, stream: str) -> bool:
+async def _change_leases(
+    args: argparse.Namespace,
+    store: CheckpointStore,
+    record: StreamRecord,
+    request: ControlRequest,
+    source: StreamSource | None,
+) -> int:
+    """A lease table is changed from here, whoever runs: each lease gets a fencing write, so
+    its holder drops it at its next renewal and the next taker reads from the new checkpoint."""
+    from console.engine.control import ControlError, SkipTo
+    from console.engine.offline import apply_offline, plan_offline
+    from console.engine.resolve import resolve_plan
+
+    try:
+        if request.skip_to is SkipTo.NEXT_RECORD:
+            raise ControlError(
+                "skip --to next-record needs the console of the worker that holds the shard: "
+                "only it knows which record the processor fails on"
+            )
+        plan = await plan_offline(store, record, request)
+        if source is not None:
+            plan = await resolve_plan(plan, source)
+        _show_plan(plan)
+        if args.dry_run:
+            print("dry run: nothing changed")
+            return 0
+        if not args.yes and not _confirm("Apply?"):
+            print("nothing changed")
+            return 0
+        result = await apply_offline(store, record, request, source)
+    except ControlError as exc:
+        raise UsageError(str(exc)) from None
+    print(
+        f"applied as change #{result.command_id}: the worker holding each lease drops it at "
+        "its next renewal, and the next taker reads from the new checkpoint"
+    )
+    return 0
+
+
+async def _free(store: CheckpointStore, stream: str) -> bool:
     """Whether no consumer holds the stream right now."""
     from console.checkpoints.base import StoreLockedError
 
@@ -341,7 +437,7 @@ async def _free(store: SqliteStore, stream: str) -> bool:
 
 
 async def _send(
-    store: SqliteStore, record: StreamRecord, request: ControlRequest, wait: float
+    store: CheckpointStore, record: StreamRecord, request: ControlRequest, wait: float
 ) -> int:
     """A consumer runs: hand it the command and wait for its verdict."""
     command_id = await store.add_command(

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from console.errors import ConsoleError, RunError, UsageError
+from console.errors import RunError, UsageError
 
 if TYPE_CHECKING:
     from console.config import Settings
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from console.processors import Processor
     from console.signals import SignalStop
     from console.sources.aws import AwsSettings
-    from console.sources.base import SourceError, StreamSource
+    from console.sources.base import StreamSource
+    from console.wiring import Fleet
 
 
 def consumer_options(settings: Settings, initial: Position) -> ConsumerOptions:
@@ -40,18 +41,6 @@ def consumer_options(settings: Settings, initial: Position) -> ConsumerOptions:
     )
 
 
-def startup_error(exc: SourceError) -> ConsoleError:
-    """What fails before anything is read: bad names, credentials, endpoints and flags are
-    usage errors (exit 2); a passing fault (throttling, a 5xx) is a run error (exit 1)."""
-    from console.sources.base import EndpointUnreachableError, FatalSourceError, RetryableError
-
-    if isinstance(exc, FatalSourceError | EndpointUnreachableError):
-        return UsageError(str(exc))
-    if isinstance(exc, RetryableError):
-        return RunError(f"could not describe the stream: {exc}")
-    return RunError(str(exc))
-
-
 async def consume(
     source: StreamSource,
     db: str | None,
@@ -66,7 +55,9 @@ async def consume(
     consumer until it stops. Returns the exit code."""
     from console.headless import run_headless
     from console.sources.base import SourceError
-    from console.wiring import open_consumer
+    from console.wiring import open_consumer, startup_error
+
+    fleet = fleet_of(settings)
 
     async with contextlib.AsyncExitStack() as stack:
         try:
@@ -78,6 +69,7 @@ async def consume(
                     options=consumer_options(settings, initial),
                     events=events,
                     start=False,
+                    fleet=fleet,
                 )
             )
         except SourceError as exc:
@@ -111,6 +103,22 @@ async def consume(
         except SourceError as exc:
             raise RunError(f"could not start: {exc}") from None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def fleet_of(settings: Settings) -> Fleet | None:
+    """Fleet mode's settings, when ``--lease-table`` is given."""
+    from console.wiring import Fleet
+
+    if not settings.lease_table:
+        return None
+    return Fleet(
+        table=settings.lease_table,
+        worker_id=settings.worker_id,
+        failover=settings.failover_time,
+        endpoint_url=settings.dynamodb_endpoint_url,
+        create=not settings.no_create_table,
+        take_over=settings.take_over,
+    )
 
 
 def run_main(main: Callable[[SignalStop], Awaitable[int]], printer: LinePrinter) -> int:

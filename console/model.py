@@ -222,6 +222,7 @@ class ShardStatus(StrEnum):
     FAILED = "failed"  # a fatal error stopped this shard; resume to try again
     DONE = "done"  # read to its end and checkpointed
     SKIPPED = "skipped"  # an operator marked it done
+    LEASED = "leased"  # another worker of the fleet holds its lease
 
 
 class CheckpointStatus(StrEnum):

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from console.checkpoints.base import CheckpointStore
+from console.checkpoints.leases.store import LeaseStore
 from console.checkpoints.sqlite import SqliteStore
 from console.config import data_dir, default_db_path
 from console.engine.consumer import Consumer, ConsumerOptions
 from console.engine.events import EventLog
-from console.model import Record, ShardContext
+from console.errors import ConsoleError, RunError, UsageError
+from console.model import Position, Record, ShardContext
 from console.processors.base import CallableProcessor, Processor
 from console.processors.loader import load_processor
-from console.sources.aws import AwsSettings
-from console.sources.base import FatalSourceError, StreamSource
+from console.sources.aws import AwsSettings, open_client
+from console.sources.base import FatalSourceError, SourceError, StreamSource
 from console.sources.dynamodb import DynamoDBSource, is_stream_arn
 from console.sources.faults import FaultInjector
 from console.sources.kinesis import KinesisSource
@@ -56,6 +60,61 @@ def make_source(
     return KinesisSource(stream, aws, faults.hooks("kinesis") if faults else [])
 
 
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """Fleet mode: the stream's shards shared with other processes through a KCL lease table."""
+
+    table: str
+    worker_id: str | None = None  # default: host-pid-random
+    failover: float = 10.0
+    endpoint_url: str | None = None  # DynamoDB's; default: the stream's endpoint
+    create: bool = True
+    take_over: bool = False
+
+
+@contextlib.asynccontextmanager
+async def open_lease_store(
+    fleet: Fleet,
+    aws: AwsSettings | None = None,
+    initial: Position | None = None,
+    *,
+    create_companion: bool | None = None,
+) -> AsyncIterator[LeaseStore]:
+    """The lease table (created unless ``fleet.create`` is False) and shard-console's table
+    beside it (created as ``create_companion`` says, by default as the lease table), through
+    a DynamoDB client of their own."""
+    aws = aws or AwsSettings()
+    settings = replace(aws, endpoint_url=fleet.endpoint_url or aws.endpoint_url)
+    async with open_client("dynamodb", settings) as client:
+        store = LeaseStore(
+            client,
+            fleet.table,
+            worker_id=fleet.worker_id,
+            failover=fleet.failover,
+            create=fleet.create,
+            take_over=fleet.take_over,
+            initial=initial,
+            create_companion=create_companion,
+        )
+        try:
+            await store.prepare()
+            yield store
+        finally:
+            await store.close()
+
+
+def startup_error(exc: SourceError) -> ConsoleError:
+    """What fails before anything is read: bad names, credentials, endpoints and flags are
+    usage errors (exit 2); a passing fault (throttling, a 5xx) is a run error (exit 1)."""
+    from console.sources.base import EndpointUnreachableError, FatalSourceError, RetryableError
+
+    if isinstance(exc, FatalSourceError | EndpointUnreachableError):
+        return UsageError(str(exc))
+    if isinstance(exc, RetryableError):
+        return RunError(f"could not describe the stream: {exc}")
+    return RunError(str(exc))
+
+
 def as_processor(processor: ProcessorLike, stream: str) -> Processor:
     """A :class:`Processor`; a function ``(records, ctx)``, sync or async; or a spec string
     as ``--processor`` takes it (``null``, ``print``, ``jsonl:PATH``, ``module:function``)."""
@@ -84,6 +143,7 @@ async def open_consumer(
     events: EventLog | None = None,
     faults: FaultInjector | None = None,
     start: bool = True,
+    fleet: Fleet | None = None,
 ) -> AsyncIterator[Consumer]:
     """A consumer of ``stream`` (a name or ARN, or a source made with :func:`make_source`),
     started (unless ``start=False``), stopped on the way out (batches in hand finished,
@@ -93,30 +153,56 @@ async def open_consumer(
     SQLite file, by default ``~/.local/share/shard-console/checkpoints.db``. The stream is
     described before the database is opened, so a wrong name or credentials write nothing.
     Raises :class:`~console.sources.base.SourceError` (the stream cannot be read) or
-    :class:`~console.checkpoints.base.StoreError` (the database cannot be used)."""
+    :class:`~console.checkpoints.base.StoreError` (the database cannot be used).
+
+    With ``fleet``, checkpoints and leases go to a KCL lease table in DynamoDB instead, shared
+    with the other workers of the fleet; ``db`` is not used."""
     if isinstance(stream, str):
-        settings = aws or AwsSettings(region=region, profile=profile, endpoint_url=endpoint_url)
-        source = make_source(stream, settings, kind=kind, faults=faults)
+        aws = aws or AwsSettings(region=region, profile=profile, endpoint_url=endpoint_url)
+        source = make_source(stream, aws, kind=kind, faults=faults)
     else:
         source = stream
     sink = as_processor(processor, source.stream)
-    async with source:
+    options = options or ConsumerOptions()
+    async with source, contextlib.AsyncExitStack() as stack:
         info = await source.describe()
-        path = str(db) if db is not None else default_db_path()
-        if db is None:
-            # The default folder is ours to create, private, once the stream is known good.
-            data_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
-        store = await SqliteStore.open(path)
+        store: CheckpointStore
+        if fleet is not None:
+            leases = await stack.enter_async_context(
+                open_lease_store(fleet, aws_of(source, aws), options.initial_position)
+            )
+            store = leases
+            # A checkpoint is a renewal: flushing at the renewal rate costs no extra write.
+            flush = min(options.flush_interval, leases.renew_interval)
+            options = replace(options, flush_interval=flush)
+        else:
+            path = str(db) if db is not None else default_db_path()
+            if db is None:
+                # The default folder is ours to create, private, once the stream is known good.
+                data_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+            store = await SqliteStore.open(path)
+            stack.push_async_callback(store.close)
+        consumer = Consumer(source, store, sink, options, events, info)
         try:
-            consumer = Consumer(source, store, sink, options, events, info)
-            try:
-                if start:
-                    await consumer.start()
-                yield consumer
-            finally:
-                await consumer.stop()
+            if start:
+                await consumer.start()
+            yield consumer
         finally:
-            await store.close()
+            await consumer.stop()
 
 
-__all__ = ["ProcessorLike", "as_processor", "make_source", "open_consumer"]
+def aws_of(source: StreamSource, aws: AwsSettings | None) -> AwsSettings:
+    """The AWS settings a source was made with (for the lease table's client)."""
+    settings = getattr(source, "settings", None)
+    return settings if isinstance(settings, AwsSettings) else aws or AwsSettings()
+
+
+__all__ = [
+    "Fleet",
+    "ProcessorLike",
+    "as_processor",
+    "make_source",
+    "open_consumer",
+    "open_lease_store",
+    "startup_error",
+]

@@ -16,6 +16,7 @@ from typing import Any
 from console.checkpoints.base import (
     CheckpointChange,
     Command,
+    OwnershipListener,
     StoreLockedError,
     StreamRecord,
 )
@@ -24,6 +25,7 @@ from console.model import Checkpoint, HistoryEntry, Shard
 
 class MemoryStore:
     path = ":memory:"
+    shared = False
 
     def __init__(self) -> None:
         self.checkpoints: dict[str, dict[str, Checkpoint]] = {}
@@ -49,6 +51,9 @@ class MemoryStore:
 
     def holds(self, stream: str) -> bool:
         return stream in self.held
+
+    def watch(self, stream: str, listener: OwnershipListener) -> None:
+        """One process holds the stream whole: nothing is taken or lost while it runs."""
 
     def may_read(self, stream: str, shard_id: str) -> bool:
         return stream in self.held

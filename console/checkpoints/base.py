@@ -8,7 +8,7 @@ the store; it never assumes it is alone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -76,8 +76,46 @@ class Command:
     result: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseView:
+    """One shard's lease as a shared store last saw it: for the fleet view."""
+
+    shard_id: str
+    owner: str | None
+    counter: int
+    counter_age: float  # seconds since the counter was last seen to move
+    expired: bool  # nobody renews it (or nobody owns it): any worker may take it
+    checkpoint: Checkpoint
+
+
+class OwnershipListener(Protocol):
+    """What a shared store tells the engine between its calls (console.engine.shards)."""
+
+    def taken(self, shard_id: str, checkpoint: Checkpoint, previous: str | None) -> None:
+        """This process holds the shard now; read it from ``checkpoint``. ``previous``: the
+        worker it was stolen from, None for a lease nobody held (or nobody renewed)."""
+        ...
+
+    def lost(self, shard_id: str, owner: str | None) -> None:
+        """Another worker (``owner``, when known) holds the shard now, or an operator changed
+        it: stop reading it at once, without a checkpoint."""
+        ...
+
+    def observed(self, leases: Mapping[str, LeaseView]) -> None:
+        """Every lease of the stream as last scanned."""
+        ...
+
+    def report(self) -> dict[str, Any]:
+        """This process's records, rates and per-shard lag, for its heartbeat."""
+        ...
+
+
 class ShardOwnership(Protocol):
-    """Who may read which shard of a stream."""
+    """Who may read which shard of a stream. ``shared``: several processes read the stream
+    through this store (a lease table), so it says where each shard starts, and operator
+    changes are fencing writes; False for a store one process holds whole (SQLite)."""
+
+    shared: bool
 
     async def acquire(self, stream: str) -> None:
         """Join the stream's readers. Raises StoreLockedError when the store admits no more
@@ -95,6 +133,11 @@ class ShardOwnership(Protocol):
     def may_read(self, stream: str, shard_id: str) -> bool:
         """Whether this process may read the shard now (SQLite: every shard, while it holds
         the stream; a lease table: the shards it holds a lease on)."""
+        ...
+
+    def watch(self, stream: str, listener: OwnershipListener) -> None:
+        """Start telling ``listener`` of shards taken and lost (a store one process holds
+        whole has nothing to tell)."""
         ...
 
 

@@ -29,7 +29,9 @@ from console.engine.control import (
 from console.engine.events import EventLog, Level
 from console.engine.lineage import Lineage
 from console.engine.offline import checkpoint_position, undo_scope
+from console.engine.resolve import resolve_plan
 from console.model import HistoryEntry, Position, Record
+from console.sources.base import StreamSource
 from console.tasks import run_to_end
 
 
@@ -38,6 +40,9 @@ class Runner(Protocol):
 
     @property
     def running(self) -> bool: ...
+
+    @property
+    def source(self) -> StreamSource: ...
 
     @property
     def key(self) -> str: ...
@@ -181,6 +186,8 @@ class OperatorChanges:
                 if sid == request.shard_id:
                     failing = record
             plan = self._plan(request, command_id, undo_entries, failing)
+            if self.store.shared:  # a lease table holds records and sentinels only
+                plan = await resolve_plan(plan, self.runner.source)
             await self.checkpointer.write(plan.changes, finish=(command_id, plan.summary))
             applied = True
             self.events.emit("operator", f"{request.actor}: {plan.summary}")

@@ -56,6 +56,44 @@ class Checkpointer:
             view.position = cp.position
             self._state.touch(view)
 
+    def adopt(self, shard_id: str, cp: Checkpoint) -> None:
+        """A shard this process takes over in a shared store: ``cp`` is the truth now, and
+        progress of an earlier hold is forgotten."""
+        self._pending.pop(shard_id, None)
+        self._saved[shard_id] = cp
+        self._history_pos[shard_id] = cp.position
+        self._history_at.setdefault(shard_id, time.time())
+        self._mark_finished(shard_id, cp)
+        view = self._state.view(shard_id)
+        view.checkpoint = view.position = cp.position
+        view.checkpoint_at = time.time()
+        self._state.touch(view)
+
+    def forget(self, shard_id: str) -> None:
+        """A shard lost to another worker: what it read since its last checkpoint is not ours
+        to write."""
+        self._pending.pop(shard_id, None)
+
+    def observe(self, shard_id: str, cp: Checkpoint) -> None:
+        """Another worker's checkpoint of a shard this process does not read, as last seen in
+        a shared store: what readiness and the fleet view go by."""
+        if shard_id in self._pending:
+            return
+        old = self._saved.get(shard_id)
+        if old is not None and old.position == cp.position and old.status == cp.status:
+            return
+        self._saved[shard_id] = cp
+        self._mark_finished(shard_id, cp)
+        view = self._state.view(shard_id)
+        view.checkpoint = view.position = cp.position
+        self._state.touch(view)
+
+    def _mark_finished(self, shard_id: str, cp: Checkpoint) -> None:
+        if cp.status.finished:
+            self.finished.add(shard_id)
+        else:
+            self.finished.discard(shard_id)
+
     def advance(self, shard_id: str, position: Position, arrival: float | None) -> None:
         """The per-batch call: remember, write later."""
         self._pending[shard_id] = (position, arrival)
@@ -128,10 +166,7 @@ class Checkpointer:
             for change in batch:
                 cp = change.checkpoint
                 self._saved[cp.shard_id] = cp
-                if cp.status.finished:
-                    self.finished.add(cp.shard_id)
-                else:
-                    self.finished.discard(cp.shard_id)
+                self._mark_finished(cp.shard_id, cp)
                 if change.history is not None:
                     self._history_at[cp.shard_id] = now
                     self._history_pos[cp.shard_id] = cp.position

@@ -197,13 +197,15 @@ class Consumer:
             record = await self.store.stream_record(self.key)
             checkpoints = await self.store.load(self.key)
             self.checkpointer.load(self.key, checkpoints)
+            self.shards.worker_id = getattr(self.store, "worker_id", None)
+            self.store.watch(self.key, self.shards)
             self._opened = True
             for warning in await self.processor.open() or ():
                 self.events.emit("processor_warning", warning, level=Level.WARNING)
             backoff = Backoff(self.options.backoff_base, max(self.options.backoff_cap, 1.0))
             shards = await self.discovery.first_list(backoff)
             self.shards.set_lineage(self.discovery.lineage)
-            if record is None and not checkpoints:
+            if record is None and not checkpoints and not self.store.shared:
                 initial = self.options.initial_position
                 await self.checkpointer.write(initial_checkpoints(shards, initial, time.time()))
             await self.store.register_stream(
@@ -217,7 +219,9 @@ class Consumer:
                 )
             )
             # Commands written while no consumer ran are honoured before anything is read.
-            await self.changes.apply_pending()
+            # (A shared store has none: the CLI writes each change to the lease table itself.)
+            if not self.store.shared:
+                await self.changes.apply_pending()
         except BaseException:
             # The start is over: a stop now must not cancel the clean-up, nor replace the error
             # it is about to raise with a CancelledError.
@@ -231,8 +235,9 @@ class Consumer:
             self._loop_task(self._discovery_loop(), "discovery"),
             self._loop_task(self._flush_loop(), "checkpoint flush"),
             self._loop_task(self._tick_loop(), "rates"),
-            self._loop_task(self._command_loop(), "operator commands"),
         ]
+        if not self.store.shared:
+            self._tasks.append(self._loop_task(self._command_loop(), "operator commands"))
         self.events.emit(
             "started",
             f"consuming '{self.source.stream}' ({self.source.kind}, {self.source.location}): "

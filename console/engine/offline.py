@@ -21,7 +21,9 @@ from console.engine.control import (
     plan_change,
 )
 from console.engine.lineage import Lineage
+from console.engine.resolve import resolve_plan
 from console.model import HistoryEntry, Position
+from console.sources.base import StreamSource
 
 
 async def undo_scope(
@@ -72,15 +74,23 @@ async def plan_offline(
 
 
 async def apply_offline(
-    store: CheckpointStore, record: StreamRecord, request: ControlRequest
+    store: CheckpointStore,
+    record: StreamRecord,
+    request: ControlRequest,
+    source: StreamSource | None = None,
 ) -> ControlResult:
     """Record the command, apply it, record its result. Raises ControlError (recorded as a
-    failed command) when it cannot apply."""
+    failed command) when it cannot apply. A shared store (a lease table) needs the ``source``:
+    times and "at" positions are resolved to records before anything is written."""
     command_id = await store.add_command(
         record.stream, request.shard_id, request.action.value, request.to_args(), request.actor
     )
     try:
         plan = await plan_offline(store, record, request, command_id)
+        if store.shared:
+            if source is None:
+                raise ControlError("a change to a lease table needs the stream to resolve times")
+            plan = await resolve_plan(plan, source)
     except ControlError as exc:
         await store.finish_command(command_id, False, str(exc))
         raise

@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from console.checkpoints.base import CheckpointStore
+from console.checkpoints.base import CheckpointStore, LeaseView
 from console.engine.checkpointing import Checkpointer
 from console.engine.discovery import Discovery
 from console.engine.events import EventLog, Level
@@ -84,6 +84,8 @@ class ShardRunner:
         self._lost_reported: set[str] = set()
         self._changing: set[str] = set()  # shards an operator change is rewriting: no worker
         self._background: set[asyncio.Task[Any]] = set()
+        self.worker_id: str | None = None  # fleet mode: this process's name in the lease table
+        self._expired_seen: set[str] = set()
 
     @property
     def key(self) -> str:
@@ -200,6 +202,8 @@ class ShardRunner:
                 state.set_status(view, ShardStatus.WAITING)
             elif self.store.may_read(self.key, sid):
                 self._start_worker(shard, cp)
+            elif self.store.shared:  # another worker of the fleet reads it, or will
+                state.set_status(view, ShardStatus.LEASED if view.owner else ShardStatus.READY)
 
     def _start_worker(self, shard: Shard, cp: Checkpoint | None) -> None:
         sid = shard.shard_id
@@ -303,6 +307,82 @@ class ShardRunner:
                 if view.status is ShardStatus.FAILED:
                     self.state.set_status(view, ShardStatus.READY)
         self.reconcile()
+
+    # -- leases (a shared store's console.checkpoints.base.OwnershipListener) ---------------
+
+    def taken(self, shard_id: str, checkpoint: Checkpoint, previous: str | None) -> None:
+        self.checkpointer.adopt(shard_id, checkpoint)
+        view = self.state.view(shard_id)
+        view.owner, view.lease_expired = self.worker_id, False
+        self._failed.discard(shard_id)
+        self.state.touch(view)
+        how = f"stolen from worker {previous}" if previous else "taken"
+        self.events.emit(
+            "lease_taken",
+            f"lease on {shard_id} {how}; reading {checkpoint.position.describe()}",
+            shard_id=shard_id,
+        )
+        self.reconcile()
+
+    def lost(self, shard_id: str, owner: str | None) -> None:
+        """At once and without a checkpoint: the batch in hand is the new owner's to read."""
+        entry = self._workers.pop(shard_id, None)
+        if entry is not None:
+            entry[1].cancel()
+        self.checkpointer.forget(shard_id)
+        view = self.state.view(shard_id)
+        view.owner = owner
+        view.lag_ms = None
+        self.state.set_status(view, ShardStatus.LEASED if owner else ShardStatus.READY)
+        self.state.touch(view)
+        whom = (
+            f"to worker {owner}"
+            if owner
+            else "(an operator changed it, or it expired: nobody holds it now)"
+        )
+        self.events.emit(
+            "lease_lost",
+            f"lease on {shard_id} lost {whom}; stopped without a checkpoint",
+            level=Level.WARNING,
+            shard_id=shard_id,
+        )
+
+    def observed(self, leases: Mapping[str, LeaseView]) -> None:
+        state = self.state
+        for sid, lease in leases.items():
+            view = state.view(sid)
+            mine = sid in self._workers or lease.owner == self.worker_id
+            if not mine:
+                self.checkpointer.observe(sid, lease.checkpoint)
+            expired_now = lease.expired and lease.owner is not None
+            if expired_now and sid not in self._expired_seen:
+                self._expired_seen.add(sid)
+                self.events.emit(
+                    "lease_expired",
+                    f"lease on {sid} expired: worker {lease.owner} stopped renewing it",
+                    level=Level.WARNING,
+                    shard_id=sid,
+                )
+            elif not expired_now:
+                self._expired_seen.discard(sid)
+            changed = (view.owner, view.lease_counter, view.lease_expired) != (
+                lease.owner,
+                lease.counter,
+                lease.expired,
+            )
+            view.owner, view.lease_counter = lease.owner, lease.counter
+            view.counter_age, view.lease_expired = lease.counter_age, lease.expired
+            if changed:
+                state.touch(view)
+        self.reconcile()
+
+    def report(self) -> dict[str, Any]:
+        shards = {
+            sid: {"lag_ms": view.lag_ms, "rate": view.rate}
+            for sid in self._workers
+            if (view := self.state.shards.get(sid)) is not None
+        }
+        return {"records": self.state.records_total, "rate": self.state.rate, "shards": shards}
 
     # -- background loops -------------------------------------------------------------------
 

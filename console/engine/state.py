@@ -57,6 +57,12 @@ class ShardView:
     # The last few records read, for the detail screen's peek. Data is cut to PEEK_BYTES: a
     # thousand shards of 1 MB records must not pin gigabytes.
     recent: tuple[Record, ...] = ()
+    # Fleet mode (a lease table): who holds the shard's lease, its counter, and how long ago
+    # the counter last moved; expired: nobody renews it.
+    owner: str | None = None
+    lease_counter: int | None = None
+    counter_age: float | None = None
+    lease_expired: bool = False
     version: int = 0
 
 

@@ -184,7 +184,7 @@ class ClientSource:
 
     def __init__(self, settings: AwsSettings, hooks: Sequence[Hook] = ()) -> None:
         self.location = settings.location
-        self._settings = settings
+        self.settings = settings  # region, profile, endpoint: what a lease table's client shares
         self._hooks = tuple(hooks)
         self._client: Any = None
         self._stack: contextlib.AsyncExitStack | None = None
@@ -192,7 +192,7 @@ class ClientSource:
     async def __aenter__(self) -> Self:
         stack = contextlib.AsyncExitStack()
         self._client = await stack.enter_async_context(
-            open_client(self.service, self._settings, self._hooks)
+            open_client(self.service, self.settings, self._hooks)
         )
         self._stack = stack
         return self
@@ -222,7 +222,7 @@ class ClientSource:
     def _where(self) -> str:
         """Where the stream was looked for, for "not found" messages."""
         region = self._client.meta.region_name if self._client is not None else "?"
-        return self._settings.endpoint_url or f"region {region}"
+        return self.settings.endpoint_url or f"region {region}"
 
 
 async def _register_secrets(session: Any) -> None:

@@ -167,7 +167,7 @@ class DynamoDBSource(ClientSource):
         that names the fix."""
         if self.arn is not None:
             return self.arn
-        async with open_client("dynamodb", self._settings, self._hooks) as client:
+        async with open_client("dynamodb", self.settings, self._hooks) as client:
             try:
                 table = (await client.describe_table(TableName=self.table))["Table"]
             except Exception as exc:

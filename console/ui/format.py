@@ -23,6 +23,7 @@ GLYPHS: dict[ShardStatus, str] = {
     ShardStatus.FAILED: "✖",
     ShardStatus.DONE: "✔",
     ShardStatus.SKIPPED: "»",
+    ShardStatus.LEASED: "◍",
 }
 
 _SPARKS = "▁▂▃▄▅▆▇█"

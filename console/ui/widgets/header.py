@@ -19,6 +19,7 @@ ORDER = (
     ShardStatus.PAUSED,
     ShardStatus.WAITING,
     ShardStatus.READY,
+    ShardStatus.LEASED,
     ShardStatus.DONE,
     ShardStatus.SKIPPED,
 )

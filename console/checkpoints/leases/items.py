@@ -1,0 +1,189 @@
+"""Lease items as the KCL writes them, and our values: pure, no I/O.
+
+A KCL checkpoint is the *last processed* record (sequence and sub-sequence); ours is the position
+to read from. ``AFTER_SEQUENCE_NUMBER(S, k)`` is exactly the KCL's (S, k): the worker reads at S and
+drops user records up to k, as the KCL does. Sentinels: TRIM_HORIZON, LATEST, SHARD_END, and
+AT_TIMESTAMP (which stores no time: the reader's own initial position supplies it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from console.model import Checkpoint, CheckpointStatus, Position, PositionKind, is_sequence_number
+
+TRIM_HORIZON = "TRIM_HORIZON"
+LATEST = "LATEST"
+SHARD_END = "SHARD_END"
+AT_TIMESTAMP = "AT_TIMESTAMP"
+SENTINELS = frozenset({TRIM_HORIZON, LATEST, SHARD_END, AT_TIMESTAMP})
+LEASE_ENTITY = "LEASE"
+
+
+class UnwritablePosition(ValueError):
+    """A position the lease table cannot hold as it is: resolve it to a record first."""
+
+
+@dataclass(slots=True)
+class Lease:
+    """One lease item of our stream."""
+
+    key: str  # leaseKey: the shard id, or account:stream:epoch:shardId (multi-stream)
+    shard_id: str
+    owner: str | None
+    counter: int
+    checkpoint: str  # a sequence number or a sentinel
+    sub: int = 0
+    parents: tuple[str, ...] = ()
+    children: tuple[str, ...] = ()
+    owner_switches: int = 0
+    checkpoint_owner: str | None = None
+    hash_range: tuple[str, str] | None = None
+    pending: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # attributes we keep but do not read
+
+    @property
+    def finished(self) -> bool:
+        return self.checkpoint == SHARD_END
+
+
+def stream_part(key: str) -> tuple[str | None, str]:
+    """(the stream name, the shard id) of a lease key: (None, key) for single-stream keys,
+    (stream, shard) for ``account:stream:epoch:shardId``."""
+    parts = key.split(":")
+    if len(parts) == 4:
+        return parts[1], parts[3]
+    return None, key
+
+
+def _s(item: Mapping[str, Any], name: str) -> str | None:
+    value = item.get(name)
+    return None if value is None else value.get("S")
+
+
+def _n(item: Mapping[str, Any], name: str) -> int:
+    value = item.get(name)
+    if value is None or "N" not in value:
+        return 0
+    return int(value["N"])
+
+
+def _ss(item: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    value = item.get(name)
+    if value is None:
+        return ()
+    if "SS" in value:
+        return tuple(sorted(value["SS"]))
+    if "S" in value:  # never written so, but read generously
+        return (value["S"],)
+    return ()
+
+
+def is_lease(item: Mapping[str, Any]) -> bool:
+    """KCL 3.5's single-table format keeps other entities in the lease table: skip them."""
+    entity = _s(item, "entityType")
+    return entity is None or entity == LEASE_ENTITY
+
+
+def lease_of(item: Mapping[str, Any], stream: str | None) -> Lease | None:
+    """The lease an item holds, or None when it is not a lease of ``stream`` (another
+    entity, another stream of a multi-stream application). ``stream`` None: single-stream
+    keys only."""
+    if not is_lease(item):
+        return None
+    key = _s(item, "leaseKey")
+    if key is None:
+        return None
+    named, shard_id = stream_part(key)
+    if named is not None:
+        named = _s(item, "streamName") or named
+        if stream is None or named != stream:
+            return None
+        shard_id = _s(item, "shardId") or shard_id
+    start, end = _s(item, "startingHashKey"), _s(item, "endingHashKey")
+    return Lease(
+        key=key,
+        shard_id=shard_id,
+        owner=_s(item, "leaseOwner"),
+        counter=_n(item, "leaseCounter"),
+        checkpoint=_s(item, "checkpoint") or TRIM_HORIZON,
+        sub=_n(item, "checkpointSubSequenceNumber"),
+        parents=_ss(item, "parentShardId"),
+        children=_ss(item, "childShardIds"),
+        owner_switches=_n(item, "ownerSwitchesSinceCheckpoint"),
+        checkpoint_owner=_s(item, "checkpointOwner"),
+        hash_range=(start, end) if start is not None and end is not None else None,
+        pending=_s(item, "pendingCheckpoint"),
+    )
+
+
+def new_item(
+    key: str,
+    checkpoint: str,
+    sub: int = 0,
+    parents: tuple[str, ...] = (),
+    hash_range: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """A lease nobody holds yet, as the KCL's shard sync creates one."""
+    item: dict[str, Any] = {
+        "leaseKey": {"S": key},
+        "leaseCounter": {"N": "0"},
+        "checkpoint": {"S": checkpoint},
+        "checkpointSubSequenceNumber": {"N": str(sub)},
+        "ownerSwitchesSinceCheckpoint": {"N": "0"},
+    }
+    if parents:
+        item["parentShardId"] = {"SS": sorted(parents)}
+    if hash_range is not None:
+        item["startingHashKey"] = {"S": hash_range[0]}
+        item["endingHashKey"] = {"S": hash_range[1]}
+    named, shard_id = stream_part(key)
+    if named is not None:
+        item["streamName"] = {"S": named}
+        item["shardId"] = {"S": shard_id}
+    return item
+
+
+def checkpoint_of(lease: Lease, at_timestamp: float | None = None) -> Checkpoint:
+    """The lease's checkpoint in our terms. An AT_TIMESTAMP sentinel reads as this reader's
+    own initial time (``at_timestamp``), else as TRIM_HORIZON (nothing skipped)."""
+    text = lease.checkpoint
+    sid = lease.shard_id
+    if text == SHARD_END:
+        return Checkpoint(sid, Position.latest(), CheckpointStatus.DONE)
+    if text == TRIM_HORIZON:
+        return Checkpoint(sid, Position.trim_horizon())
+    if text == LATEST:
+        return Checkpoint(sid, Position.latest())
+    if text == AT_TIMESTAMP:
+        if at_timestamp is None:
+            return Checkpoint(sid, Position.trim_horizon())
+        return Checkpoint(sid, Position.at_timestamp(at_timestamp))
+    return Checkpoint(sid, Position.after_sequence(text, lease.sub))
+
+
+def kcl_checkpoint(cp: Checkpoint) -> tuple[str, int]:
+    """What the lease table stores for a checkpoint of ours. Finished (done or skipped) is
+    SHARD_END; a position between records must have been resolved to the record before it
+    (UnwritablePosition otherwise): the table has no "at" and no time."""
+    if cp.status.finished:
+        return SHARD_END, 0
+    position = cp.position
+    kind = position.kind
+    if kind is PositionKind.TRIM_HORIZON:
+        return TRIM_HORIZON, 0
+    if kind is PositionKind.LATEST:
+        return LATEST, 0
+    if kind is PositionKind.AFTER_SEQUENCE_NUMBER:
+        assert position.sequence_number is not None
+        return position.sequence_number, position.sub_sequence_number or 0
+    raise UnwritablePosition(
+        f"{position.describe()} cannot be written to a lease table: resolve it to the record "
+        "before it first"
+    )
+
+
+def valid_checkpoint(text: str) -> bool:
+    return text in SENTINELS or is_sequence_number(text)

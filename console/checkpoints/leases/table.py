@@ -1,0 +1,383 @@
+"""The lease table's writes, each one conditional as the KCL makes it (../shared/LEASES.md).
+
+Every method returns False when its condition fails (someone else moved the lease first) and
+raises :class:`LeaseTableError` for anything else: :class:`LeaseTableUnavailable` when trying
+again may help (throttling, 5xx, a dropped connection), plain LeaseTableError when it cannot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from console.checkpoints.base import StoreError
+from console.checkpoints.leases.items import Lease, lease_of, new_item
+
+GSI = "LeaseOwnerToLeaseKeyIndex"
+CLIENT_VERSION_ENTITY = "CLIENT_VERSION_MIGRATION"
+KCL3_VERSIONS = frozenset({"CLIENT_VERSION_3X", "CLIENT_VERSION_3X_WITH_ROLLBACK"})
+
+_RETRYABLE = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "LimitExceededException",
+        "TransactionConflictException",
+    }
+)
+
+
+class LeaseTableError(StoreError):
+    """The lease table cannot be used as asked."""
+
+
+class LeaseTableUnavailable(LeaseTableError):
+    """A failure that may pass: throttling, a 5xx, the endpoint not answering."""
+
+
+def error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        return str(response.get("Error", {}).get("Code", "")) or None
+    return None
+
+
+def table_error(exc: BaseException, table: str, action: str) -> LeaseTableError:
+    """One line an operator can act on, for whatever DynamoDB (or the network) raised."""
+    if isinstance(exc, LeaseTableError):
+        return exc
+    code = error_code(exc)
+    if code == "ResourceNotFoundException":
+        return LeaseTableError(f"lease table '{table}' does not exist ({action})")
+    if code in ("AccessDeniedException", "AccessDenied"):
+        return LeaseTableError(
+            f"access denied on lease table '{table}' while {action}: grant dynamodb:"
+            "DescribeTable, Scan, GetItem, PutItem, UpdateItem, CreateTable on it"
+        )
+    if code in ("UnrecognizedClientException", "InvalidSignatureException"):
+        return LeaseTableError(
+            f"DynamoDB rejected the credentials ({code}) while {action}: check the profile "
+            "or the access keys"
+        )
+    status = 0
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if code in _RETRYABLE or status >= 500 or status == 429:
+        return LeaseTableUnavailable(f"{code} on lease table '{table}' while {action}")
+    if code is None:
+        from botocore import exceptions as bce
+
+        if isinstance(exc, bce.EndpointConnectionError | bce.ConnectTimeoutError):
+            return LeaseTableUnavailable(f"cannot reach DynamoDB while {action}: {exc}")
+        if isinstance(exc, bce.NoCredentialsError):
+            return LeaseTableError("no AWS credentials found for DynamoDB: set AWS_PROFILE")
+        if isinstance(exc, OSError | TimeoutError | bce.HTTPClientError):
+            return LeaseTableUnavailable(
+                f"connection error on lease table '{table}' while {action}: {exc}"
+            )
+    return LeaseTableError(f"{code or type(exc).__name__} while {action}: {exc}")
+
+
+class LeaseTable:
+    """One KCL lease table, through an aiobotocore DynamoDB client the caller owns."""
+
+    def __init__(self, client: Any, name: str) -> None:
+        self.client = client
+        self.name = name
+        self.requests = 0  # every call made, for the request-rate benchmark
+
+    async def _call(self, op: str, action: str, **kwargs: Any) -> Any:
+        self.requests += 1
+        try:
+            return await getattr(self.client, op)(**kwargs)
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise
+            raise table_error(exc, self.name, action) from exc
+
+    async def _conditional(self, op: str, action: str, **kwargs: Any) -> bool:
+        try:
+            await self._call(op, action, TableName=self.name, **kwargs)
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    # -- the table itself -----------------------------------------------------------------
+
+    async def describe(self) -> dict[str, Any] | None:
+        """The table's description, or None when it does not exist."""
+        try:
+            resp = await self._call("describe_table", "describing it", TableName=self.name)
+        except LeaseTableError as exc:
+            if "does not exist" in str(exc):
+                return None
+            raise
+        return dict(resp["Table"])
+
+    async def ensure(self, create: bool) -> None:
+        """Use the table as it is, or create it the KCL's way. Refuses a table whose key is not
+        ``leaseKey`` (S), and a missing one when ``create`` is False."""
+        table = await self.describe()
+        if table is None:
+            if not create:
+                raise LeaseTableError(
+                    f"lease table '{self.name}' does not exist: drop --no-create-table to "
+                    "create it, or check the name and --dynamodb-endpoint-url"
+                )
+            await self._create()
+            return
+        check_key_schema(table, self.name)
+        if table.get("TableStatus") != "ACTIVE":
+            await self._wait_active()
+
+    async def _create(self) -> None:
+        try:
+            await self._call(
+                "create_table",
+                "creating it",
+                TableName=self.name,
+                KeySchema=[{"AttributeName": "leaseKey", "KeyType": "HASH"}],
+                AttributeDefinitions=[
+                    {"AttributeName": "leaseKey", "AttributeType": "S"},
+                    {"AttributeName": "leaseOwner", "AttributeType": "S"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+                GlobalSecondaryIndexes=[
+                    {
+                        "IndexName": GSI,
+                        "KeySchema": [
+                            {"AttributeName": "leaseOwner", "KeyType": "HASH"},
+                            {"AttributeName": "leaseKey", "KeyType": "RANGE"},
+                        ],
+                        "Projection": {"ProjectionType": "KEYS_ONLY"},
+                    }
+                ],
+            )
+        except LeaseTableError as exc:
+            if "ResourceInUseException" not in str(exc):  # another worker created it first
+                raise
+        await self._wait_active()
+
+    async def _wait_active(self) -> None:
+        async with asyncio.timeout(120.0):
+            delay = 0.05
+            while True:
+                table = await self.describe()
+                if table is not None and table.get("TableStatus") == "ACTIVE":
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def scan(self) -> list[dict[str, Any]]:
+        """Every item of the table, consistently read, paginated."""
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": self.name, "ConsistentRead": True}
+        while True:
+            resp = await self._call("scan", "reading the leases", **kwargs)
+            items.extend(resp.get("Items", ()))
+            last = resp.get("LastEvaluatedKey")
+            if not last:
+                return items
+            kwargs["ExclusiveStartKey"] = last
+
+    async def leases(self, stream: str | None) -> list[Lease]:
+        return [lease for item in await self.scan() if (lease := lease_of(item, stream))]
+
+    async def get(self, key: str, stream: str | None) -> Lease | None:
+        resp = await self._call(
+            "get_item",
+            f"reading lease {key}",
+            TableName=self.name,
+            Key={"leaseKey": {"S": key}},
+            ConsistentRead=True,
+        )
+        item = resp.get("Item")
+        return lease_of(item, stream) if item else None
+
+    # -- the protocol's writes ----------------------------------------------------------------
+
+    async def renew(self, lease: Lease) -> bool:
+        """counter c -> c+1, conditional on c and on the owner; ``lease`` follows on success."""
+        ok = await self._conditional(
+            "update_item",
+            f"renewing lease {lease.key}",
+            Key={"leaseKey": {"S": lease.key}},
+            UpdateExpression="SET leaseCounter = :next",
+            ConditionExpression=(
+                "leaseCounter = :c AND leaseOwner = :me AND attribute_not_exists(checkpointOwner)"
+            ),
+            ExpressionAttributeValues={
+                ":c": {"N": str(lease.counter)},
+                ":next": {"N": str(lease.counter + 1)},
+                ":me": {"S": lease.owner or ""},
+            },
+        )
+        if ok:
+            lease.counter += 1
+        return ok
+
+    async def take(self, lease: Lease, me: str) -> bool:
+        """Take (or steal): owner = me, counter+1, ownerSwitches+1, conditional on the counter
+        seen. ``lease`` follows on success."""
+        ok = await self._conditional(
+            "update_item",
+            f"taking lease {lease.key}",
+            Key={"leaseKey": {"S": lease.key}},
+            UpdateExpression="SET leaseOwner = :me, leaseCounter = :next, "
+            "ownerSwitchesSinceCheckpoint = :switches",
+            ConditionExpression="leaseCounter = :c",
+            ExpressionAttributeValues={
+                ":c": {"N": str(lease.counter)},
+                ":next": {"N": str(lease.counter + 1)},
+                ":me": {"S": me},
+                ":switches": {"N": str(lease.owner_switches + 1)},
+            },
+        )
+        if ok:
+            lease.owner = me
+            lease.counter += 1
+            lease.owner_switches += 1
+        return ok
+
+    async def release(self, lease: Lease) -> bool:
+        """Give the lease back (the KCL's evict): REMOVE leaseOwner, counter+1, conditional on
+        the owner and the counter."""
+        ok = await self._conditional(
+            "update_item",
+            f"releasing lease {lease.key}",
+            Key={"leaseKey": {"S": lease.key}},
+            UpdateExpression="SET leaseCounter = :next REMOVE leaseOwner",
+            ConditionExpression="leaseCounter = :c AND leaseOwner = :me",
+            ExpressionAttributeValues={
+                ":c": {"N": str(lease.counter)},
+                ":next": {"N": str(lease.counter + 1)},
+                ":me": {"S": lease.owner or ""},
+            },
+        )
+        if ok:
+            lease.owner = None
+            lease.counter += 1
+        return ok
+
+    async def checkpoint(self, lease: Lease, checkpoint: str, sub: int) -> bool:
+        """The owner's checkpoint: conditional on its counter and ownership; ``lease`` follows."""
+        ok = await self._conditional(
+            "update_item",
+            f"checkpointing lease {lease.key}",
+            Key={"leaseKey": {"S": lease.key}},
+            UpdateExpression="SET checkpoint = :cp, checkpointSubSequenceNumber = :sub, "
+            "ownerSwitchesSinceCheckpoint = :zero, leaseCounter = :next "
+            "REMOVE pendingCheckpoint, pendingCheckpointSubSequenceNumber, "
+            "pendingCheckpointState",
+            ConditionExpression="leaseCounter = :c AND leaseOwner = :me",
+            ExpressionAttributeValues={
+                ":c": {"N": str(lease.counter)},
+                ":next": {"N": str(lease.counter + 1)},
+                ":me": {"S": lease.owner or ""},
+                ":cp": {"S": checkpoint},
+                ":sub": {"N": str(sub)},
+                ":zero": {"N": "0"},
+            },
+        )
+        if ok:
+            lease.counter += 1
+            lease.checkpoint, lease.sub, lease.owner_switches = checkpoint, sub, 0
+            lease.pending = None
+        return ok
+
+    async def fence(self, lease: Lease, checkpoint: str, sub: int) -> bool:
+        """An operator's change of a lease anyone may hold: conditional on the counter seen and
+        on no handoff under way, set the checkpoint, bump the counter, remove the owner. The
+        holder's next renew fails, and whoever takes the lease next reads from here."""
+        ok = await self._conditional(
+            "update_item",
+            f"changing lease {lease.key}",
+            Key={"leaseKey": {"S": lease.key}},
+            UpdateExpression="SET checkpoint = :cp, checkpointSubSequenceNumber = :sub, "
+            "ownerSwitchesSinceCheckpoint = :zero, leaseCounter = :next "
+            "REMOVE leaseOwner, pendingCheckpoint, pendingCheckpointSubSequenceNumber, "
+            "pendingCheckpointState",
+            ConditionExpression="leaseCounter = :c AND attribute_not_exists(checkpointOwner)",
+            ExpressionAttributeValues={
+                ":c": {"N": str(lease.counter)},
+                ":next": {"N": str(lease.counter + 1)},
+                ":cp": {"S": checkpoint},
+                ":sub": {"N": str(sub)},
+                ":zero": {"N": "0"},
+            },
+        )
+        if ok:
+            lease.counter += 1
+            lease.checkpoint, lease.sub, lease.owner_switches = checkpoint, sub, 0
+            lease.owner = lease.pending = None
+        return ok
+
+    async def create(
+        self,
+        key: str,
+        checkpoint: str,
+        parents: tuple[str, ...] = (),
+        hash_range: tuple[str, str] | None = None,
+    ) -> bool:
+        """A new lease, nobody's, only if absent (the KCL's shard sync and SHARD_END)."""
+        return await self._conditional(
+            "put_item",
+            f"creating lease {key}",
+            Item=new_item(key, checkpoint, 0, parents, hash_range),
+            ConditionExpression="attribute_not_exists(leaseKey)",
+        )
+
+    async def set_children(self, key: str, children: tuple[str, ...]) -> bool:
+        """childShardIds on a parent at SHARD_END."""
+        if not children:
+            return True
+        return await self._conditional(
+            "update_item",
+            f"recording the children of lease {key}",
+            Key={"leaseKey": {"S": key}},
+            UpdateExpression="SET childShardIds = :kids",
+            ConditionExpression="attribute_exists(leaseKey)",
+            ExpressionAttributeValues={":kids": {"SS": sorted(children)}},
+        )
+
+    # -- KCL 3.x ------------------------------------------------------------------------------
+
+    async def client_version(self, items: list[dict[str, Any]] | None = None) -> str | None:
+        """The KCL 3.x migration state, where the application keeps one: the single-table
+        format's item in the lease table, or ``Migration3.0`` in ``<table>-CoordinatorState``."""
+        for item in items if items is not None else await self.scan():
+            if item.get("entityType", {}).get("S") == CLIENT_VERSION_ENTITY:
+                return str(item.get("cv", {}).get("S")) or None
+        try:
+            resp = await self.client.get_item(
+                TableName=f"{self.name}-CoordinatorState",
+                Key={"key": {"S": "Migration3.0"}},
+                ConsistentRead=True,
+            )
+        except Exception as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return None
+            raise table_error(exc, f"{self.name}-CoordinatorState", "reading it") from exc
+        finally:
+            self.requests += 1
+        item = resp.get("Item")
+        return str(item["cv"]["S"]) if item and "cv" in item else None
+
+
+def check_key_schema(table: Mapping[str, Any], name: str) -> None:
+    schema = [(k["AttributeName"], k["KeyType"]) for k in table.get("KeySchema", ())]
+    types = {a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", ())}
+    if schema != [("leaseKey", "HASH")] or types.get("leaseKey") != "S":
+        shown = ", ".join(f"{n} ({types.get(n, '?')}, {t})" for n, t in schema)
+        raise LeaseTableError(
+            f"table '{name}' is not a KCL lease table: its key is {shown}, not leaseKey (S, HASH)"
+        )

@@ -1,0 +1,115 @@
+"""Positions a lease table can hold: the record before a time, or before a sequence number.
+
+A KCL checkpoint is the last processed record, and the KCL's AT_TIMESTAMP sentinel stores no
+time (each worker's own configuration supplies it). So before an operator's change is written
+to a lease table, "from 10:42" and "at sequence S" become "after the record just before": read
+the shard from a little before the target, keep the last record before it. A target before
+every record the shard keeps is TRIM_HORIZON; a time after the last record is "after the last
+record". Reads go at the shard's call rate; a handful of calls in the usual case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from console.checkpoints.base import CheckpointChange
+from console.engine.control import ControlError, Plan
+from console.model import Position, PositionKind, Record, seq_int
+from console.sources.base import StreamSource
+
+WINDOWS = (60.0, 3600.0, 86400.0, None)  # seconds looked back before the target; None: all
+MAX_CALLS = 500
+
+
+async def resolve_plan(plan: Plan, source: StreamSource) -> Plan:
+    """The plan with every position a lease table cannot hold resolved to a record."""
+    changes = []
+    for change in plan.changes:
+        cp = change.checkpoint
+        kind = cp.position.kind
+        if cp.status.finished or kind not in (
+            PositionKind.AT_TIMESTAMP,
+            PositionKind.AT_SEQUENCE_NUMBER,
+        ):
+            changes.append(change)
+            continue
+        position = await resolve_position(source, cp.shard_id, cp.position)
+        history = change.history
+        if history is not None:
+            history = replace(history, new_position=position)
+        changes.append(CheckpointChange(replace(cp, position=position), history))
+    return Plan(tuple(changes), plan.summary)
+
+
+async def resolve_position(source: StreamSource, shard_id: str, position: Position) -> Position:
+    """TRIM_HORIZON or AFTER_SEQUENCE_NUMBER for an AT_TIMESTAMP or AT_SEQUENCE_NUMBER."""
+    if position.kind is PositionKind.AT_SEQUENCE_NUMBER:
+        seq = position.sequence_number
+        assert seq is not None
+        if position.sub_sequence_number:
+            return Position.after_sequence(seq, position.sub_sequence_number - 1)
+        first, _ = await _read(source, shard_id, position, None, stop_after_first=True)
+        if first is None:
+            raise ControlError(f"sequence number {seq} is not in shard {shard_id}")
+        return await _before(source, shard_id, first, first.approximate_arrival)
+    if position.kind is PositionKind.AT_TIMESTAMP:
+        assert position.timestamp is not None
+        first, _ = await _read(source, shard_id, position, None, stop_after_first=True)
+        if first is not None:
+            if first.sub_sequence_number:
+                return Position.after_sequence(first.sequence_number, first.sub_sequence_number - 1)
+            return await _before(source, shard_id, first, position.timestamp)
+        return await _before(source, shard_id, None, position.timestamp)
+    return position
+
+
+async def _before(
+    source: StreamSource, shard_id: str, target: Record | None, when: float
+) -> Position:
+    """The position after the record just before ``target`` (None: after the last record),
+    looking back from ``when`` in widening windows."""
+    stop = target.sequence_number if target is not None else None
+    for window in WINDOWS:
+        start = Position.trim_horizon() if window is None else Position.at_timestamp(when - window)
+        last, reached = await _read(source, shard_id, start, stop)
+        if last is not None and (reached or stop is None):
+            return Position.after_sequence(last.sequence_number, last.sub_sequence_number)
+        if window is None:
+            return Position.trim_horizon()  # nothing before it in all the shard keeps
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _read(
+    source: StreamSource,
+    shard_id: str,
+    start: Position,
+    stop: str | None,
+    *,
+    stop_after_first: bool = False,
+) -> tuple[Record | None, bool]:
+    """Read from ``start``. With ``stop_after_first``: the first record. Else the last record
+    before sequence ``stop`` (or before the tip when ``stop`` is None), and whether ``stop``
+    was reached. A window that starts at ``stop`` itself has no record before it: (None, True)
+    tells the caller to look further back."""
+    iterator: str | None = await source.get_iterator(shard_id, start)
+    last: Record | None = None
+    stop_n = seq_int(stop) if stop is not None else None
+    for _ in range(MAX_CALLS):
+        if iterator is None:
+            return last, False
+        batch = await source.get_records(iterator, source.max_records_per_call)
+        for record in batch.records:
+            if stop_after_first:
+                return record, True
+            if stop_n is not None and seq_int(record.sequence_number) >= stop_n:
+                return last, True
+            last = record
+        if not batch.records and (batch.millis_behind_latest or 0) == 0:
+            return last, False
+        iterator = batch.next_iterator
+        await asyncio.sleep(source.min_call_interval)
+    raise ControlError(
+        f"shard {shard_id}: no record found within {MAX_CALLS} reads; choose a position closer "
+        "to the shard's records"
+    )

@@ -1,0 +1,291 @@
+"""The lease table: items as the KCL writes them, the KCL 2.x taker's choices, and the protocol's
+conditional writes through the wire on moto's DynamoDB."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aioboto3
+import pytest
+
+from console.checkpoints.leases.items import (
+    Lease,
+    UnwritablePosition,
+    checkpoint_of,
+    kcl_checkpoint,
+    lease_of,
+)
+from console.checkpoints.leases.table import LeaseTable, LeaseTableError
+from console.checkpoints.leases.taker import LeaseObserver, choose
+from console.model import Checkpoint, CheckpointStatus, Position, PositionKind
+from tests.conftest import unique
+
+SEQ = "49590338271490256608559692538361571095921575989136588898"
+
+# -- items ---------------------------------------------------------------------------------------
+
+
+def kcl_item(key: str, **extra: Any) -> dict[str, Any]:
+    """A lease item as the KCL 2.x serializer writes it."""
+    item: dict[str, Any] = {
+        "leaseKey": {"S": key},
+        "leaseCounter": {"N": "7"},
+        "leaseOwner": {"S": "kcl-worker-1"},
+        "checkpoint": {"S": SEQ},
+        "checkpointSubSequenceNumber": {"N": "3"},
+        "ownerSwitchesSinceCheckpoint": {"N": "1"},
+        "parentShardId": {"SS": ["shardId-000000000001", "shardId-000000000000"]},
+    }
+    item.update(extra)
+    return item
+
+
+def test_a_kcl_item_reads_as_the_lease_it_is() -> None:
+    lease = lease_of(kcl_item("shardId-000000000002"), "orders")
+    assert lease is not None
+    assert (lease.shard_id, lease.owner, lease.counter) == (
+        "shardId-000000000002",
+        "kcl-worker-1",
+        7,
+    )
+    assert lease.parents == ("shardId-000000000000", "shardId-000000000001")  # a string set
+    cp = checkpoint_of(lease)
+    # KCL's checkpoint is the last processed user record: we read from just after it.
+    assert cp.position == Position.after_sequence(SEQ, 3)
+    assert kcl_checkpoint(cp) == (SEQ, 3)
+
+
+def test_other_streams_and_other_entities_are_left_alone() -> None:
+    ours = lease_of(kcl_item("123456789012:orders:1700000000:shardId-000000000004"), "orders")
+    assert ours is not None and ours.shard_id == "shardId-000000000004"
+    assert (
+        lease_of(kcl_item("123456789012:payments:1700000000:shardId-000000000004"), "orders")
+        is None
+    )
+    metric = kcl_item("worker-1", entityType={"S": "WORKER_METRIC_STATS"})
+    assert lease_of(metric, "orders") is None
+    explicit = kcl_item("shardId-000000000009", entityType={"S": "LEASE"})
+    assert lease_of(explicit, "orders") is not None
+
+
+@pytest.mark.parametrize(
+    ("stored", "initial", "expected"),
+    [
+        ("TRIM_HORIZON", None, Checkpoint("s", Position.trim_horizon())),
+        ("LATEST", None, Checkpoint("s", Position.latest())),
+        ("SHARD_END", None, Checkpoint("s", Position.latest(), CheckpointStatus.DONE)),
+        # AT_TIMESTAMP stores no time: the reader's own initial time, else nothing skipped.
+        ("AT_TIMESTAMP", 1_700_000_000.5, Checkpoint("s", Position.at_timestamp(1_700_000_000.5))),
+        ("AT_TIMESTAMP", None, Checkpoint("s", Position.trim_horizon())),
+    ],
+)
+def test_sentinels(stored: str, initial: float | None, expected: Checkpoint) -> None:
+    lease = Lease(key="s", shard_id="s", owner=None, counter=0, checkpoint=stored)
+    assert checkpoint_of(lease, initial) == expected
+
+
+def test_what_the_table_cannot_hold_is_refused_not_approximated() -> None:
+    assert kcl_checkpoint(Checkpoint("s", Position.after_sequence(SEQ))) == (SEQ, 0)
+    assert kcl_checkpoint(Checkpoint("s", Position.at_timestamp(5), CheckpointStatus.SKIPPED)) == (
+        "SHARD_END",
+        0,
+    )
+    for position in (Position.at_timestamp(5.0), Position.at_sequence(SEQ)):
+        with pytest.raises(UnwritablePosition):
+            kcl_checkpoint(Checkpoint("s", position))
+
+
+# -- the taker -----------------------------------------------------------------------------------
+
+
+def leases(owners: list[str | None], counter: int = 1) -> list[Lease]:
+    return [
+        Lease(
+            key=f"shard-{i}",
+            shard_id=f"shard-{i}",
+            owner=o,
+            counter=counter,
+            checkpoint="TRIM_HORIZON",
+        )
+        for i, o in enumerate(owners)
+    ]
+
+
+def test_a_new_worker_takes_its_share_of_unowned_leases() -> None:
+    obs = LeaseObserver()
+    obs.update(leases([None] * 8), now=0.0)
+    choice = choose(obs, "me", 10.0, 0.0, others=["b", "c"], rng=random.Random(1))
+    assert (choice.workers, choice.target, len(choice.take), choice.steal) == (3, 3, 3, ())
+    alone = choose(obs, "me", 10.0, 0.0, rng=random.Random(1))
+    assert len(alone.take) == 8
+
+
+def test_a_lease_expires_when_its_counter_stops_moving_for_the_failover_time() -> None:
+    obs = LeaseObserver()
+    obs.update(leases(["dead", "live"], counter=1), now=0.0)
+    seen = lambda key: obs.seen[key]  # noqa: E731
+    # First seen owned: as if renewed then.
+    assert not obs.expired(seen("shard-0"), 10.0, 9.0)
+    for t, live_counter in ((5.0, 2), (10.0, 3), (15.0, 4)):
+        obs.update(
+            [*leases(["dead"], counter=1), *leases([None, "live"], counter=live_counter)[1:]],
+            now=t,
+        )
+    assert obs.expired(seen("shard-0"), 10.0, 15.0)  # unchanged since 0: dead
+    assert not obs.expired(seen("shard-1"), 10.0, 15.0)  # moved every scan: alive
+    choice = choose(obs, "me", 10.0, 15.0, others=["dead"])
+    # The dead worker is not counted (its leases expired, whatever its heartbeat says).
+    assert [lease.shard_id for lease in choice.take] == ["shard-0"]
+    assert choice.workers == 2
+
+
+def test_a_stolen_lease_comes_from_the_busiest_worker_one_at_a_time() -> None:
+    obs = LeaseObserver()
+    obs.update(leases(["a"] * 6 + ["b"] * 2), now=0.0)
+    choice = choose(obs, "me", 10.0, 1.0, rng=random.Random(3))
+    assert choice.target == 3 and choice.take == ()
+    assert [lease.owner for lease in choice.steal] == ["a"]  # at most one per round
+    balanced = LeaseObserver()
+    balanced.update(leases(["a"] * 3 + ["b"] * 3 + ["me"] * 2), now=0.0)
+    assert choose(balanced, "me", 10.0, 1.0).steal == ()  # 3/3/2 is balanced
+    # Needing two while the busiest is exactly at target: one is still stolen (KCL's rule)...
+    even = LeaseObserver()
+    even.update(leases(["a"] * 2 + ["b"] * 2), now=0.0)
+    assert [lease.owner for lease in choose(even, "me", 10.0, 1.0).steal] in (["a"], ["b"])
+    # ...but needing one while nobody is over target steals nothing.
+    near = LeaseObserver()
+    near.update(leases(["a"] * 2 + ["b"] * 2 + ["me"]), now=0.0)
+    assert choose(near, "me", 10.0, 1.0).steal == ()
+
+
+def test_finished_leases_are_no_work_and_unready_children_wait() -> None:
+    obs = LeaseObserver()
+    parent, child = leases(["a", None])
+    parent.checkpoint = "SHARD_END"
+    child.parents = ("shard-0",)
+    obs.update([parent, child], now=0.0)
+    choice = choose(obs, "me", 10.0, 0.0, ready=lambda lease: False)
+    assert choice.take == ()
+    choice = choose(obs, "me", 10.0, 0.0)
+    assert [lease.shard_id for lease in choice.take] == ["shard-1"]
+    assert choice.workers == 1  # "a" holds only a finished lease: it does not count
+
+
+# -- the protocol's writes, on moto ----------------------------------------------------------------
+
+
+@pytest.fixture
+async def dynamodb(moto: str) -> AsyncIterator[Any]:
+    session = aioboto3.Session(aws_access_key_id="x", aws_secret_access_key="x")
+    async with session.client("dynamodb", endpoint_url=moto, region_name="us-east-1") as client:
+        yield client
+
+
+async def test_the_table_is_created_the_kcl_way(dynamodb: Any) -> None:
+    table = LeaseTable(dynamodb, unique("app"))
+    with pytest.raises(LeaseTableError, match="does not exist"):
+        await table.ensure(create=False)
+    await table.ensure(create=True)
+    desc = (await dynamodb.describe_table(TableName=table.name))["Table"]
+    assert desc["KeySchema"] == [{"AttributeName": "leaseKey", "KeyType": "HASH"}]
+    assert desc["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert [g["IndexName"] for g in desc["GlobalSecondaryIndexes"]] == ["LeaseOwnerToLeaseKeyIndex"]
+    await table.ensure(create=True)  # an existing table is used as it is
+
+
+async def test_a_table_that_is_not_a_lease_table_is_refused(dynamodb: Any) -> None:
+    name = unique("other")
+    await dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    with pytest.raises(LeaseTableError, match=r"not a KCL lease table: its key is id \(S, HASH\)"):
+        await LeaseTable(dynamodb, name).ensure(create=True)
+
+
+async def test_every_write_is_conditional_on_the_counter_seen(dynamodb: Any) -> None:
+    table = LeaseTable(dynamodb, unique("app"))
+    await table.ensure(create=True)
+    assert await table.create("shardId-1", "TRIM_HORIZON", ("shardId-0",), ("0", "99"))
+    assert not await table.create("shardId-1", "LATEST")  # only if absent
+    seen = await table.get("shardId-1", None)
+    assert seen is not None and (seen.counter, seen.owner, seen.parents) == (
+        0,
+        None,
+        ("shardId-0",),
+    )
+    raw = (await dynamodb.get_item(TableName=table.name, Key={"leaseKey": {"S": "shardId-1"}}))[
+        "Item"
+    ]
+    assert raw["parentShardId"] == {"SS": ["shardId-0"]}  # a string set, as the KCL writes it
+
+    mine = await table.get("shardId-1", None)
+    theirs = await table.get("shardId-1", None)
+    assert mine is not None and theirs is not None
+    assert await table.take(mine, "w1")
+    assert not await table.take(theirs, "w2")  # the counter moved under it
+    assert await table.renew(mine)
+    assert await table.checkpoint(mine, SEQ, 2)
+    stored = await table.get("shardId-1", None)
+    assert stored is not None
+    assert (stored.owner, stored.counter, stored.checkpoint, stored.sub) == ("w1", 3, SEQ, 2)
+
+    # An operator's fence: conditional on the counter seen, owner removed, counter bumped...
+    fenced = await table.get("shardId-1", None)
+    assert fenced is not None and await table.fence(fenced, "TRIM_HORIZON", 0)
+    after = await table.get("shardId-1", None)
+    assert after is not None and (after.owner, after.counter, after.checkpoint) == (
+        None,
+        4,
+        "TRIM_HORIZON",
+    )
+    # ...so the holder's next renew and checkpoint fail: it has lost the lease.
+    assert not await table.renew(mine)
+    assert not await table.checkpoint(mine, SEQ, 9)
+    final = await table.get("shardId-1", None)
+    assert final is not None and final.checkpoint == "TRIM_HORIZON"
+
+
+async def test_a_kcl_3x_application_is_recognised(dynamodb: Any) -> None:
+    table = LeaseTable(dynamodb, unique("app"))
+    await table.ensure(create=True)
+    assert await table.client_version() is None
+    await dynamodb.create_table(
+        TableName=f"{table.name}-CoordinatorState",
+        KeySchema=[{"AttributeName": "key", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "key", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    await dynamodb.put_item(
+        TableName=f"{table.name}-CoordinatorState",
+        Item={"key": {"S": "Migration3.0"}, "cv": {"S": "CLIENT_VERSION_3X"}},
+    )
+    assert await table.client_version() == "CLIENT_VERSION_3X"
+    # KCL 3.5's single-table format keeps it in the lease table itself.
+    other = LeaseTable(dynamodb, unique("app"))
+    await other.ensure(create=True)
+    await dynamodb.put_item(
+        TableName=other.name,
+        Item={
+            "leaseKey": {"S": "Migration3.0"},
+            "entityType": {"S": "CLIENT_VERSION_MIGRATION"},
+            "cv": {"S": "CLIENT_VERSION_3X_WITH_ROLLBACK"},
+        },
+    )
+    assert await other.client_version() == "CLIENT_VERSION_3X_WITH_ROLLBACK"
+    assert await other.leases("orders") == []  # not a lease: skipped
+
+
+def test_position_kinds_the_resolver_must_handle_are_the_unwritable_ones() -> None:
+    unwritable = set()
+    for kind in PositionKind:
+        position = Position(kind, SEQ if "SEQUENCE" in kind.value else None, None, 1.0)
+        try:
+            kcl_checkpoint(Checkpoint("s", position))
+        except UnwritablePosition:
+            unwritable.add(kind)
+    assert unwritable == {PositionKind.AT_TIMESTAMP, PositionKind.AT_SEQUENCE_NUMBER}
