@@ -10,6 +10,7 @@ loser's next renewal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -114,6 +115,16 @@ class Fleet:
             proc = self.procs.pop(name)
             proc.kill()
             proc.wait(10)
+        kinesis = boto3.client(
+            "kinesis",
+            endpoint_url=self.kinesis,
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+        )
+        # kinesalite counts the open shards of every stream against one limit: give them back.
+        with contextlib.suppress(kinesis.exceptions.ResourceNotFoundException):
+            kinesis.delete_stream(StreamName=self.stream, EnforceConsumerDeletion=True)
 
     def leases(self) -> dict[str, dict[str, Any]]:
         items = self.ddb.scan(TableName=self.table, ConsistentRead=True)["Items"]
@@ -369,3 +380,134 @@ async def test_a_rewind_to_a_time_is_written_as_the_record_before_it(fleet: Flee
     again = [r.seq for r in fleet.rows()][40:]
     assert again == [p["SequenceNumber"] for p in late]
     assert fleet.stop("w1") == 0
+
+
+# -- bad input: one line, exit 2, nothing written ----------------------------------------------
+
+
+def refused(fleet: Fleet, *extra: str, env: dict[str, str] | None = None) -> str:
+    result = run_cli(
+        "run", fleet.stream, *fleet.args(), "--no-ui", "--failover-time", str(FAILOVER), *extra,
+        env={**ENV, **(env or {})},
+    )  # fmt: skip
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def tables(fleet: Fleet) -> set[str]:
+    return set(fleet.ddb.list_tables()["TableNames"])
+
+
+async def test_the_lease_table_must_exist_with_no_create_table(fleet: Fleet) -> None:
+    await Kinesis(fleet.kinesis).create(fleet.stream, 1)
+    line = refused(fleet, "--no-create-table")
+    assert f"lease table '{fleet.table}' does not exist: drop --no-create-table" in line
+    assert fleet.table not in tables(fleet)
+
+
+async def test_a_table_that_is_not_a_lease_table(fleet: Fleet) -> None:
+    await Kinesis(fleet.kinesis).create(fleet.stream, 1)
+    fleet.ddb.create_table(
+        TableName=fleet.table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    line = refused(fleet)
+    assert "is not a KCL lease table: its key is pk (S, HASH)" in line
+    assert fleet.ddb.scan(TableName=fleet.table)["Items"] == []
+    assert f"{fleet.table}-shard-console" not in tables(fleet)
+
+
+async def test_unreachable_dynamodb_and_a_failover_time_too_short(fleet: Fleet) -> None:
+    await Kinesis(fleet.kinesis).create(fleet.stream, 1)
+    line = refused(fleet, "--dynamodb-endpoint-url", "http://127.0.0.1:9")
+    assert "cannot reach DynamoDB" in line
+    line = refused(fleet, "--failover-time", "1")
+    assert "--failover-time 1 is below the safe minimum of 3 s" in line
+    assert fleet.table not in tables(fleet)
+
+
+async def test_access_denied_on_the_table(fleet: Fleet) -> None:
+    from tests.proxy import Reply, proxy
+
+    await Kinesis(fleet.kinesis).create(fleet.stream, 1)
+
+    def deny(operation: str, body: dict[str, Any], headers: dict[str, str]) -> Reply | None:
+        if body.get("TableName") == fleet.table:
+            return Reply(400, "AccessDeniedException", "not authorized to perform DescribeTable")
+        return None
+
+    with proxy(fleet.dynamodb, deny) as p:
+        line = refused(fleet, "--dynamodb-endpoint-url", p.url)
+    assert f"access denied on lease table '{fleet.table}'" in line
+    assert "grant dynamodb:" in line
+
+
+async def test_a_kcl_3x_application_is_refused_without_take_over(fleet: Fleet) -> None:
+    await Kinesis(fleet.kinesis).create(fleet.stream, 1)
+    refused(fleet, "--no-create-table")  # nothing yet
+    fleet.start("w0", "--duration", "1")
+    assert fleet.procs["w0"].wait(30) == 0  # the tables exist now
+    fleet.procs.pop("w0")
+    fleet.ddb.put_item(
+        TableName=fleet.table,
+        Item={
+            "leaseKey": {"S": "Migration3.0"},
+            "entityType": {"S": "CLIENT_VERSION_MIGRATION"},
+            "cv": {"S": "CLIENT_VERSION_3X"},
+        },
+    )
+    before = fleet.leases()
+    line = refused(fleet)
+    assert "belongs to a KCL 3.x application (client version CLIENT_VERSION_3X)" in line
+    assert "--take-over" in line
+    assert fleet.leases() == before
+
+
+async def test_live_foreign_workers_and_a_live_worker_id_are_refused(fleet: Fleet) -> None:
+    import threading
+
+    await Kinesis(fleet.kinesis).create(fleet.stream, 2)
+    fleet.start("w1")
+    await started(fleet, "w1")
+    await wait_for(lambda: fleet.held() == Counter({"w1": 2}), 30, "w1 holds both leases")
+    line = refused(fleet, "--worker-id", "w1")
+    assert "worker id 'w1' is live in lease table" in line and "pick another --worker-id" in line
+    assert fleet.stop("w1") == 0
+
+    # A KCL worker (not shard-console's: no heartbeat) renewing its lease, as the KCL does.
+    key = "shardId-000000000000"
+    fleet.ddb.update_item(
+        TableName=fleet.table,
+        Key={"leaseKey": {"S": key}},
+        UpdateExpression="SET leaseOwner = :o",
+        ExpressionAttributeValues={":o": {"S": "kcl-worker-7"}},
+    )
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(0.3):
+            fleet.ddb.update_item(
+                TableName=fleet.table,
+                Key={"leaseKey": {"S": key}},
+                UpdateExpression="ADD leaseCounter :one",
+                ExpressionAttributeValues={":one": {"N": "1"}},
+            )
+
+    renewer = threading.Thread(target=renew, daemon=True)
+    renewer.start()
+    try:
+        line = refused(fleet, "--worker-id", "w2")
+    finally:
+        done.set()
+        renewer.join(5)
+    assert "live workers that are not shard-console's hold leases" in line
+    assert "kcl-worker-7" in line and "--take-over" in line
+    assert fleet.owners()[key] == "kcl-worker-7"
+    # Once it stopped renewing, it is dead: a start waits out the failover time and goes on.
+    fleet.start("w2")
+    await wait_for(lambda: fleet.held() == Counter({"w2": 2}), 30, "w2 takes over")
+    assert "kcl-worker-7" not in fleet.owners().values()
