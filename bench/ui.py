@@ -36,7 +36,7 @@ from console.model import HistoryEntry, Position, Shard, ShardStatus
 class SyntheticEngine:
     """1,000 shards in a real EngineState, their lag moving like a busy stream's."""
 
-    def __init__(self, shards: int) -> None:
+    def __init__(self, shards: int, workers: int = 0) -> None:
         self.read_only = False
         self.failure = None
         self.stopped = asyncio.Event()
@@ -56,6 +56,12 @@ class SyntheticEngine:
             view.status = ShardStatus.DONE if shard.is_closed else ShardStatus.ACTIVE
             view.checkpoint = Position.after_sequence("49" + "0" * 50)
             view.checkpoint_at = time.time()
+        if workers:  # fleet mode: the open shards' leases spread over the workers
+            self.state.worker_id = "worker-0"
+            active = [v for v in self.state.shards.values() if v.status is ShardStatus.ACTIVE]
+            for i, view in enumerate(active):
+                view.owner = f"worker-{i % workers}"
+                view.lease_counter = i
 
     async def churn(self, period: float) -> None:
         rng = random.Random(1)
@@ -89,10 +95,11 @@ class SyntheticEngine:
         await self.stopped.wait()
 
 
-async def refresh_bench(shards: int, seconds: float) -> dict[str, float]:
+async def refresh_bench(shards: int, seconds: float, workers: int = 0) -> dict[str, float]:
+    """``workers``: fleet mode, the leases spread over that many workers (an owner column)."""
     from console.ui.app import ShardConsoleApp
 
-    engine = SyntheticEngine(shards)
+    engine = SyntheticEngine(shards, workers)
     app = ShardConsoleApp(engine, refresh_rate=4, run_engine=False, sample_every=1.0)
     cycles: list[float] = []
     async with app.run_test(size=(160, 50)) as pilot:

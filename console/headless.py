@@ -28,6 +28,7 @@ _ORDER = (
     ShardStatus.PAUSED,
     ShardStatus.WAITING,
     ShardStatus.READY,
+    ShardStatus.LEASED,
     ShardStatus.DONE,
     ShardStatus.SKIPPED,
 )
@@ -43,6 +44,18 @@ def status_fields(state: EngineState) -> dict[str, Any]:
         "records": state.records_total,
         "oldest_checkpoint_s": round(time.time() - oldest, 1) if oldest else None,
         "retries": dict(state.retries),
+    } | _fleet_fields(state)
+
+
+def _fleet_fields(state: EngineState) -> dict[str, Any]:
+    """Fleet mode: this worker, the leases it holds, the workers seen."""
+    me = state.worker_id
+    if me is None:
+        return {}
+    return {
+        "worker": me,
+        "leases_held": sum(1 for v in state.shards.values() if v.owner == me),
+        "workers": len(state.workers),
     }
 
 
@@ -55,6 +68,8 @@ def status_text(state: EngineState) -> str:
         parts.append(f"oldest checkpoint {f['oldest_checkpoint_s']:g} s")
     if state.retries_text():
         parts.append("retries " + state.retries_text())
+    if "worker" in f:
+        parts.append(f"worker {f['worker']}: {f['leases_held']} leases, {f['workers']} workers")
     return " | ".join(parts)
 
 

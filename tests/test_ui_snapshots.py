@@ -50,3 +50,12 @@ def test_help(snap_compare) -> None:
 
 def test_help_read_only(snap_compare) -> None:
     assert snap_compare(frozen_app(read_only=True), press=["question_mark"], terminal_size=SIZE)
+
+
+def test_dashboard_in_fleet_mode(snap_compare) -> None:
+    """An owner column: this worker, the others, and a lease nobody renews marked."""
+    assert snap_compare(frozen_app(fleet=True), terminal_size=SIZE)
+
+
+def test_workers(snap_compare) -> None:
+    assert snap_compare(frozen_app(fleet=True), press=["w"], terminal_size=SIZE)

@@ -167,10 +167,34 @@ class FrozenEngine:
         self.stopped.set()
 
 
-def frozen_app(read_only: bool = False, **kwargs: object) -> object:
+def in_fleet(engine: FrozenEngine) -> None:
+    """Fleet mode: this worker and two others share the stream; one lease nobody renews."""
+    from console.checkpoints.base import WorkerView
+
+    state = engine.state
+    state.worker_id = "ip-10-0-1-17-4242-a1b2"
+    owners = {
+        "shardId-000000000001": ("ip-10-0-2-31-977-c3d4", False),
+        "shardId-000000000004": (state.worker_id, False),
+        "shardId-000000000005": ("ip-10-0-2-31-977-c3d4", False),
+        "shardId-000000000006": ("kcl-worker-3", True),
+    }
+    for sid, (owner, expired) in owners.items():
+        view = state.shards[sid]
+        view.owner, view.lease_expired, view.lease_counter = owner, expired, 1234
+        state.touch(view)
+    state.workers = (
+        WorkerView(state.worker_id, "ip-10-0-1-17", 4242, 1, 1130, 41.5, 2.0, {}),
+        WorkerView("ip-10-0-2-31-977-c3d4", "ip-10-0-2-31", 977, 2, 5120, 12.0, 7.0, {}),
+    )
+
+
+def frozen_app(read_only: bool = False, fleet: bool = False, **kwargs: object) -> object:
     from console.ui.app import ShardConsoleApp
 
     engine = FrozenEngine(read_only=read_only)
+    if fleet:
+        in_fleet(engine)
     app = ShardConsoleApp(
         engine,
         clock=lambda: NOW,

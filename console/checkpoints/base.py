@@ -88,6 +88,20 @@ class LeaseView:
     checkpoint: Checkpoint
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """One worker of the fleet, from its last heartbeat."""
+
+    worker: str
+    host: str
+    pid: int
+    leases: int
+    records: int
+    rate: float
+    heartbeat_age: float  # seconds since its last heartbeat
+    shards: Mapping[str, Mapping[str, float | None]]  # per shard it reads: lag_ms, rate
+
+
 class OwnershipListener(Protocol):
     """What a shared store tells the engine between its calls (console.engine.shards)."""
 
@@ -101,12 +115,16 @@ class OwnershipListener(Protocol):
         it: stop reading it at once, without a checkpoint."""
         ...
 
-    def observed(self, leases: Mapping[str, LeaseView]) -> None:
-        """Every lease of the stream as last scanned."""
+    def observed(self, leases: Mapping[str, LeaseView], workers: Sequence[WorkerView]) -> None:
+        """Every lease of the stream as last scanned, and the workers' last heartbeats."""
         ...
 
     def report(self) -> dict[str, Any]:
         """This process's records, rates and per-shard lag, for its heartbeat."""
+        ...
+
+    def trouble(self, message: str) -> None:
+        """The store's own loops failed (renewing, taking) and will try again."""
         ...
 
 

@@ -198,6 +198,7 @@ class Consumer:
             checkpoints = await self.store.load(self.key)
             self.checkpointer.load(self.key, checkpoints)
             self.shards.worker_id = getattr(self.store, "worker_id", None)
+            self.state.worker_id = self.shards.worker_id
             self.store.watch(self.key, self.shards)
             self._opened = True
             for warning in await self.processor.open() or ():
@@ -241,7 +242,8 @@ class Consumer:
         self.events.emit(
             "started",
             f"consuming '{self.source.stream}' ({self.source.kind}, {self.source.location}): "
-            f"{len(self.lineage)} shards, {self.shards.reading} reading",
+            f"{len(self.lineage)} shards, {self.shards.reading} reading"
+            + (f"; worker {self.state.worker_id} of the fleet" if self.state.worker_id else ""),
         )
 
     def request_stop(self, reason: str | None = None) -> None:
@@ -439,7 +441,10 @@ class Consumer:
             dt = max(now - last, 1e-6)
             last = now
             state = self.state
+            me = state.worker_id
             for sid, view in state.shards.items():
+                if me is not None and view.owner != me:
+                    continue  # another worker reads it: its rate comes from that one's heartbeat
                 rate = (view.records - previous.get(sid, view.records)) / dt
                 previous[sid] = view.records
                 if rate != view.rate:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
-from console.checkpoints.base import CheckpointStore, LeaseView
+from console.checkpoints.base import CheckpointStore, LeaseView, WorkerView
 from console.engine.checkpointing import Checkpointer
 from console.engine.discovery import Discovery
 from console.engine.events import EventLog, Level
@@ -347,13 +347,26 @@ class ShardRunner:
             shard_id=shard_id,
         )
 
-    def observed(self, leases: Mapping[str, LeaseView]) -> None:
+    def observed(self, leases: Mapping[str, LeaseView], workers: Sequence[WorkerView]) -> None:
         state = self.state
+        if workers:
+            state.workers = tuple(workers)
+        reported = {sid: (w, figures) for w in workers for sid, figures in w.shards.items()}
         for sid, lease in leases.items():
             view = state.view(sid)
             mine = sid in self._workers or lease.owner == self.worker_id
             if not mine:
                 self.checkpointer.observe(sid, lease.checkpoint)
+                # Lag and rate of a shard another worker reads: from that worker's heartbeat.
+                holder = reported.get(sid)
+                lag, rate = None, 0.0
+                if holder is not None and holder[0].worker == lease.owner:
+                    lag = holder[1].get("lag_ms")
+                    rate = holder[1].get("rate") or 0.0
+                if (view.lag_ms, view.rate) != (lag, rate):
+                    view.lag_ms = None if lag is None else int(lag)
+                    view.rate = rate
+                    state.touch(view)
             expired_now = lease.expired and lease.owner is not None
             if expired_now and sid not in self._expired_seen:
                 self._expired_seen.add(sid)
@@ -375,6 +388,9 @@ class ShardRunner:
             if changed:
                 state.touch(view)
         self.reconcile()
+
+    def trouble(self, message: str) -> None:
+        self.events.emit("lease_error", message, level=Level.WARNING)
 
     def report(self) -> dict[str, Any]:
         shards = {

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+from console.checkpoints.base import WorkerView
 from console.engine.lineage import Lineage
 from console.model import Position, Record, ShardStatus
 from console.sources.base import StreamInfo
@@ -81,6 +82,9 @@ class EngineState:
         # Errors met and retried, by kind (throttled, source_error, expired, processor_error):
         # the status line shows them, so injected or real faults are visible.
         self.retries: Counter[str] = Counter()
+        # Fleet mode: this worker's id in the lease table, and every worker's last heartbeat.
+        self.worker_id: str | None = None
+        self.workers: tuple[WorkerView, ...] = ()
 
     def touch(self, view: ShardView) -> None:
         self.version += 1

@@ -101,6 +101,15 @@ ACTIONS: tuple[Action, ...] = (
         palette="Command line…",
         footer=False,
     ),
+    Action(
+        "workers",
+        "w",
+        "Workers",
+        "fleet mode: every worker, its host, leases, records/s and last heartbeat",
+        palette="Show the fleet's workers",
+        footer=False,
+        command="workers",
+    ),
     Action("theme", None, "Theme", "switch the colour theme", command="theme NAME"),
     Action("help", "question_mark", "Help", "this help", palette="Show the keys", command="help"),
     Action(

@@ -45,6 +45,7 @@ from console.ui.screens.dialogs import (
     SkipDialog,
 )
 from console.ui.screens.help import HelpScreen
+from console.ui.screens.workers import WorkersScreen
 from console.ui.theme import DEFAULT_THEME, load_themes
 from console.ui.widgets.shard_table import ShardTable
 
@@ -251,6 +252,15 @@ class ShardConsoleApp(App[int]):
             self.pop_screen()
         self.dashboard.show_command()
 
+    def action_workers(self) -> None:
+        if self.engine.state.worker_id is None:
+            self.notify(
+                "not in fleet mode: this process reads the whole stream (run with --lease-table "
+                "to share it between processes)"
+            )
+            return
+        self.push_screen(WorkersScreen(self.engine.state))
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self._effective_keys(), self.engine.read_only))
 
@@ -370,6 +380,8 @@ class ShardConsoleApp(App[int]):
             self.theme = args[0]
         elif verb == "help":
             self.action_help()
+        elif verb == "workers":
+            self.action_workers()
         elif verb == "quit":
             self.run_worker(self.action_quit())
 

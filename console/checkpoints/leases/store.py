@@ -36,6 +36,7 @@ from console.checkpoints.base import (
     LeaseView,
     OwnershipListener,
     StreamRecord,
+    WorkerView,
 )
 from console.checkpoints.leases.companion import Companion, Heartbeat, Marks
 from console.checkpoints.leases.items import (
@@ -216,6 +217,15 @@ class LeaseStore:
                 asyncio.create_task(self._take_loop(), name="lease taker"),
                 asyncio.create_task(self._renew_loop(), name="lease renewer"),
             ]
+            for task in self._tasks:
+                task.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        """A loop that dies (a bug) is said loudly: its leases would expire in silence."""
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("the %s died", task.get_name(), exc_info=exc)
+            self._trouble(f"internal error: the {task.get_name()} died: {exc!r}")
 
     def holds(self, stream: str) -> bool:
         return self._stream == stream and bool(self._tasks)
@@ -249,7 +259,7 @@ class LeaseStore:
             try:
                 await self.take_round()
             except LeaseTableError as exc:
-                log.warning("lease taking failed, will retry: %s", exc)
+                self._trouble(f"taking leases failed, will retry: {exc}")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.take_interval):
                     await self._wake.wait()
@@ -258,23 +268,33 @@ class LeaseStore:
     async def _renew_loop(self) -> None:
         while True:
             await asyncio.sleep(self.renew_interval)
-            await self.renew_round()
+            try:
+                await self.renew_round()
+            except LeaseTableError as exc:  # access lost, say: each lease expires on its own
+                self._trouble(f"renewing leases failed, will retry: {exc}")
 
     async def renew_round(self) -> None:
+        """Every lease due, at once (the KCL renews in parallel too): a slow table must not
+        let the last of many leases expire behind the first."""
         now = self._clock()
-        for sid, lease in list(self._held.items()):
-            if now - self._written.get(sid, 0.0) < self.renew_interval * 0.9:
-                continue  # a checkpoint renewed it
-            try:
-                ok = await self.table.renew(lease)
-            except LeaseTableUnavailable as exc:
-                if self._clock() - self._written.get(sid, 0.0) > self.failover:
-                    await self._lose(sid, f"not renewed for the failover time ({exc})")
-                continue
-            if ok:
-                self._written[sid] = self._clock()
-            elif self._held.get(sid) is lease:
-                await self._lose(sid)
+        due = [
+            (sid, lease)
+            for sid, lease in self._held.items()
+            if now - self._written.get(sid, 0.0) >= self.renew_interval * 0.9
+        ]  # the others were renewed by a checkpoint
+        await asyncio.gather(*(self._renew(sid, lease) for sid, lease in due))
+
+    async def _renew(self, sid: str, lease: Lease) -> None:
+        try:
+            ok = await self.table.renew(lease)
+        except LeaseTableError as exc:
+            if self._clock() - self._written.get(sid, 0.0) > self.failover:
+                await self._lose(sid, f"not renewed for the failover time ({exc})")
+            return
+        if ok:
+            self._written[sid] = self._clock()
+        elif self._held.get(sid) is lease:
+            await self._lose(sid)
 
     async def take_round(self) -> None:
         stream = self._stream
@@ -299,6 +319,8 @@ class LeaseStore:
         wall = time.time()
         alive = [hb.worker for hb in self._heartbeats if wall - hb.at < 5 * self.take_interval]
         choice = choose(self._observer, self.worker_id, self.failover, now, ready, others=alive)
+        if (choice.take or choice.steal) and not beat:
+            await self._read_companion(stream)  # a lease is read with the operator's marks now
         for lease, stolen in [(x, False) for x in choice.take] + [(x, True) for x in choice.steal]:
             if self._marks.get(lease.shard_id, Marks()).skipped:
                 continue
@@ -329,7 +351,26 @@ class LeaseStore:
                 expired=self._observer.expired(s, self.failover, now),
                 checkpoint=self._checkpoint(lease),
             )
-        self._listener.observed(views)
+        wall = time.time()
+        workers = [
+            WorkerView(
+                hb.worker,
+                hb.host,
+                hb.pid,
+                len(hb.leases),
+                hb.records,
+                hb.rate,
+                wall - hb.at,
+                hb.shards,
+            )
+            for hb in self._heartbeats
+        ]
+        self._listener.observed(views, workers)
+
+    def _trouble(self, message: str) -> None:
+        log.warning("%s", message)
+        if self._listener is not None:
+            self._listener.trouble(message)
 
     async def _lose(self, sid: str, why: str | None = None) -> None:
         lease = self._held.pop(sid, None)
@@ -342,7 +383,7 @@ class LeaseStore:
                 now = await self.table.get(lease.key, stream_name(self._stream or ""))
                 owner = now.owner if now is not None else None
         else:
-            log.warning("giving up lease %s: %s", sid, why)
+            self._trouble(f"giving up the lease on {sid}: {why}")
         if self._listener is not None:
             self._listener.lost(sid, owner)
 

@@ -150,6 +150,9 @@ def row_name(row: Row, view: ShardView | None) -> str:
     return name
 
 
+OWNER_WIDTH = 16
+
+
 class ShardTable(ScrollView, can_focus=True):
     """Columns: shard (tree), status, lag, lag over the last minutes, records/s, checkpoint,
     its age, last error. The first line is the column header and does not scroll."""
@@ -352,9 +355,16 @@ class ShardTable(ScrollView, can_focus=True):
 
     # -- rendering --------------------------------------------------------------------------
 
+    @property
+    def fleet(self) -> bool:
+        """Fleet mode: an owner column shows who holds each shard's lease."""
+        return self.state.worker_id is not None
+
     def _widths(self, width: int) -> tuple[int, int]:
-        """(shard column, error column); the fixed columns take 60 cells."""
+        """(shard column, error column); the fixed columns take 60 cells (76 in fleet mode)."""
         fixed = 10 + 7 + SPARK_WIDTH + 7 + 15 + 5 + 6  # statuses, gaps included
+        if self.fleet:
+            fixed += OWNER_WIDTH
         room = width - fixed - 16
         # 44 cells hold a Kinesis tree; DynamoDB's longer shard ids widen it, while there is room.
         shard = max(24, min(44, room), min(self._name_width, room, 64))
@@ -371,12 +381,32 @@ class ShardTable(ScrollView, can_focus=True):
 
     def _header(self, width: int) -> Strip:
         shard_w, error_w = self._widths(width)
+        owner = f"{'owner':<{OWNER_WIDTH}}" if self.fleet else ""
         text = (
-            f" {'shard':<{shard_w}}{'status':<10}{'lag':>7} {'last minutes':<{SPARK_WIDTH}}"
+            f" {'shard':<{shard_w}}{'status':<10}{owner}{'lag':>7} {'last minutes':<{SPARK_WIDTH}}"
             f"{'rec/s':>7} {'checkpoint':<15}{'age':>5} {'last error':<{error_w}}"
         )
         style = component_style(self, "shard-table--header")
         return Strip([Segment(text[:width].ljust(width), style)], width)
+
+    def _owner(self, view: ShardView | None) -> Segment:
+        """Who holds the lease: "this worker", another's id, or nobody; a lease nobody renews
+        is marked and shown as an error."""
+        owner = view.owner if view else None
+        if owner is None:
+            text = "-"
+        elif owner == self.state.worker_id:
+            text = "this worker"
+        else:
+            text = owner
+        if view is not None and view.lease_expired and owner is not None:
+            text = "! " + text
+            style = component_style(self, "shard-table--error")
+        else:
+            style = component_style(self, "shard-table--dim")
+        if len(text) > OWNER_WIDTH - 1:
+            text = text[: OWNER_WIDTH - 2] + "…"
+        return Segment(f"{text:<{OWNER_WIDTH}}", style)
 
     def _row(self, row: Row, selected: bool, width: int) -> Strip:
         view = self.state.shards.get(row.shard_id)
@@ -410,6 +440,10 @@ class ShardTable(ScrollView, can_focus=True):
         segments = [
             Segment(" " + name, base),
             Segment(f"{GLYPHS[status]} {status.value:<8}", status_style),
+        ]
+        if self.fleet:
+            segments.append(self._owner(view))
+        segments += [
             Segment(f"{lag_text(view.lag_ms if view else None):>7} ", base),
             Segment(spark, component_style(self, "shard-table--spark")),
             Segment(f"{rate_text(view.rate if view else 0.0):>7} ", base),

@@ -1,0 +1,345 @@
+"""P8: fleet mode, several worker processes sharing a kinesalite stream through a lease table on
+moto's DynamoDB.
+
+    python -m bench.fleet [--part rate,failover,balance] [--failover 10] [--trials 5]
+
+1. rate: DynamoDB requests per shard per minute at steady state, 3 workers on 8 shards, counted
+   at a loopback proxy in front of moto, over --window seconds with records arriving (50/s) and
+   over as long with none. Compared with the KCL 2.x's own rate for the same failover time,
+   computed from its algorithm (DynamoDBLeaseRenewer renews every lease each failover/3;
+   DynamoDBLeaseTaker scans the table every 2 x (failover + epsilon); a checkpoint is one more
+   write, at whatever rate the application checkpoints: here, as often as ours flushes).
+2. failover: records arriving on every shard; kill -9 the busiest of 3 workers; the time until
+   every shard it held has a record processed by another worker; median of --trials.
+   Target: <= 2 x failover time.
+3. balance: 200 shards, 4 workers started together: time from the start until each holds 50
+   leases; then the console's refresh (P3's tick) with 200 shards whose leases 4 workers hold.
+
+The workers run ``shard-console run ... --lease-table`` with tests/fleet_app.py as processor,
+which logs who processed what when.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from bench.kinesalite import kinesalite
+from bench.report import result
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1"}
+
+
+@contextmanager
+def moto() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def client(service: str, url: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+    )
+
+
+class Fleet:
+    def __init__(self, kin: str, ddb: str, stream: str, failover: float, tmp: Path) -> None:
+        self.kin, self.ddb, self.stream, self.failover, self.tmp = kin, ddb, stream, failover, tmp
+        self.table = "bench-" + uuid.uuid4().hex[:8]
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.dynamodb = client("dynamodb", ddb)
+
+    def start(self, name: str, ddb: str | None = None) -> None:
+        env = {
+            **os.environ,
+            **ENV,
+            "FLEET_LOG": str(self.tmp / f"{name}.tsv"),
+            "FLEET_WORKER": name,
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]),
+        }
+        self.procs[name] = subprocess.Popen(
+            [
+                sys.executable, "-m", "console", "run", self.stream,
+                "--endpoint-url", self.kin,
+                "--dynamodb-endpoint-url", ddb or self.ddb,
+                "--lease-table", self.table,
+                "--worker-id", name,
+                "--failover-time", str(self.failover),
+                "--no-ui", "--processor", "fleet_app:record",
+                "--status-interval", "3600",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.tmp / f"{name}.log", "wb"),  # noqa: SIM115
+            env=env,
+        )  # fmt: skip
+
+    def held(self) -> Counter[str]:
+        items = self.dynamodb.scan(TableName=self.table, ConsistentRead=True).get("Items", [])
+        return Counter(
+            i["leaseOwner"]["S"]
+            for i in items
+            if "leaseOwner" in i and i["checkpoint"]["S"] != "SHARD_END"
+        )
+
+    def owners(self) -> dict[str, str | None]:
+        items = self.dynamodb.scan(TableName=self.table, ConsistentRead=True).get("Items", [])
+        return {i["leaseKey"]["S"]: i.get("leaseOwner", {}).get("S") for i in items}
+
+    def rows(self) -> list[tuple[str, str, float]]:
+        out = []
+        for path in self.tmp.glob("*.tsv"):
+            for line in path.read_text().splitlines():
+                w, shard, _, _, start, _ = line.split("\t")
+                out.append((w, shard, float(start)))
+        return out
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs.clear()
+
+
+def wait(predicate: Any, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(what)
+
+
+def create_stream(kin: str, name: str, shards: int) -> None:
+    k = client("kinesis", kin)
+    k.create_stream(StreamName=name, ShardCount=shards)
+    wait(
+        lambda: k.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"][
+            "StreamStatus"
+        ]
+        == "ACTIVE",
+        30,
+        "stream active",
+    )
+
+
+class Producer:
+    """``rate`` records per second spread over every shard, until stopped."""
+
+    def __init__(self, kin: str, stream: str, rate: float) -> None:
+        self.k = client("kinesis", kin)
+        self.stream, self.rate = stream, rate
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.n = 0
+
+    def _run(self) -> None:
+        tick = 0.1
+        per_tick = max(1, int(self.rate * tick))
+        while not self.stop.wait(tick):
+            records = [
+                {"PartitionKey": f"k{(self.n + i) % 997}", "Data": f"k:{self.n + i}".encode()}
+                for i in range(per_tick)
+            ]
+            self.k.put_records(StreamName=self.stream, Records=records)
+            self.n += per_tick
+
+    def __enter__(self) -> Producer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+def kcl_rate(failover: float, workers: int, shards: int, checkpoints_per_min: float) -> float:
+    """The KCL 2.x's DynamoDB requests per shard per minute for the same settings: a renewal of
+    every lease each failover/3, a scan per worker each 2 x (failover + 25 ms epsilon), and the
+    application's checkpoints."""
+    renewals = 60 / (failover / 3)
+    scans = 60 / (2 * (failover + 0.025)) * workers / shards
+    return renewals + scans + checkpoints_per_min
+
+
+def part_rate(kin: str, ddb: str, failover: float, window: float, tmp: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    from tests.proxy import Proxy
+
+    counter = Proxy(ddb, lambda op, body, headers: None)
+    counter.start()
+    shards, workers = 8, 3
+    try:
+        stream = "rate-" + uuid.uuid4().hex[:6]
+        create_stream(kin, stream, shards)
+        fleet = Fleet(kin, ddb, stream, failover, tmp / "rate")
+        fleet.tmp.mkdir()
+        for i in range(workers):
+            fleet.start(f"w{i}", counter.url)
+        wait(lambda: sorted(fleet.held().values()) == [2, 3, 3], 120, "balanced")
+        time.sleep(failover)  # past the first rounds
+        figures = {}
+        with Producer(kin, stream, 50):
+            time.sleep(2)
+            n0, seen0 = len(counter.seen), Counter(counter.seen)
+            time.sleep(window)
+            figures["busy"] = (len(counter.seen) - n0, Counter(counter.seen) - seen0)
+        time.sleep(failover)
+        n0, seen0 = len(counter.seen), Counter(counter.seen)
+        time.sleep(window)
+        figures["idle"] = (len(counter.seen) - n0, Counter(counter.seen) - seen0)
+        fleet.stop_all()
+    finally:
+        counter.stop()
+    flush = min(5.0, failover / 3)
+    for phase, (n, ops) in figures.items():
+        ours = n / shards / (window / 60)
+        # KCL with the application checkpointing as often as we flush (busy) or never (idle).
+        kcl = kcl_rate(failover, workers, shards, 60 / flush if phase == "busy" else 0.0)
+        detail = ", ".join(f"{op} {c / shards / (window / 60):.1f}" for op, c in ops.most_common())
+        print(
+            f"{phase}: {ours:.1f} requests per shard per minute ({detail}); KCL 2.x for the same "
+            f"settings: {kcl:.1f}"
+        )
+        result(
+            "P8",
+            f"DynamoDB requests per shard per minute, {workers} workers, {shards} shards, "
+            f"failover {failover:g} s, {phase} (vs KCL 2.x computed: {kcl:.1f})",
+            f"{ours:.1f} ({ours / kcl:.2f}x the KCL's)",
+            "<= the KCL's",
+            ours <= kcl,
+        )
+
+
+def part_failover(kin: str, ddb: str, failover: float, trials: int, tmp: Path) -> None:
+    stream = "failover-" + uuid.uuid4().hex[:6]
+    create_stream(kin, stream, 6)
+    fleet = Fleet(kin, ddb, stream, failover, tmp / "failover")
+    fleet.tmp.mkdir()
+    names = iter(f"w{i}" for i in range(100))
+    for _ in range(3):
+        fleet.start(next(names))
+    times = []
+    with Producer(kin, stream, 60):
+        for trial in range(trials):
+            wait(lambda: sorted(fleet.held().values()) == [2, 2, 2], 120, "balanced")
+            time.sleep(1)
+            victim = fleet.held().most_common(1)[0][0]
+            orphans = {k for k, o in fleet.owners().items() if o == victim}
+            fleet.procs[victim].kill()
+            killed = time.time()
+            fleet.procs.pop(victim).wait(10)
+
+            def read_again(orphans: set[str] = orphans, killed: float = killed) -> bool:
+                done = {s for w, s, t in fleet.rows() if s in orphans and t > killed}
+                return done == orphans
+
+            wait(read_again, 120, "orphans read again")
+            firsts = {}
+            for w, s, t in fleet.rows():
+                if s in orphans and t > killed and w != victim:
+                    firsts[s] = min(t, firsts.get(s, t))
+            took = max(firsts.values()) - killed
+            times.append(took)
+            print(f"  trial {trial + 1}: {len(orphans)} orphaned shards read again after {took:.1f} s")
+            fleet.start(next(names))  # back to three
+    fleet.stop_all()
+    median = statistics.median(times)
+    result(
+        "P8",
+        f"failover: kill -9 of 1 of 3 workers to every orphaned shard read again, failover "
+        f"{failover:g} s, median of {trials} (max {max(times):.1f} s)",
+        f"{median:.1f} s",
+        f"<= {2 * failover:g} s",
+        median <= 2 * failover,
+    )
+
+
+def part_balance(kin: str, ddb: str, failover: float, tmp: Path) -> None:
+    stream = "balance-" + uuid.uuid4().hex[:6]
+    create_stream(kin, stream, 200)
+    fleet = Fleet(kin, ddb, stream, failover, tmp / "balance")
+    fleet.tmp.mkdir()
+    started = time.monotonic()
+    for i in range(4):
+        fleet.start(f"w{i}")
+    wait(lambda: sorted(fleet.held().values()) == [50] * 4, 600, "balanced 4 x 50")
+    took = time.monotonic() - started
+    fleet.stop_all()
+    print(f"200 shards, 4 workers: balanced 50/50/50/50 {took:.1f} s after the start")
+    result(
+        "P8",
+        f"200 shards, 4 workers started together: start to balanced, failover {failover:g} s",
+        f"{took:.1f} s",
+        "",
+        True,
+    )
+    from bench.ui import refresh_bench
+
+    r = asyncio.run(refresh_bench(200, 10.0, workers=4))
+    print(f"console at 200 shards held by 4 workers: tick median {r['tick_median_ms']:.2f} ms")
+    result(
+        "P8",
+        "console refresh at 200 shards whose leases 4 workers hold (owner column; median tick)",
+        f"{r['tick_median_ms']:.1f} ms",
+        "<= 50 ms (P3)",
+        r["tick_median_ms"] <= 50,
+    )
+
+
+def main() -> None:
+    os.environ.update(ENV)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--part", default="rate,failover,balance")
+    parser.add_argument("--failover", type=float, default=10.0)
+    parser.add_argument("--window", type=float, default=60.0)
+    parser.add_argument("--trials", type=int, default=5)
+    args = parser.parse_args()
+    print(f"command: python -m bench.fleet {' '.join(sys.argv[1:])}".rstrip())
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    parts = set(args.part.split(","))
+    with kinesalite() as kin, moto() as ddb, tempfile.TemporaryDirectory() as tmp:
+        if "rate" in parts:
+            part_rate(kin, ddb, args.failover, args.window, Path(tmp))
+        if "failover" in parts:
+            part_failover(kin, ddb, args.failover, args.trials, Path(tmp))
+        if "balance" in parts:
+            part_balance(kin, ddb, args.failover, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The fleet's workers (fleet mode): each with its host, leases held, records/s and the age of
+its last heartbeat, refreshed once a second from the engine's snapshot."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from console.engine.state import EngineState
+from console.ui.format import age, rate_text
+
+
+def workers_table(state: EngineState) -> Table:
+    table = Table(box=None, padding=(0, 2), show_edge=False)
+    for name, justify in (
+        ("worker", "left"),
+        ("host", "left"),
+        ("pid", "right"),
+        ("leases", "right"),
+        ("rec/s", "right"),
+        ("records", "right"),
+        ("heartbeat", "right"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=True, min_width=len(name))  # type: ignore[arg-type]
+    for w in sorted(state.workers, key=lambda w: w.worker):
+        me = "● " if w.worker == state.worker_id else "  "
+        table.add_row(
+            me + w.worker,
+            w.host,
+            str(w.pid),
+            str(w.leases),
+            rate_text(w.rate),
+            str(w.records),
+            age(w.heartbeat_age) + " ago",
+        )
+    return table
+
+
+class WorkersScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,w,q", "app.pop_screen", "Close", id="workers-close")]
+
+    def __init__(self, state: EngineState) -> None:
+        super().__init__()
+        self.state = state
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="workers"):
+            yield Static(Text("Workers of the fleet\n", style="bold"))
+            yield Static(workers_table(self.state), id="workers-table")
+            yield Static(
+                "\n● this worker. From each worker's heartbeat in shard-console's table beside "
+                "the lease table.",
+                markup=False,
+            )
+
+    def on_mount(self) -> None:
+        self.set_interval(1.0, self._refresh)
+
+    def _refresh(self) -> None:
+        self.query_one("#workers-table", Static).update(workers_table(self.state))
