@@ -146,10 +146,10 @@ def create_stream(kin: str, name: str, shards: int) -> None:
     k = client("kinesis", kin)
     k.create_stream(StreamName=name, ShardCount=shards)
     wait(
-        lambda: k.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"][
-            "StreamStatus"
-        ]
-        == "ACTIVE",
+        lambda: (
+            k.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamStatus"]
+            == "ACTIVE"
+        ),
         30,
         "stream active",
     )
@@ -273,7 +273,9 @@ def part_failover(kin: str, ddb: str, failover: float, trials: int, tmp: Path) -
                     firsts[s] = min(t, firsts.get(s, t))
             took = max(firsts.values()) - killed
             times.append(took)
-            print(f"  trial {trial + 1}: {len(orphans)} orphaned shards read again after {took:.1f} s")
+            print(
+                f"  trial {trial + 1}: {len(orphans)} orphaned shards read again after {took:.1f} s"
+            )
             fleet.start(next(names))  # back to three
     fleet.stop_all()
     median = statistics.median(times)

@@ -139,6 +139,10 @@ def test_a_lease_expires_when_its_counter_stops_moving_for_the_failover_time() -
     # The dead worker is not counted (its leases expired, whatever its heartbeat says).
     assert [lease.shard_id for lease in choice.take] == ["shard-0"]
     assert choice.workers == 2
+    # Scans late (a slow table, a busy worker) further apart than the failover time: a lease
+    # that moved between them is alive all the same.
+    obs.update([*leases(["dead"], counter=1), *leases([None, "live"], counter=9)[1:]], now=27.0)
+    assert not obs.expired(seen("shard-1"), 10.0, 27.0)
 
 
 def test_a_stolen_lease_comes_from_the_busiest_worker_one_at_a_time() -> None:
