@@ -336,6 +336,17 @@ def _show_plan(plan: Plan) -> None:
         print(f"  {h.shard_id}: {moves}{status}")
 
 
+def _approved(args: argparse.Namespace) -> bool:
+    """After the plan is shown: False (and said) for a dry run or a No; True to apply."""
+    if args.dry_run:
+        print("dry run: nothing changed")
+        return False
+    if not args.yes and not _confirm("Apply?"):
+        print("nothing changed")
+        return False
+    return True
+
+
 def _confirm(prompt: str, ask: Callable[[str], str] = input) -> bool:
     if not sys.stdin.isatty():
         raise UsageError("no terminal to confirm on: pass --yes (or --dry-run to only look)")
@@ -361,11 +372,7 @@ def cmd_change(args: argparse.Namespace) -> int:
                 running = not await _free(store, record.stream)
                 if not (running and request.skip_to is SkipTo.NEXT_RECORD):
                     _show_plan(await plan_offline(store, record, request))
-                if args.dry_run:
-                    print("dry run: nothing changed")
-                    return 0
-                if not args.yes and not _confirm("Apply?"):
-                    print("nothing changed")
+                if not _approved(args):
                     return 0
                 try:
                     await store.acquire(record.stream)
@@ -408,11 +415,7 @@ async def _change_leases(
         if source is not None:
             plan = await resolve_plan(plan, source)
         _show_plan(plan)
-        if args.dry_run:
-            print("dry run: nothing changed")
-            return 0
-        if not args.yes and not _confirm("Apply?"):
-            print("nothing changed")
+        if not _approved(args):
             return 0
         result = await apply_offline(store, record, request, source)
     except ControlError as exc:

@@ -81,13 +81,13 @@ def _install_kinesalite() -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def kinesalite() -> Iterator[str]:
-    _install_kinesalite()
+@contextlib.contextmanager
+def node_server(script: Path, *args: str) -> Iterator[str]:
+    """A node script that prints ``PORT n`` once it listens on loopback: its URL, while it runs."""
     node = shutil.which("node")
-    assert node, "node is needed to run kinesalite"
+    assert node, "node is needed to run " + script.name
     proc = subprocess.Popen(
-        [node, str(KINESALITE / "start.js"), "0"],
+        [node, str(script), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -97,7 +97,7 @@ def kinesalite() -> Iterator[str]:
     if not line.startswith("PORT "):
         proc.kill()
         raise RuntimeError(
-            f"kinesalite did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+            f"{script.name} did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
         )
     try:
         yield f"http://127.0.0.1:{int(line.split()[1])}"
@@ -107,6 +107,13 @@ def kinesalite() -> Iterator[str]:
             proc.wait(5)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def kinesalite() -> Iterator[str]:
+    _install_kinesalite()
+    with node_server(KINESALITE / "start.js", "0") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

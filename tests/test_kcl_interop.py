@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KINESALITE, Kinesis, numbered, run_cli, unique, wait_for
+from tests.conftest import KINESALITE, Kinesis, node_server, numbered, run_cli, unique, wait_for
 from tests.test_fleet import ENV, Fleet
 
 HERE = Path(__file__).parent
@@ -35,20 +35,8 @@ def kcl_jars() -> Path:
 
 @pytest.fixture(scope="module")
 def h2c(kinesalite: str) -> Iterator[str]:
-    node = shutil.which("node")
-    assert node
-    port = kinesalite.rsplit(":", 1)[1]
-    proc = subprocess.Popen(
-        [node, str(KINESALITE / "h2c_front.js"), port], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("PORT "), line
-    try:
-        yield f"http://127.0.0.1:{int(line.split()[1])}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with node_server(KINESALITE / "h2c_front.js", kinesalite.rsplit(":", 1)[1]) as url:
+        yield url
 
 
 class KCL:

@@ -16,6 +16,7 @@ from console.checkpoints.leases.items import (
     checkpoint_of,
     kcl_checkpoint,
     lease_of,
+    new_item,
 )
 from console.checkpoints.leases.table import LeaseTable, LeaseTableError
 from console.checkpoints.leases.taker import LeaseObserver, choose
@@ -68,6 +69,12 @@ def test_other_streams_and_other_entities_are_left_alone() -> None:
     assert lease_of(metric, "orders") is None
     explicit = kcl_item("shardId-000000000009", entityType={"S": "LEASE"})
     assert lease_of(explicit, "orders") is not None
+    # A lease we create in a multi-stream table is written as the KCL writes its own.
+    child = new_item("123456789012:orders:1700000000:shardId-000000000005", "TRIM_HORIZON")
+    assert child["streamName"] == {"S": "123456789012:orders:1700000000"}
+    assert child["shardId"] == {"S": "shardId-000000000005"}
+    read = lease_of(child, "orders")
+    assert read is not None and read.shard_id == "shardId-000000000005"
 
 
 @pytest.mark.parametrize(

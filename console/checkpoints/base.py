@@ -83,7 +83,7 @@ class LeaseView:
     shard_id: str
     owner: str | None
     counter: int
-    counter_age: float  # seconds since the counter was last seen to move
+    counter_age: float | None  # seconds since the counter was last seen to move (None: never)
     expired: bool  # nobody renews it (or nobody owns it): any worker may take it
     checkpoint: Checkpoint
 
@@ -121,6 +121,10 @@ class OwnershipListener(Protocol):
 
     def report(self) -> dict[str, Any]:
         """This process's records, rates and per-shard lag, for its heartbeat."""
+        ...
+
+    def released(self, shard_ids: Sequence[str]) -> None:
+        """This process gave these leases back (it is stopping)."""
         ...
 
     def trouble(self, message: str) -> None:

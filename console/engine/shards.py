@@ -389,6 +389,18 @@ class ShardRunner:
                 state.touch(view)
         self.reconcile()
 
+    def released(self, shard_ids: Sequence[str]) -> None:
+        for sid in shard_ids:
+            view = self.state.view(sid)
+            view.owner = None
+            self.state.touch(view)
+        self.events.emit(
+            "lease_released",
+            f"gave back {len(shard_ids)} lease(s), checkpointed: {', '.join(sorted(shard_ids))}"
+            if shard_ids
+            else "gave back no lease",
+        )
+
     def trouble(self, message: str) -> None:
         self.events.emit("lease_error", message, level=Level.WARNING)
 

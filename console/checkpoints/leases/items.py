@@ -97,11 +97,8 @@ def lease_of(item: Mapping[str, Any], stream: str | None) -> Lease | None:
     if key is None:
         return None
     named, shard_id = stream_part(key)
-    if named is not None:
-        named = _s(item, "streamName") or named
-        if stream is None or named != stream:
-            return None
-        shard_id = _s(item, "shardId") or shard_id
+    if named is not None and named != stream:  # the key says which stream: it is authoritative
+        return None
     start, end = _s(item, "startingHashKey"), _s(item, "endingHashKey")
     return Lease(
         key=key,
@@ -140,8 +137,8 @@ def new_item(
         item["startingHashKey"] = {"S": hash_range[0]}
         item["endingHashKey"] = {"S": hash_range[1]}
     named, shard_id = stream_part(key)
-    if named is not None:
-        item["streamName"] = {"S": named}
+    if named is not None:  # as the KCL's multi-stream serializer: the stream's identifier
+        item["streamName"] = {"S": key[: -len(shard_id) - 1]}
         item["shardId"] = {"S": shard_id}
     return item
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import socket
 import time
@@ -241,10 +240,14 @@ class LeaseStore:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         held, self._held = self._held, {}
-        for lease in held.values():
+        given: list[str] = []
+        for sid, lease in held.items():
             with contextlib.suppress(LeaseTableError):
                 if await self.table.release(lease):
-                    self.counts["released"] += 1
+                    given.append(sid)
+        self.counts["released"] += len(given)
+        if self._listener is not None and held:
+            self._listener.released(given)
         if self._stream is not None:
             await self.companion.gone(self._stream, self.worker_id)
 
@@ -347,7 +350,7 @@ class LeaseStore:
                 shard_id=lease.shard_id,
                 owner=lease.owner,
                 counter=lease.counter,
-                counter_age=now - s.changed_at if s.changed_at else math.inf,
+                counter_age=now - s.changed_at if s.changed_at else None,
                 expired=self._observer.expired(s, self.failover, now),
                 checkpoint=self._checkpoint(lease),
             )

@@ -232,8 +232,9 @@ class LeaseTable:
             "update_item",
             f"taking lease {lease.key}",
             Key={"leaseKey": {"S": lease.key}},
+            # A KCL 3.x handoff left half-way (checkpointOwner) ends with the take.
             UpdateExpression="SET leaseOwner = :me, leaseCounter = :next, "
-            "ownerSwitchesSinceCheckpoint = :switches",
+            "ownerSwitchesSinceCheckpoint = :switches REMOVE checkpointOwner",
             ConditionExpression="leaseCounter = :c",
             ExpressionAttributeValues={
                 ":c": {"N": str(lease.counter)},
@@ -270,55 +271,66 @@ class LeaseTable:
 
     async def checkpoint(self, lease: Lease, checkpoint: str, sub: int) -> bool:
         """The owner's checkpoint: conditional on its counter and ownership; ``lease`` follows."""
+        return await self._set_checkpoint(
+            lease,
+            checkpoint,
+            sub,
+            f"checkpointing lease {lease.key}",
+            condition="leaseCounter = :c AND leaseOwner = :me",
+            values={":me": {"S": lease.owner or ""}},
+        )
+
+    async def fence(self, lease: Lease, checkpoint: str, sub: int) -> bool:
+        """An operator's change of a lease anyone may hold: conditional on the counter seen and
+        on no handoff under way, set the checkpoint, bump the counter, remove the owner. The
+        holder's next renew fails, and whoever takes the lease next reads from here."""
+        ok = await self._set_checkpoint(
+            lease,
+            checkpoint,
+            sub,
+            f"changing lease {lease.key}",
+            condition="leaseCounter = :c AND attribute_not_exists(checkpointOwner)",
+            remove="leaseOwner, ",
+        )
+        if ok:
+            lease.owner = None
+        return ok
+
+    async def _set_checkpoint(
+        self,
+        lease: Lease,
+        checkpoint: str,
+        sub: int,
+        action: str,
+        *,
+        condition: str,
+        values: dict[str, Any] | None = None,
+        remove: str = "",
+    ) -> bool:
+        """SET the checkpoint, ownerSwitches 0, counter+1; REMOVE the pending checkpoint (and
+        ``remove``); conditional on ``condition``. ``lease`` follows on success."""
         ok = await self._conditional(
             "update_item",
-            f"checkpointing lease {lease.key}",
+            action,
             Key={"leaseKey": {"S": lease.key}},
             UpdateExpression="SET checkpoint = :cp, checkpointSubSequenceNumber = :sub, "
             "ownerSwitchesSinceCheckpoint = :zero, leaseCounter = :next "
-            "REMOVE pendingCheckpoint, pendingCheckpointSubSequenceNumber, "
+            f"REMOVE {remove}pendingCheckpoint, pendingCheckpointSubSequenceNumber, "
             "pendingCheckpointState",
-            ConditionExpression="leaseCounter = :c AND leaseOwner = :me",
+            ConditionExpression=condition,
             ExpressionAttributeValues={
                 ":c": {"N": str(lease.counter)},
                 ":next": {"N": str(lease.counter + 1)},
-                ":me": {"S": lease.owner or ""},
                 ":cp": {"S": checkpoint},
                 ":sub": {"N": str(sub)},
                 ":zero": {"N": "0"},
+                **(values or {}),
             },
         )
         if ok:
             lease.counter += 1
             lease.checkpoint, lease.sub, lease.owner_switches = checkpoint, sub, 0
             lease.pending = None
-        return ok
-
-    async def fence(self, lease: Lease, checkpoint: str, sub: int) -> bool:
-        """An operator's change of a lease anyone may hold: conditional on the counter seen and
-        on no handoff under way, set the checkpoint, bump the counter, remove the owner. The
-        holder's next renew fails, and whoever takes the lease next reads from here."""
-        ok = await self._conditional(
-            "update_item",
-            f"changing lease {lease.key}",
-            Key={"leaseKey": {"S": lease.key}},
-            UpdateExpression="SET checkpoint = :cp, checkpointSubSequenceNumber = :sub, "
-            "ownerSwitchesSinceCheckpoint = :zero, leaseCounter = :next "
-            "REMOVE leaseOwner, pendingCheckpoint, pendingCheckpointSubSequenceNumber, "
-            "pendingCheckpointState",
-            ConditionExpression="leaseCounter = :c AND attribute_not_exists(checkpointOwner)",
-            ExpressionAttributeValues={
-                ":c": {"N": str(lease.counter)},
-                ":next": {"N": str(lease.counter + 1)},
-                ":cp": {"S": checkpoint},
-                ":sub": {"N": str(sub)},
-                ":zero": {"N": "0"},
-            },
-        )
-        if ok:
-            lease.counter += 1
-            lease.checkpoint, lease.sub, lease.owner_switches = checkpoint, sub, 0
-            lease.owner = lease.pending = None
         return ok
 
     async def create(

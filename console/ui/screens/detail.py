@@ -16,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from console.engine.api import Engine
+from console.engine.state import ShardView
 from console.model import HistoryEntry, Position, format_ts
 from console.redact import REDACTOR
 from console.ui.format import GLYPHS, age, decode_data, lag_text, position_text, rate_text
@@ -24,6 +25,21 @@ from console.ui.format import GLYPHS, age, decode_data, lag_text, position_text,
 def _compact(position: Position | None, status: str | None) -> str:
     text = position_text(position, 14)
     return f"{text} {status}" if status and status != "open" else text
+
+
+def lease_text(view: ShardView, me: str) -> Text:
+    """Fleet mode: who holds the shard's lease, its counter and when it last moved."""
+    if view.owner is None:
+        text = Text("nobody holds it: the next worker to look takes it")
+    else:
+        who = "this worker" if view.owner == me else f"worker {view.owner}"
+        text = Text(f"held by {who}")
+    if view.lease_counter is not None:
+        moved = "" if view.counter_age is None else f", moved {age(view.counter_age)} ago"
+        text.append(f" · counter {view.lease_counter}{moved}")
+    if view.lease_expired and view.owner is not None:
+        text.append("  expired: its owner stopped renewing it", style="bold")
+    return text
 
 
 class ShardDetailScreen(Screen[None]):
@@ -95,6 +111,8 @@ class ShardDetailScreen(Screen[None]):
             when = f" ({age(now - view.checkpoint_at)} ago)" if view.checkpoint_at else ""
             t.add_row("checkpoint", ckpt + when)
             t.add_row("read up to", view.position.describe() if view.position else "-")
+            if self.engine.state.worker_id is not None:
+                t.add_row("lease", lease_text(view, self.engine.state.worker_id))
             rate, lag = rate_text(view.rate), lag_text(view.lag_ms)
             t.add_row("this run", f"{view.records:,} records · {rate} rec/s · lag {lag}")
             if view.last_error:
