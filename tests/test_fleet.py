@@ -349,6 +349,13 @@ async def test_a_rewind_from_the_cli_is_replayed_by_the_fleet(fleet: Fleet) -> N
     again = [r.data for r in fleet.rows() if r.shard == shard][len(mine) :]
     assert again == [r.data for r in mine]  # the whole shard, in order, once more
     assert "lease on shardId-000000000000 lost" in fleet.log("w1")
+    # The lost lease stopped that shard's worker: what arrives now is read once, by the
+    # worker of the new lease alone.
+    later = numbered(40, keys=10, start=200)
+    await kinesis.put(fleet.stream, later)
+    await wait_for(lambda: fleet.processed() >= datas(later), 30, "the later records")
+    counts = Counter(r.data for r in fleet.rows())
+    assert [d for d in datas(later) if counts[d] != 1] == []
 
     history = run_cli("checkpoints", "history", shard, "--json", *fleet.args(), env=ENV)
     assert history.returncode == 0, history.stderr
