@@ -102,8 +102,16 @@ class Fleet:
             env=env,
         )  # fmt: skip
 
+    def items(self) -> list[dict[str, Any]]:
+        """The lease table's items; none before a worker has created it."""
+        try:
+            resp = self.dynamodb.scan(TableName=self.table, ConsistentRead=True)
+        except self.dynamodb.exceptions.ResourceNotFoundException:
+            return []
+        return list(resp.get("Items", []))
+
     def held(self) -> Counter[str]:
-        items = self.dynamodb.scan(TableName=self.table, ConsistentRead=True).get("Items", [])
+        items = self.items()
         return Counter(
             i["leaseOwner"]["S"]
             for i in items
@@ -111,7 +119,7 @@ class Fleet:
         )
 
     def owners(self) -> dict[str, str | None]:
-        items = self.dynamodb.scan(TableName=self.table, ConsistentRead=True).get("Items", [])
+        items = self.items()
         return {i["leaseKey"]["S"]: i.get("leaseOwner", {}).get("S") for i in items}
 
     def rows(self) -> list[tuple[str, str, float]]:

@@ -154,13 +154,15 @@ def _existing_database(args: argparse.Namespace) -> str:
 
 @contextlib.asynccontextmanager
 async def _open(
-    args: argparse.Namespace,
+    args: argparse.Namespace, changes: bool = False
 ) -> AsyncIterator[tuple[CheckpointStore, StreamRecord, StreamSource | None]]:
     """The store (a database, which must exist, or a lease table), the stream in it the
-    command is about, and with a lease table the stream's source (to resolve times)."""
+    command is about, and with a lease table the stream's source (to resolve times).
+    ``changes``: the command writes (with a lease table, shard-console's table beside it is
+    created to record it; a command that only reads creates nothing)."""
     settings = _settings(args)
     if settings.lease_table:
-        async with _open_leases(args, settings) as opened:
+        async with _open_leases(args, settings, changes) as opened:
             yield opened
         return
     from console.checkpoints.sqlite import SqliteStore
@@ -187,11 +189,11 @@ def _pick(streams: list[StreamRecord], wanted: str | None, where: str) -> Stream
 
 @contextlib.asynccontextmanager
 async def _open_leases(
-    args: argparse.Namespace, settings: Settings
+    args: argparse.Namespace, settings: Settings, changes: bool
 ) -> AsyncIterator[tuple[CheckpointStore, StreamRecord, StreamSource | None]]:
     """A lease table that must exist; shard-console's table beside it is created if absent
-    (every change is recorded there). A stream the fleet never registered (a KCL
-    application's) is described from --stream."""
+    when ``changes`` (every change is recorded there). A stream the fleet never registered
+    (a KCL application's) is described from --stream."""
     from console.checkpoints.base import StreamRecord
     from console.model import Position
     from console.sources.aws import AwsSettings
@@ -203,7 +205,7 @@ async def _open_leases(
         region=settings.region, profile=settings.profile, endpoint_url=settings.endpoint_url
     )
     fleet = Fleet(settings.lease_table, endpoint_url=settings.dynamodb_endpoint_url, create=False)
-    async with open_lease_store(fleet, aws, create_companion=True) as store:
+    async with open_lease_store(fleet, aws, create_companion=changes) as store:
         where = f"lease table {settings.lease_table}"
         record = _pick(await store.streams(), args.stream, where)
         name = record.name if record is not None else args.stream
@@ -362,7 +364,7 @@ def cmd_change(args: argparse.Namespace) -> int:
         raise UsageError(f"read-only: '{args.action}' changes checkpoints and is refused")
 
     async def main() -> int:
-        async with _open(args) as (store, record, source):
+        async with _open(args, changes=True) as (store, record, source):
             request = await _request(args, store, record)
             if store.shared:
                 return await _change_leases(args, store, record, request, source)

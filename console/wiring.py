@@ -168,13 +168,9 @@ async def open_consumer(
         info = await source.describe()
         store: CheckpointStore
         if fleet is not None:
-            leases = await stack.enter_async_context(
+            store = await stack.enter_async_context(
                 open_lease_store(fleet, aws_of(source, aws), options.initial_position)
             )
-            store = leases
-            # A checkpoint is a renewal: flushing at the renewal rate costs no extra write.
-            flush = min(options.flush_interval, leases.renew_interval)
-            options = replace(options, flush_interval=flush)
         else:
             path = str(db) if db is not None else default_db_path()
             if db is None:

@@ -65,7 +65,11 @@ async def test_a_change_from_one_workers_console_rewinds_a_shard_another_reads(
             30,
             "the shard read again",
         )
-        assert any("lease on " + theirs + " lost" in e.message for e in cb.events.since(0))
+        await wait_for(
+            lambda: any(f"lease on {theirs} lost" in e.message for e in cb.events.since(0)),
+            30,
+            "b told of its loss",
+        )
         history = await ca.history(theirs)
         assert [(h.cause, h.actor) for h in history[:1]] == [("rewind", "ops")]
         assert history[0].new_position == Position.trim_horizon()

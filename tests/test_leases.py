@@ -3,7 +3,9 @@ conditional writes through the wire on moto's DynamoDB."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +21,7 @@ from console.checkpoints.leases.items import (
     new_item,
 )
 from console.checkpoints.leases.table import LeaseTable, LeaseTableError
-from console.checkpoints.leases.taker import LeaseObserver, choose
+from console.checkpoints.leases.taker import Choice, LeaseObserver, choose
 from console.model import Checkpoint, CheckpointStatus, Position, PositionKind
 from tests.conftest import unique
 
@@ -160,7 +162,8 @@ def test_a_stolen_lease_comes_from_the_busiest_worker_one_at_a_time() -> None:
     assert [lease.owner for lease in choice.steal] == ["a"]  # at most one per round
     balanced = LeaseObserver()
     balanced.update(leases(["a"] * 3 + ["b"] * 3 + ["me"] * 2), now=0.0)
-    assert choose(balanced, "me", 10.0, 1.0).steal == ()  # 3/3/2 is balanced
+    mine = ["shard-6", "shard-7"]
+    assert choose(balanced, "me", 10.0, 1.0, held=mine) == Choice((), (), 3, 3)  # balanced
     # Needing two while the busiest is exactly at target: one is still stolen (KCL's rule)...
     even = LeaseObserver()
     even.update(leases(["a"] * 2 + ["b"] * 2), now=0.0)
@@ -168,7 +171,29 @@ def test_a_stolen_lease_comes_from_the_busiest_worker_one_at_a_time() -> None:
     # ...but needing one while nobody is over target steals nothing.
     near = LeaseObserver()
     near.update(leases(["a"] * 2 + ["b"] * 2 + ["me"]), now=0.0)
-    assert choose(near, "me", 10.0, 1.0).steal == ()
+    assert choose(near, "me", 10.0, 1.0, held=["shard-4"]).steal == ()
+
+
+def test_a_lease_the_table_says_is_ours_but_we_do_not_hold_is_taken_back() -> None:
+    """A renew whose answer was lost, a restart with the same worker id: not stuck forever."""
+    obs = LeaseObserver()
+    obs.update(leases(["a", "a", "me", "me"]), now=0.0)
+    choice = choose(obs, "me", 10.0, 1.0, held=["shard-2"])
+    assert [lease.shard_id for lease in choice.take] == ["shard-3"]
+
+
+def test_a_round_woken_early_sees_live_leases_as_live() -> None:
+    """Rounds come early (new leases, a shard's end, an operator's change): a lease renewed
+    just before the last regular scan, and not since, is not expired."""
+    obs = LeaseObserver()
+    obs.update(leases(["a", "b"], counter=1), now=0.0)
+    obs.update(leases(["a", "b"], counter=2), now=10.0)  # both renewed since
+    obs.update(leases(["a", "b"], counter=2), now=10.5)  # woken early: nothing renewed yet
+    assert not any(obs.expired(s, 10.0, 10.5) for s in obs.seen.values())
+    choice = choose(obs, "me", 10.0, 10.5)
+    assert choice.take == () and choice.workers == 3
+    obs.update(leases(["a", "b"], counter=2), now=20.0)  # a whole failover time unchanged
+    assert all(obs.expired(s, 10.0, 20.0) for s in obs.seen.values())
 
 
 def test_finished_leases_are_no_work_and_unready_children_wait() -> None:
@@ -326,6 +351,12 @@ class Listener:
     def trouble(self, message: str) -> None:
         raise AssertionError(message)
 
+    async def flush(self) -> None:
+        pass
+
+    def taking(self) -> bool:
+        return True
+
 
 async def test_a_child_is_taken_only_once_every_parent_is_finished(dynamodb: Any) -> None:
     from console.checkpoints.leases.store import LeaseStore
@@ -341,11 +372,102 @@ async def test_a_child_is_taken_only_once_every_parent_is_finished(dynamodb: Any
     heard = Listener()
     # Joined as acquire() leaves it (without its checks), rounds run by hand, not by watch()'s
     # loops.
-    store._stream = "orders"
-    store._listener = heard
-    await store.take_round()
+    store.co.stream = "orders"
+    store.co.listener = heard
+    await store.co.take_round()
     assert heard.took == []  # the parent is still being read by "other": the child waits
     assert await table.checkpoint(parent, "SHARD_END", 0)
-    await store.take_round()
+    await store.co.take_round()
     assert heard.took == ["shardId-1"]
     assert store.may_read("orders", "shardId-1")
+
+
+def test_the_default_worker_id_tells_an_operator_where_it_runs() -> None:
+    import os
+    import socket
+
+    from console.checkpoints.leases.store import default_worker_id
+
+    ids = {default_worker_id() for _ in range(5)}
+    host, pid, rand = next(iter(ids)).rsplit("-", 2)
+    assert (host, pid) == (socket.gethostname(), str(os.getpid()))
+    assert len(rand) == 4 and len(ids) > 1  # two workers of one process differ
+
+
+async def joined(dynamodb: Any, endpoint: str | None = None, failover: float = 3.0) -> Any:
+    """A LeaseStore of worker "me" joined to stream "orders", holding lease shardId-0; its
+    rounds are run by hand, not by watch()'s loops."""
+    from console.checkpoints.leases.store import LeaseStore
+
+    store = LeaseStore(dynamodb, unique("app"), worker_id="me", failover=failover)
+    await store.prepare()
+    await store.table.create("shardId-0", SEQ)
+    store.co.stream = "orders"
+    store.co.listener = Listener()
+    await store.co.take_round()
+    assert store.may_read("orders", "shardId-0")
+    return store
+
+
+async def test_a_write_whose_answer_was_lost_does_not_lose_the_lease(dynamodb: Any) -> None:
+    """The table moved the counter for us (the answer never came back): the failed condition
+    reads the lease again, finds it ours, and goes on."""
+    store = await joined(dynamodb)
+    await dynamodb.update_item(
+        TableName=store.table.name,
+        Key={"leaseKey": {"S": "shardId-0"}},
+        UpdateExpression="ADD leaseCounter :one",
+        ExpressionAttributeValues={":one": {"N": "1"}},
+    )
+    before = await store.table.get("shardId-0", None)
+    store.co._written.clear()  # due for renewal
+    await store.co.renew_round()  # Listener.lost raises if it is told of a loss
+    assert store.may_read("orders", "shardId-0")
+    after = await store.table.get("shardId-0", None)
+    assert after is not None and before is not None
+    assert (after.owner, after.counter) == ("me", before.counter + 1)
+
+
+async def test_a_renewal_that_hangs_gives_the_lease_up_before_others_may_take_it(
+    moto: str,
+) -> None:
+    """DynamoDB stops answering: no renewal for 2/3 of the failover time and the shard stops,
+    before any other worker can see the lease expired."""
+    from tests.proxy import HOLD, proxy
+
+    holding = False
+
+    def rule(operation: str, body: dict[str, Any], headers: dict[str, str]) -> str | None:
+        return HOLD if holding and operation == "UpdateItem" else None
+
+    with proxy(moto, rule) as p:
+        session = aioboto3.Session(aws_access_key_id="x", aws_secret_access_key="x")
+        async with session.client("dynamodb", endpoint_url=p.url, region_name="us-east-1") as c:
+            store = await joined(c)
+            lost: list[tuple[str, str | None, float]] = []
+            store.co.listener.lost = lambda sid, owner: lost.append((sid, owner, time.monotonic()))
+            store.co.listener.trouble = lambda message: None
+            holding = True
+            last_write = store.co._written["shardId-0"]
+            while not lost:
+                await store.co.renew_round()
+                await asyncio.sleep(0.2)
+                assert time.monotonic() - last_write < 3.0 + 2.0, "never given up"
+    (sid, _, at) = lost[0]
+    assert sid == "shardId-0" and not store.may_read("orders", "shardId-0")
+    # Others may take it once a whole failover time (3 s) passes without a renewal.
+    assert at - last_write < 3.0
+
+
+async def test_an_operators_marks_survive_a_listing(dynamodb: Any) -> None:
+    from console.checkpoints.leases.companion import Companion, Marks
+    from console.model import Shard
+
+    companion = Companion(dynamodb, unique("app"))
+    await companion.ensure(create=True)
+    await companion.save_shards("orders", [Shard("shardId-0")])
+    await companion.set_marks("orders", "shardId-0", Marks(paused=True))
+    await companion.save_shards("orders", [Shard("shardId-0", ending_sequence_number="9")])
+    marks, _ = await companion.marks_and_workers("orders")
+    assert marks == {"shardId-0": Marks(paused=True)}
+    assert (await companion.shards("orders"))[0].ending_sequence_number == "9"

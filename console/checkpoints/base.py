@@ -123,6 +123,15 @@ class OwnershipListener(Protocol):
         """This process's records, rates and per-shard lag, for its heartbeat."""
         ...
 
+    async def flush(self) -> None:
+        """Write the progress of the shards this process reads, now (the store renews the
+        leases no checkpoint wrote just after)."""
+        ...
+
+    def taking(self) -> bool:
+        """Whether to take more leases (not while stopping)."""
+        ...
+
     def released(self, shard_ids: Sequence[str]) -> None:
         """This process gave these leases back (it is stopping)."""
         ...

@@ -163,8 +163,15 @@ class Checkpointer:
                 for sid, value in pending.items():
                     self._pending.setdefault(sid, value)
                 raise
+            shared = self._store.shared
             for change in batch:
                 cp = change.checkpoint
+                if (
+                    shared
+                    and cp.shard_id not in explicit
+                    and not self._store.may_read(self._stream, cp.shard_id)
+                ):
+                    continue  # a lease lost meanwhile: the store dropped this progress
                 self._saved[cp.shard_id] = cp
                 self._mark_finished(cp.shard_id, cp)
                 if change.history is not None:

@@ -234,10 +234,12 @@ class Consumer:
         self.shards.reconcile()
         self._tasks = [
             self._loop_task(self._discovery_loop(), "discovery"),
-            self._loop_task(self._flush_loop(), "checkpoint flush"),
             self._loop_task(self._tick_loop(), "rates"),
         ]
         if not self.store.shared:
+            # A shared store flushes at its renewal rate (each checkpoint renews a lease), and
+            # the CLI writes changes to it itself: neither loop has work there.
+            self._tasks.append(self._loop_task(self._flush_loop(), "checkpoint flush"))
             self._tasks.append(self._loop_task(self._command_loop(), "operator commands"))
         self.events.emit(
             "started",

@@ -312,6 +312,8 @@ class ShardRunner:
 
     def taken(self, shard_id: str, checkpoint: Checkpoint, previous: str | None) -> None:
         self.checkpointer.adopt(shard_id, checkpoint)
+        if shard_id not in self.lineage:
+            self._discover_now()  # a shard no listing has shown yet: list, then read it
         view = self.state.view(shard_id)
         view.owner, view.lease_expired = self.worker_id, False
         self._failed.discard(shard_id)
@@ -395,11 +397,14 @@ class ShardRunner:
             view.owner = None
             self.state.touch(view)
         self.events.emit(
-            "lease_released",
-            f"gave back {len(shard_ids)} lease(s), checkpointed: {', '.join(sorted(shard_ids))}"
-            if shard_ids
-            else "gave back no lease",
+            "lease_released", f"gave back {len(shard_ids)} lease(s): {', '.join(sorted(shard_ids))}"
         )
+
+    async def flush(self) -> None:
+        await self.checkpointer.flush()
+
+    def taking(self) -> bool:
+        return self.running
 
     def trouble(self, message: str) -> None:
         self.events.emit("lease_error", message, level=Level.WARNING)

@@ -7,8 +7,8 @@ here, one item per thing, keyed ``pk`` (S, HASH) and ``sk`` (S, RANGE), its body
 pk                    sk                   what
 ====================  ===================  ==================================================
 ``stream|KEY``        ``meta``             the stream (name, kind, initial position, retention)
-``stream|KEY``        ``shard|ID``         a shard as last listed, and the operator's marks
-                                           on it (paused, skipped)
+``stream|KEY``        ``shard|ID``         a shard as last listed; the operator's marks on it
+                                           as attributes of their own (paused, skipped)
 ``history|KEY``       ``000000000042``     one change of a checkpoint, with who and why
 ``command``           ``000000000007``     one operator request and its result
 ``counter``           ``history|command``  the next id (atomic ADD)
@@ -70,6 +70,7 @@ class Companion:
         self.client = client
         self.name = companion_name(lease_table)
         self.requests = 0
+        self.exists = False  # known to exist (ensure() says)
 
     async def _call(self, op: str, action: str, **kwargs: Any) -> Any:
         self.requests += 1
@@ -78,18 +79,25 @@ class Companion:
         except Exception as exc:
             raise table_error(exc, self.name, action) from exc
 
-    async def ensure(self, create: bool) -> None:
+    async def ensure(self, create: bool, missing_ok: bool = False) -> None:
+        """Use the table, or create it when ``create``. Missing and not created: an error,
+        unless ``missing_ok`` (then every read finds nothing, and nothing is written)."""
+        if self.exists:
+            return
         try:
             await self._call("describe_table", "describing it")
+            self.exists = True
             return
         except LeaseTableError as exc:
             if "does not exist" not in str(exc):
                 raise
-            if not create:
-                raise LeaseTableError(
-                    f"shard-console's table '{self.name}' does not exist beside the lease table: "
-                    "drop --no-create-table once to create it"
-                ) from None
+        if not create:
+            if missing_ok:
+                return
+            raise LeaseTableError(
+                f"shard-console's table '{self.name}' does not exist beside the lease table: "
+                "drop --no-create-table once to create it"
+            )
         try:
             await self._call(
                 "create_table",
@@ -107,6 +115,7 @@ class Companion:
         except LeaseTableError as exc:
             if "ResourceInUseException" not in str(exc):
                 raise
+        self.exists = True
 
     # -- items --------------------------------------------------------------------------------
 
@@ -117,6 +126,8 @@ class Companion:
         await self._call("put_item", f"writing {pk} {sk}", Item=item)
 
     async def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        if not self.exists:
+            return None
         resp = await self._call(
             "get_item",
             f"reading {pk} {sk}",
@@ -129,6 +140,14 @@ class Companion:
     async def _query(
         self, pk: str, prefix: str | None = None, newest_first: bool = False
     ) -> list[tuple[str, dict[str, Any]]]:
+        return [(sk, doc) for sk, doc, _ in await self._items(pk, prefix, newest_first)]
+
+    async def _items(
+        self, pk: str, prefix: str | None = None, newest_first: bool = False
+    ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """(sk, the JSON document, the raw item) of every item of a partition."""
+        if not self.exists:
+            return []
         kwargs: dict[str, Any] = {
             "KeyConditionExpression": "pk = :pk"
             + (" AND begins_with(sk, :prefix)" if prefix else ""),
@@ -137,10 +156,10 @@ class Companion:
             "ConsistentRead": True,
             "ScanIndexForward": not newest_first,
         }
-        out: list[tuple[str, dict[str, Any]]] = []
+        out: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
         while True:
             resp = await self._call("query", f"reading {pk}", **kwargs)
-            out.extend((i["sk"]["S"], json.loads(i["doc"]["S"])) for i in resp.get("Items", ()))
+            out.extend((i["sk"]["S"], json.loads(i["doc"]["S"]), i) for i in resp.get("Items", ()))
             last = resp.get("LastEvaluatedKey")
             if not last:
                 return out
@@ -183,25 +202,24 @@ class Companion:
         }
         await self._put(f"stream|{record.stream}", "meta", doc)
 
-    async def save_shards(
-        self, stream: str, shards: Sequence[Shard], marks: dict[str, Marks]
-    ) -> None:
+    async def save_shards(self, stream: str, shards: Sequence[Shard]) -> None:
+        """The shards as listed; the operator's marks on them (attributes of their own) stay."""
         for shard in shards:
-            mark = marks.get(shard.shard_id, Marks())
-            await self._put_shard(stream, shard, mark)
-
-    async def _put_shard(self, stream: str, shard: Shard, mark: Marks) -> None:
-        doc = {
-            "parent_id": shard.parent_id,
-            "adjacent_parent_id": shard.adjacent_parent_id,
-            "starting_hash_key": shard.starting_hash_key,
-            "ending_hash_key": shard.ending_hash_key,
-            "starting_sequence_number": shard.starting_sequence_number,
-            "ending_sequence_number": shard.ending_sequence_number,
-            "paused": mark.paused,
-            "skipped": mark.skipped,
-        }
-        await self._put(f"stream|{stream}", f"shard|{shard.shard_id}", doc)
+            doc = {
+                "parent_id": shard.parent_id,
+                "adjacent_parent_id": shard.adjacent_parent_id,
+                "starting_hash_key": shard.starting_hash_key,
+                "ending_hash_key": shard.ending_hash_key,
+                "starting_sequence_number": shard.starting_sequence_number,
+                "ending_sequence_number": shard.ending_sequence_number,
+            }
+            await self._call(
+                "update_item",
+                f"writing shard {shard.shard_id}",
+                Key={"pk": {"S": f"stream|{stream}"}, "sk": {"S": f"shard|{shard.shard_id}"}},
+                UpdateExpression="SET doc = :doc",
+                ExpressionAttributeValues={":doc": {"S": json.dumps(doc)}},
+            )
 
     async def _shard_docs(self, stream: str) -> list[tuple[str, dict[str, Any]]]:
         return [
@@ -227,20 +245,31 @@ class Companion:
         """The operator's marks on the shards and the workers' heartbeats: one query."""
         marks: dict[str, Marks] = {}
         workers: list[Heartbeat] = []
-        for sk, doc in await self._query(f"stream|{stream}"):
+        for sk, doc, item in await self._items(f"stream|{stream}"):
             if sk.startswith("shard|"):
-                marks[sk[6:]] = Marks(bool(doc.get("paused")), bool(doc.get("skipped")))
+                paused = item.get("paused", {}).get("BOOL", False)
+                skipped = item.get("skipped", {}).get("BOOL", False)
+                marks[sk[6:]] = Marks(bool(paused), bool(skipped))
             elif sk.startswith("worker|"):
                 workers.append(self._heartbeat(sk[7:], doc))
         return marks, workers
 
     async def set_marks(self, stream: str, shard_id: str, mark: Marks) -> None:
-        pk, sk = f"stream|{stream}", f"shard|{shard_id}"
-        doc = await self._get(pk, sk) or {}
-        doc["paused"], doc["skipped"] = mark.paused, mark.skipped
-        await self._put(pk, sk, doc)
+        await self._call(
+            "update_item",
+            f"marking shard {shard_id}",
+            Key={"pk": {"S": f"stream|{stream}"}, "sk": {"S": f"shard|{shard_id}"}},
+            UpdateExpression="SET paused = :p, skipped = :s, doc = if_not_exists(doc, :empty)",
+            ExpressionAttributeValues={
+                ":p": {"BOOL": mark.paused},
+                ":s": {"BOOL": mark.skipped},
+                ":empty": {"S": "{}"},
+            },
+        )
 
     async def streams(self) -> list[StreamRecord]:
+        if not self.exists:
+            return []
         resp = await self._call(
             "scan",
             "listing streams",

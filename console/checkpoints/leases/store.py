@@ -1,29 +1,18 @@
 """The lease table as a :class:`~console.checkpoints.base.CheckpointStore`: many processes share
-a stream, each reading the shards it holds a lease on.
+a stream, each reading the shards it holds a lease on (console.checkpoints.leases.coordinator
+takes, renews and gives them back).
 
-Two loops run while the store is watched. The renewer, every failover/3, bumps the counter of
-each lease held that no checkpoint wrote meanwhile (a checkpoint is a renewal: in steady state a
-lease costs one write per interval, moving or not). The taker, every failover time (the KCL's
-runs every 2 x failover; once per failover time lets a dead worker's shards move within 2 x
-failover), scans the table and takes its share (console.checkpoints.leases.taker); every other
-round it also reads shard-console's own items (operator marks, heartbeats) and writes this
-worker's heartbeat. A write whose condition
-fails means the lease is someone else's now: the listener hears ``lost`` at once and the shard
-stops without a checkpoint.
-
-Operator changes (rewind, skip, pause, resume, undo, replay) are fencing writes on the lease,
-whoever holds it: the holder loses it at its next renew, and the next taker reads from the new
-checkpoint. Their positions must be records (``AFTER_SEQUENCE_NUMBER``) or sentinels: the engine
-resolves times and "at" positions first (console.engine.resolve).
+Routine progress of a held lease is a conditional checkpoint; at a shard's end, child leases are
+created, SHARD_END checkpointed, ``childShardIds`` set on the parent, and the finished lease
+given back. Operator changes (rewind, skip, pause, resume, undo, replay) are fencing writes on
+the lease, whoever holds it: the holder loses it at its next renew, and the next taker reads
+from the new checkpoint. Their positions must be records (``AFTER_SEQUENCE_NUMBER``) or
+sentinels: the engine resolves times and "at" positions first (console.engine.resolve).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import os
-import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -32,12 +21,17 @@ from typing import Any
 from console.checkpoints.base import (
     CheckpointChange,
     Command,
-    LeaseView,
     OwnershipListener,
     StreamRecord,
-    WorkerView,
 )
 from console.checkpoints.leases.companion import Companion, Heartbeat, Marks
+from console.checkpoints.leases.coordinator import (
+    Coordinator,
+    LeaseConflictError,
+    default_worker_id,
+    key_of,
+    stream_name,
+)
 from console.checkpoints.leases.items import (
     AT_TIMESTAMP,
     LATEST,
@@ -48,13 +42,7 @@ from console.checkpoints.leases.items import (
     checkpoint_of,
     kcl_checkpoint,
 )
-from console.checkpoints.leases.table import (
-    KCL3_VERSIONS,
-    LeaseTable,
-    LeaseTableError,
-    LeaseTableUnavailable,
-)
-from console.checkpoints.leases.taker import LeaseObserver, choose
+from console.checkpoints.leases.table import LeaseTable, LeaseTableError, LeaseTableUnavailable
 from console.model import (
     Checkpoint,
     CheckpointStatus,
@@ -64,26 +52,10 @@ from console.model import (
     Shard,
 )
 
-log = logging.getLogger("shard_console.leases")
-
 MIN_FAILOVER = 3.0  # below this a renewal every second is not safely ahead of expiry
 OPERATOR_CAUSES = frozenset({"rewind", "reset", "skip", "pause", "resume", "undo", "replay"})
 
-
-class LeaseConflictError(LeaseTableError):
-    """Live workers of another kind (the KCL, or a worker with our id) hold the table."""
-
-
-def default_worker_id() -> str:
-    """Readable in ``leaseOwner``: host, pid and a short random part."""
-    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
-
-
-def stream_name(key: str) -> str:
-    """A Kinesis ARN's stream name (multi-stream lease keys use it); other keys as they are."""
-    if key.startswith("arn:") and ":stream/" in key:
-        return key.rsplit("/", 1)[-1]
-    return key
+__all__ = ["LeaseConflictError", "LeaseStore", "default_worker_id"]
 
 
 class LeaseStore:
@@ -102,6 +74,8 @@ class LeaseStore:
         create_companion: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``create_companion``: None for a worker (shard-console's table is created once the
+        checks of joining pass, if ``create``); True or False for the control CLI."""
         if failover < MIN_FAILOVER:
             raise LeaseTableError(
                 f"--failover-time {failover:g} is below the safe minimum of {MIN_FAILOVER:g} s"
@@ -109,328 +83,73 @@ class LeaseStore:
         self.table = LeaseTable(client, table)
         self.companion = Companion(client, table)
         self.path = f"dynamodb:{table}"
-        self.worker_id = worker_id or default_worker_id()
-        self.failover = failover
-        self.renew_interval = failover / 3
-        self.take_interval = failover
-        self._rounds = 0
         self._create = create
-        self._create_companion = create if create_companion is None else create_companion
-        self._take_over = take_over
+        self._companion_now = create_companion
         self._initial = initial or Position.trim_horizon()
         self._clock = clock
-        self._started_at = time.time()
-        self._host = socket.gethostname()
-        self._stream: str | None = None
-        self._observer = LeaseObserver()
-        self._held: dict[str, Lease] = {}
-        self._written: dict[str, float] = {}  # clock of each held lease's last write
         self._shards: dict[str, Shard] = {}
-        self._marks: dict[str, Marks] = {}
-        self._heartbeats: list[Heartbeat] = []
-        self._listener: OwnershipListener | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._wake = asyncio.Event()
         self._prepared = False
-        self.counts = {"taken": 0, "stolen": 0, "lost": 0, "released": 0}
+        self.co = Coordinator(
+            self.table,
+            self.companion,
+            worker_id=worker_id or default_worker_id(),
+            failover=failover,
+            take_over=take_over,
+            create_companion=create,
+            checkpoint_of=self._checkpoint,
+            clock=clock,
+        )
+        self.worker_id = self.co.worker_id
+        self.renew_interval = self.co.renew_interval
 
     @property
     def requests(self) -> int:
         return self.table.requests + self.companion.requests
 
+    def heartbeats(self) -> list[Heartbeat]:
+        return self.co.live_heartbeats()
+
     # -- joining and leaving ------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        """The lease table and ours beside it: used as they are, or created."""
+        """The lease table, used as it is or created; shard-console's table as the control
+        CLI asked (a worker's is made when it joins)."""
         if not self._prepared:
             await self.table.ensure(self._create)
-            await self.companion.ensure(self._create_companion)
+            if self._companion_now is not None:
+                await self.companion.ensure(create=self._companion_now, missing_ok=True)
             self._prepared = True
 
     async def acquire(self, stream: str) -> None:
-        """Join the stream's workers. Refuses (LeaseConflictError) a KCL 3.x application, live
-        workers that are not shard-console's, and a worker id another live process uses, unless
-        ``take_over``."""
+        """Join the stream's workers (console.checkpoints.leases.coordinator.Coordinator.join:
+        the checks, then shard-console's table and the heartbeat)."""
         await self.prepare()
-        items = await self.table.scan()
-        version = await self.table.client_version(items)
-        if version in KCL3_VERSIONS and not self._take_over:
-            raise LeaseConflictError(
-                f"lease table '{self.table.name}' belongs to a KCL 3.x application "
-                f"(client version {version}): its leader assigns the leases; stop it and pass "
-                "--take-over to move it to shard-console"
-            )
-        self._stream = stream
-        await self._read_companion(stream)
-        me = self._heartbeat_of(self.worker_id)
-        if me is not None and time.time() - me.at < 3 * self.take_interval:
-            raise LeaseConflictError(
-                f"worker id '{self.worker_id}' is live in lease table '{self.table.name}' "
-                f"(pid {me.pid} on {me.host}, seen {time.time() - me.at:.0f} s ago): pick "
-                "another --worker-id"
-            )
-        if not self._take_over:
-            await self._refuse_live_strangers(stream)
-        await self._beat()
-
-    async def _refuse_live_strangers(self, stream: str) -> None:
-        """Owners with no heartbeat of ours are another kind of worker (the KCL). Watched for
-        the failover time: one whose counter moves is live, and refused."""
-        ours = {hb.worker for hb in self._heartbeats}
-        start = self._clock()
-        self._observer.update(await self._leases(stream), start)
-        live: set[str] = set()
-        while True:
-            strangers = {
-                s.lease.owner
-                for s in self._observer.seen.values()
-                if s.lease.owner is not None
-                and s.lease.owner not in ours
-                and s.lease.owner != self.worker_id
-                and not s.lease.finished
-            }
-            if not strangers:
-                return
-            now = self._clock()
-            live |= {
-                str(s.lease.owner)
-                for s in self._observer.seen.values()
-                if s.lease.owner in strangers and s.moved
-            }
-            if live:
-                raise LeaseConflictError(
-                    f"live workers that are not shard-console's hold leases in "
-                    f"'{self.table.name}': {', '.join(sorted(live))}; stop that application "
-                    "first, or pass --take-over to run beside it"
-                )
-            if now - start > self.failover:
-                return  # they held leases but renewed none: dead, their leases expire
-            await asyncio.sleep(min(1.0, self.renew_interval))
-            self._observer.update(await self._leases(stream), self._clock())
+        await self.co.join(stream)
 
     def watch(self, stream: str, listener: OwnershipListener) -> None:
-        self._stream = stream
-        self._listener = listener
-        if not self._tasks:
-            self._tasks = [
-                asyncio.create_task(self._take_loop(), name="lease taker"),
-                asyncio.create_task(self._renew_loop(), name="lease renewer"),
-            ]
-            for task in self._tasks:
-                task.add_done_callback(self._loop_ended)
-
-    def _loop_ended(self, task: asyncio.Task[None]) -> None:
-        """A loop that dies (a bug) is said loudly: its leases would expire in silence."""
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.error("the %s died", task.get_name(), exc_info=exc)
-            self._trouble(f"internal error: the {task.get_name()} died: {exc!r}")
+        self.co.watch(stream, listener)
 
     def holds(self, stream: str) -> bool:
-        return self._stream == stream and bool(self._tasks)
+        return self.co.stream == stream and self.co.running
 
     def may_read(self, stream: str, shard_id: str) -> bool:
-        return shard_id in self._held
+        return shard_id in self.co.held
 
     async def release(self, stream: str) -> None:
-        """Stop renewing and taking, and give every lease back (conditionally): the others
-        take them at once, from the checkpoints just flushed."""
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        held, self._held = self._held, {}
-        given: list[str] = []
-        for sid, lease in held.items():
-            with contextlib.suppress(LeaseTableError):
-                if await self.table.release(lease):
-                    given.append(sid)
-        self.counts["released"] += len(given)
-        if self._listener is not None and held:
-            self._listener.released(given)
-        if self._stream is not None:
-            await self.companion.gone(self._stream, self.worker_id)
+        await self.co.release()
 
     async def close(self) -> None:
-        if self._tasks:
-            await self.release(self._stream or "")
-
-    # -- the loops ----------------------------------------------------------------------------
-
-    async def _take_loop(self) -> None:
-        while True:
-            try:
-                await self.take_round()
-            except LeaseTableError as exc:
-                self._trouble(f"taking leases failed, will retry: {exc}")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.take_interval):
-                    await self._wake.wait()
-            self._wake.clear()
-
-    async def _renew_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.renew_interval)
-            try:
-                await self.renew_round()
-            except LeaseTableError as exc:  # access lost, say: each lease expires on its own
-                self._trouble(f"renewing leases failed, will retry: {exc}")
-
-    async def renew_round(self) -> None:
-        """Every lease due, at once (the KCL renews in parallel too): a slow table must not
-        let the last of many leases expire behind the first."""
-        now = self._clock()
-        due = [
-            (sid, lease)
-            for sid, lease in self._held.items()
-            if now - self._written.get(sid, 0.0) >= self.renew_interval * 0.9
-        ]  # the others were renewed by a checkpoint
-        await asyncio.gather(*(self._renew(sid, lease) for sid, lease in due))
-
-    async def _renew(self, sid: str, lease: Lease) -> None:
-        try:
-            ok = await self.table.renew(lease)
-        except LeaseTableError as exc:
-            if self._clock() - self._written.get(sid, 0.0) > self.failover:
-                await self._lose(sid, f"not renewed for the failover time ({exc})")
-            return
-        if ok:
-            self._written[sid] = self._clock()
-        elif self._held.get(sid) is lease:
-            await self._lose(sid)
-
-    async def take_round(self) -> None:
-        stream = self._stream
-        if stream is None:
-            return
-        now = self._clock()
-        leases = await self._leases(stream)
-        self._observer.update(leases, now)
-        beat = self._rounds % 2 == 0
-        self._rounds += 1
-        if beat:
-            await self._read_companion(stream)
-        self._tell_observed(now)
-
-        def ready(lease: Lease) -> bool:
-            seen = self._observer.seen
-            return all(
-                (p := self._key_of(lease, parent)) not in seen or seen[p].lease.finished
-                for parent in lease.parents
-            )
-
-        wall = time.time()
-        alive = [hb.worker for hb in self._heartbeats if wall - hb.at < 5 * self.take_interval]
-        choice = choose(self._observer, self.worker_id, self.failover, now, ready, others=alive)
-        if (choice.take or choice.steal) and not beat:
-            await self._read_companion(stream)  # a lease is read with the operator's marks now
-        for lease, stolen in [(x, False) for x in choice.take] + [(x, True) for x in choice.steal]:
-            if self._marks.get(lease.shard_id, Marks()).skipped:
-                continue
-            previous = lease.owner
-            mine = replace(lease)
-            if not await self.table.take(mine, self.worker_id):
-                continue
-            self._held[mine.shard_id] = mine
-            self._written[mine.shard_id] = self._clock()
-            self.counts["stolen" if stolen else "taken"] += 1
-            if self._listener is not None:
-                cp = self._checkpoint(mine)
-                self._listener.taken(mine.shard_id, cp, previous if stolen else None)
-        if beat:
-            await self._beat()
-
-    def _tell_observed(self, now: float) -> None:
-        if self._listener is None:
-            return
-        views = {}
-        for s in self._observer.seen.values():
-            lease = s.lease
-            views[lease.shard_id] = LeaseView(
-                shard_id=lease.shard_id,
-                owner=lease.owner,
-                counter=lease.counter,
-                counter_age=now - s.changed_at if s.changed_at else None,
-                expired=self._observer.expired(s, self.failover, now),
-                checkpoint=self._checkpoint(lease),
-            )
-        wall = time.time()
-        workers = [
-            WorkerView(
-                hb.worker,
-                hb.host,
-                hb.pid,
-                len(hb.leases),
-                hb.records,
-                hb.rate,
-                wall - hb.at,
-                hb.shards,
-            )
-            for hb in self._heartbeats
-        ]
-        self._listener.observed(views, workers)
-
-    def _trouble(self, message: str) -> None:
-        log.warning("%s", message)
-        if self._listener is not None:
-            self._listener.trouble(message)
-
-    async def _lose(self, sid: str, why: str | None = None) -> None:
-        lease = self._held.pop(sid, None)
-        if lease is None:
-            return
-        self.counts["lost"] += 1
-        owner: str | None = None
-        if why is None:
-            with contextlib.suppress(LeaseTableError):
-                now = await self.table.get(lease.key, stream_name(self._stream or ""))
-                owner = now.owner if now is not None else None
-        else:
-            self._trouble(f"giving up the lease on {sid}: {why}")
-        if self._listener is not None:
-            self._listener.lost(sid, owner)
-
-    async def _beat(self) -> None:
-        if self._stream is None:
-            return
-        report = self._listener.report() if self._listener is not None else {}
-        hb = Heartbeat(
-            worker=self.worker_id,
-            host=self._host,
-            pid=os.getpid(),
-            started_at=self._started_at,
-            at=time.time(),
-            leases=tuple(sorted(self._held)),
-            records=int(report.get("records", 0)),
-            rate=float(report.get("rate", 0.0)),
-            shards=report.get("shards", {}),
-        )
-        await self.companion.beat(self._stream, hb)
-
-    async def _read_companion(self, stream: str) -> None:
-        self._marks, self._heartbeats = await self.companion.marks_and_workers(stream)
-
-    def _heartbeat_of(self, worker: str) -> Heartbeat | None:
-        return next((hb for hb in self._heartbeats if hb.worker == worker), None)
-
-    def heartbeats(self) -> list[Heartbeat]:
-        return list(self._heartbeats)
+        if self.co.running:
+            await self.co.release()
 
     # -- leases and our values ----------------------------------------------------------------
 
     async def _leases(self, stream: str) -> list[Lease]:
         return await self.table.leases(stream_name(stream))
 
-    def _key_of(self, lease: Lease, shard_id: str) -> str:
-        """The lease key of a shard of the same stream, in the same format as ``lease``'s."""
-        if lease.key == lease.shard_id:
-            return shard_id
-        return lease.key[: len(lease.key) - len(lease.shard_id)] + shard_id
-
-    def _checkpoint(self, lease: Lease) -> Checkpoint:
+    def _checkpoint(self, lease: Lease, mark: Marks | None = None) -> Checkpoint:
         at = self._initial.timestamp if self._initial.kind is PositionKind.AT_TIMESTAMP else None
         cp = checkpoint_of(lease, at)
-        mark = self._marks.get(lease.shard_id)
         if mark is not None:
             if mark.skipped and cp.status is CheckpointStatus.DONE:
                 cp = replace(cp, status=CheckpointStatus.SKIPPED)
@@ -440,9 +159,12 @@ class LeaseStore:
 
     async def load(self, stream: str) -> dict[str, Checkpoint]:
         leases = await self._leases(stream)
-        self._observer.update(leases, self._clock())
-        await self._read_companion(stream)
-        return {lease.shard_id: self._checkpoint(lease) for lease in leases}
+        self.co.observer.update(leases, self._clock())
+        await self.co.read_companion(stream)
+        return {
+            lease.shard_id: self._checkpoint(lease, self.co.marks.get(lease.shard_id))
+            for lease in leases
+        }
 
     def _first_checkpoint(self, shard: Shard, fresh_stream: bool) -> str:
         """Where a new lease starts, as the KCL's shard sync decides: a child from the start of
@@ -462,25 +184,20 @@ class LeaseStore:
         only if absent: any number of workers may do it at once)."""
         for shard in shards:
             self._shards[shard.shard_id] = shard
-        await self.companion.save_shards(stream, shards, self._marks)
-        known = {s.lease.shard_id: s.lease for s in self._observer.seen.values()}
+        await self.companion.save_shards(stream, shards)
+        known = {s.lease.shard_id: s.lease for s in self.co.observer.seen.values()}
         fresh = not known
         template = next(iter(known.values()), None)
         created = False
         for shard in shards:
             if shard.shard_id in known:
                 continue
-            key = self._key_of(template, shard.shard_id) if template else shard.shard_id
-            hash_range = (
-                (shard.starting_hash_key, shard.ending_hash_key)
-                if shard.starting_hash_key is not None and shard.ending_hash_key is not None
-                else None
-            )
+            key = key_of(template, shard.shard_id) if template else shard.shard_id
             checkpoint = self._first_checkpoint(shard, fresh)
-            created |= await self.table.create(key, checkpoint, shard.parents, hash_range)
+            created |= await self.table.create(key, checkpoint, shard.parents, _range(shard))
         await self._record_children(stream, [s for s in shards if s.parents])
         if created:
-            self._wake.set()
+            self.co.wake.set()
 
     async def _record_children(self, stream: str, children: Sequence[Shard]) -> None:
         """childShardIds on each finished parent, as the KCL sets it at SHARD_END: a parent may
@@ -518,75 +235,106 @@ class LeaseStore:
         """Routine progress of a held lease is a conditional checkpoint (a failed condition
         loses the lease: its progress is dropped). An operator's change is a fencing write,
         whoever holds the lease. Progress for a lease not held is dropped: it is someone
-        else's now."""
+        else's now. A change of several leases that fails half-way records what it did."""
         history: list[HistoryEntry] = []
-        for change in changes:
-            cp = change.checkpoint
-            if change.history is not None:
-                history.append(change.history)
-            if change.history is not None and change.history.cause in OPERATOR_CAUSES:
-                await self._fence(stream, cp)
-                continue
-            lease = self._held.get(cp.shard_id)
-            if lease is None:
-                continue
-            await self._checkpoint_held(stream, lease, cp)
+        done: list[str] = []
+        try:
+            for change in changes:
+                cp = change.checkpoint
+                if change.history is not None and change.history.cause in OPERATOR_CAUSES:
+                    await self._fence(stream, change)
+                    done.append(cp.shard_id)
+                elif cp.shard_id in self.co.held:
+                    await self._checkpoint_held(cp)
+                if change.history is not None:
+                    history.append(change.history)
+        except BaseException as exc:
+            if done and finish is not None:
+                await self.companion.add_history(stream, history)
+                await self.companion.finish_command(
+                    finish[0], False, f"partly applied ({', '.join(done)}), then failed: {exc}"
+                )
+                raise LeaseTableError(
+                    f"the change was applied to {', '.join(done)} only, then failed: {exc}; "
+                    "see `checkpoints history`, and undo or apply it again"
+                ) from exc
+            raise
         if history:
             await self.companion.add_history(stream, history)
         if finish is not None:
             await self.companion.finish_command(finish[0], True, finish[1])
 
-    async def _checkpoint_held(self, stream: str, lease: Lease, cp: Checkpoint) -> None:
+    async def _checkpoint_held(self, cp: Checkpoint) -> None:
         sid = cp.shard_id
         try:
             text, sub = kcl_checkpoint(cp)
         except UnwritablePosition:
             return  # the position it started from: nothing processed yet
+        lease = self.co.held[sid]
         if text == SHARD_END:
             await self._create_children(lease)
-        if not await self.table.checkpoint(lease, text, sub):
-            if self._held.get(sid) is lease:
-                await self._lose(sid)
+
+        async def write(held: Lease) -> bool:
+            return await self.table.checkpoint(held, text, sub)
+
+        if not await self.co.write(sid, write):
+            await self.co.lose(sid)
             return
-        self._written[sid] = self._clock()
         if text == SHARD_END:
             children = tuple(s.shard_id for s in self._shards.values() if sid in s.parents)
             await self.table.set_children(lease.key, children)
             # A finished lease is no work: give it back so the balance counts only live shards.
-            self._held.pop(sid, None)
-            await self.table.release(lease)
-            self._wake.set()
+            await self.co.give_back(sid)
 
     async def _create_children(self, parent: Lease) -> None:
         for shard in self._shards.values():
             if parent.shard_id in shard.parents:
-                hash_range = (
-                    (shard.starting_hash_key, shard.ending_hash_key)
-                    if shard.starting_hash_key is not None and shard.ending_hash_key is not None
-                    else None
-                )
                 await self.table.create(
-                    self._key_of(parent, shard.shard_id), TRIM_HORIZON, shard.parents, hash_range
+                    key_of(parent, shard.shard_id), TRIM_HORIZON, shard.parents, _range(shard)
                 )
 
-    async def _fence(self, stream: str, cp: Checkpoint) -> None:
-        """Conditional on the counter read just before; retried when a renewal slipped in."""
+    async def _fence(self, stream: str, change: CheckpointChange) -> None:
+        """Conditional on the counter read just before (retried when a renewal slipped in).
+        A change that keeps the position (pause, resume) keeps the lease's checkpoint as the
+        table has it now, whatever this process last saw. The operator's marks go first (the
+        next taker must see them) and back if the fence cannot be written."""
+        cp = change.checkpoint
         sid = cp.shard_id
-        text, sub = kcl_checkpoint(cp)  # UnwritablePosition: resolve first
+        history = change.history
+        keep = history is not None and history.old_position == history.new_position
+        text, sub = ("", 0) if keep else kcl_checkpoint(cp)  # UnwritablePosition: resolve first
+        old_mark = self.co.marks.get(sid, Marks())
         mark = Marks(paused=cp.paused, skipped=cp.status is CheckpointStatus.SKIPPED)
-        if self._marks.get(sid, Marks()) != mark:
+        if keep and cp.status is CheckpointStatus.SKIPPED:
+            text, sub = SHARD_END, 0
+        if mark != old_mark:
             await self.companion.set_marks(stream, sid, mark)
-            self._marks[sid] = mark
+            self.co.marks[sid] = mark
+        try:
+            await self._fence_lease(stream, sid, text, sub, keep)
+        except BaseException:
+            if mark != old_mark:
+                await self.companion.set_marks(stream, sid, old_mark)
+                self.co.marks[sid] = old_mark
+            raise
+
+    async def _fence_lease(self, stream: str, sid: str, text: str, sub: int, keep: bool) -> None:
+        key = self._lease_key(sid)
         for _ in range(10):
-            lease = await self.table.get(self._lease_key(sid), stream_name(stream))
+            lease = await self.table.get(key, stream_name(stream))
             if lease is None:
                 shard = self._shards.get(sid, Shard(sid))
-                if await self.table.create(self._lease_key(sid), text, shard.parents):
+                if await self.table.create(key, text or TRIM_HORIZON, shard.parents):
                     return
                 continue
-            if await self.table.fence(lease, text, sub):
-                self._held.pop(sid, None)
-                self._wake.set()
+            if lease.checkpoint_owner:
+                raise LeaseTableError(
+                    f"lease {sid} is being handed over by the KCL (checkpointOwner "
+                    f"{lease.checkpoint_owner}): change it once the handover is done"
+                )
+            new, new_sub = (lease.checkpoint, lease.sub) if keep and not text else (text, sub)
+            if await self.table.fence(lease, new, new_sub):
+                self.co.drop(sid)
                 return
             await asyncio.sleep(0.05)
         raise LeaseTableUnavailable(
@@ -594,14 +342,14 @@ class LeaseStore:
         )
 
     def _lease_key(self, sid: str) -> str:
-        held = self._held.get(sid)
+        held = self.co.held.get(sid)
         if held is not None:
             return held.key
-        for s in self._observer.seen.values():
+        for s in self.co.observer.seen.values():
             if s.lease.shard_id == sid:
                 return s.lease.key
-        template = next(iter(self._observer.seen.values()), None)
-        return self._key_of(template.lease, sid) if template is not None else sid
+        template = next(iter(self.co.observer.seen.values()), None)
+        return key_of(template.lease, sid) if template is not None else sid
 
     # -- what stays in our own table ------------------------------------------------------------
 
@@ -644,3 +392,9 @@ class LeaseStore:
 
     async def finish_command(self, command_id: int, ok: bool, result: str) -> None:
         await self.companion.finish_command(command_id, ok, result)
+
+
+def _range(shard: Shard) -> tuple[str, str] | None:
+    if shard.starting_hash_key is None or shard.ending_hash_key is None:
+        return None
+    return (shard.starting_hash_key, shard.ending_hash_key)

@@ -1,12 +1,13 @@
 """Which leases to take: the KCL 2.x lease taker's algorithm, pure.
 
-No time is stored in a lease table. An observer notes, scan by scan, whether each lease's counter
-moved; a lease whose counter has not moved for the failover time is expired (its owner is
-presumed dead). A counter that moved between two scans moved at the earliest just after the
-first of them: that is the time kept, so a dead owner's lease expires one failover time after
-its last renewal, give or take one scan, and a live owner's (renewing several times a scan) never
-does. A lease first seen with an owner counts as renewed at that moment; one first seen without
-owner is available at once. Each round:
+No time is stored in a lease table. An observer notes, scan by scan, when it first saw each
+lease's counter at its current value; a lease whose counter it has seen unchanged for the failover
+time is expired (its owner is presumed dead). A live owner renews several times per failover time,
+so any scan at least that long after the last one that saw a change sees a new counter: the rule
+holds however irregular the scans are (a round woken early, a slow table). A dead owner's lease
+expires at the first scan one failover time after the scan that saw its last renewal. A lease
+first seen with an owner counts as renewed at that moment; one first seen without owner is
+available at once. Each round:
 
 * count the live (unexpired, owned) leases per worker, this worker included;
 * target = ceil(leases / workers);
@@ -31,8 +32,7 @@ from console.checkpoints.leases.items import Lease
 @dataclass(slots=True)
 class Seen:
     lease: Lease
-    changed_at: float  # the earliest the counter can have last moved (0: never seen moving)
-    moved: bool = False  # it moved since the scan before
+    changed_at: float  # when a scan first saw the counter at its current value (0: never)
 
 
 class LeaseObserver:
@@ -40,11 +40,9 @@ class LeaseObserver:
 
     def __init__(self) -> None:
         self.seen: dict[str, Seen] = {}
-        self.scanned_at: float | None = None
 
     def update(self, leases: Iterable[Lease], now: float) -> None:
         fresh: dict[str, Seen] = {}
-        before = self.scanned_at if self.scanned_at is not None else now
         for lease in leases:
             old = self.seen.get(lease.key)
             if old is None:
@@ -52,14 +50,13 @@ class LeaseObserver:
             elif old.lease.counter == lease.counter and old.lease.owner == lease.owner:
                 fresh[lease.key] = Seen(lease, old.changed_at)
             else:
-                fresh[lease.key] = Seen(lease, before, moved=True)
+                fresh[lease.key] = Seen(lease, now)
         self.seen = fresh
-        self.scanned_at = now
 
     def expired(self, seen: Seen, failover: float, now: float) -> bool:
         if seen.lease.owner is None:
             return True
-        return not seen.moved and now - seen.changed_at > failover
+        return now - seen.changed_at >= failover
 
     def live_owners(self, failover: float, now: float) -> dict[str, int]:
         """Workers with a lease renewed within the failover time, and how many each holds."""
@@ -89,10 +86,13 @@ def choose(
     max_steal: int = 1,
     rng: random.Random | None = None,
     others: Iterable[str] = (),
+    held: Iterable[str] = (),
 ) -> Choice:
     """The leases this worker should take in this round. ``others``: workers known to be
     alive though they may hold no lease yet (from their heartbeats); one whose leases have
-    expired is dead whatever its heartbeat says."""
+    expired is dead whatever its heartbeat says. ``held``: the keys of the leases this worker
+    holds now; a lease the table says is ours but we do not hold (a write whose answer was lost,
+    a restart with the same worker id) is taken back at once."""
     rng = rng or random.Random()
     work = [s for s in observer.seen.values() if not s.lease.finished]
     counts = observer.live_owners(failover, now)
@@ -104,7 +104,10 @@ def choose(
     for worker in others:
         if worker not in dead:
             counts.setdefault(worker, 0)
-    counts.setdefault(me, 0)
+    mine = set(held)
+    # What this worker holds is what it reads: a lease the table says is ours but we do not
+    # hold counts as nobody's until we take it back.
+    counts[me] = sum(1 for s in work if s.lease.key in mine)
     workers = len(counts)
     if not work:
         return Choice((), (), 0, workers)
@@ -113,7 +116,11 @@ def choose(
     if need <= 0:
         return Choice((), (), target, workers)
     available = [
-        s.lease for s in work if takeable(s, me, observer, failover, now) and ready(s.lease)
+        s.lease
+        for s in work
+        if s.lease.key not in mine
+        and (s.lease.owner == me or observer.expired(s, failover, now))
+        and ready(s.lease)
     ]
     if available:
         rng.shuffle(available)
@@ -137,8 +144,3 @@ def choose(
     ]
     rng.shuffle(theirs)
     return Choice((), tuple(theirs[:steal_n]), target, workers)
-
-
-def takeable(seen: Seen, me: str, observer: LeaseObserver, failover: float, now: float) -> bool:
-    """Available to take: expired or unowned, and not already ours."""
-    return seen.lease.owner != me and observer.expired(seen, failover, now)
