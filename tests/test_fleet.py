@@ -127,7 +127,11 @@ class Fleet:
             kinesis.delete_stream(StreamName=self.stream, EnforceConsumerDeletion=True)
 
     def leases(self) -> dict[str, dict[str, Any]]:
-        items = self.ddb.scan(TableName=self.table, ConsistentRead=True)["Items"]
+        """The lease table's items (none before a worker has created the table)."""
+        try:
+            items = self.ddb.scan(TableName=self.table, ConsistentRead=True)["Items"]
+        except self.ddb.exceptions.ResourceNotFoundException:
+            return {}
         return {i["leaseKey"]["S"]: i for i in items}
 
     def owners(self) -> dict[str, str | None]:
@@ -462,9 +466,13 @@ async def test_access_denied_on_the_table(fleet: Fleet) -> None:
 async def test_a_kcl_3x_application_is_refused_without_take_over(fleet: Fleet) -> None:
     await Kinesis(fleet.kinesis).create(fleet.stream, 1)
     refused(fleet, "--no-create-table")  # nothing yet
-    fleet.start("w0", "--duration", "1")
-    assert fleet.procs["w0"].wait(30) == 0  # the tables exist now
-    fleet.procs.pop("w0")
+    # A KCL 3.5 application's table, in its single-table format.
+    fleet.ddb.create_table(
+        TableName=fleet.table,
+        KeySchema=[{"AttributeName": "leaseKey", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "leaseKey", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
     fleet.ddb.put_item(
         TableName=fleet.table,
         Item={
@@ -478,6 +486,7 @@ async def test_a_kcl_3x_application_is_refused_without_take_over(fleet: Fleet) -
     assert "belongs to a KCL 3.x application (client version CLIENT_VERSION_3X)" in line
     assert "--take-over" in line
     assert fleet.leases() == before
+    assert f"{fleet.table}-shard-console" not in tables(fleet)  # nothing of ours either
 
 
 async def test_live_foreign_workers_and_a_live_worker_id_are_refused(fleet: Fleet) -> None:
@@ -520,6 +529,7 @@ async def test_live_foreign_workers_and_a_live_worker_id_are_refused(fleet: Flee
     assert "live workers that are not shard-console's hold leases" in line
     assert "kcl-worker-7" in line and "--take-over" in line
     assert fleet.owners()[key] == "kcl-worker-7"
+    assert fleet.leases()[key]["leaseCounter"]["N"] != "0"  # (its renewals, not ours)
     # Once it stopped renewing, it is dead: a start waits out the failover time and goes on.
     fleet.start("w2")
     await wait_for(lambda: fleet.held() == Counter({"w2": 2}), 30, "w2 takes over")
@@ -534,6 +544,13 @@ async def test_a_pause_from_the_cli_holds_across_the_fleet_until_resumed(fleet: 
     fleet.start("w2")
     await started(fleet, "w1", "w2")
     await wait_for(lambda: sum(fleet.held().values()) == 1, 30, "the lease taken")
+    before = numbered(20, keys=2, start=100)
+    puts = await kinesis.put(fleet.stream, before)
+    await wait_for(
+        lambda: fleet.leases()[shard]["checkpoint"]["S"] == puts[-1]["SequenceNumber"],
+        30,
+        "read and checkpointed before the pause",
+    )
     paused = run_cli("pause", shard, "--yes", *fleet.args(), env=ENV)
     assert paused.returncode == 0, paused.stderr
     # Whoever takes the lease next honours the pause: it holds the lease and reads nothing.
@@ -544,8 +561,46 @@ async def test_a_pause_from_the_cli_holds_across_the_fleet_until_resumed(fleet: 
     resumed_at = time.time()
     resumed = run_cli("resume", shard, "--yes", *fleet.args(), env=ENV)
     assert resumed.returncode == 0, resumed.stderr
-    await wait_for(lambda: fleet.processed() == datas(while_paused), 30, "read after the resume")
-    # ...and not one of them before it.
-    assert min(r.start for r in fleet.rows()) > resumed_at
+    await wait_for(
+        lambda: fleet.processed() == datas(before + while_paused), 30, "read after the resume"
+    )
+    # ...and not one of them before it; and the pause kept the checkpoint where it was: what
+    # was read before it is not read again.
+    assert min(r.start for r in fleet.rows() if r.data in datas(while_paused)) > resumed_at
+    counts = Counter(r.data for r in fleet.rows())
+    assert [d for d, n in counts.items() if n != 1] == []
     history = run_cli("checkpoints", "history", shard, "--json", *fleet.args(), env=ENV)
     assert '"cause": "pause"' in history.stdout and '"cause": "resume"' in history.stdout
+
+
+async def test_a_worker_restarted_after_a_crash_under_its_own_id_takes_its_leases_back(
+    fleet: Fleet,
+) -> None:
+    kinesis = Kinesis(fleet.kinesis)
+    await kinesis.create(fleet.stream, 2)
+    first = numbered(40, keys=4)
+    await kinesis.put(fleet.stream, first)
+    fleet.start("w1")
+    await wait_for(lambda: fleet.processed() >= datas(first), 30, "the first records")
+    fleet.kill("w1")  # its heartbeat and its leases stay behind, owned by "w1"
+    assert fleet.held() == Counter({"w1": 2})
+    second = numbered(40, keys=4, start=40)
+    await kinesis.put(fleet.stream, second)
+    fleet.start("w1")  # a container restarted with the same --worker-id
+    await wait_for(lambda: fleet.processed() >= datas(first + second), 30, "read on")
+    assert "is live" not in fleet.log("w1")
+
+
+async def test_a_pause_keeps_the_leases_checkpoint_as_the_table_has_it(fleet: Fleet) -> None:
+    """A lease still at the application's AT_TIMESTAMP sentinel (whose time only the workers'
+    configuration knows) keeps it through a pause and a resume from the CLI."""
+    await Kinesis(fleet.kinesis).create(fleet.stream, 1)
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+    fleet.start("w1", "--initial-position", f"at_timestamp:{since}")
+    await wait_for(lambda: fleet.held() == Counter({"w1": 1}), 30, "the lease taken")
+    shard = "shardId-000000000000"
+    assert fleet.leases()[shard]["checkpoint"]["S"] == "AT_TIMESTAMP"
+    for action in ("pause", "resume"):
+        result = run_cli(action, shard, "--yes", *fleet.args(), env=ENV)
+        assert result.returncode == 0, result.stderr
+        assert fleet.leases()[shard]["checkpoint"]["S"] == "AT_TIMESTAMP"

@@ -192,6 +192,8 @@ def test_a_round_woken_early_sees_live_leases_as_live() -> None:
     assert not any(obs.expired(s, 10.0, 10.5) for s in obs.seen.values())
     choice = choose(obs, "me", 10.0, 10.5)
     assert choice.take == () and choice.workers == 3
+    obs.update(leases(["a", "b"], counter=2), now=19.5)  # not yet a whole failover time
+    assert not any(obs.expired(s, 10.0, 19.5) for s in obs.seen.values())
     obs.update(leases(["a", "b"], counter=2), now=20.0)  # a whole failover time unchanged
     assert all(obs.expired(s, 10.0, 20.0) for s in obs.seen.values())
 
