@@ -215,7 +215,9 @@ async def test_three_workers_balance_and_a_killed_workers_shards_move(fleet: Fle
     # KCL 2.x balancing: ceil(8/3) = 3, so 3/3/2, within two rounds (a round: FAILOVER).
     await wait_for(lambda: sorted(fleet.held().values()) == [2, 3, 3], 30, "balanced 3/3/2")
     balanced_after = time.monotonic() - joined
-    assert balanced_after <= 2 * FAILOVER + 3.0, f"balanced after {balanced_after:.1f} s"
+    # Two rounds, and a third's worth of slack for a loaded 2-core machine (the benchmark
+    # measures it unloaded: bench/fleet.py).
+    assert balanced_after <= 3 * FAILOVER, f"balanced after {balanced_after:.1f} s"
     await wait_for(lambda: fleet.processed() >= datas(first), 30, "the first records")
 
     victim = next(w for w, n in fleet.held().items() if n == 3)
@@ -604,3 +606,37 @@ async def test_a_pause_keeps_the_leases_checkpoint_as_the_table_has_it(fleet: Fl
         result = run_cli(action, shard, "--yes", *fleet.args(), env=ENV)
         assert result.returncode == 0, result.stderr
         assert fleet.leases()[shard]["checkpoint"]["S"] == "AT_TIMESTAMP"
+
+
+async def test_no_shard_is_read_by_two_workers_at_once(fleet: Fleet) -> None:
+    """Records arrive all along while workers join and steal their share: a worker that lost
+    a lease stops reading the shard by its next renewal, and nothing is lost."""
+    kinesis = Kinesis(fleet.kinesis)
+    await kinesis.create(fleet.stream, 4)
+    sent: list[tuple[str, bytes]] = []
+    done = asyncio.Event()
+
+    async def produce() -> None:
+        n = 0
+        while not done.is_set():
+            batch = numbered(20, keys=20, start=n)
+            await kinesis.put(fleet.stream, batch)
+            sent.extend(batch)
+            n += 20
+            await asyncio.sleep(0.1)
+
+    writer = asyncio.create_task(produce())
+    fleet.start("w1")
+    await wait_for(lambda: fleet.held() == Counter({"w1": 4}), 30, "w1 holds every lease")
+    fleet.start("w2")
+    fleet.start("w3")
+    await wait_for(lambda: sorted(fleet.held().values()) == [1, 1, 2], 30, "balanced 2/1/1")
+    logs = lambda: "".join(fleet.log(w) for w in ("w1", "w2", "w3"))  # noqa: E731
+    assert logs().count("stolen from") >= 2  # leases changed hands with records flowing
+    await asyncio.sleep(2 * RENEW)  # records keep flowing after the last handover
+    done.set()
+    await writer
+    await wait_for(lambda: fleet.processed() >= datas(sent), 30, "every record")
+    rows = fleet.rows()
+    assert {r.data for r in rows} == datas(sent)
+    assert overlaps(rows, RENEW + 1.0) == []

@@ -288,6 +288,47 @@ async def test_every_write_is_conditional_on_the_counter_seen(dynamodb: Any) -> 
     assert final is not None and final.checkpoint == "TRIM_HORIZON"
 
 
+async def test_only_the_owner_renews_checkpoints_and_gives_back(dynamodb: Any) -> None:
+    table = LeaseTable(dynamodb, unique("app"))
+    await table.ensure(create=True)
+    await table.create("shardId-1", "TRIM_HORIZON")
+    mine = await table.get("shardId-1", None)
+    assert mine is not None and await table.take(mine, "w1")
+    # Another worker's copy, right counter, wrong owner: every write of the owner's is refused.
+    impostor = await table.get("shardId-1", None)
+    assert impostor is not None
+    impostor.owner = "w2"
+    assert not await table.renew(impostor)
+    assert not await table.checkpoint(impostor, SEQ, 0)
+    assert not await table.release(impostor)
+    assert await table.release(mine)
+    after = await table.get("shardId-1", None)
+    assert after is not None and (after.owner, after.counter) == (None, mine.counter)
+
+
+async def test_a_kcl_3x_handoff_blocks_renewals_and_fences_and_ends_with_a_take(
+    dynamodb: Any,
+) -> None:
+    """checkpointOwner: the KCL 3.x's graceful handoff under way."""
+    table = LeaseTable(dynamodb, unique("app"))
+    await table.ensure(create=True)
+    await table.create("shardId-1", "TRIM_HORIZON")
+    lease = await table.get("shardId-1", None)
+    assert lease is not None and await table.take(lease, "w1")
+    await dynamodb.update_item(
+        TableName=table.name,
+        Key={"leaseKey": {"S": "shardId-1"}},
+        UpdateExpression="SET checkpointOwner = :o",
+        ExpressionAttributeValues={":o": {"S": "w1"}},
+    )
+    assert not await table.renew(lease)
+    assert not await table.fence(lease, SEQ, 0)
+    assert await table.take(lease, "w2")
+    taken = await table.get("shardId-1", None)
+    assert taken is not None and (taken.owner, taken.checkpoint_owner) == ("w2", None)
+    assert await table.renew(lease)
+
+
 async def test_a_kcl_3x_application_is_recognised(dynamodb: Any) -> None:
     table = LeaseTable(dynamodb, unique("app"))
     await table.ensure(create=True)
