@@ -215,9 +215,9 @@ async def test_three_workers_balance_and_a_killed_workers_shards_move(fleet: Fle
     # KCL 2.x balancing: ceil(8/3) = 3, so 3/3/2, within two rounds (a round: FAILOVER).
     await wait_for(lambda: sorted(fleet.held().values()) == [2, 3, 3], 30, "balanced 3/3/2")
     balanced_after = time.monotonic() - joined
-    # Two rounds, and a third's worth of slack for a loaded 2-core machine (the benchmark
-    # measures it unloaded: bench/fleet.py).
-    assert balanced_after <= 3 * FAILOVER, f"balanced after {balanced_after:.1f} s"
+    # Two rounds, with slack for a loaded 2-core machine: a third round, and 3 s for three
+    # Python processes finding each other (bench/fleet.py measures it unloaded).
+    assert balanced_after <= 3 * FAILOVER + 3.0, f"balanced after {balanced_after:.1f} s"
     await wait_for(lambda: fleet.processed() >= datas(first), 30, "the first records")
 
     victim = next(w for w, n in fleet.held().items() if n == 3)
