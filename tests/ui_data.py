@@ -179,6 +179,8 @@ def in_fleet(engine: FrozenEngine) -> None:
         "shardId-000000000005": ("ip-10-0-2-31-977-c3d4", False),
         "shardId-000000000006": ("kcl-worker-3", True),
     }
+    ready = state.shards["shardId-000000000008"]  # unowned and ready: nobody has taken it yet
+    ready.status = ShardStatus.READY
     for sid, (owner, expired) in owners.items():
         view = state.shards[sid]
         view.owner, view.lease_expired, view.lease_counter = owner, expired, 1234

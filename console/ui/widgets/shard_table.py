@@ -393,6 +393,10 @@ class ShardTable(ScrollView, can_focus=True):
         """Who holds the lease: "this worker", another's id, or nobody; a lease nobody renews
         is marked and shown as an error."""
         owner = view.owner if view else None
+        if owner is None and view is not None and view.status is ShardStatus.READY:
+            # Ready to read and nobody holds it: the next worker to look takes it.
+            style = component_style(self, "shard-table--paused")
+            return Segment(f"{'nobody':<{OWNER_WIDTH}}", style)
         if owner is None:
             text = "-"
         elif owner == self.state.worker_id:
