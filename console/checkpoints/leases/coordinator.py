@@ -1,9 +1,10 @@
 """This worker's leases: joining the fleet, taking, renewing, losing and giving them back.
 
-Two loops run while the store is watched. The renewer, every failover/3, first has the engine
+Three loops run while the store is watched. The renewer, every failover/3, first has the engine
 flush its checkpoints (a checkpoint renews its lease: a lease costs one write per interval, busy
-or idle), then renews every lease no checkpoint wrote; each call is bounded, and a lease it could
-not write for 2/3 of the failover time is given up before anyone else may take it. The taker,
+or idle), then renews every lease no checkpoint wrote; each is bounded. A watchdog gives up, on
+time, any lease not written for 2/3 of the failover time (counted from when its last write was
+sent), before anyone else may take it. The taker,
 every failover time (the KCL's runs every 2 x failover; once per failover time lets a dead
 worker's shards move within 2 x failover), scans the table and takes this worker's share
 (console.checkpoints.leases.taker); every other round it also reads shard-console's own items
@@ -189,6 +190,7 @@ class Coordinator:
             self._tasks = [
                 asyncio.create_task(self._take_loop(), name="lease taker"),
                 asyncio.create_task(self._renew_loop(), name="lease renewer"),
+                asyncio.create_task(self._watchdog(), name="lease watchdog"),
             ]
             for task in self._tasks:
                 task.add_done_callback(self._loop_ended)
@@ -243,15 +245,25 @@ class Coordinator:
             except LeaseTableError as exc:  # access lost, say: each lease expires on its own
                 self.trouble(f"renewing leases failed, will retry: {exc}")
 
+    async def _watchdog(self) -> None:
+        """Gives up, on time, every lease not written for the grace time, whatever the
+        renewer is stuck on: the shard stops before any other worker may take the lease."""
+        while True:
+            await asyncio.sleep(self.renew_interval / 4)
+            now = self._clock()
+            for sid in [s for s in self.held if now - self._written.get(s, now) > self._grace]:
+                await self.lose(sid, "not renewed for 2/3 of the failover time")
+
     async def renew_round(self) -> None:
-        """The engine's checkpoints first (each renews its lease), then every lease none
-        wrote, at once (the KCL renews in parallel too)."""
+        """The engine's checkpoints first (each renews its lease; bounded, as every write
+        here), then every lease none wrote, at once (the KCL renews in parallel too)."""
         start = self._clock()
-        for sid in [s for s in self.held if start - self._written.get(s, start) > self._grace]:
-            await self.lose(sid, "not renewed for 2/3 of the failover time")
         if self.listener is not None:
             try:
-                await self.listener.flush()
+                async with asyncio.timeout(self.renew_interval):
+                    await self.listener.flush()
+            except TimeoutError:
+                self.trouble("checkpoint flush did not finish within the renewal interval")
             except Exception as exc:  # the store, or the processor's flush: renew regardless
                 self.trouble(f"checkpoint flush failed, will retry: {exc}")
         due = [sid for sid in self.held if self._written.get(sid, 0.0) < start]
@@ -259,8 +271,9 @@ class Coordinator:
 
     @property
     def _grace(self) -> float:
-        """How long a held lease may go unwritten: others may take it after the failover time
-        (from their scan that saw its last write), so it is given up one renewal before."""
+        """How long a held lease may go unwritten: others may take it a failover time after
+        the scan that saw its last write landed (no sooner than it was sent), so it is given
+        up one renewal before that."""
         return self.failover - self.renew_interval
 
     async def _renew(self, sid: str) -> None:
@@ -269,34 +282,39 @@ class Coordinator:
                 ok = await self.write(sid, self.table.renew)
         except (LeaseTableError, TimeoutError) as exc:
             log.info("renewing %s failed: %s", sid, exc or "timed out")
-            return  # tried again next round; given up after the grace time
-        if not ok:
+            return  # tried again next round; the watchdog gives it up after the grace time
+        if ok is False:
             await self.lose(sid)
 
-    async def write(self, sid: str, op: Callable[[Lease], Awaitable[bool]]) -> bool:
-        """A conditional write to a held lease, under its lock. A failed condition reads the
-        lease again: still ours (a write whose answer was lost, say), it is tried once more."""
+    async def write(self, sid: str, op: Callable[[Lease], Awaitable[bool]]) -> bool | None:
+        """A conditional write to a held lease, under its lock: True, or False when the lease
+        is someone else's now, or None when it is no longer held here (dropped meanwhile: not
+        a loss). A failed condition reads the lease again: still ours (a write whose answer was
+        lost, say), it is tried once more. The write counts from when it was sent."""
         lease = self.held.get(sid)
         if lease is None:
-            return False
+            return None
         async with self._locks.setdefault(sid, asyncio.Lock()):
             if self.held.get(sid) is not lease:
-                return False
+                return None
+            sent = self._clock()
             if not await op(lease):
                 fresh = await self.table.get(lease.key, stream_name(self.stream or ""))
                 if fresh is None or fresh.owner != self.worker_id or fresh.checkpoint_owner:
-                    return False
+                    return False if self.held.get(sid) is lease else None
                 lease.counter = fresh.counter
+                sent = self._clock()
                 if not await op(lease):
-                    return False
-            self._written[sid] = self._clock()
+                    return False if self.held.get(sid) is lease else None
+            if self.held.get(sid) is lease:
+                self._written[sid] = max(self._written.get(sid, 0.0), sent)
             return True
 
     async def give_back(self, sid: str) -> bool:
         """Release a held lease (its owner removed, conditionally); it is not ours after."""
         ok = await self.write(sid, self.table.release)
         self.drop(sid)
-        return ok
+        return ok is True
 
     def drop(self, sid: str) -> None:
         """No longer held, without a word (a fence of ours, a finished shard given back)."""
@@ -308,8 +326,9 @@ class Coordinator:
         stream = self.stream
         if stream is None:
             return
-        now = self._clock()
-        self.observer.update(await self._leases(stream), now)
+        leases = await self._leases(stream)
+        now = self._clock()  # after the scan: expiry's margin does not shrink by its length
+        self.observer.update(leases, now)
         beat = self._rounds % 2 == 0
         self._rounds += 1
         if beat:

@@ -238,14 +238,19 @@ class LeaseStore:
         else's now. A change of several leases that fails half-way records what it did."""
         history: list[HistoryEntry] = []
         done: list[str] = []
+        routine = [
+            c.checkpoint
+            for c in changes
+            if not (c.history is not None and c.history.cause in OPERATOR_CAUSES)
+            and c.checkpoint.shard_id in self.co.held
+        ]
+        # Routine progress at once, as the KCL renews: one lease's write waits for no other.
+        await asyncio.gather(*(self._checkpoint_held(cp) for cp in routine))
         try:
             for change in changes:
-                cp = change.checkpoint
                 if change.history is not None and change.history.cause in OPERATOR_CAUSES:
                     await self._fence(stream, change)
-                    done.append(cp.shard_id)
-                elif cp.shard_id in self.co.held:
-                    await self._checkpoint_held(cp)
+                    done.append(change.checkpoint.shard_id)
                 if change.history is not None:
                     history.append(change.history)
         except BaseException as exc:
@@ -277,8 +282,10 @@ class LeaseStore:
         async def write(held: Lease) -> bool:
             return await self.table.checkpoint(held, text, sub)
 
-        if not await self.co.write(sid, write):
-            await self.co.lose(sid)
+        ok = await self.co.write(sid, write)
+        if ok is not True:
+            if ok is False:
+                await self.co.lose(sid)
             return
         if text == SHARD_END:
             children = tuple(s.shard_id for s in self._shards.values() if sid in s.parents)
@@ -301,12 +308,16 @@ class LeaseStore:
         cp = change.checkpoint
         sid = cp.shard_id
         history = change.history
-        keep = history is not None and history.old_position == history.new_position
+        # Held here, the plan has this process's newest progress; else the table knows best.
+        keep = (
+            history is not None
+            and history.old_position == history.new_position
+            and _finished(history.old_status) == _finished(history.new_status)
+            and sid not in self.co.held
+        )
         text, sub = ("", 0) if keep else kcl_checkpoint(cp)  # UnwritablePosition: resolve first
         old_mark = self.co.marks.get(sid, Marks())
         mark = Marks(paused=cp.paused, skipped=cp.status is CheckpointStatus.SKIPPED)
-        if keep and cp.status is CheckpointStatus.SKIPPED:
-            text, sub = SHARD_END, 0
         if mark != old_mark:
             await self.companion.set_marks(stream, sid, mark)
             self.co.marks[sid] = mark
@@ -398,3 +409,8 @@ def _range(shard: Shard) -> tuple[str, str] | None:
     if shard.starting_hash_key is None or shard.ending_hash_key is None:
         return None
     return (shard.starting_hash_key, shard.ending_hash_key)
+
+
+def _finished(status_word: str | None) -> bool:
+    """Whether a history status word (open, paused, done, skipped) is a finished shard's."""
+    return status_word in (CheckpointStatus.DONE.value, CheckpointStatus.SKIPPED.value)
