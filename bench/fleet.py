@@ -34,8 +34,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,22 +41,10 @@ import boto3
 
 from bench.kinesalite import kinesalite
 from bench.report import result
+from tests.servers import moto_server
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1"}
-
-
-@contextmanager
-def moto() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def client(service: str, url: str) -> Any:
@@ -342,7 +328,7 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
     parts = set(args.part.split(","))
-    with kinesalite() as kin, moto() as ddb, tempfile.TemporaryDirectory() as tmp:
+    with kinesalite() as kin, moto_server() as ddb, tempfile.TemporaryDirectory() as tmp:
         if "rate" in parts:
             part_rate(kin, ddb, args.failover, args.window, Path(tmp))
         if "failover" in parts:

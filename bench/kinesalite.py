@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.servers import node_server
 
 ROOT = Path(__file__).resolve().parent.parent
 KINESALITE = ROOT / "tests" / "kinesalite"
@@ -16,16 +17,5 @@ KINESALITE = ROOT / "tests" / "kinesalite"
 def kinesalite() -> Iterator[str]:
     if not (KINESALITE / "node_modules" / "kinesalite").is_dir():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=KINESALITE, check=True)
-    node = shutil.which("node")
-    assert node, "node is needed"
-    proc = subprocess.Popen(
-        [node, str(KINESALITE / "start.js"), "0"], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("PORT "), line
-    try:
-        yield f"http://127.0.0.1:{int(line.split()[1])}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with node_server(KINESALITE / "start.js", "0") as url:
+        yield url

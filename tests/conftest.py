@@ -47,6 +47,7 @@ from console.engine.consumer import ConsumerOptions  # noqa: E402
 from console.model import Record, ShardContext  # noqa: E402
 from console.processors.base import Processor  # noqa: E402
 from console.sources.aws import AwsSettings  # noqa: E402
+from tests.servers import moto_server, node_server  # noqa: E402
 
 TESTS = Path(__file__).parent
 KINESALITE = TESTS / "kinesalite"
@@ -81,34 +82,6 @@ def _install_kinesalite() -> None:
     )
 
 
-@contextlib.contextmanager
-def node_server(script: Path, *args: str) -> Iterator[str]:
-    """A node script that prints ``PORT n`` once it listens on loopback: its URL, while it runs."""
-    node = shutil.which("node")
-    assert node, "node is needed to run " + script.name
-    proc = subprocess.Popen(
-        [node, str(script), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("PORT "):
-        proc.kill()
-        raise RuntimeError(
-            f"{script.name} did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
-        )
-    try:
-        yield f"http://127.0.0.1:{int(line.split()[1])}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 @pytest.fixture(scope="session")
 def kinesalite() -> Iterator[str]:
     _install_kinesalite()
@@ -118,15 +91,8 @@ def kinesalite() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def moto() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KINESALITE, Kinesis, node_server, numbered, run_cli, unique, wait_for
+from tests.conftest import KINESALITE, Kinesis, numbered, run_cli, unique, wait_for
+from tests.servers import node_server
 from tests.test_fleet import ENV, Fleet
 
 HERE = Path(__file__).parent
