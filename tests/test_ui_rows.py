@@ -64,3 +64,15 @@ def test_a_short_step_is_shown_as_it_is() -> None:
         ("s0-0000", 0),
         ("s0-0001", 0),
     ]
+
+
+def test_a_checkpoint_with_its_sub_sequence_fits_its_column() -> None:
+    """A KCL checkpoint carries a sub-sequence number (0 for a plain record): the column keeps
+    the sequence number's tail and the sub-sequence, within its width."""
+    from console.model import Position
+    from console.ui.format import position_text
+
+    seq = "49680644384380684377501773527828937201359348687263760386"
+    text = position_text(Position.after_sequence(seq, 0), 14)
+    assert len(text) == 14 and text.endswith("760386/0") and text.startswith("…")
+    assert position_text(Position.after_sequence(seq), 14) == "…" + seq[-13:]

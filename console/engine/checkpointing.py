@@ -52,7 +52,7 @@ class Checkpointer:
             self._history_at[sid] = now
             view = self._state.view(sid)
             view.checkpoint = cp.position
-            view.checkpoint_at = cp.updated_at
+            view.checkpoint_at = cp.updated_at or None  # a lease table keeps no time
             view.position = cp.position
             self._state.touch(view)
 

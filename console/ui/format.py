@@ -47,10 +47,8 @@ def position_text(position: Position | None, width: int = 12) -> str:
     if kind is PositionKind.AT_TIMESTAMP:
         assert position.timestamp is not None
         return "@" + time.strftime("%H:%M:%S", time.gmtime(position.timestamp))
-    text = short_seq(position.sequence_number, width)
-    if position.sub_sequence_number is not None:
-        text += f"/{position.sub_sequence_number}"
-    return text
+    sub = "" if position.sub_sequence_number is None else f"/{position.sub_sequence_number}"
+    return short_seq(position.sequence_number, width - len(sub)) + sub  # fits its column
 
 
 def age(seconds: float | None) -> str:
