@@ -69,11 +69,9 @@ class Companion:
     def __init__(self, client: Any, lease_table: str) -> None:
         self.client = client
         self.name = companion_name(lease_table)
-        self.requests = 0
         self.exists = False  # known to exist (ensure() says)
 
     async def _call(self, op: str, action: str, **kwargs: Any) -> Any:
-        self.requests += 1
         try:
             return await getattr(self.client, op)(TableName=self.name, **kwargs)
         except Exception as exc:

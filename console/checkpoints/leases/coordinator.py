@@ -99,6 +99,7 @@ class Coordinator:
         self._tasks: list[asyncio.Task[None]] = []
         self.wake = asyncio.Event()
         self._rounds = 0
+        # Leases taken, stolen, lost and given back by this worker (for the metrics to come).
         self.counts = {"taken": 0, "stolen": 0, "lost": 0, "released": 0}
 
     # -- joining ------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from console.checkpoints.base import (
     OwnershipListener,
     StreamRecord,
 )
-from console.checkpoints.leases.companion import Companion, Heartbeat, Marks
+from console.checkpoints.leases.companion import Companion, Marks
 from console.checkpoints.leases.coordinator import (
     Coordinator,
     LeaseConflictError,
@@ -101,13 +101,6 @@ class LeaseStore:
         )
         self.worker_id = self.co.worker_id
         self.renew_interval = self.co.renew_interval
-
-    @property
-    def requests(self) -> int:
-        return self.table.requests + self.companion.requests
-
-    def heartbeats(self) -> list[Heartbeat]:
-        return self.co.live_heartbeats()
 
     # -- joining and leaving ------------------------------------------------------------------
 
