@@ -268,7 +268,9 @@ class LeaseStore:
             text, sub = kcl_checkpoint(cp)
         except UnwritablePosition:
             return  # the position it started from: nothing processed yet
-        lease = self.co.held[sid]
+        lease = self.co.held.get(sid)
+        if lease is None:
+            return  # lost meanwhile: its progress is not ours to write
         if text == SHARD_END:
             await self._create_children(lease)
 
