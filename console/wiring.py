@@ -80,9 +80,10 @@ async def open_lease_store(
     *,
     create_companion: bool | None = None,
 ) -> AsyncIterator[LeaseStore]:
-    """The lease table (created unless ``fleet.create`` is False) and shard-console's table
-    beside it (created as ``create_companion`` says, by default as the lease table), through
-    a DynamoDB client of their own."""
+    """The lease table (created unless ``fleet.create`` is False), through a DynamoDB client
+    of its own. shard-console's table beside it: by default created when the worker joins,
+    once the checks of joining have passed; for the control CLI, created now if
+    ``create_companion`` (a change is recorded there) or only read if it exists (False)."""
     aws = aws or AwsSettings()
     settings = replace(aws, endpoint_url=fleet.endpoint_url or aws.endpoint_url)
     async with open_client("dynamodb", settings) as client:
