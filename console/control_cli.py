@@ -128,6 +128,21 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     _change_flags(undo)
     undo.set_defaults(handler=cmd_change, action="undo")
 
+    leases = sub.add_parser(
+        "leases", help="a lease table's leases, as the KCL (or a fleet) wrote them"
+    )
+    leases_sub = leases.add_subparsers(dest="what", metavar="list|show", parser_class=parser_class)
+    lease_list = leases_sub.add_parser("list", help="one line per lease")
+    _store_flags(lease_list)
+    lease_list.add_argument("--json", action="store_true")
+    lease_list.set_defaults(handler=cmd_leases)
+    lease_show = leases_sub.add_parser("show", help="every attribute of one lease, and its history")
+    lease_show.add_argument("shard", metavar="SHARD")
+    _store_flags(lease_show)
+    lease_show.add_argument("--json", action="store_true")
+    lease_show.set_defaults(handler=cmd_leases)
+    leases.set_defaults(handler=cmd_leases_usage)
+
     info = sub.add_parser("info", help="where config, data and themes live")
     info.add_argument("--db", metavar="PATH")
     info.add_argument("--config", metavar="FILE")
@@ -338,21 +353,27 @@ def _show_plan(plan: Plan) -> None:
         print(f"  {h.shard_id}: {moves}{status}")
 
 
-def _approved(args: argparse.Namespace) -> bool:
-    """After the plan is shown: False (and said) for a dry run or a No; True to apply."""
+def _approved(args: argparse.Namespace, name: str | None = None) -> bool:
+    """After the plan is shown: False (and said) for a dry run or a No; True to apply.
+    ``name``: the operator types it (the stream's) instead of a yes."""
     if args.dry_run:
         print("dry run: nothing changed")
         return False
-    if not args.yes and not _confirm("Apply?"):
+    if args.yes:
+        return True
+    if name is not None:
+        ok = _ask(f"Type the stream's name ({name}) to apply:").strip() == name
+    else:
+        ok = _ask("Apply? [y/N]").strip().lower() in ("y", "yes")
+    if not ok:
         print("nothing changed")
-        return False
-    return True
+    return ok
 
 
-def _confirm(prompt: str, ask: Callable[[str], str] = input) -> bool:
+def _ask(prompt: str, ask: Callable[[str], str] = input) -> str:
     if not sys.stdin.isatty():
         raise UsageError("no terminal to confirm on: pass --yes (or --dry-run to only look)")
-    return ask(f"{prompt} [y/N] ").strip().lower() in ("y", "yes")
+    return ask(f"{prompt} ")
 
 
 def cmd_change(args: argparse.Namespace) -> int:
@@ -402,11 +423,17 @@ async def _change_leases(
     source: StreamSource | None,
 ) -> int:
     """A lease table is changed from here, whoever runs: each lease gets a fencing write, so
-    its holder drops it at its next renewal and the next taker reads from the new checkpoint."""
+    its holder drops it at its next renewal and the next taker reads from the new checkpoint.
+    The plan shows who holds each lease; if a holder changes before the write, nothing is
+    written. The stream's name is typed to confirm."""
+    from console.checkpoints.leases.coordinator import stream_name
+    from console.checkpoints.leases.store import LeaseMovedError, LeaseStore
+    from console.engine.attach import explain
     from console.engine.control import ControlError, SkipTo
     from console.engine.offline import apply_offline, plan_offline
     from console.engine.resolve import resolve_plan
 
+    assert isinstance(store, LeaseStore)
     try:
         if request.skip_to is SkipTo.NEXT_RECORD:
             raise ControlError(
@@ -416,11 +443,13 @@ async def _change_leases(
         plan = await plan_offline(store, record, request)
         if source is not None:
             plan = await resolve_plan(plan, source)
-        _show_plan(plan)
-        if not _approved(args):
+        leases = await store.table.leases(stream_name(record.stream))
+        print(explain(plan, {lease.shard_id: (lease, False) for lease in leases}, {}))
+        if not _approved(args, name=record.name):
             return 0
-        result = await apply_offline(store, record, request, source)
-    except ControlError as exc:
+        with store.expecting({lease.shard_id: lease.owner for lease in leases}):
+            result = await apply_offline(store, record, request, source)
+    except (ControlError, LeaseMovedError) as exc:
         raise UsageError(str(exc)) from None
     print(
         f"applied as change #{result.command_id}: the worker holding each lease drops it at "
@@ -445,23 +474,82 @@ async def _send(
     store: CheckpointStore, record: StreamRecord, request: ControlRequest, wait: float
 ) -> int:
     """A consumer runs: hand it the command and wait for its verdict."""
+    from console.engine.offline import wait_for_command
+
     command_id = await store.add_command(
         record.stream, request.shard_id, request.action.value, request.to_args(), request.actor
     )
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        command = await store.command(command_id)
-        if command is not None and command.state != "pending":
-            if command.state == "applied":
-                print(f"applied by the running consumer as change #{command_id}: {command.result}")
-                return 0
-            raise UsageError(f"the running consumer refused it: {command.result}")
-        await asyncio.sleep(0.2)
+    command = await wait_for_command(store, command_id, wait)
+    if command is not None:
+        if command.state == "applied":
+            print(f"applied by the running consumer as change #{command_id}: {command.result}")
+            return 0
+        raise UsageError(f"the running consumer refused it: {command.result}")
     print(
         f"command #{command_id} is queued, not applied yet: the running consumer applies it "
         "between batches (see: shard-console checkpoints history)"
     )
     return EXIT_QUEUED
+
+
+def cmd_leases_usage(args: argparse.Namespace) -> int:
+    raise UsageError("leases needs a sub-command: list, or show SHARD")
+
+
+def cmd_leases(args: argparse.Namespace) -> int:
+    from console.checkpoints.leases.coordinator import stream_name
+    from console.checkpoints.leases.items import lease_of, plain
+
+    if not _settings(args).lease_table:
+        raise UsageError("leases needs --lease-table: the application's lease table")
+
+    async def main() -> int:
+        async with _open(args) as (store, record, _):
+            table = store.table  # type: ignore[attr-defined]
+            items = await table.scan()
+            name = stream_name(record.stream)
+            pairs = [(item, lease) for item in items if (lease := lease_of(item, name))]
+            if args.what == "show":
+                found = [(i, lease) for i, lease in pairs if lease.shard_id == args.shard]
+                if not found:
+                    raise UsageError(f"lease table {table.name} has no lease for {args.shard}")
+                item, _ = found[0]
+                history = await store.history(record.stream, args.shard, 10)
+                doc: dict[str, Any] = {
+                    "lease": plain(item),
+                    "history": [
+                        f"#{h.id} {h.cause} by {h.actor}: "
+                        f"{h.old_position.encode() if h.old_position else '-'} -> "
+                        f"{h.new_position.encode() if h.new_position else '-'}"
+                        for h in history
+                    ],
+                }
+                if args.json:
+                    json.dump(doc, sys.stdout, indent=1, default=str)
+                    sys.stdout.write("\n")
+                else:
+                    for key, value in sorted(doc["lease"].items()):
+                        print(f"{key:<34} {value}")
+                    for line in doc["history"]:
+                        print(f"history  {line}")
+                return 0
+        rows = [
+            {
+                "shard": lease.shard_id,
+                "owner": lease.owner or "",
+                "counter": lease.counter,
+                "checkpoint": lease.checkpoint + (f"/{lease.sub}" if lease.sub else ""),
+                "parents": ",".join(lease.parents),
+                "children": ",".join(lease.children),
+                "handoff": lease.checkpoint_owner or "",
+            }
+            for _, lease in sorted(pairs, key=lambda p: p[1].shard_id)
+        ]
+        cols = ["shard", "owner", "counter", "checkpoint", "parents", "children", "handoff"]
+        _print(rows, cols, args.json)
+        return 0
+
+    return asyncio.run(main())
 
 
 def cmd_info(args: argparse.Namespace) -> int:

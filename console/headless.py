@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from console.engine.consumer import Consumer
+from console.engine.api import Engine
 from console.engine.events import Event
 from console.engine.state import EngineState
 from console.model import ShardStatus, format_ts
@@ -108,7 +108,7 @@ class LinePrinter:
 
 
 async def run_headless(
-    consumer: Consumer,
+    consumer: Engine,
     printer: LinePrinter,
     *,
     duration: float | None = None,
@@ -118,10 +118,26 @@ async def run_headless(
     failed. Start-up errors propagate to the caller, which maps them to exit 2. Signals are the
     caller's (console.signals): they stop the consumer, and this returns."""
 
+    told = 0
+
+    def findings() -> None:
+        """What an attached console finds wrong: each finding once, when it appears."""
+        nonlocal told
+        state = consumer.state
+        if state.diagnoses_version != told:
+            told = state.diagnoses_version
+            for d in state.diagnoses:
+                printer.line("warning", "finding", d.line(), shard_id=d.subject)
+
     async def report() -> None:
+        tick = min(1.0, status_interval)
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(status_interval)
-            printer.status(consumer.state)
+            findings()
+            await asyncio.sleep(tick)
+            if time.monotonic() - last >= status_interval - tick / 2:
+                last = time.monotonic()
+                printer.status(consumer.state)
 
     reporter: asyncio.Task[None] | None = None
     try:
@@ -133,5 +149,6 @@ async def run_headless(
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter
+    findings()
     printer.status(consumer.state)
     return 1 if consumer.failure else 0

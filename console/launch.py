@@ -8,13 +8,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from console.errors import RunError, UsageError
 
 if TYPE_CHECKING:
     from console.config import Settings
+    from console.engine.api import Engine
     from console.engine.consumer import ConsumerOptions
     from console.engine.events import EventLog
     from console.headless import LinePrinter
@@ -185,3 +187,94 @@ def source_for(stream: str, kind: str | None, aws: AwsSettings, settings: Settin
         return make_source(stream, aws, kind=kind, faults=faults)
     except FatalSourceError as exc:
         raise UsageError(str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class AttachOptions:
+    stream: str | None
+    scan_interval: float = 2.0
+    lag_interval: float = 10.0
+
+
+async def attach(
+    settings: Settings, options: AttachOptions, printer: LinePrinter, stopper: SignalStop
+) -> int:
+    """The console (or headless lines) over a consumer this process did not start: a lease
+    table's (a KCL application, a shard-console fleet) or a local database's."""
+    from console.sources.aws import AwsSettings
+    from console.sources.base import SourceError
+    from console.wiring import Fleet, open_lease_store, startup_error
+
+    async with contextlib.AsyncExitStack() as stack:
+        engine: Engine
+        if settings.lease_table:
+            from console.engine.attach import AttachedLeases
+
+            if not options.stream:
+                raise UsageError("attach --lease-table needs --stream: the stream it leases")
+            aws = AwsSettings(
+                region=settings.region, profile=settings.profile, endpoint_url=settings.endpoint_url
+            )
+            source = source_for(options.stream, None, aws, settings)
+            fleet = Fleet(
+                settings.lease_table, endpoint_url=settings.dynamodb_endpoint_url, create=False
+            )
+            store = await stack.enter_async_context(
+                open_lease_store(fleet, aws, create_companion=False)
+            )
+            await stack.enter_async_context(source)
+            engine = AttachedLeases(
+                store,
+                source,
+                read_only=settings.read_only,
+                scan_interval=options.scan_interval,
+                probe_interval=options.lag_interval,
+                failover=settings.failover_time,
+            )
+        else:
+            engine = await stack.enter_async_context(_attach_db(settings, options))
+        try:
+            await engine.start()
+        except SourceError as exc:
+            raise startup_error(exc) from None
+        stopper.attach(engine.request_stop)
+        if settings.no_ui:
+            from console.headless import run_headless
+
+            for event in engine.events.since(0):
+                printer.event(event)
+            engine.events.subscribe(printer.event)
+            return await run_headless(
+                engine,
+                printer,
+                duration=settings.duration,
+                status_interval=settings.status_interval,
+            )
+        from console.ui.app import run_tui
+
+        return await run_tui(engine, settings)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.asynccontextmanager
+async def _attach_db(settings: Settings, options: AttachOptions) -> AsyncIterator[Engine]:
+    from console.checkpoints.sqlite import SqliteStore
+    from console.config import default_db_path
+    from console.engine.attach_db import AttachedDb
+
+    db = settings.db or default_db_path()
+    store = await SqliteStore.open(db, create=False)
+    try:
+        streams = await store.streams()
+        names = ", ".join(s.name for s in streams) or "none"
+        if options.stream is None and len(streams) != 1:
+            raise UsageError(f"database {db} holds {len(streams)} streams ({names}): pass --stream")
+        record = next(
+            (s for s in streams if options.stream in (None, s.stream, s.name)),
+            None,
+        )
+        if record is None:
+            raise UsageError(f"database {db} holds no stream '{options.stream}' (it has {names})")
+        yield AttachedDb(store, record, read_only=settings.read_only)
+    finally:
+        await store.close()

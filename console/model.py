@@ -55,6 +55,18 @@ def format_ts(ts: float) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
+def format_duration(seconds: float) -> str:
+    """Compact duration: 4s, 12m, 3h, 2d."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{int(seconds)}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)}h"
+    return f"{int(seconds // 86400)}d"
+
+
 def parse_ts(text: str) -> float:
     """Parse ISO 8601; a time without an offset is taken as UTC."""
     raw = text.strip()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from console.checkpoints.base import (
@@ -36,6 +36,7 @@ class MemoryStore:
         self.held: set[str] = set()
         self.saves: list[list[CheckpointChange]] = []  # every save, as one transaction
         self.fail_next_save: BaseException | None = None
+        self.published: dict[str, tuple[float, dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._command_ids = itertools.count(1)
 
@@ -57,6 +58,12 @@ class MemoryStore:
 
     def may_read(self, stream: str, shard_id: str) -> bool:
         return stream in self.held
+
+    async def publish(self, stream: str, doc: Mapping[str, Any]) -> None:
+        self.published[stream] = (time.time(), dict(doc))
+
+    async def snapshot(self, stream: str) -> tuple[float, dict[str, Any]] | None:
+        return self.published.get(stream)
 
     # -- checkpoints and history ------------------------------------------------------------
 

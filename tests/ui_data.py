@@ -44,6 +44,8 @@ class Result:
 class FrozenEngine:
     """Holds still for a snapshot. Implements console.engine.api.Engine."""
 
+    confirm_by_name = False
+
     def __init__(self, read_only: bool = False) -> None:
         self.read_only = read_only
         self.failure: str | None = None

@@ -9,7 +9,7 @@ the store; it never assumes it is alone.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from console.errors import Error
@@ -100,6 +100,8 @@ class WorkerView:
     rate: float
     heartbeat_age: float  # seconds since its last heartbeat
     shards: Mapping[str, Mapping[str, float | None]]  # per shard it reads: lag_ms, rate
+    # A KCL 3.x worker's metric row (WorkerMetricStats): each metric's latest value.
+    metrics: Mapping[str, float] = field(default_factory=dict)
 
 
 class OwnershipListener(Protocol):
@@ -218,5 +220,14 @@ class CheckpointStore(ShardOwnership, Protocol):
     async def pending_commands(self, stream: str) -> list[Command]: ...
 
     async def finish_command(self, command_id: int, ok: bool, result: str) -> None: ...
+
+    async def publish(self, stream: str, doc: Mapping[str, Any]) -> None:
+        """The running consumer's snapshot (console.engine.snapshot), for a console in another
+        process (``attach --db``). A lease table has heartbeats for that: it keeps nothing."""
+        ...
+
+    async def snapshot(self, stream: str) -> tuple[float, dict[str, Any]] | None:
+        """The last snapshot published, and when (None: none yet)."""
+        ...
 
     async def close(self) -> None: ...

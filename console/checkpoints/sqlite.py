@@ -14,7 +14,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import aiosqlite
@@ -163,6 +163,22 @@ class SqliteStore:
     async def streams(self) -> list[StreamRecord]:
         cur = await self._conn.execute(f"{STREAM_SELECT} ORDER BY name, stream")
         return [stream_row(r) for r in await cur.fetchall()]
+
+    # -- the running consumer's snapshot ------------------------------------------------------
+
+    @runs_to_end
+    async def publish(self, stream: str, doc: Mapping[str, Any]) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO snapshots (stream, at, doc) VALUES (?, ?, ?) ON CONFLICT (stream) "
+                "DO UPDATE SET at = excluded.at, doc = excluded.doc",
+                (stream, time.time(), json.dumps(doc, separators=(",", ":"))),
+            )
+
+    async def snapshot(self, stream: str) -> tuple[float, dict[str, Any]] | None:
+        cur = await self._conn.execute("SELECT at, doc FROM snapshots WHERE stream = ?", (stream,))
+        row = await cur.fetchone()
+        return (float(row[0]), json.loads(row[1])) if row is not None else None
 
     # -- checkpoints ------------------------------------------------------------------------
 

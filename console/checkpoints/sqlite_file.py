@@ -93,8 +93,18 @@ _SCHEMA_V2 = """
 ALTER TABLE streams ADD COLUMN retention_hours REAL;
 """
 
+# Version 3: the running consumer's snapshot (JSON), published at each flush, so a console in
+# another process (``attach --db``) shows its live state.
+_SCHEMA_V3 = """
+CREATE TABLE snapshots (
+    stream TEXT PRIMARY KEY,
+    at REAL NOT NULL,
+    doc TEXT NOT NULL
+);
+"""
+
 # MIGRATIONS[i] moves a database from schema version i to i + 1, in one transaction.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

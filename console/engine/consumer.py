@@ -34,6 +34,7 @@ from console.engine.events import EventLog, Level
 from console.engine.lineage import Lineage
 from console.engine.retry import Backoff
 from console.engine.shards import ShardRunner
+from console.engine.snapshot import snapshot_doc
 from console.engine.state import EngineState
 from console.engine.worker import (
     RecordBudget,
@@ -76,6 +77,8 @@ class ConsumerOptions:
 
 
 class Consumer:
+    confirm_by_name = False  # the console runs this consumer: a yes is enough
+
     def __init__(
         self,
         source: StreamSource,
@@ -425,6 +428,8 @@ class Consumer:
             await asyncio.sleep(self.options.flush_interval)
             try:
                 await self.checkpointer.flush()
+                # For a console in another process (attach --db): the state, at each flush.
+                await self.store.publish(self.key, snapshot_doc(self.state, self.events))
             except Exception as exc:
                 self.events.emit(
                     "flush_error",

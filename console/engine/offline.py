@@ -8,9 +8,10 @@ it applies (not while it only plans a preview), so no consumer can start half-wa
 
 from __future__ import annotations
 
+import asyncio
 import time
 
-from console.checkpoints.base import CheckpointStore, StreamRecord
+from console.checkpoints.base import CheckpointStore, Command, StreamRecord
 from console.engine.control import (
     Action,
     ControlError,
@@ -96,3 +97,16 @@ async def apply_offline(
         raise
     await store.save(record.stream, plan.changes, finish=(command_id, plan.summary))
     return ControlResult(command_id, True, plan.summary)
+
+
+async def wait_for_command(store: CheckpointStore, command_id: int, wait: float) -> Command | None:
+    """A command handed to a running consumer, once it has applied or refused it (None: still
+    pending after ``wait`` seconds)."""
+    deadline = time.monotonic() + wait
+    while True:
+        command = await store.command(command_id)
+        if command is not None and command.state != "pending":
+            return command
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(0.2)

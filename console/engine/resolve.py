@@ -113,3 +113,30 @@ async def _read(
         f"shard {shard_id}: no record found within {MAX_CALLS} reads; choose a position closer "
         "to the shard's records"
     )
+
+
+async def count_between(
+    source: StreamSource, shard_id: str, start: Position, upto: str, cap: int
+) -> tuple[int, bool]:
+    """How many records from ``start`` up to and including sequence ``upto`` (what a rewind
+    from ``upto`` to ``start`` reads again), counting at most ``cap``: (count, more than that)."""
+    if start.kind is PositionKind.AFTER_SEQUENCE_NUMBER and start.sequence_number == upto:
+        return 0, False
+    stop = seq_int(upto)
+    iterator: str | None = await source.get_iterator(shard_id, start)
+    count = 0
+    for _ in range(MAX_CALLS):
+        if iterator is None:
+            return count, False
+        batch = await source.get_records(iterator, min(cap + 1, source.max_records_per_call))
+        for record in batch.records:
+            if seq_int(record.sequence_number) > stop:
+                return count, False
+            count += 1
+            if count > cap:
+                return cap, True
+        if not batch.records and (batch.millis_behind_latest or 0) == 0:
+            return count, False
+        iterator = batch.next_iterator
+        await asyncio.sleep(source.min_call_interval)
+    return count, True

@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from console.checkpoints.base import WorkerView
+from console.engine.diagnosis import Diagnosis
 from console.engine.lineage import Lineage
 from console.model import Position, Record, ShardStatus
 from console.sources.base import StreamInfo
@@ -85,6 +86,24 @@ class EngineState:
         # Fleet mode: this worker's id in the lease table, and every worker's last heartbeat.
         self.worker_id: str | None = None
         self.workers: tuple[WorkerView, ...] = ()
+        # An attached console (console.engine.attach): what it watches, in words; None when
+        # this process is the consumer.
+        self.attached_to: str | None = None
+        # What an attached console finds wrong (console.engine.diagnosis), worst first; its
+        # version moves only when the findings change.
+        self.diagnoses: tuple[Diagnosis, ...] = ()
+        self.diagnoses_version = 0
+
+    @property
+    def leased(self) -> bool:
+        """Shards are held by leases: a fleet's worker, or a console attached to a table."""
+        return self.worker_id is not None or self.attached_to is not None
+
+    def set_diagnoses(self, found: tuple[Diagnosis, ...]) -> None:
+        if found != self.diagnoses:
+            self.diagnoses = found
+            self.version += 1
+            self.diagnoses_version = self.version
 
     def touch(self, view: ShardView) -> None:
         self.version += 1

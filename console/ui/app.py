@@ -109,6 +109,7 @@ class ShardConsoleApp(App[int]):
         self.dashboard = DashboardScreen(engine, clock)
         self._seen_version = -1
         self._seen_lineage = -1
+        self._seen_findings = 0
         self.tick_seconds: deque[float] = deque(maxlen=10_000)  # for the benchmark
         self.stopping = False
 
@@ -156,6 +157,9 @@ class ShardConsoleApp(App[int]):
             else:
                 table.refresh_shards(v.shard_id for v in changed)
         table.refresh_visible_ages()
+        if state.diagnoses_version != self._seen_findings:
+            self._seen_findings = state.diagnoses_version
+            self.dashboard.show_findings(state.diagnoses)
         self._seen_version = state.version
         self.dashboard.header.update_from_state()
         pane = self.dashboard.events

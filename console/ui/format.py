@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Sequence
 
-from console.model import Position, PositionKind, ShardStatus
+from console.model import Position, PositionKind, ShardStatus, format_duration
 
 # Status by glyph as well as by colour, so the table reads on a monochrome terminal too.
 GLYPHS: dict[ShardStatus, str] = {
@@ -53,16 +53,7 @@ def position_text(position: Position | None, width: int = 12) -> str:
 
 def age(seconds: float | None) -> str:
     """Compact age: 4s, 12m, 3h, 2d."""
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{int(seconds)}s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m"
-    if seconds < 86400:
-        return f"{int(seconds // 3600)}h"
-    return f"{int(seconds // 86400)}d"
+    return "-" if seconds is None else format_duration(seconds)
 
 
 def lag_text(ms: int | None) -> str:

@@ -184,3 +184,19 @@ def kcl_checkpoint(cp: Checkpoint) -> tuple[str, int]:
 
 def valid_checkpoint(text: str) -> bool:
     return text in SENTINELS or is_sequence_number(text)
+
+
+def plain(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A DynamoDB item as plain values (sets as sorted lists, numbers as ints), for people."""
+    out: dict[str, Any] = {}
+    for name, value in item.items():
+        kind, raw = next(iter(value.items()))
+        if kind == "N":
+            out[name] = int(raw) if str(raw).lstrip("-").isdigit() else float(raw)
+        elif kind in ("SS", "NS"):
+            out[name] = sorted(raw)
+        elif kind == "B":
+            out[name] = f"<{len(raw)} bytes>"
+        else:
+            out[name] = raw
+    return out

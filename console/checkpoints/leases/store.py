@@ -13,8 +13,9 @@ sentinels: the engine resolves times and "at" positions first (console.engine.re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -55,7 +56,11 @@ from console.model import (
 MIN_FAILOVER = 3.0  # below this a renewal every second is not safely ahead of expiry
 OPERATOR_CAUSES = frozenset({"rewind", "reset", "skip", "pause", "resume", "undo", "replay"})
 
-__all__ = ["LeaseConflictError", "LeaseStore", "default_worker_id"]
+__all__ = ["LeaseConflictError", "LeaseMovedError", "LeaseStore", "default_worker_id"]
+
+
+class LeaseMovedError(LeaseTableError):
+    """A lease changed hands between the operator's look and the change: nothing written."""
 
 
 class LeaseStore:
@@ -89,6 +94,7 @@ class LeaseStore:
         self._clock = clock
         self._shards: dict[str, Shard] = {}
         self._prepared = False
+        self._expected: dict[str, str | None] | None = None
         self.co = Coordinator(
             self.table,
             self.companion,
@@ -239,13 +245,21 @@ class LeaseStore:
         ]
         # Routine progress at once, as the KCL renews: one lease's write waits for no other.
         await asyncio.gather(*(self._checkpoint_held(cp) for cp in routine))
+        operator = [
+            c for c in changes if c.history is not None and c.history.cause in OPERATOR_CAUSES
+        ]
+        await self._check_expected(stream, operator)
         try:
             for change in changes:
-                if change.history is not None and change.history.cause in OPERATOR_CAUSES:
-                    await self._fence(stream, change)
+                entry = change.history
+                if entry is not None and entry.cause in OPERATOR_CAUSES:
+                    overwritten = await self._fence(stream, change)
                     done.append(change.checkpoint.shard_id)
-                if change.history is not None:
-                    history.append(change.history)
+                    if overwritten is not None and entry.old_position != overwritten:
+                        # What the table held when it was rewritten: undo puts that back.
+                        entry = replace(entry, old_position=overwritten)
+                if entry is not None:
+                    history.append(entry)
         except BaseException as exc:
             if done and finish is not None:
                 await self.companion.add_history(stream, history)
@@ -295,11 +309,12 @@ class LeaseStore:
                     key_of(parent, shard.shard_id), TRIM_HORIZON, shard.parents, _range(shard)
                 )
 
-    async def _fence(self, stream: str, change: CheckpointChange) -> None:
+    async def _fence(self, stream: str, change: CheckpointChange) -> Position | None:
         """Conditional on the counter read just before (retried when a renewal slipped in).
         A change that keeps the position (pause, resume) keeps the lease's checkpoint as the
         table has it now, whatever this process last saw. The operator's marks go first (the
-        next taker must see them) and back if the fence cannot be written."""
+        next taker must see them) and back if the fence cannot be written. Returns the position
+        the lease held when another process's lease was rewritten (None: ours, or created)."""
         cp = change.checkpoint
         sid = cp.shard_id
         history = change.history
@@ -316,32 +331,40 @@ class LeaseStore:
         if mark != old_mark:
             await self.companion.set_marks(stream, sid, mark)
             self.co.marks[sid] = mark
+        held = sid in self.co.held
         try:
-            await self._fence_lease(stream, sid, text, sub, keep)
+            overwritten = await self._fence_lease(stream, sid, text, sub, keep)
         except BaseException:
             if mark != old_mark:
                 await self.companion.set_marks(stream, sid, old_mark)
                 self.co.marks[sid] = old_mark
             raise
+        if held or overwritten is None:
+            return None
+        return checkpoint_of(overwritten).position
 
-    async def _fence_lease(self, stream: str, sid: str, text: str, sub: int, keep: bool) -> None:
+    async def _fence_lease(
+        self, stream: str, sid: str, text: str, sub: int, keep: bool
+    ) -> Lease | None:
         key = self._lease_key(sid)
         for _ in range(10):
             lease = await self.table.get(key, stream_name(stream))
             if lease is None:
                 shard = self._shards.get(sid, Shard(sid))
                 if await self.table.create(key, text or TRIM_HORIZON, shard.parents):
-                    return
+                    return None
                 continue
+            self._still_as_shown(sid, lease)  # a renewal slipped in: retried; a new holder: not
             if lease.checkpoint_owner:
                 raise LeaseTableError(
                     f"lease {sid} is being handed over by the KCL (checkpointOwner "
                     f"{lease.checkpoint_owner}): change it once the handover is done"
                 )
             new, new_sub = (lease.checkpoint, lease.sub) if keep and not text else (text, sub)
+            before = replace(lease)
             if await self.table.fence(lease, new, new_sub):
                 self.co.drop(sid)
-                return
+                return before
             await asyncio.sleep(0.05)
         raise LeaseTableUnavailable(
             f"lease {sid} kept changing while it was being rewritten: try again"
@@ -356,6 +379,40 @@ class LeaseStore:
                 return s.lease.key
         template = next(iter(self.co.observer.seen.values()), None)
         return key_of(template.lease, sid) if template is not None else sid
+
+    @contextlib.contextmanager
+    def expecting(self, owners: Mapping[str, str | None]) -> Iterator[None]:
+        """Operator changes saved inside write nothing if the holder of a lease they touch is
+        no longer the one the operator was shown (``owners``: shard id -> holder)."""
+        self._expected = dict(owners)
+        try:
+            yield
+        finally:
+            self._expected = None
+
+    async def _check_expected(self, stream: str, changes: Sequence[CheckpointChange]) -> None:
+        expected = self._expected
+        if expected is None:
+            return
+        for change in changes:
+            sid = change.checkpoint.shard_id
+            if sid not in expected or sid in self.co.held:
+                continue
+            self._still_as_shown(
+                sid, await self.table.get(self._lease_key(sid), stream_name(stream))
+            )
+
+    def _still_as_shown(self, sid: str, lease: Lease | None) -> None:
+        expected = self._expected
+        if expected is None or sid not in expected or sid in self.co.held:
+            return
+        now = lease.owner if lease is not None else None
+        if lease is None or now != expected[sid]:
+            was = expected[sid] or "nobody"
+            raise LeaseMovedError(
+                f"the lease of {sid} changed while you looked (held by {was}, now "
+                f"{now or 'nobody'}): nothing written; look again"
+            )
 
     # -- what stays in our own table ------------------------------------------------------------
 
@@ -398,6 +455,12 @@ class LeaseStore:
 
     async def finish_command(self, command_id: int, ok: bool, result: str) -> None:
         await self.companion.finish_command(command_id, ok, result)
+
+    async def publish(self, stream: str, doc: Mapping[str, Any]) -> None:
+        """A fleet's workers say what they do in their heartbeats: nothing more to keep."""
+
+    async def snapshot(self, stream: str) -> tuple[float, dict[str, Any]] | None:
+        return None
 
 
 def _range(shard: Shard) -> tuple[str, str] | None:

@@ -9,9 +9,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Input
+from textual.widgets import Footer, Input, Static
 
 from console.engine.api import Engine
+from console.engine.diagnosis import Diagnosis
 from console.ui.actions import command_help
 from console.ui.widgets.events import EventPane
 from console.ui.widgets.header import HeaderBar
@@ -38,6 +39,7 @@ class DashboardScreen(Screen[None]):
         self.header = HeaderBar(engine.state, clock, engine.read_only)
         self.table = ShardTable(engine.state, clock, id="shards")
         self.events = EventPane()
+        self.findings = Static("", id="findings", markup=False)
 
     @property
     def selected_shard(self) -> str | None:
@@ -45,6 +47,7 @@ class DashboardScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield self.header
+        yield self.findings
         yield self.table
         yield self.events
         yield Input(
@@ -59,6 +62,16 @@ class DashboardScreen(Screen[None]):
     def on_mount(self) -> None:
         self.table.focus()
         self.call_after_refresh(self.post_message, self.Shown())
+
+    def show_findings(self, found: tuple[Diagnosis, ...], limit: int = 6) -> None:
+        """What an attached console finds wrong, worst first, above the shard tree."""
+        box = self.findings
+        box.set_class(bool(found), "shown")
+        box.set_class(any(d.severe for d in found), "severe")
+        lines = [f"⚠ {d.line()}" for d in found[:limit]]
+        if len(found) > limit:
+            lines.append(f"… and {len(found) - limit} more (the detail screen of each shard says)")
+        box.update("\n".join(lines))
 
     def show_filter(self) -> None:
         box = self.query_one("#filter", Input)

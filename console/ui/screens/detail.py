@@ -27,7 +27,7 @@ def _compact(position: Position | None, status: str | None) -> str:
     return f"{text} {status}" if status and status != "open" else text
 
 
-def lease_text(view: ShardView, me: str) -> Text:
+def lease_text(view: ShardView, me: str | None) -> Text:
     """Fleet mode: who holds the shard's lease, its counter and when it last moved."""
     if view.owner is None:
         text = Text("nobody holds it: the next worker to look takes it")
@@ -111,10 +111,17 @@ class ShardDetailScreen(Screen[None]):
             when = f" ({age(now - view.checkpoint_at)} ago)" if view.checkpoint_at else ""
             t.add_row("checkpoint", ckpt + when)
             t.add_row("read up to", view.position.describe() if view.position else "-")
-            if self.engine.state.worker_id is not None:
-                t.add_row("lease", lease_text(view, self.engine.state.worker_id))
+            state = self.engine.state
+            if state.leased:
+                t.add_row("lease", lease_text(view, state.worker_id))
             rate, lag = rate_text(view.rate), lag_text(view.lag_ms)
-            t.add_row("this run", f"{view.records:,} records · {rate} rec/s · lag {lag}")
+            if state.attached_to is not None:
+                t.add_row("lag", f"{lag} (the age of the oldest record not processed yet)")
+                for d in state.diagnoses:
+                    if d.subject == self.shard_id:
+                        t.add_row("finding", Text(d.line(), style="bold"))
+            else:
+                t.add_row("this run", f"{view.records:,} records · {rate} rec/s · lag {lag}")
             if view.last_error:
                 stamp = f" (since {format_ts(view.error_at)})" if view.error_at else ""
                 t.add_row("error", Text(REDACTOR(view.last_error) + stamp, style="bold"))
@@ -122,7 +129,10 @@ class ShardDetailScreen(Screen[None]):
 
     def _records(self) -> RenderableType:
         view = self.engine.state.shards.get(self.shard_id)
-        out: list[RenderableType] = [Text("\nLast records read", style="bold")]
+        title = "Last records read"
+        if self.engine.state.attached_to is not None:
+            title = "The oldest record not processed yet (from the last lag read)"
+        out: list[RenderableType] = [Text(f"\n{title}", style="bold")]
         if view is None or not view.recent:
             out.append(Text("none this run", style="dim"))
             return Group(*out)

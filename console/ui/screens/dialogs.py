@@ -29,6 +29,9 @@ class Dialog(ModalScreen[ControlRequest | None]):
 
     BINDINGS = [Binding("escape", "no", "No", id="dialog-no")]
     verb = "Apply"
+    # The operator types the stream's name to enable the verb: for bulk changes, and for every
+    # change to a consumer this console does not run (engine.confirm_by_name).
+    confirm_name = False
 
     def __init__(self, engine: Engine, actor: str, clock: Callable[[], float]) -> None:
         super().__init__()
@@ -43,10 +46,18 @@ class Dialog(ModalScreen[ControlRequest | None]):
     def title_text(self) -> str:
         return self.verb
 
+    @property
+    def needs_name(self) -> bool:
+        return self.confirm_name or self.engine.confirm_by_name
+
     def compose(self) -> ComposeResult:
+        stream = self.engine.state.stream
         with Vertical(id="dialog"):
             yield Label(self.title_text(), id="dialog-title")
             yield from self.body()
+            if self.needs_name:
+                yield Label(f"Type the stream's name to confirm: {stream}", classes="dim")
+                yield Input(placeholder=stream, id="confirm-input")
             yield Static("", id="preview")
             with Horizontal(id="buttons"):
                 yield Button("No", id="no", variant="primary")
@@ -65,6 +76,10 @@ class Dialog(ModalScreen[ControlRequest | None]):
 
     def blocked(self) -> str | None:
         """Why the verb stays disabled although the request is valid (typed confirmations)."""
+        if not self.needs_name:
+            return None
+        if self.query_one("#confirm-input", Input).value.strip() != self.engine.state.stream:
+            return f"Type the stream's name above to enable {self.verb}."
         return None
 
     @work(exclusive=True, group="preview")
@@ -273,20 +288,14 @@ class ReplayDialog(Dialog):
     """Every shard from a time: a bulk change, so the operator types the stream's name."""
 
     verb = "Replay"
+    confirm_name = True
 
     def title_text(self) -> str:
         return f"Replay every shard of '{self.engine.state.stream}' from a time"
 
     def body(self) -> ComposeResult:
         yield Input(placeholder="from: 2026-11-23T08:00:00Z or -1h", id="time-input")
-        yield Label(f"Type the stream's name to confirm: {self.engine.state.stream}", classes="dim")
-        yield Input(placeholder=self.engine.state.stream, id="confirm-input")
 
     def build(self) -> ControlRequest:
         ts = parse_when(self.query_one("#time-input", Input).value, self.clock())
         return ControlRequest(Action.REPLAY, position=Position.at_timestamp(ts), actor=self.actor)
-
-    def blocked(self) -> str | None:
-        if self.query_one("#confirm-input", Input).value.strip() != self.engine.state.stream:
-            return "Type the stream's name above to enable Replay."
-        return None

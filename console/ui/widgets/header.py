@@ -55,6 +55,9 @@ class HeaderBar(Static):
         first.append(f"  {s.source_kind} · {s.location}")
         if s.info is not None:
             first.append(f" · retention {s.info.retention_hours:g} h")
+        if s.attached_to is not None:
+            first.append(f" · attached to {s.attached_to}", style=strong)
+            first.append(f" ({len(s.workers)} workers)" if s.workers else "")
         if s.worker_id is not None:
             first.append(f" · worker {s.worker_id}")
             first.append(f" ({len(s.workers)} in the fleet)" if s.workers else "")

@@ -358,7 +358,7 @@ class ShardTable(ScrollView, can_focus=True):
     @property
     def fleet(self) -> bool:
         """Fleet mode: an owner column shows who holds each shard's lease."""
-        return self.state.worker_id is not None
+        return self.state.leased
 
     def _widths(self, width: int) -> tuple[int, int]:
         """(shard column, error column); the fixed columns take 60 cells (76 in fleet mode)."""

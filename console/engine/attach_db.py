@@ -1,0 +1,167 @@
+"""The console over a shard-console consumer running on this machine (``attach --db``).
+
+The consumer publishes its snapshot into its SQLite database at each flush
+(console.engine.snapshot); this engine reads it back every ``interval`` and keeps an
+:class:`~console.engine.state.EngineState` of its own, so every view of the console shows that
+consumer's live state: statuses, lag, rates, errors, its event log. Changes go the way the
+control CLI sends them: a command row the running consumer applies between batches (its verdict
+awaited), or, when no consumer runs, applied to the database under the stream's lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+from console.checkpoints.base import CheckpointStore, StoreLockedError, StreamRecord
+from console.engine.attach import Attached
+from console.engine.control import ControlError, ControlRequest, ControlResult, Plan
+from console.engine.diagnosis import Diagnosis, Finding
+from console.engine.events import Level
+from console.engine.lineage import Lineage
+from console.engine.offline import apply_offline, plan_offline, wait_for_command
+from console.engine.snapshot import apply_doc, replay_events
+from console.engine.state import EngineState
+from console.model import CheckpointStatus, ShardStatus, format_duration
+
+STALE_AFTER = 30.0  # a consumer that has not published for this long is not running
+
+
+class AttachedDb(Attached):
+    confirm_by_name = False  # a consumer of this machine, as its own console would ask
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        record: StreamRecord,
+        *,
+        read_only: bool = False,
+        interval: float = 1.0,
+        stale_after: float = STALE_AFTER,
+        wait: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(store, EngineState(record.name, record.source, store.path), read_only)
+        self.record = record
+        self.interval = interval
+        self.stale_after = stale_after
+        self.wait = wait
+        self.clock = clock
+        self.live = False  # a consumer published within stale_after
+        self._published_at: float | None = None
+        self._events_seen = 0
+        self._lineage_ids: frozenset[str] = frozenset()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        await self.refresh()
+        self.state.attached_to = f"the consumer of {self.store.path}"
+        self._loop(self._refresh_loop(), "snapshot reads")
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        assert self.record is not None
+        stream = self.record.stream
+        published = await self.store.snapshot(stream)
+        now = self.clock()
+        if published is None:
+            await self._from_checkpoints()
+        else:
+            at, doc = published
+            if at != self._published_at:
+                self._published_at = at
+                apply_doc(self.state, doc)
+                self._events_seen = replay_events(doc, self.events, self._events_seen)
+        self.live = published is not None and now - published[0] < self.stale_after
+        await self._lineage()
+        found: tuple[Diagnosis, ...] = ()
+        if not self.live:
+            since = (
+                f"its last snapshot is {format_duration(now - published[0])} old"
+                if published is not None
+                else "it never published a snapshot"
+            )
+            found = (
+                Diagnosis(
+                    Finding.NOT_RUNNING,
+                    stream,
+                    f"no consumer is running on {self.store.path} ({since}): what is shown "
+                    "is its checkpoints; changes apply to them directly",
+                ),
+            )
+        self.state.set_diagnoses(found)
+
+    async def _from_checkpoints(self) -> None:
+        """No snapshot yet: the checkpoints, as ``checkpoints list`` shows them."""
+        assert self.record is not None
+        for sid, cp in (await self.store.load(self.record.stream)).items():
+            view = self.state.view(sid)
+            if cp.status is CheckpointStatus.SKIPPED:
+                status = ShardStatus.SKIPPED
+            elif cp.status is CheckpointStatus.DONE:
+                status = ShardStatus.DONE
+            else:
+                status = ShardStatus.PAUSED if cp.paused else ShardStatus.READY
+            if (view.status, view.checkpoint) != (status, cp.position):
+                view.status, view.checkpoint = status, cp.position
+                view.position, view.checkpoint_at = cp.position, cp.updated_at
+                self.state.touch(view)
+
+    async def _lineage(self) -> None:
+        assert self.record is not None
+        ids = frozenset(self.state.shards)
+        if ids == self._lineage_ids:
+            return
+        self._lineage_ids = ids
+        known = {s.shard_id: s for s in await self.store.shards(self.record.stream)}
+        self.state.set_lineage(Lineage.build(known.values()))
+        for sid, shard in known.items():
+            view = self.state.shards.get(sid)
+            if view is not None and view.parents != shard.parents:
+                view.parents = shard.parents
+                self.state.touch(view)
+
+    async def preview(self, request: ControlRequest) -> Plan:
+        assert self.record is not None
+        if self._read_only:
+            raise ControlError("read-only: operator changes are refused")
+        return await plan_offline(self.store, self.record, request)
+
+    async def control(self, request: ControlRequest) -> ControlResult:
+        """Handed to the running consumer, or applied here when none runs."""
+        assert self.record is not None
+        if self._read_only:
+            return ControlResult(0, False, "read-only: operator changes are refused")
+        stream = self.record.stream
+        try:
+            if not self.live:
+                try:
+                    await self.store.acquire(stream)
+                except StoreLockedError:
+                    pass  # a consumer has just started: it applies it
+                else:
+                    try:
+                        return await apply_offline(self.store, self.record, request)
+                    finally:
+                        await self.store.release(stream)
+            command_id = await self.store.add_command(
+                stream, request.shard_id, request.action.value, request.to_args(), request.actor
+            )
+        except ControlError as exc:
+            return ControlResult(0, False, str(exc))
+        command = await wait_for_command(self.store, command_id, self.wait)
+        if command is None:
+            message = f"command #{command_id} is queued: the consumer applies it between batches"
+            self.events.emit("change_queued", message, level=Level.WARNING)
+            return ControlResult(command_id, True, message)
+        with contextlib.suppress(Exception):
+            await self.refresh()
+        return ControlResult(command_id, command.state == "applied", command.result or "")

@@ -1,0 +1,135 @@
+"""The engine's snapshot as plain JSON: what a console in another process reads.
+
+A running consumer publishes :func:`snapshot_doc` into its store at each flush
+(``CheckpointStore.publish``); ``attach --db`` reads it back with :func:`apply_doc` into an
+:class:`~console.engine.state.EngineState` of its own, so every view of the console works on it.
+The same document is what a status endpoint serves.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from console.engine.events import Event, EventLog, Level
+from console.engine.state import EngineState, ShardView
+from console.model import Position, PositionError, ShardStatus
+
+EVENTS_KEPT = 50  # the newest events travel with the snapshot
+
+
+def _pos(position: Position | None) -> str | None:
+    return position.encode() if position is not None else None
+
+
+def _unpos(text: str | None) -> Position | None:
+    if text is None:
+        return None
+    try:
+        return Position.decode(text)
+    except PositionError:
+        return None
+
+
+def shard_doc(view: ShardView) -> dict[str, Any]:
+    return {
+        "shard_id": view.shard_id,
+        "parents": list(view.parents),
+        "status": view.status.value,
+        "closed": view.closed,
+        "position": _pos(view.position),
+        "checkpoint": _pos(view.checkpoint),
+        "checkpoint_at": view.checkpoint_at,
+        "lag_ms": view.lag_ms,
+        "rate": round(view.rate, 3),
+        "records": view.records,
+        "last_error": view.last_error,
+        "error_at": view.error_at,
+        "last_arrival": view.last_arrival,
+        "owner": view.owner,
+    }
+
+
+def snapshot_doc(state: EngineState, events: EventLog | None = None) -> dict[str, Any]:
+    """The state as JSON-ready data (and the newest events)."""
+    return {
+        "at": time.time(),
+        "stream": state.stream,
+        "source": state.source_kind,
+        "location": state.location,
+        "version": state.version,
+        "records_total": state.records_total,
+        "rate": round(state.rate, 3),
+        "retries": dict(state.retries),
+        "worker_id": state.worker_id,
+        "shards": [shard_doc(v) for v in state.shards.values()],
+        "events": [
+            {
+                "seq": e.seq,
+                "at": e.at,
+                "level": e.level.value,
+                "kind": e.kind,
+                "message": e.message,
+                "shard_id": e.shard_id,
+            }
+            for e in (events.since(max(0, events.last_seq - EVENTS_KEPT)) if events else ())
+        ],
+    }
+
+
+def apply_doc(state: EngineState, doc: dict[str, Any]) -> None:
+    """Bring ``state`` to the document's: rows that changed are touched, rows gone removed."""
+    state.records_total = int(doc.get("records_total", 0))
+    state.rate = float(doc.get("rate", 0.0))
+    state.retries.clear()
+    state.retries.update(doc.get("retries") or {})
+    seen: set[str] = set()
+    for row in doc.get("shards", ()):
+        sid = row["shard_id"]
+        seen.add(sid)
+        view = state.view(sid)
+        fields = {
+            "parents": tuple(row.get("parents") or ()),
+            "status": ShardStatus(row.get("status", "waiting")),
+            "closed": bool(row.get("closed")),
+            "position": _unpos(row.get("position")),
+            "checkpoint": _unpos(row.get("checkpoint")),
+            "checkpoint_at": row.get("checkpoint_at"),
+            "lag_ms": row.get("lag_ms"),
+            "rate": float(row.get("rate") or 0.0),
+            "records": int(row.get("records") or 0),
+            "last_error": row.get("last_error"),
+            "error_at": row.get("error_at"),
+            "last_arrival": row.get("last_arrival"),
+            "owner": row.get("owner"),
+        }
+        changed = False
+        for name, value in fields.items():
+            if getattr(view, name) != value:
+                setattr(view, name, value)
+                changed = True
+        if changed:
+            state.touch(view)
+    for sid in [s for s in state.shards if s not in seen]:
+        del state.shards[sid]
+
+
+def replay_events(doc: dict[str, Any], events: EventLog, after: int) -> int:
+    """Emit the document's events newer than ``after`` (the consumer's numbering); returns the
+    newest number seen."""
+    newest = after
+    for e in doc.get("events", ()):
+        if e["seq"] <= after:
+            continue
+        newest = max(newest, e["seq"])
+        events.emit(
+            e["kind"],
+            e["message"],
+            level=Level(e.get("level", "info")),
+            shard_id=e.get("shard_id"),
+            at=e.get("at"),
+        )
+    return newest
+
+
+__all__ = ["Event", "apply_doc", "replay_events", "snapshot_doc"]

@@ -1,0 +1,353 @@
+"""The console attached to a consumer it did not start, through the consumer's lease table.
+
+The lease rows are written here as the KCL writes them (console.checkpoints.leases.table, the
+KCL's own items), on moto's DynamoDB, for a kinesalite stream; the attached engine reads them
+over HTTP like the real thing. test_kcl_interop.py attaches to the real KCL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from console.checkpoints.leases.items import Lease
+from console.checkpoints.leases.store import LeaseStore
+from console.engine.attach import AttachedLeases
+from console.engine.control import Action, ControlRequest, SkipTo
+from console.engine.diagnosis import Finding
+from console.model import Position, ShardStatus
+from console.wiring import Fleet, make_source, open_lease_store
+from tests.conftest import Kinesis, aws, numbered, run_cli, unique, wait_for
+from tests.test_fleet import ENV
+
+pytestmark = pytest.mark.usefixtures("aws_env")
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+
+
+class App:
+    """A stream and a lease table as a KCL application leaves them: workers w1 and w2."""
+
+    def __init__(self, kinesalite: str, moto: str) -> None:
+        self.kinesalite = kinesalite
+        self.moto = moto
+        self.stream = unique("att")
+        self.table = unique("kclapp")
+        self.kinesis = Kinesis(kinesalite)
+        self.puts: dict[str, list[str]] = {}
+
+    async def build(self, shards: int = 2, records: int = 40) -> None:
+        await self.kinesis.create(self.stream, shards)
+        for put in await self.kinesis.put(self.stream, numbered(records, keys=8)):
+            self.puts.setdefault(put["ShardId"], []).append(put["SequenceNumber"])
+
+    @contextlib.asynccontextmanager
+    async def writer(self) -> AsyncIterator[LeaseStore]:
+        """The table, created as the KCL creates it, and a handle to write rows with."""
+        async with open_lease_store(Fleet(self.table, endpoint_url=self.moto), aws(self.moto)) as s:
+            yield s
+
+    async def lease(self, store: LeaseStore, sid: str) -> Lease:
+        lease = await store.table.get(sid, None)
+        assert lease is not None, sid
+        return lease
+
+    async def row(
+        self,
+        store: LeaseStore,
+        sid: str,
+        checkpoint: str,
+        owner: str | None = None,
+        parents: tuple[str, ...] = (),
+    ) -> Lease:
+        await store.table.create(sid, checkpoint, parents)
+        lease = await self.lease(store, sid)
+        if owner is not None:
+            assert await store.table.take(lease, owner)
+        return lease
+
+    @contextlib.asynccontextmanager
+    async def attached(self, **kw: Any) -> AsyncIterator[AttachedLeases]:
+        fleet = Fleet(self.table, endpoint_url=self.moto, create=False)
+        async with (
+            open_lease_store(fleet, aws(self.moto), create_companion=False) as store,
+            make_source(self.stream, aws(self.kinesalite)) as source,
+        ):
+            engine = AttachedLeases(
+                store,
+                source,
+                scan_interval=kw.pop("scan_interval", 0.2),
+                probe_interval=kw.pop("probe_interval", 0.3),
+                failover=kw.pop("failover", 3.0),
+                **kw,
+            )
+            await engine.start()
+            try:
+                yield engine
+            finally:
+                await engine.stop()
+
+
+@pytest.fixture
+async def app(kinesalite: str, moto: str) -> AsyncIterator[App]:
+    a = App(kinesalite, moto)
+    await a.build()
+    yield a
+    async with a.kinesis.client() as k:
+        with contextlib.suppress(Exception):
+            await k.delete_stream(StreamName=a.stream)
+
+
+def shard(n: int) -> str:
+    return f"shardId-{n:012d}"
+
+
+async def test_attach_shows_the_leases_lineage_lag_and_what_is_wrong(app: App) -> None:
+    s0, s1 = shard(0), shard(1)
+    await app.kinesis.split(app.stream, s0)
+    kids = [s["ShardId"] for s in await app.kinesis.shards(app.stream) if s.get("ParentShardId")]
+    async with app.writer() as w:
+        # s0 is read to its end by w1, who never checkpointed SHARD_END: its children wait.
+        await app.row(w, s0, app.puts[s0][-1], owner="w1")
+        # w2 is 3 records into s1.
+        await app.row(w, s1, app.puts[s1][2], owner="w2")
+        for kid in kids:
+            await app.row(w, kid, "TRIM_HORIZON", parents=(s0,))
+        await app.row(w, "shardId-000000000099", "TRIM_HORIZON", owner="w2")  # no such shard
+        async with app.attached() as engine:
+            state = engine.state
+            assert state.attached_to == "a KCL application"
+            assert {sid: v.owner for sid, v in state.shards.items() if v.owner} == {
+                s0: "w1",
+                s1: "w2",
+                "shardId-000000000099": "w2",
+            }
+            assert state.lineage.children[s0] == tuple(sorted(kids))
+            assert all(state.shards[k].status is ShardStatus.WAITING for k in kids)
+            assert state.shards[s1].checkpoint == Position.after_sequence(app.puts[s1][2], 0)
+            # Lag: the age of the first record after the checkpoint, peeked for the detail.
+            await wait_for(lambda: state.shards[s1].lag_ms is not None, 10, "a lag read of s1")
+            view = state.shards[s1]
+            assert [r.sequence_number for r in view.recent] == [app.puts[s1][3]]
+            arrival = view.recent[0].approximate_arrival
+            assert arrival is not None
+            assert view.lag_ms == pytest.approx((time.time() - arrival) * 1000, abs=3000)
+            assert state.shards[s0].lag_ms == 0  # read to its end
+
+            def found() -> dict[tuple[Finding, str], str]:
+                return {(d.finding, d.subject): d.text for d in state.diagnoses}
+
+            await wait_for(
+                lambda: all((Finding.STUCK_CHILD, k) in found() for k in kids), 10, "stuck children"
+            )
+            assert "never checkpointed SHARD_END" in found()[(Finding.STUCK_CHILD, kids[0])]
+            assert (Finding.ORPHAN_LEASE, "shardId-000000000099") in found()
+            assert not any(f is Finding.EXPIRED for f, _ in found())
+            # Nobody renews: after the failover time, every owned lease is expired.
+            await wait_for(
+                lambda: (
+                    {sid for (f, sid) in found() if f is Finding.EXPIRED}
+                    == {s0, s1, "shardId-000000000099"}
+                ),
+                15,
+                "expired leases",
+            )
+            assert state.shards[s1].lease_expired
+            # A worker renews s1 and takes a child: the log says so, and s1 is live again.
+            lease = await app.lease(w, s1)
+            assert await w.table.renew(lease)
+            kid = await app.lease(w, kids[0])
+            assert await w.table.take(kid, "w3")
+            await wait_for(
+                lambda: any(e.kind == "lease_taken" for e in engine.events.since(0)), 10, "taken"
+            )
+            assert any(e.message == f"w3 took lease {kids[0]}" for e in engine.events.since(0)), [
+                e.message for e in engine.events.since(0)
+            ]
+            await wait_for(lambda: not state.shards[s1].lease_expired, 10, "s1 renewed")
+
+
+async def test_a_rewind_fences_the_lease_and_undo_puts_it_back(app: App) -> None:
+    s1 = shard(1)
+    seqs = app.puts[s1]
+    async with app.writer() as w:
+        await app.row(w, shard(0), app.puts[shard(0)][-1], owner="w1")
+        before = await app.row(w, s1, seqs[-1], owner="w2")
+        async with app.attached() as engine:
+            request = ControlRequest(Action.REWIND, s1, Position.at_sequence(seqs[5]), actor="op")
+            plan = await engine.preview(request)
+            # From, to, how many records are read again, who holds it now.
+            assert f"{s1}: after_sequence:{seqs[-1]}/0 -> at_sequence:{seqs[5]}" in plan.summary
+            assert f"{len(seqs) - 5} read again" in plan.summary
+            assert "held by w2: it drops the lease at its next renewal" in plan.summary
+            result = await engine.control(request)
+            assert result.ok, result.message
+            lease = await app.lease(w, s1)
+            # The record just before the target, the owner gone, the counter moved: w2's next
+            # renewal fails and the next taker reads from seqs[5] on.
+            assert (lease.checkpoint, lease.owner) == (seqs[4], None)
+            assert lease.counter == before.counter + 1
+            history = await engine.history(s1)
+            assert history[0].actor == "op" and history[0].cause == "rewind"
+            assert history[0].old_position == Position.after_sequence(seqs[-1], 0)
+
+            # Undo: the checkpoint the table held before the rewind.
+            undo = await engine.control(ControlRequest(Action.UNDO, actor="op"))
+            assert undo.ok, undo.message
+            assert (await app.lease(w, s1)).checkpoint == seqs[-1]
+
+
+async def test_a_time_becomes_the_record_before_it_and_skip_goes_to_the_tip(app: App) -> None:
+    s1 = shard(1)
+    async with app.writer() as w:
+        await app.row(w, shard(0), "TRIM_HORIZON", owner="w1")
+        await app.row(w, s1, app.puts[s1][1], owner="w2")
+        later = await app.kinesis.put(app.stream, numbered(10, keys=8, start=100))
+        after = [p["SequenceNumber"] for p in later if p["ShardId"] == s1]
+        async with app.attached() as engine:
+            # Rewind to a time between the two puts: the last record of the first put is the
+            # checkpoint (the KCL stores no time).
+            cut = await _arrival(app, s1, after[0]) - 0.001
+            r = await engine.control(
+                ControlRequest(Action.REWIND, s1, Position.at_timestamp(cut), actor="op")
+            )
+            assert r.ok, r.message
+            assert (await app.lease(w, s1)).checkpoint == app.puts[s1][-1]
+            r = await engine.control(ControlRequest(Action.SKIP, s1, skip_to=SkipTo.LATEST))
+            assert r.ok, r.message
+            # The tip as of now: after the last record, so whatever arrives next is read.
+            assert (await app.lease(w, s1)).checkpoint == after[-1]
+
+
+async def _arrival(app: App, sid: str, seq: str) -> float:
+    async with app.kinesis.client() as k:
+        it = (
+            await k.get_shard_iterator(
+                StreamName=app.stream,
+                ShardId=sid,
+                ShardIteratorType="AT_SEQUENCE_NUMBER",
+                StartingSequenceNumber=seq,
+            )
+        )["ShardIterator"]
+        record = (await k.get_records(ShardIterator=it, Limit=1))["Records"][0]
+        return float(record["ApproximateArrivalTimestamp"].timestamp())
+
+
+async def test_a_lease_that_moved_since_the_preview_is_not_written(app: App) -> None:
+    s1 = shard(1)
+    async with app.writer() as w:
+        await app.row(w, shard(0), "TRIM_HORIZON", owner="w1")
+        await app.row(w, s1, app.puts[s1][-1], owner="w2")
+        async with app.attached() as engine:
+            request = ControlRequest(Action.REWIND, s1, Position.trim_horizon(), actor="op")
+            assert "held by w2" in (await engine.preview(request)).summary
+            lease = await app.lease(w, s1)
+            assert await w.table.take(lease, "w3")  # stolen while the operator looked
+            result = await engine.control(request)
+            assert not result.ok
+            assert result.message == (
+                f"the lease of {s1} changed while you looked (held by w2, now w3): nothing "
+                "written; look again"
+            )
+            after = await app.lease(w, s1)
+            assert (after.checkpoint, after.owner, after.counter) == (
+                app.puts[s1][-1],
+                "w3",
+                lease.counter,
+            )
+            assert await engine.history(s1) == []
+            # Looked at again, it applies.
+            assert "held by w3" in (await engine.preview(request)).summary
+            assert (await engine.control(request)).ok
+
+
+async def test_pause_is_refused_for_a_kcl_application_and_read_only_refuses_all(app: App) -> None:
+    s1 = shard(1)
+    async with app.writer() as w:
+        await app.row(w, s1, "TRIM_HORIZON", owner="w2")
+        async with app.attached() as engine:
+            r = await engine.control(ControlRequest(Action.PAUSE, s1))
+            assert not r.ok and "refused for a KCL application" in r.message
+        async with app.attached(read_only=True) as engine:
+            r = await engine.control(ControlRequest(Action.REWIND, s1, Position.latest()))
+            assert not r.ok and r.message == "read-only: operator changes are refused"
+        lease = await app.lease(w, s1)
+        assert (lease.checkpoint, lease.owner) == ("TRIM_HORIZON", "w2")
+
+
+def _cli(app: App, *args: str, timeout: float = 60) -> Any:
+    return run_cli(
+        *args,
+        "--endpoint-url",
+        app.kinesalite,
+        "--dynamodb-endpoint-url",
+        app.moto,
+        env=ENV,
+        timeout=timeout,
+    )
+
+
+async def test_attach_headless_and_leases_from_the_command_line(app: App) -> None:
+    s0, s1 = shard(0), shard(1)
+    async with app.writer() as w:
+        await app.row(w, s0, app.puts[s0][-1], owner="w1")
+        await app.row(w, s1, app.puts[s1][0], owner="w2")
+    out = _cli(
+        app,
+        "attach", "--lease-table", app.table, "--stream", app.stream, "--no-ui",
+        "--duration", "5", "--failover-time", "3", "--status-interval", "1",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"attached to a KCL application on lease table {app.table}: 2 leases" in out.stderr
+    assert f"expired: nobody renews lease {s1}" in out.stderr
+    assert "leased=2" in out.stderr
+
+    listed = _cli(app, "leases", "list", "--lease-table", app.table, "--stream", app.stream)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split()[:4] == ["shard", "owner", "counter", "checkpoint"]
+    assert lines[2].split()[:4] == [s1, "w2", "1", app.puts[s1][0]]
+    shown = _cli(
+        app, "leases", "show", s1, "--lease-table", app.table, "--stream", app.stream, "--json"
+    )
+    assert shown.returncode == 0, shown.stderr
+    import json
+
+    doc = json.loads(shown.stdout)
+    assert doc["lease"]["leaseOwner"] == "w2" and doc["lease"]["leaseCounter"] == 1
+
+
+async def test_attach_refuses_what_it_cannot_watch(app: App, tmp_path: Path) -> None:
+    async with app.writer() as w:
+        await app.row(w, "shardId-000000000042", "TRIM_HORIZON", owner="w1")
+        not_leases = unique("other")
+        await w.table.client.create_table(
+            TableName=not_leases,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    base = ("attach", "--no-ui", "--duration", "1")
+    cases = {
+        # Another stream's leases.
+        (*base, "--lease-table", app.table, "--stream", app.stream): "is it this stream's",
+        (*base, "--lease-table", unique("none"), "--stream", app.stream): "does not exist",
+        (*base, "--lease-table", not_leases, "--stream", app.stream): "not a KCL lease table",
+        (*base, "--lease-table", app.table): "needs --stream",
+        (*base, "--lease-table", app.table, "--stream", unique("nostream")): "not found",
+        (*base, "--db", str(tmp_path / "none.db")): "no database at",
+    }
+    for args, words in cases.items():
+        out = _cli(app, *args)
+        assert out.returncode == 2, (args, out.stderr)
+        assert words in out.stderr, (args, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
