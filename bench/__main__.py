@@ -36,6 +36,7 @@ SUITE = [
     ("P6", "bench.memory", ["--runs", "3"], ["--runs", "1", "--records", "100000", "--records-many", "20000"]),
     ("P7", "bench.demo_timing", ["--runs", "5"], ["--runs", "2"]),
     ("P8", "bench.fleet", ["--trials", "5"], ["--trials", "1", "--window", "10", "--failover", "3", "--part", "rate,failover"]),
+    ("P9", "bench.attach", ["--runs", "3"], ["--runs", "1", "--shards", "200", "--seconds", "12"]),
 ]  # fmt: skip
 
 

@@ -155,6 +155,20 @@ class Kinesis:
                 tips[sid] = seq
         return out
 
+    async def arrival(self, name: str, shard_id: str, seq: str) -> float:
+        """The approximate arrival time the stream gave record ``seq``."""
+        async with self.client() as k:
+            it = (
+                await k.get_shard_iterator(
+                    StreamName=name,
+                    ShardId=shard_id,
+                    ShardIteratorType="AT_SEQUENCE_NUMBER",
+                    StartingSequenceNumber=seq,
+                )
+            )["ShardIterator"]
+            record = (await k.get_records(ShardIterator=it, Limit=1))["Records"][0]
+            return float(record["ApproximateArrivalTimestamp"].timestamp())
+
     async def shards(self, name: str) -> list[dict[str, Any]]:
         async with self.client() as k:
             resp = await k.list_shards(StreamName=name)

@@ -216,7 +216,7 @@ async def test_a_time_becomes_the_record_before_it_and_skip_goes_to_the_tip(app:
         async with app.attached() as engine:
             # Rewind to a time between the two puts: the last record of the first put is the
             # checkpoint (the KCL stores no time).
-            cut = await _arrival(app, s1, after[0]) - 0.001
+            cut = await app.kinesis.arrival(app.stream, s1, after[0]) - 0.001
             r = await engine.control(
                 ControlRequest(Action.REWIND, s1, Position.at_timestamp(cut), actor="op")
             )
@@ -226,20 +226,6 @@ async def test_a_time_becomes_the_record_before_it_and_skip_goes_to_the_tip(app:
             assert r.ok, r.message
             # The tip as of now: after the last record, so whatever arrives next is read.
             assert (await app.lease(w, s1)).checkpoint == after[-1]
-
-
-async def _arrival(app: App, sid: str, seq: str) -> float:
-    async with app.kinesis.client() as k:
-        it = (
-            await k.get_shard_iterator(
-                StreamName=app.stream,
-                ShardId=sid,
-                ShardIteratorType="AT_SEQUENCE_NUMBER",
-                StartingSequenceNumber=seq,
-            )
-        )["ShardIterator"]
-        record = (await k.get_records(ShardIterator=it, Limit=1))["Records"][0]
-        return float(record["ApproximateArrivalTimestamp"].timestamp())
 
 
 async def test_a_lease_that_moved_since_the_preview_is_not_written(app: App) -> None:
@@ -351,3 +337,77 @@ async def test_attach_refuses_what_it_cannot_watch(app: App, tmp_path: Path) -> 
         assert out.returncode == 2, (args, out.stderr)
         assert words in out.stderr, (args, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+async def test_attach_db_shows_a_local_consumer_live_and_changes_go_through_it(
+    kinesalite: str, tmp_path: Path
+) -> None:
+    """Beside a consumer running on this machine: its live state from the snapshot it
+    publishes at each flush, a rewind applied by it, and "not running" once it stops."""
+    from console.checkpoints.sqlite import SqliteStore
+    from console.engine.attach_db import AttachedDb
+    from tests.test_control_cli import consumer_process, rows, stop, wait_rows
+
+    stream = unique("attdb")
+    kinesis = Kinesis(kinesalite)
+    await kinesis.create(stream, 2)
+    puts = await kinesis.put(stream, numbered(30, keys=6))
+    db, out = tmp_path / "c.db", tmp_path / "out.jsonl"
+    proc = consumer_process(stream, kinesalite, db, out)
+    try:
+        wait_rows(out, 30)
+        store = await SqliteStore.open(str(db), create=False)
+        try:
+            [record] = await store.streams()
+            engine = AttachedDb(store, record, interval=0.2)
+            await engine.start()
+            try:
+                state = engine.state
+                s0 = shard(0)
+                mine = [p["SequenceNumber"] for p in puts if p["ShardId"] == s0]
+                await wait_for(
+                    lambda: (
+                        s0 in state.shards
+                        and state.shards[s0].status is ShardStatus.ACTIVE
+                        and state.shards[s0].checkpoint == Position.after_sequence(mine[-1])
+                    ),
+                    20,
+                    "the consumer's state",
+                )
+                assert state.shards[s0].records == len(mine)  # this run's count, as it has it
+                assert state.shards[s0].lag_ms is not None
+                assert state.records_total == 30
+                assert any(e.kind == "shard_started" for e in engine.events.since(0))
+                assert not state.diagnoses
+                # A rewind: the running consumer applies it and reads the shard again.
+                result = await engine.control(
+                    ControlRequest(Action.REWIND, s0, Position.trim_horizon(), actor="op")
+                )
+                assert result.ok, result.message
+                again = wait_rows(out, 30 + len(mine))[30:]
+                assert [r["sequence_number"] for r in again] == mine
+                assert (await engine.history(s0))[0].actor == "op"
+                stop(proc)
+                # Its last snapshot says it stopped: no waiting for the snapshot to go stale.
+                await wait_for(
+                    lambda: [d.finding for d in state.diagnoses] == [Finding.NOT_RUNNING],
+                    2,
+                    "not running",
+                )
+                assert "it stopped" in state.diagnoses[0].text
+                # Now the change is applied to the database itself.
+                result = await engine.control(ControlRequest(Action.UNDO, actor="op"))
+                assert result.ok, result.message
+                assert (await store.load(record.stream))[s0].position == Position.after_sequence(
+                    mine[-1]
+                )
+            finally:
+                await engine.stop()
+        finally:
+            await store.close()
+        assert len(rows(out)) == 30 + len(mine)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        async with kinesis.client() as k:
+            await k.delete_stream(StreamName=stream)

@@ -103,9 +103,22 @@ class KCL:
         self.proc = None
 
     def sequences(self) -> list[str]:
+        return [seq for _, seq in self.rows()]
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(shard, sequence number) of every record the KCL's processor got, in order."""
         if not self.log.exists():
             return []
-        return [line.split("\t")[2] for line in self.log.read_text().splitlines()]
+        return [
+            (parts[1], parts[2])
+            for parts in (line.split("\t") for line in self.log.read_text().splitlines())
+        ]
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(30)
+        self.proc = None
 
 
 async def test_an_application_moves_from_the_kcl_to_shard_console_and_back(
@@ -167,3 +180,178 @@ def _last_per_shard(fleet: Fleet, sequences: set[str]) -> dict[str, str]:
 
     tips = K.tips.get(fleet.stream, {})
     return {sid: seq for sid, seq in tips.items() if seq in sequences}
+
+
+async def test_attach_to_a_running_kcl_application(
+    tmp_path: Path, kinesalite: str, moto: str, h2c: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console attached to a live KCL application: what it shows matches the table, and
+    its changes are honoured by the KCL worker that holds the lease."""
+    from console.checkpoints.leases.items import TRIM_HORIZON
+    from console.engine.attach import AttachedLeases
+    from console.engine.control import Action, ControlRequest, SkipTo
+    from console.model import Position, ShardStatus
+    from console.wiring import Fleet as FleetSettings
+    from console.wiring import make_source, open_lease_store
+    from tests.conftest import aws
+
+    stream = unique("kclatt")
+    fleet = Fleet(tmp_path, kinesalite, moto, stream)
+    kinesis = Kinesis(kinesalite)
+    await kinesis.create(stream, 2)
+    kcl = KCL(tmp_path, stream, fleet.table, h2c, moto)
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    try:
+        puts = await kinesis.put(stream, numbered(60, keys=6))
+        by_shard: dict[str, list[str]] = {}
+        for p in puts:
+            by_shard.setdefault(p["ShardId"], []).append(p["SequenceNumber"])
+        a, b = sorted(by_shard)
+        kcl.start()
+        await wait_for(lambda: len(kcl.rows()) >= 60, 180, "the KCL read the first part")
+        await wait_for(
+            lambda: (
+                {k: i["checkpoint"]["S"] for k, i in fleet.leases().items()}
+                == {a: by_shard[a][-1], b: by_shard[b][-1]}
+            ),
+            60,
+            "the KCL's checkpoints",
+        )
+        settings = FleetSettings(fleet.table, endpoint_url=moto, create=False)
+        async with (
+            open_lease_store(settings, aws(moto), create_companion=False) as store,
+            make_source(stream, aws(kinesalite)) as source,
+        ):
+            engine = AttachedLeases(
+                store, source, scan_interval=0.5, probe_interval=1.0, failover=10.0
+            )
+            await engine.start()
+            try:
+                state = engine.state
+                # What attach shows is what the table holds.
+                items = fleet.leases()
+                assert state.attached_to == "a KCL application"
+                for sid, item in items.items():
+                    view = state.shards[sid]
+                    assert view.owner == item["leaseOwner"]["S"] == "kcl-worker-1"
+                    assert view.status is ShardStatus.LEASED
+                    assert view.checkpoint == Position.after_sequence(item["checkpoint"]["S"], 0)
+                    assert view.lease_counter == int(item["leaseCounter"]["N"])
+
+                # A rewind to a sequence number on a shard the live KCL worker holds: it drops
+                # the lease, and the next taker (itself) reads again exactly from the target.
+                k = len(by_shard[a]) // 2
+                assert k >= 2
+                target = by_shard[a][k]
+                request = ControlRequest(Action.REWIND, a, Position.at_sequence(target), actor="t")
+                assert "held by kcl-worker-1" in (await engine.preview(request)).summary
+                seen = len(kcl.rows())
+                result = await engine.control(request)
+                assert result.ok, result.message
+                assert fleet.leases()[a]["checkpoint"]["S"] == by_shard[a][k - 1]
+
+                def again(shard: str) -> list[str]:
+                    return [seq for sid, seq in kcl.rows()[seen:] if sid == shard]
+
+                # Within the failover time plus one read (the KCL gives up a lease it cannot
+                # renew at once; taking it back waits for its next lease round).
+                rest = by_shard[a][k:]
+                await wait_for(lambda: len(again(a)) >= len(rest), 40, "the KCL read a again")
+                assert again(a) == rest
+                assert again(b) == []
+
+                # A rewind to a time: from the first record at or after it.
+                await wait_for(
+                    lambda: fleet.leases()[a]["checkpoint"]["S"] == by_shard[a][-1], 30, "caught up"
+                )
+                later = await kinesis.put(stream, numbered(20, keys=6, start=100))
+                new_b = [p["SequenceNumber"] for p in later if p["ShardId"] == b]
+                assert new_b
+                await wait_for(lambda: new_b[-1] in kcl.sequences(), 30, "the new part read")
+                cut = await kinesis.arrival(stream, b, new_b[0]) - 0.001
+                seen = len(kcl.rows())
+                result = await engine.control(
+                    ControlRequest(Action.REWIND, b, Position.at_timestamp(cut), actor="t")
+                )
+                assert result.ok, result.message
+                assert fleet.leases()[b]["checkpoint"]["S"] == by_shard[b][-1]
+                await wait_for(lambda: len(again(b)) >= len(new_b), 40, "shard b read again")
+                assert again(b) == new_b
+
+                # Undo puts the checkpoint back where the rewind found it; nothing is re-read.
+                await wait_for(
+                    lambda: fleet.leases()[b]["checkpoint"]["S"] == new_b[-1], 30, "caught up"
+                )
+                seen = len(kcl.rows())
+                await engine.refresh()
+                result = await engine.control(ControlRequest(Action.UNDO, actor="t"))
+                assert result.ok, result.message
+                assert fleet.leases()[b]["checkpoint"]["S"] == new_b[-1]
+                history = await engine.history(b)
+                assert [h.cause for h in history[:2]] == ["undo", "rewind"]
+
+                # Skip to the tip: the records put before it are never read again, the next
+                # ones are.
+                await wait_for(lambda: fleet.leases()[b].get("leaseOwner"), 40, "b taken again")
+                assert again(b) == []  # taken back at the checkpoint it had: nothing re-read
+                await engine.refresh()
+                result = await engine.control(ControlRequest(Action.SKIP, a, skip_to=SkipTo.LATEST))
+                assert result.ok, result.message
+                # The KCL drops the lease at its next renewal and takes it back at a lease round
+                # (what it read meanwhile would be read twice: at least once).
+                await wait_for(
+                    lambda: fleet.leases()[a].get("leaseOwner", {}).get("S") == "kcl-worker-1",
+                    60,
+                    "a taken back after the skip",
+                )
+                seen = len(kcl.rows())
+                tail = await kinesis.put(stream, numbered(30, keys=6, start=200))
+                tail_a = [p["SequenceNumber"] for p in tail if p["ShardId"] == a]
+                assert tail_a
+                await wait_for(lambda: len(again(a)) >= len(tail_a), 40, "the tail of a")
+                assert again(a) == tail_a  # none of what was there before the skip
+
+                # Split b while the KCL runs: the child leases appear under their parent.
+                await kinesis.split(stream, b)
+                await wait_for(
+                    lambda: (
+                        len(state.lineage.children.get(b, ())) == 2
+                        and all(
+                            state.shards[k].lease_counter is not None
+                            for k in state.lineage.children[b]
+                        )
+                    ),
+                    60,
+                    "the child leases",
+                )
+                kids = fleet.leases()
+                for kid in state.lineage.children[b]:
+                    assert kids[kid]["parentShardId"]["SS"] == [b]
+                    assert kids[kid]["checkpoint"]["S"] in (TRIM_HORIZON, *by_shard.get(kid, ()))
+                # The KCL read b to its end (the front adds ChildShards as Kinesis does).
+                await wait_for(lambda: state.shards[b].status is ShardStatus.DONE, 30, "b done")
+
+                # Kill the KCL worker: its leases show as expired after the failover time.
+                await wait_for(lambda: state.shards[a].owner == "kcl-worker-1", 30, "a held again")
+                kcl.kill()
+                held = {sid for sid, v in state.shards.items() if v.owner == "kcl-worker-1"}
+                assert held
+                await wait_for(
+                    lambda: all(state.shards[sid].lease_expired for sid in held),
+                    10 + 15,
+                    "expired leases",
+                )
+                told = {e.shard_id for e in engine.events.since(0) if e.kind == "lease_expired"}
+                live = {sid for sid in held if state.shards[sid].status is not ShardStatus.DONE}
+                assert live and told >= live, (
+                    held,
+                    live,
+                    [(e.kind, e.message) for e in engine.events.since(0)],
+                )
+            finally:
+                await engine.stop()
+    finally:
+        if kcl.proc is not None:
+            kcl.stop()
+        fleet.close()

@@ -202,8 +202,13 @@ async def test_a_version_1_database_is_migrated_in_place(db: str) -> None:
         [record] = await store.streams()
         assert record.name == "s" and record.retention_hours is None
         assert (await store.load("arn:s"))["sh0"].position == Position.after_sequence("5")
+        # Version 3's snapshot table is there and works.
+        assert await store.snapshot("arn:s") is None
+        await store.publish("arn:s", {"version": 7})
+        published = await store.snapshot("arn:s")
+        assert published is not None and published[1] == {"version": 7}
     finally:
         await store.close()
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()

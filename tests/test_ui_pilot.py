@@ -465,3 +465,41 @@ async def test_a_change_from_the_console_is_recorded_as_the_user_at_the_host(
         await wait_for(lambda: consumer.state.shards[S0].status is ShardStatus.PAUSED)
         [pause] = [h for h in await store.history(consumer.key, S0) if h.cause == "pause"]
         assert pause.actor == f"{getpass.getuser()}@{socket.gethostname()} (tui)"
+
+
+async def test_attached_every_change_needs_the_stream_name_and_shows_the_findings() -> None:
+    """Attached to a consumer it does not run, the console asks for the stream's name before any
+    change (not only a replay), and says what is wrong above the shard tree."""
+    from console.ui.screens.dialogs import ConfirmDialog, RewindDialog
+    from tests.ui_data import frozen_app
+
+    app = frozen_app(attach=True)
+    async with app.run_test(size=(140, 36)) as pilot:
+        await pilot.pause()
+        findings = app.dashboard.findings
+        assert findings.has_class("shown") and findings.has_class("severe")
+        text = str(findings.render())
+        stuck = "stuck child: child shardId-000000000008 waits on parent shardId-000000000007"
+        assert stuck in text
+        assert "expired: nobody renews lease shardId-000000000006" in text
+        await pilot.press("j", "r")
+        dialog = app.screen
+        assert isinstance(dialog, RewindDialog)
+        preview = dialog.query_one("#preview")
+        await wait_for(lambda: "Type the stream's name" in str(preview.render()), timeout=5)
+        assert dialog.query_one("#yes").disabled
+        dialog.query_one("#confirm-input").value = "not-orders"
+        await pilot.pause(0.2)
+        assert dialog.query_one("#yes").disabled
+        dialog.query_one("#confirm-input").value = "orders"
+        await wait_for(lambda: not dialog.query_one("#yes").disabled, timeout=5)
+        dialog.query_one("#no").focus()
+        await confirm(pilot)
+        engine = app.engine
+        await wait_for(lambda: len(engine.requests) == 1, timeout=5)
+        assert engine.requests[0].action.value == "rewind"
+        # Pause too: a one-button question gets the same typed confirmation.
+        await pilot.press("p")
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.pause(0.2)
+        assert app.screen.query_one("#yes").disabled

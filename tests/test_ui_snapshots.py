@@ -59,3 +59,16 @@ def test_dashboard_in_fleet_mode(snap_compare) -> None:
 
 def test_workers(snap_compare) -> None:
     assert snap_compare(frozen_app(fleet=True), press=["w"], terminal_size=SIZE)
+
+
+def test_dashboard_attached_to_a_kcl_application(snap_compare) -> None:
+    """Owners from the lease table, an expired lease marked, and the findings on top."""
+    assert snap_compare(frozen_app(attach=True), terminal_size=SIZE)
+
+
+def test_workers_of_a_kcl_application(snap_compare) -> None:
+    assert snap_compare(frozen_app(attach=True), press=["w"], terminal_size=SIZE)
+
+
+def test_rewind_dialog_attached_asks_for_the_stream_name(snap_compare) -> None:
+    assert snap_compare(frozen_app(attach=True), press=["j", "r"], terminal_size=SIZE)

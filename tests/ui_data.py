@@ -193,12 +193,64 @@ def in_fleet(engine: FrozenEngine) -> None:
     )
 
 
-def frozen_app(read_only: bool = False, fleet: bool = False, **kwargs: object) -> object:
+def attached(engine: FrozenEngine) -> None:
+    """Attached to a KCL application's lease table: its workers, a lease nobody renews, and
+    what the real diagnosis makes of the leases."""
+    from console.checkpoints.base import WorkerView
+    from console.engine.diagnosis import LeaseFacts, ShardFacts, diagnose
+
+    engine.confirm_by_name = True
+    state = engine.state
+    state.attached_to = "a KCL application"
+    state.location = "eu-west-1 · lease table orders-app"
+    owners = {
+        "shardId-000000000001": ("kcl-worker-1", False),
+        "shardId-000000000004": ("kcl-worker-2", False),
+        "shardId-000000000005": ("kcl-worker-2", False),
+        "shardId-000000000006": ("kcl-worker-3", True),
+    }
+    for sid, view in state.shards.items():
+        owner, expired = owners.get(sid, (None, False))
+        view.owner, view.lease_expired = owner, expired
+        view.lease_counter = 1234 if owner else 7
+        view.status = ShardStatus.LEASED if owner else view.status
+        view.rate, view.records = 0.0, 0
+        state.touch(view)
+    state.records_total, state.rate = 0, 0.0
+    leases = {
+        sid: LeaseFacts(
+            sid,
+            owners.get(sid, (None, False))[0],
+            state.shards[sid].status is ShardStatus.DONE,
+            state.shards[sid].parents,
+            30.0 if owners.get(sid, (None, False))[1] else 1.0,
+        )
+        for sid in state.shards
+        if sid != "shardId-000000000003"
+    }
+    shards = {
+        sid: ShardFacts(sid, v.parents, v.closed, caught_up=sid == "shardId-000000000007")
+        for sid, v in state.shards.items()
+        if sid != "shardId-000000000002"
+    }
+    state.set_diagnoses(tuple(diagnose(leases, shards, failover=10.0)))
+    state.workers = (
+        WorkerView("kcl-worker-1", "-", 0, 1, 0, 0.0, 2.0, {}),
+        WorkerView("kcl-worker-2", "-", 0, 2, 0, 0.0, 1.0, {}, {"CPU": 41.0, "MEMORY": 63.5}),
+        WorkerView("kcl-worker-3", "-", 0, 1, 0, 0.0, 31.0, {}),
+    )
+
+
+def frozen_app(
+    read_only: bool = False, fleet: bool = False, attach: bool = False, **kwargs: object
+) -> object:
     from console.ui.app import ShardConsoleApp
 
     engine = FrozenEngine(read_only=read_only)
     if fleet:
         in_fleet(engine)
+    if attach:
+        attached(engine)
     app = ShardConsoleApp(
         engine,
         clock=lambda: NOW,

@@ -80,15 +80,20 @@ class AttachedDb(Attached):
                 self._published_at = at
                 apply_doc(self.state, doc)
                 self._events_seen = replay_events(doc, self.events, self._events_seen)
-        self.live = published is not None and now - published[0] < self.stale_after
+        self.live = (
+            published is not None
+            and bool(published[1].get("running", True))
+            and now - published[0] < self.stale_after
+        )
         await self._lineage()
         found: tuple[Diagnosis, ...] = ()
         if not self.live:
-            since = (
-                f"its last snapshot is {format_duration(now - published[0])} old"
-                if published is not None
-                else "it never published a snapshot"
-            )
+            if published is None:
+                since = "it never published a snapshot"
+            elif not published[1].get("running", True):
+                since = f"it stopped {format_duration(now - published[0])} ago"
+            else:
+                since = f"its last snapshot is {format_duration(now - published[0])} old"
             found = (
                 Diagnosis(
                     Finding.NOT_RUNNING,

@@ -318,6 +318,9 @@ class Consumer:
                 try:
                     if self._opened and self._acquired:
                         await self.checkpointer.flush()
+                        await self.store.publish(
+                            self.key, snapshot_doc(self.state, self.events, running=False)
+                        )
                 except Exception as exc:
                     self._fail_run(f"the final checkpoint flush failed: {exc}")
         finally:

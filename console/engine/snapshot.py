@@ -50,10 +50,14 @@ def shard_doc(view: ShardView) -> dict[str, Any]:
     }
 
 
-def snapshot_doc(state: EngineState, events: EventLog | None = None) -> dict[str, Any]:
-    """The state as JSON-ready data (and the newest events)."""
+def snapshot_doc(
+    state: EngineState, events: EventLog | None = None, *, running: bool = True
+) -> dict[str, Any]:
+    """The state as JSON-ready data (and the newest events). ``running`` False: the last one,
+    published as the consumer stops."""
     return {
         "at": time.time(),
+        "running": running,
         "stream": state.stream,
         "source": state.source_kind,
         "location": state.location,

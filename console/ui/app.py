@@ -257,7 +257,7 @@ class ShardConsoleApp(App[int]):
         self.dashboard.show_command()
 
     def action_workers(self) -> None:
-        if self.engine.state.worker_id is None:
+        if not self.engine.state.leased:
             self.notify(
                 "not in fleet mode: this process reads the whole stream (run with --lease-table "
                 "to share it between processes)"

@@ -3,6 +3,8 @@ its last heartbeat, refreshed once a second from the engine's snapshot."""
 
 from __future__ import annotations
 
+import math
+
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -17,7 +19,8 @@ from console.ui.format import age, rate_text
 
 def workers_table(state: EngineState) -> Table:
     table = Table(box=None, padding=(0, 2), show_edge=False)
-    for name, justify in (
+    metrics = any(w.metrics for w in state.workers)
+    columns = [
         ("worker", "left"),
         ("host", "left"),
         ("pid", "right"),
@@ -25,19 +28,26 @@ def workers_table(state: EngineState) -> Table:
         ("rec/s", "right"),
         ("records", "right"),
         ("heartbeat", "right"),
-    ):
+    ]
+    if metrics:
+        columns.append(("metrics (KCL 3.x)", "left"))
+    for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=True, min_width=len(name))  # type: ignore[arg-type]
     for w in sorted(state.workers, key=lambda w: w.worker):
         me = "● " if w.worker == state.worker_id else "  "
-        table.add_row(
+        beat = "-" if math.isnan(w.heartbeat_age) else age(w.heartbeat_age) + " ago"
+        row = [
             me + w.worker,
             w.host,
-            str(w.pid),
+            str(w.pid) if w.pid else "-",
             str(w.leases),
             rate_text(w.rate),
             str(w.records),
-            age(w.heartbeat_age) + " ago",
-        )
+            beat,
+        ]
+        if metrics:
+            row.append(" ".join(f"{k} {v:g}" for k, v in sorted(w.metrics.items())))
+        table.add_row(*row)
     return table
 
 
@@ -53,8 +63,11 @@ class WorkersScreen(ModalScreen[None]):
             yield Static(Text("Workers of the fleet\n", style="bold"))
             yield Static(workers_table(self.state), id="workers-table")
             yield Static(
-                "\n● this worker. From each worker's heartbeat in shard-console's table beside "
-                "the lease table.",
+                "\nFrom the lease table: a worker's heartbeat is the last renewal seen of a lease "
+                "it holds (a shard-console worker's own heartbeat when it sends one)."
+                if self.state.attached_to is not None
+                else "\n● this worker. From each worker's heartbeat in shard-console's table "
+                "beside the lease table.",
                 markup=False,
             )
 
