@@ -85,6 +85,11 @@ async def fill(kin: str, ddb: str, stream: str, table: str, shards: int) -> None
             )
 
 
+async def drop(kin: str, stream: str) -> None:
+    async with aioboto3.Session().client("kinesis", endpoint_url=kin, region_name="us-east-1") as k:
+        await k.delete_stream(StreamName=stream)
+
+
 async def measure(kin: str, ddb: str, stream: str, table: str, seconds: float) -> dict[str, Any]:
     from console.engine.attach import AttachedLeases
     from console.sources.aws import AwsSettings
@@ -112,24 +117,34 @@ async def measure(kin: str, ddb: str, stream: str, table: str, seconds: float) -
         shown = len(engine.state.shards)
         scans_first = pages["scan"]
         refreshes: list[float] = []
+        refresh = engine.refresh
 
-        async def timed_refreshes() -> None:
-            while True:
-                await asyncio.sleep(engine.scan_interval)
-                t = time.perf_counter()
-                await engine.refresh()
-                refreshes.append(time.perf_counter() - t)
+        async def timed_refresh() -> None:  # the engine's own scan loop, timed
+            t = time.perf_counter()
+            await refresh()
+            refreshes.append(time.perf_counter() - t)
+
+        engine.refresh = timed_refresh  # type: ignore[method-assign]
+        builds: list[float] = []
+        build = engine._build
+
+        def timed_build(now: float) -> None:  # the part that holds the event loop
+            t = time.perf_counter()
+            build(now)
+            builds.append(time.perf_counter() - t)
+
+        engine._build = timed_build  # type: ignore[method-assign]
 
         app = ShardConsoleApp(engine, refresh_rate=4, run_engine=False, sample_every=1.0)
         async with app.run_test(size=(160, 50)) as pilot:
             await pilot.pause(0.5)
             engine.probe.calls.clear()
             app.tick_seconds.clear()
-            timer = asyncio.create_task(timed_refreshes())
+            refreshes.clear()
+            builds.clear()
             t0 = time.monotonic()
             await asyncio.sleep(seconds)
             elapsed = time.monotonic() - t0
-            timer.cancel()
             calls = Counter(engine.probe.calls)
             ticks = list(app.tick_seconds)
             lagged = sum(1 for v in engine.state.shards.values() if v.lag_ms is not None)
@@ -139,6 +154,7 @@ async def measure(kin: str, ddb: str, stream: str, table: str, seconds: float) -
         "shown": shown,
         "scan_pages_first": scans_first,
         "refresh_ms": statistics.median(refreshes) * 1000 if refreshes else float("nan"),
+        "build_ms": statistics.median(builds) * 1000 if builds else float("nan"),
         "tick_ms": statistics.median(ticks) * 1000 if ticks else float("nan"),
         "get_records": calls["GetRecords"],
         "get_iterator": calls["GetShardIterator"],
@@ -164,17 +180,20 @@ def main() -> None:
             stream, table = f"attach-bench-{run}", f"attach-app-{run}"
             asyncio.run(fill(kin, ddb, stream, table, args.shards))
             r = asyncio.run(measure(kin, ddb, stream, table, args.seconds))
+            asyncio.run(drop(kin, stream))  # kinesalite counts every stream's shards
             runs.append(r)
             per = r["get_records"] / args.shards / (r["elapsed"] / 10)
             print(
                 f"  run {run + 1}: first screen {r['first_s']:.2f} s ({r['shown']} shards, "
-                f"{r['scan_pages_first']} scan page(s)); refresh median {r['refresh_ms']:.0f} ms; "
+                f"{r['scan_pages_first']} scan page(s)); refresh median {r['refresh_ms']:.0f} ms "
+                f"(the snapshot rebuilt in {r['build_ms']:.1f} ms of it); "
                 f"console tick median {r['tick_ms']:.2f} ms; lag reads in {r['elapsed']:.0f} s: "
                 f"{r['get_records']} GetRecords + {r['get_iterator']} GetShardIterator "
                 f"({per:.2f} GetRecords per shard per 10 s); {r['lagged']} shards with a lag"
             )
     first = statistics.median(r["first_s"] for r in runs)
     refresh = statistics.median(r["refresh_ms"] for r in runs)
+    rebuild = statistics.median(r["build_ms"] for r in runs)
     tick = statistics.median(r["tick_ms"] for r in runs)
     per = max(r["get_records"] / args.shards / (r["elapsed"] / 10) for r in runs)
     print(
@@ -185,8 +204,8 @@ def main() -> None:
            "<= 2 s", first <= 2)  # fmt: skip
     result(
         "P9",
-        f"attach at {args.shards} leases: console tick (median; one scan + rebuild {refresh:.0f} ms"
-        " every 2 s)",
+        f"attach at {args.shards} leases: console tick (median; every 2 s a scan of {refresh:.0f} ms"
+        f" whose snapshot rebuild holds the loop {rebuild:.0f} ms)",
         f"{tick:.1f} ms",
         "<= 50 ms (P3)",
         tick <= 50,

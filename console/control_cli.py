@@ -432,6 +432,7 @@ async def _change_leases(
     from console.engine.control import ControlError, SkipTo
     from console.engine.offline import apply_offline, plan_offline
     from console.engine.resolve import resolve_plan
+    from console.sources.base import SourceError
 
     assert isinstance(store, LeaseStore)
     try:
@@ -449,7 +450,7 @@ async def _change_leases(
             return 0
         with store.expecting({lease.shard_id: lease.owner for lease in leases}):
             result = await apply_offline(store, record, request, source)
-    except (ControlError, LeaseMovedError) as exc:
+    except (ControlError, LeaseMovedError, SourceError) as exc:
         raise UsageError(str(exc)) from None
     print(
         f"applied as change #{result.command_id}: the worker holding each lease drops it at "

@@ -133,6 +133,7 @@ async def test_attach_shows_the_leases_lineage_lag_and_what_is_wrong(app: App) -
             }
             assert state.lineage.children[s0] == tuple(sorted(kids))
             assert all(state.shards[k].status is ShardStatus.WAITING for k in kids)
+            assert state.shards[s1].status is ShardStatus.LEASED
             assert state.shards[s1].checkpoint == Position.after_sequence(app.puts[s1][2], 0)
             # Lag: the age of the first record after the checkpoint, peeked for the detail.
             await wait_for(lambda: state.shards[s1].lag_ms is not None, 10, "a lag read of s1")
@@ -251,6 +252,8 @@ async def test_a_lease_that_moved_since_the_preview_is_not_written(app: App) -> 
                 lease.counter,
             )
             assert await engine.history(s1) == []
+            assert engine.record is not None
+            assert await engine.store.pending_commands(engine.record.stream) == []  # refused
             # Looked at again, it applies.
             assert "held by w3" in (await engine.preview(request)).summary
             assert (await engine.control(request)).ok
@@ -310,6 +313,32 @@ async def test_attach_headless_and_leases_from_the_command_line(app: App) -> Non
 
     doc = json.loads(shown.stdout)
     assert doc["lease"]["leaseOwner"] == "w2" and doc["lease"]["leaseCounter"] == 1
+
+
+async def test_a_change_the_stream_cannot_resolve_writes_nothing(app: App) -> None:
+    """A sequence number of another shard: one line, exit 2, the lease as it was."""
+    s0, s1 = shard(0), shard(1)
+    async with app.writer() as w:
+        before = await app.row(w, s1, app.puts[s1][-1], owner="w2")
+    out = _cli(
+        app,
+        "rewind", s1, "--to", f"sequence:{app.puts[s0][3]}", "--yes",
+        "--lease-table", app.table, "--stream", app.stream,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("shard-console: error: ") and "InvalidArgument" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    async with app.writer() as w:
+        after = await app.lease(w, s1)
+        assert (after.checkpoint, after.owner, after.counter) == (
+            before.checkpoint,
+            before.owner,
+            before.counter,
+        )
+        # Refused while it was planned: no command left pending in shard-console's table.
+        await w.companion.ensure(create=False, missing_ok=True)
+        assert w.companion.exists
+        assert [await w.command(i) for i in range(1, 4)] == [None, None, None]
 
 
 async def test_attach_refuses_what_it_cannot_watch(app: App, tmp_path: Path) -> None:
@@ -411,3 +440,57 @@ async def test_attach_db_shows_a_local_consumer_live_and_changes_go_through_it(
             proc.kill()
         async with kinesis.client() as k:
             await k.delete_stream(StreamName=stream)
+
+
+async def test_history_records_what_the_table_held_when_it_was_rewritten(app: App) -> None:
+    """A worker checkpointed between the plan and the write: the history (and so undo) has the
+    checkpoint that was overwritten, not the one the plan saw."""
+    from console.checkpoints.base import CheckpointChange
+    from console.model import Checkpoint, HistoryEntry
+
+    s1 = shard(1)
+    seqs = app.puts[s1]
+    async with app.writer() as w:
+        lease = await app.row(w, s1, seqs[3], owner="w2")
+        assert await w.table.checkpoint(lease, seqs[7], 0)  # the worker moved on meanwhile
+        stream = "arn-of-the-stream"
+        await w.companion.ensure(create=True)
+        seen_by_plan = Position.after_sequence(seqs[3], 0)
+        target = Position.trim_horizon()
+        change = CheckpointChange(
+            Checkpoint(s1, target),
+            HistoryEntry(s1, "rewind", "op", target, "open", seen_by_plan, "open"),
+        )
+        await w.save(stream, [change])
+        [entry] = await w.history(stream, s1)
+        assert entry.old_position == Position.after_sequence(seqs[7], 0)
+        assert (await app.lease(w, s1)).checkpoint == "TRIM_HORIZON"
+
+
+async def test_a_lag_read_after_the_checkpoint_and_its_iterator_kept_while_caught_up(
+    app: App,
+) -> None:
+    from console.engine.lag_probe import LagProbe
+
+    s1 = shard(1)
+    seqs = app.puts[s1]
+    async with make_source(app.stream, aws(app.kinesalite)) as source:
+        probe = LagProbe(source)
+        behind = await probe.probe(s1, Position.after_sequence(seqs[4], 0))
+        assert behind is not None and not behind.caught_up
+        assert behind.next_record is not None and behind.next_record.sequence_number == seqs[5]
+        at_tip = Position.after_sequence(seqs[-1], 0)
+        first = await probe.probe(s1, at_tip)
+        assert first is not None and first.caught_up and first.lag_ms(time.time()) == 0
+        assert probe.calls == {"GetShardIterator": 2, "GetRecords": 2}
+        again = await probe.probe(s1, at_tip)  # the same checkpoint: the iterator is kept
+        assert again is not None and again.caught_up
+        assert probe.calls == {"GetShardIterator": 2, "GetRecords": 3}
+        # A record arrives: the kept iterator finds it, and is dropped.
+        put = await app.kinesis.put(app.stream, numbered(8, keys=8, start=500))
+        mine = [p["SequenceNumber"] for p in put if p["ShardId"] == s1]
+        assert mine  # eight keys over two shards: the same ones every time
+        later = await probe.probe(s1, at_tip)
+        assert later is not None and not later.caught_up and later.next_record is not None
+        assert later.next_record.sequence_number == mine[0]
+        assert probe.calls == {"GetShardIterator": 2, "GetRecords": 4}

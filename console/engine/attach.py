@@ -690,7 +690,9 @@ class AttachedLeases(Attached):
                 await self.leases.companion.ensure(create=True)
                 with self.leases.expecting(expected or self._owners(request)):
                     result = await apply_offline(self.leases, self.record, request, self.source)
-            except (ControlError, LeaseTableError) as exc:
+            except (ControlError, LeaseTableError, SourceError) as exc:
+                # SourceError: resolving a time or a sequence number read the stream and failed
+                # (a sequence number of another shard, say); nothing was written.
                 return ControlResult(0, False, str(exc))
         self.events.emit(
             "change_applied", f"change #{result.command_id}: {result.message}", level=Level.WARNING

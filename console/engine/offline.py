@@ -92,10 +92,18 @@ async def apply_offline(
             if source is None:
                 raise ControlError("a change to a lease table needs the stream to resolve times")
             plan = await resolve_plan(plan, source)
-    except ControlError as exc:
+    except Exception as exc:  # refused, or the stream could not be read: recorded, not pending
         await store.finish_command(command_id, False, str(exc))
         raise
-    await store.save(record.stream, plan.changes, finish=(command_id, plan.summary))
+    try:
+        await store.save(record.stream, plan.changes, finish=(command_id, plan.summary))
+    except Exception as exc:
+        # Nothing written (a lease moved since it was shown, a database error), or partly
+        # written and recorded so by the store: the command is not left pending either way.
+        command = await store.command(command_id)
+        if command is not None and command.state == "pending":
+            await store.finish_command(command_id, False, str(exc))
+        raise
     return ControlResult(command_id, True, plan.summary)
 
 
