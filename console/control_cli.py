@@ -181,25 +181,17 @@ async def _open(
             yield opened
         return
     from console.checkpoints.sqlite import SqliteStore
+    from console.wiring import pick_stream
 
     db = _existing_database(args)
     store = await SqliteStore.open(db, create=False)
     try:
-        record = _pick(await store.streams(), args.stream, f"database {db}")
+        record = pick_stream(await store.streams(), args.stream, f"database {db}")
         if record is None:
             raise UsageError(f"database {db} holds no stream '{args.stream}'")
         yield store, record, None
     finally:
         await store.close()
-
-
-def _pick(streams: list[StreamRecord], wanted: str | None, where: str) -> StreamRecord | None:
-    names = ", ".join(s.name for s in streams) or "none"
-    if wanted is None:
-        if len(streams) != 1:
-            raise UsageError(f"{where} holds {len(streams)} streams ({names}): pass --stream")
-        return streams[0]
-    return next((r for r in streams if wanted in (r.stream, r.name)), None)
 
 
 @contextlib.asynccontextmanager
@@ -213,7 +205,7 @@ async def _open_leases(
     from console.model import Position
     from console.sources.aws import AwsSettings
     from console.sources.base import SourceError
-    from console.wiring import Fleet, make_source, open_lease_store, startup_error
+    from console.wiring import Fleet, make_source, open_lease_store, pick_stream, startup_error
 
     assert settings.lease_table is not None
     aws = AwsSettings(
@@ -222,7 +214,7 @@ async def _open_leases(
     fleet = Fleet(settings.lease_table, endpoint_url=settings.dynamodb_endpoint_url, create=False)
     async with open_lease_store(fleet, aws, create_companion=changes) as store:
         where = f"lease table {settings.lease_table}"
-        record = _pick(await store.streams(), args.stream, where)
+        record = pick_stream(await store.streams(), args.stream, where)
         name = record.name if record is not None else args.stream
         source = make_source(name, aws, kind=record.source if record else None)
         try:
@@ -341,16 +333,9 @@ async def _request(
 
 
 def _show_plan(plan: Plan) -> None:
-    print(plan.summary)
-    for change in plan.changes:
-        h = change.history
-        if h is None:
-            continue
-        old = h.old_position.encode() if h.old_position else "-"
-        new = h.new_position.encode() if h.new_position else "-"
-        moves = f"{old} -> {new}" if old != new else f"stays {old}"
-        status = f"; {h.old_status} -> {h.new_status}" if h.old_status != h.new_status else ""
-        print(f"  {h.shard_id}: {moves}{status}")
+    from console.engine.control import explain
+
+    print(explain(plan))
 
 
 def _approved(args: argparse.Namespace, name: str | None = None) -> bool:
@@ -377,9 +362,8 @@ def _ask(prompt: str, ask: Callable[[str], str] = input) -> str:
 
 
 def cmd_change(args: argparse.Namespace) -> int:
-    from console.checkpoints.base import StoreLockedError
     from console.engine.control import ControlError, SkipTo
-    from console.engine.offline import apply_offline, plan_offline
+    from console.engine.offline import apply_if_free, plan_offline
 
     if _settings(args).read_only:
         raise UsageError(f"read-only: '{args.action}' changes checkpoints and is refused")
@@ -397,15 +381,9 @@ def cmd_change(args: argparse.Namespace) -> int:
                     _show_plan(await plan_offline(store, record, request))
                 if not _approved(args):
                     return 0
-                try:
-                    await store.acquire(record.stream)
-                except StoreLockedError:
-                    pass  # a consumer holds the stream (or has just started): it applies it
-                else:
-                    try:
-                        result = await apply_offline(store, record, request)
-                    finally:
-                        await store.release(record.stream)
+                # A consumer holds the stream (or has just started): it applies it.
+                result = await apply_if_free(store, record, request)
+                if result is not None:
                     print(f"applied as change #{result.command_id}; the next start honours it")
                     return 0
             except ControlError as exc:
@@ -428,8 +406,8 @@ async def _change_leases(
     written. The stream's name is typed to confirm."""
     from console.checkpoints.leases.coordinator import stream_name
     from console.checkpoints.leases.store import LeaseMovedError, LeaseStore
-    from console.engine.attach import explain
-    from console.engine.control import ControlError, SkipTo
+    from console.engine.attach import holder_text
+    from console.engine.control import ControlError, SkipTo, explain
     from console.engine.offline import apply_offline, plan_offline
     from console.engine.resolve import resolve_plan
     from console.sources.base import SourceError
@@ -445,7 +423,8 @@ async def _change_leases(
         if source is not None:
             plan = await resolve_plan(plan, source)
         leases = await store.table.leases(stream_name(record.stream))
-        print(explain(plan, {lease.shard_id: (lease, False) for lease in leases}, {}))
+        holders = {lease.shard_id: holder_text(lease, False) for lease in leases}
+        print(explain(plan, holders, no_holder=holder_text(None, False)))
         if not _approved(args, name=record.name):
             return 0
         with store.expecting({lease.shard_id: lease.owner for lease in leases}):
@@ -475,12 +454,9 @@ async def _send(
     store: CheckpointStore, record: StreamRecord, request: ControlRequest, wait: float
 ) -> int:
     """A consumer runs: hand it the command and wait for its verdict."""
-    from console.engine.offline import wait_for_command
+    from console.engine.offline import send_command
 
-    command_id = await store.add_command(
-        record.stream, request.shard_id, request.action.value, request.to_args(), request.actor
-    )
-    command = await wait_for_command(store, command_id, wait)
+    command_id, command = await send_command(store, record, request, wait)
     if command is not None:
         if command.state == "applied":
             print(f"applied by the running consumer as change #{command_id}: {command.result}")

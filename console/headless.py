@@ -118,16 +118,17 @@ async def run_headless(
     failed. Start-up errors propagate to the caller, which maps them to exit 2. Signals are the
     caller's (console.signals): they stop the consumer, and this returns."""
 
-    told = 0
+    told: set[tuple[object, str]] = set()
 
     def findings() -> None:
-        """What an attached console finds wrong: each finding once, when it appears."""
+        """What an attached console finds wrong: each finding once, when it appears (again
+        after it has gone away)."""
         nonlocal told
-        state = consumer.state
-        if state.diagnoses_version != told:
-            told = state.diagnoses_version
-            for d in state.diagnoses:
+        now = {d.key: d for d in consumer.state.diagnoses}
+        for key, d in now.items():
+            if key not in told:
                 printer.line("warning", "finding", d.line(), shard_id=d.subject)
+        told = set(now)
 
     async def report() -> None:
         tick = min(1.0, status_interval)

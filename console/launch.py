@@ -261,20 +261,14 @@ async def _attach_db(settings: Settings, options: AttachOptions) -> AsyncIterato
     from console.checkpoints.sqlite import SqliteStore
     from console.config import default_db_path
     from console.engine.attach_db import AttachedDb
+    from console.wiring import pick_stream
 
     db = settings.db or default_db_path()
     store = await SqliteStore.open(db, create=False)
     try:
-        streams = await store.streams()
-        names = ", ".join(s.name for s in streams) or "none"
-        if options.stream is None and len(streams) != 1:
-            raise UsageError(f"database {db} holds {len(streams)} streams ({names}): pass --stream")
-        record = next(
-            (s for s in streams if options.stream in (None, s.stream, s.name)),
-            None,
-        )
+        record = pick_stream(await store.streams(), options.stream, f"database {db}")
         if record is None:
-            raise UsageError(f"database {db} holds no stream '{options.stream}' (it has {names})")
+            raise UsageError(f"database {db} holds no stream '{options.stream}'")
         yield AttachedDb(store, record, read_only=settings.read_only)
     finally:
         await store.close()

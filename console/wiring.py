@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from console.checkpoints.base import CheckpointStore
+from console.checkpoints.base import CheckpointStore, StreamRecord
 from console.checkpoints.leases.store import LeaseStore
 from console.checkpoints.sqlite import SqliteStore
 from console.config import data_dir, default_db_path
@@ -102,6 +102,17 @@ async def open_lease_store(
             yield store
         finally:
             await store.close()
+
+
+def pick_stream(streams: list[StreamRecord], wanted: str | None, where: str) -> StreamRecord | None:
+    """The stream a command is about: ``wanted`` (a name or a key), or the only one there is
+    (a usage error when there are several). None: ``wanted`` is not there."""
+    names = ", ".join(s.name for s in streams) or "none"
+    if wanted is None:
+        if len(streams) != 1:
+            raise UsageError(f"{where} holds {len(streams)} streams ({names}): pass --stream")
+        return streams[0]
+    return next((r for r in streams if wanted in (r.stream, r.name)), None)
 
 
 def startup_error(exc: SourceError) -> ConsoleError:

@@ -26,8 +26,9 @@ def shard(
     closed: bool = False,
     caught_up: bool | None = None,
     lost: str | None = None,
+    at_risk: str | None = None,
 ) -> ShardFacts:
-    return ShardFacts(sid, parents, closed, caught_up, lost)
+    return ShardFacts(sid, parents, closed, caught_up, lost, at_risk)
 
 
 def found(leases: list[LeaseFacts], shards: list[ShardFacts] | None) -> set[tuple[Finding, str]]:
@@ -79,6 +80,10 @@ def test_shards_without_leases_and_leases_without_shards() -> None:
     }
     # Without the stream's listing, nothing is said about either.
     assert found(leases, None) == set()
+    # The children of a parent still being read have no lease yet, rightly (the KCL creates
+    # them when the parent ends), whether the parent has a lease or not.
+    kids = [shard("k1", ("a",)), shard("k2", ("b",))]
+    assert found(leases, [*shards, *kids]) == found(leases, shards)
 
 
 def test_expired_unowned_and_a_fresh_lease_not_yet_taken() -> None:
@@ -87,8 +92,9 @@ def test_expired_unowned_and_a_fresh_lease_not_yet_taken() -> None:
         lease("y", still=F - 0.5),
         lease("z", owner=None, still=F + 1),  # nobody has taken it for a while
         lease("new", owner=None, still=2.0),  # just created: workers take it at their next round
+        lease("unseen", owner=None, still=None),  # not watched long enough to say
     ]
-    assert found(leases, [shard(s) for s in ("x", "y", "z", "new")]) == {
+    assert found(leases, [shard(s) for s in ("x", "y", "z", "new", "unseen")]) == {
         (Finding.EXPIRED, "x"),
         (Finding.UNOWNED, "z"),
     }
@@ -116,11 +122,16 @@ def test_a_worker_holding_only_finished_leases_while_another_is_busy() -> None:
 
 
 def test_data_lost_is_severe_and_first() -> None:
-    leases = [lease("a", still=F), lease("b")]
-    shards = [shard("a"), shard("b", lost="its checkpoint is older than the stream's retention")]
+    leases = [lease("a", still=F), lease("b"), lease("c")]
+    shards = [
+        shard("a"),
+        shard("b", lost="its checkpoint is older than the stream's retention"),
+        shard("c", at_risk="the oldest record not processed yet leaves retention in 60 s"),
+    ]
     result = diagnose({x.shard_id: x for x in leases}, {s.shard_id: s for s in shards}, failover=F)
     assert [(d.finding, d.subject) for d in result] == [
         (Finding.DATA_LOST, "b"),
+        (Finding.RETENTION, "c"),
         (Finding.EXPIRED, "a"),
     ]
-    assert result[0].severe and not result[1].severe
+    assert result[0].severe and result[1].severe and not result[2].severe

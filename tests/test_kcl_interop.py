@@ -279,12 +279,17 @@ async def test_attach_to_a_running_kcl_application(
                 await wait_for(lambda: len(again(b)) >= len(new_b), 40, "shard b read again")
                 assert again(b) == new_b
 
-                # Undo puts the checkpoint back where the rewind found it; nothing is re-read.
+                # Undo, before the KCL takes the lease again: the checkpoint the rewind
+                # overwrote is back, and the KCL reads nothing twice.
                 await wait_for(
                     lambda: fleet.leases()[b]["checkpoint"]["S"] == new_b[-1], 30, "caught up"
                 )
-                seen = len(kcl.rows())
                 await engine.refresh()
+                result = await engine.control(
+                    ControlRequest(Action.REWIND, b, Position.trim_horizon(), actor="t")
+                )
+                assert result.ok, result.message
+                assert fleet.leases()[b]["checkpoint"]["S"] == TRIM_HORIZON
                 result = await engine.control(ControlRequest(Action.UNDO, actor="t"))
                 assert result.ok, result.message
                 assert fleet.leases()[b]["checkpoint"]["S"] == new_b[-1]
@@ -293,24 +298,31 @@ async def test_attach_to_a_running_kcl_application(
 
                 # Skip to the tip: the records put before it are never read again, the next
                 # ones are.
-                await wait_for(lambda: fleet.leases()[b].get("leaseOwner"), 40, "b taken again")
-                assert again(b) == []  # taken back at the checkpoint it had: nothing re-read
                 await engine.refresh()
                 result = await engine.control(ControlRequest(Action.SKIP, a, skip_to=SkipTo.LATEST))
                 assert result.ok, result.message
-                # The KCL drops the lease at its next renewal and takes it back at a lease round
-                # (what it read meanwhile would be read twice: at least once).
-                await wait_for(
-                    lambda: fleet.leases()[a].get("leaseOwner", {}).get("S") == "kcl-worker-1",
-                    60,
-                    "a taken back after the skip",
-                )
+                # The KCL drops each lease at its next renewal and takes it back at a lease
+                # round (what it read meanwhile would be read twice: at least once).
+                for shard_id in (a, b):
+                    await wait_for(
+                        lambda s=shard_id: (
+                            fleet.leases()[s].get("leaseOwner", {}).get("S") == "kcl-worker-1"
+                        ),
+                        60,
+                        f"{shard_id} taken back",
+                    )
                 seen = len(kcl.rows())
                 tail = await kinesis.put(stream, numbered(30, keys=6, start=200))
                 tail_a = [p["SequenceNumber"] for p in tail if p["ShardId"] == a]
-                assert tail_a
-                await wait_for(lambda: len(again(a)) >= len(tail_a), 40, "the tail of a")
+                tail_b = [p["SequenceNumber"] for p in tail if p["ShardId"] == b]
+                assert tail_a and tail_b
+                await wait_for(
+                    lambda: len(again(a)) >= len(tail_a) and len(again(b)) >= len(tail_b),
+                    40,
+                    "the tails",
+                )
                 assert again(a) == tail_a  # none of what was there before the skip
+                assert again(b) == tail_b  # none of what the undone rewind would have re-read
 
                 # Split b while the KCL runs: the child leases appear under their parent.
                 await kinesis.split(stream, b)

@@ -488,18 +488,26 @@ async def test_attached_every_change_needs_the_stream_name_and_shows_the_finding
         preview = dialog.query_one("#preview")
         await wait_for(lambda: "Type the stream's name" in str(preview.render()), timeout=5)
         assert dialog.query_one("#yes").disabled
+        engine = app.engine
+        previews = engine.previews
         dialog.query_one("#confirm-input").value = "not-orders"
-        await pilot.pause(0.2)
+        await pilot.pause()
         assert dialog.query_one("#yes").disabled
+        assert "Type the stream's name above to enable Rewind." in str(preview.render())
         dialog.query_one("#confirm-input").value = "orders"
         await wait_for(lambda: not dialog.query_one("#yes").disabled, timeout=5)
+        assert "Type the stream's name" not in str(preview.render())
+        assert engine.previews == previews  # typing the name reads nothing
         dialog.query_one("#no").focus()
         await confirm(pilot)
-        engine = app.engine
         await wait_for(lambda: len(engine.requests) == 1, timeout=5)
         assert engine.requests[0].action.value == "rewind"
         # Pause too: a one-button question gets the same typed confirmation.
         await pilot.press("p")
-        assert isinstance(app.screen, ConfirmDialog)
-        await pilot.pause(0.2)
-        assert app.screen.query_one("#yes").disabled
+        pause = app.screen
+        assert isinstance(pause, ConfirmDialog)
+        text = pause.query_one("#preview")
+        await wait_for(lambda: "Type the stream's name" in str(text.render()), timeout=5)
+        assert pause.query_one("#yes").disabled
+        pause.query_one("#confirm-input").value = "orders"
+        await wait_for(lambda: not pause.query_one("#yes").disabled, timeout=5)

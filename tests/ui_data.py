@@ -132,12 +132,14 @@ class FrozenEngine:
                          note="first start; initial position trim_horizon", at=NOW - 86400, id=4),
         ]  # fmt: skip
         self.requests: list[ControlRequest] = []
+        self.previews = 0
 
     async def control(self, request: ControlRequest) -> Result:
         self.requests.append(request)
         return Result(len(self.requests), True, "recorded")
 
     async def preview(self, request: ControlRequest) -> Plan:
+        self.previews += 1
         return plan_change(
             request,
             checkpoints=self.checkpoints,
@@ -202,6 +204,7 @@ def attached(engine: FrozenEngine) -> None:
     engine.confirm_by_name = True
     state = engine.state
     state.attached_to = "a KCL application"
+    state.lease_table = "orders-app"
     state.location = "eu-west-1 · lease table orders-app"
     owners = {
         "shardId-000000000001": ("kcl-worker-1", False),

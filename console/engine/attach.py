@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 from console.checkpoints.base import CheckpointStore, StreamRecord, WorkerView
 from console.checkpoints.leases.companion import Heartbeat, Marks
 from console.checkpoints.leases.coordinator import stream_name
-from console.checkpoints.leases.items import Lease, checkpoint_of, is_lease, lease_of
+from console.checkpoints.leases.items import Lease, checkpoint_of, lease_of, shard_of
 from console.checkpoints.leases.store import LeaseStore
 from console.checkpoints.leases.table import LeaseTableError
 from console.checkpoints.leases.taker import LeaseObserver, Seen
@@ -35,6 +35,7 @@ from console.engine.control import (
     ControlRequest,
     ControlResult,
     Plan,
+    explain,
 )
 from console.engine.diagnosis import LeaseFacts, ShardFacts, diagnose
 from console.engine.events import EventLog, Level
@@ -87,23 +88,6 @@ def holder_text(lease: Lease | None, expired: bool) -> str:
     if expired:
         return f"held by {lease.owner}, who stopped renewing it"
     return f"held by {lease.owner}: it drops the lease at its next renewal, the next taker reads on"
-
-
-def explain(plan: Plan, leases: Mapping[str, tuple[Lease, bool]], counts: Mapping[str, str]) -> str:
-    """The plan in an operator's words: per shard, from and to, who holds the lease now, and how
-    many records are read again where that was counted."""
-    lines = [plan.summary]
-    for change in plan.changes:
-        h = change.history
-        if h is None:
-            continue
-        old = h.old_position.encode() if h.old_position else "-"
-        new = h.new_position.encode() if h.new_position else "-"
-        moves = f"{old} -> {new}" if old != new else f"stays {old}"
-        lease, expired = leases.get(h.shard_id, (None, False))
-        again = f"; {counts[h.shard_id]} read again" if h.shard_id in counts else ""
-        lines.append(f"  {h.shard_id}: {moves}{again}; {holder_text(lease, expired)}")
-    return "\n".join(lines)
 
 
 class Attached:
@@ -219,7 +203,13 @@ class AttachedLeases(Attached):
         self._listed: dict[str, Shard] | None = None
         self._marks: dict[str, Marks] = {}
         self._beats: list[Heartbeat] = []
-        self._metrics: dict[str, tuple[float | None, dict[str, float]]] = {}
+        # KCL 3.x worker metric rows: in the lease table (3.5) and in a table of their own.
+        self._table_metrics: dict[str, MetricRow] = {}
+        self._own_table_metrics: dict[str, MetricRow] = {}
+        self._first_seen: dict[str, float] = {}  # lease key -> when a scan first saw it
+        self._synced_at = 0.0
+        self._fenced: dict[str, int] = {}  # shard -> the change that took its lease away
+        self._refreshing = asyncio.Lock()
         self._checkpoint_seen: dict[str, tuple[str, int, float]] = {}  # text, sub, wall time
         self._handoff_seen: dict[str, float] = {}
         self._expired_told: set[str] = set()
@@ -239,13 +229,13 @@ class AttachedLeases(Attached):
         await self._sync_shards()
         await self.refresh()
         self._check_stream()
-        kind = "a KCL application" if self.kcl else "a shard-console fleet"
+        kind = self.state.attached_to = "a KCL application" if self.kcl else "a shard-console fleet"
+        self.state.lease_table = self.leases.table.name
         self.events.emit(
             "attached",
             f"attached to {kind} on lease table {self.leases.table.name}: "
             f"{len(self.observer.seen)} leases, {len(self._listed or {})} shards",
         )
-        self.state.attached_to = "a KCL application" if self.kcl else "a shard-console fleet"
         self._loop(self._scan_loop(), "scan")
         self._loop(self._sync_loop(), "shard sync")
         self._loop(self.probe.run(), "lag reads")
@@ -284,6 +274,7 @@ class AttachedLeases(Attached):
                 )
 
     async def _sync_shards(self) -> None:
+        self._synced_at = self.mono()
         shards = await self.source.list_shards()
         old = self._listed
         self._listed = {s.shard_id: s for s in shards}
@@ -294,13 +285,27 @@ class AttachedLeases(Attached):
                 self.events.emit("shard_appeared", f"shard {sid} appeared{parents}", shard_id=sid)
 
     async def refresh(self) -> None:
-        """One scan of the table (and of shard-console's, when there is one): the snapshot."""
+        """One scan of the table (and of shard-console's, when there is one): the snapshot.
+        One at a time: an older scan must never land after a newer one."""
+        async with self._refreshing:
+            await self._refresh()
+
+    async def _refresh(self) -> None:
         assert self.record is not None
         items = await self.leases.table.scan()
         name = stream_name(self.record.stream)
         leases = [lease for item in items if (lease := lease_of(item, name))]
-        self._read_metrics(items)
+        self._table_metrics = metric_rows(
+            i for i in items if i.get("entityType", {}).get("S") == WORKER_METRIC_STATS
+        )
+        listed = self._listed or {}
+        if any(lease.shard_id not in listed for lease in leases) and (
+            self.mono() - self._synced_at > self.scan_interval
+        ):
+            await self._sync_shards()  # a lease for a shard not listed yet: a new shard?
         now = self.mono()
+        for lease in leases:
+            self._first_seen.setdefault(lease.key, now)
         before = {s.lease.shard_id: s.lease for s in self.observer.seen.values()}
         self.observer.update(leases, now)
         if self.leases.companion.exists:
@@ -311,32 +316,27 @@ class AttachedLeases(Attached):
         self._tell_changes(before, self.scans > 1)
         self._build(now)
 
-    def _read_metrics(self, items: list[dict[str, Any]]) -> None:
-        """KCL 3.x worker metric rows kept in the lease table (3.5's single-table format)."""
-        for item in items:
-            if is_lease(item) or item.get("entityType", {}).get("S") != WORKER_METRIC_STATS:
-                continue
-            wid = item.get("wid", item.get("leaseKey", {})).get("S")
-            if wid:
-                self._metrics[wid] = metric_row(item)
-
     async def _metric_loop(self) -> None:
         while True:
             await self.read_metric_table()
             await asyncio.sleep(self.sync_interval)
 
     async def read_metric_table(self) -> None:
-        """KCL 3.x's ``<app>-WorkerMetricStats`` table, when there is one."""
+        """KCL 3.x's ``<app>-WorkerMetricStats`` table, when there is one (KCL 3.5 keeps the
+        same rows in the lease table: read with each scan)."""
         client = self.leases.table.client
-        name = f"{self.leases.table.name}-WorkerMetricStats"
+        kwargs: dict[str, Any] = {"TableName": f"{self.leases.table.name}-WorkerMetricStats"}
+        items: list[dict[str, Any]] = []
         try:
-            resp = await client.scan(TableName=name)
+            while True:
+                resp = await client.scan(**kwargs)
+                items.extend(resp.get("Items", ()))
+                if not resp.get("LastEvaluatedKey"):
+                    break
+                kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
         except Exception:  # absent (KCL 2.x) or not readable: nothing to show
-            return
-        for item in resp.get("Items", ()):
-            wid = item.get("wid", {}).get("S")
-            if wid:
-                self._metrics[wid] = metric_row(item)
+            items = []
+        self._own_table_metrics = metric_rows(items)
 
     def _tell_changes(self, before: Mapping[str, Lease], tell: bool) -> None:
         """An event for every lease change between two scans."""
@@ -386,9 +386,19 @@ class AttachedLeases(Attached):
                     f"{lease.owner} hands {sid} over to {lease.checkpoint_owner}",
                     shard_id=sid,
                 )
+        if tell:
+            self._fenced.clear()  # one scan after a change: what it fenced is told
 
     def _tell_owner(self, sid: str, old: str | None, new: str | None) -> None:
-        if new is None:
+        change = self._fenced.pop(sid, None)
+        if new is None and change is not None:
+            self.events.emit(
+                "lease_fenced",
+                f"change #{change} took lease {sid} from {old}: it drops the shard at its next "
+                "renewal, and the next taker reads from the new checkpoint",
+                shard_id=sid,
+            )
+        elif new is None:
             self.events.emit("lease_released", f"{old} gave up lease {sid}", shard_id=sid)
         elif old is None:
             self.events.emit("lease_taken", f"{new} took lease {sid}", shard_id=sid)
@@ -400,17 +410,8 @@ class AttachedLeases(Attached):
     def _shards(self) -> dict[str, Shard]:
         shards = dict(self._listed or {})
         for seen in self.observer.seen.values():
-            lease = seen.lease
-            if lease.shard_id not in shards:
-                start, end = lease.hash_range or (None, None)
-                parents = lease.parents
-                shards[lease.shard_id] = Shard(
-                    lease.shard_id,
-                    parents[0] if parents else None,
-                    parents[1] if len(parents) > 1 else None,
-                    start,
-                    end,
-                )
+            if seen.lease.shard_id not in shards:
+                shards[seen.lease.shard_id] = shard_of(seen.lease)
         return shards
 
     def _build(self, now: float) -> None:
@@ -544,9 +545,10 @@ class AttachedLeases(Attached):
         beats = {b.worker: b for b in self._beats}
         wall = self.clock()
         views = []
-        for worker in sorted(set(held) | set(beats) | set(self._metrics)):
+        metric = {**self._own_table_metrics, **self._table_metrics}
+        for worker in sorted(set(held) | set(beats) | set(metric)):
             beat = beats.get(worker)
-            updated, metrics = self._metrics.get(worker, (None, {}))
+            updated, metrics = metric.get(worker, (None, {}))
             last = renewed.get(worker)
             if beat is not None:
                 last = wall - beat.at
@@ -576,7 +578,7 @@ class AttachedLeases(Attached):
                 s.lease.owner,
                 s.lease.finished,
                 s.lease.parents,
-                (now - s.changed_at) if s.changed_at else None,
+                now - (s.changed_at or self._first_seen.get(s.lease.key, now)),
                 s.lease.checkpoint_owner,
                 (now - self._handoff_seen[sid]) if sid in self._handoff_seen else None,
             )
@@ -592,15 +594,14 @@ class AttachedLeases(Attached):
                     shard.parents,
                     shard.is_closed,
                     probe.caught_up if probe is not None else None,
+                    probe.lost if probe is not None else None,
                     self._at_risk(probe),
                 )
         return diagnose(facts, listed, failover=self.failover)
 
     def _at_risk(self, probe: Probe | None) -> str | None:
-        if probe is None:
+        if probe is None or probe.lost is not None:
             return None
-        if probe.lost is not None:
-            return probe.lost
         retention = self.record.retention_hours if self.record else None
         record = probe.next_record
         if retention and record is not None and record.approximate_arrival is not None:
@@ -638,7 +639,10 @@ class AttachedLeases(Attached):
         if refusal is not None:
             raise ControlError(refusal)
         # plan_offline reads the table afresh (the store's load): the holders it shows are now's.
-        plan = await plan_offline(self.store, self.record, request)
+        try:
+            plan = await plan_offline(self.store, self.record, request)
+        except (LeaseTableError, SourceError) as exc:  # throttled, say: the dialog says so
+            raise ControlError(f"could not look: {exc}") from exc
         mine = {s.lease.shard_id: s for s in self.observer.seen.values()}
         now = self.mono()
         leases = {}
@@ -654,7 +658,8 @@ class AttachedLeases(Attached):
         counts: dict[str, str] = {}
         if request.shard_id is not None and request.action is Action.REWIND:
             counts = await self._count(plan)
-        return Plan(plan.changes, explain(plan, leases, counts))
+        holders = {sid: holder_text(lease, expired) for sid, (lease, expired) in leases.items()}
+        return Plan(plan.changes, explain(plan, holders, counts, holder_text(None, False)))
 
     async def _count(self, plan: Plan) -> dict[str, str]:
         """How many records each shard of a one-shard rewind reads again (counted up to
@@ -685,15 +690,18 @@ class AttachedLeases(Attached):
         if refusal is not None:
             return ControlResult(0, False, refusal)
         expected = self._previewed.pop((request.action.value, request.shard_id), None)
+        expected = expected or self._owners(request)
         async with self._lock:
             try:
                 await self.leases.companion.ensure(create=True)
-                with self.leases.expecting(expected or self._owners(request)):
+                with self.leases.expecting(expected):
                     result = await apply_offline(self.leases, self.record, request, self.source)
             except (ControlError, LeaseTableError, SourceError) as exc:
                 # SourceError: resolving a time or a sequence number read the stream and failed
                 # (a sequence number of another shard, say); nothing was written.
                 return ControlResult(0, False, str(exc))
+        # The next scan sees these leases lose their owner: say it was this change.
+        self._fenced = {sid: result.command_id for sid, owner in expected.items() if owner}
         self.events.emit(
             "change_applied", f"change #{result.command_id}: {result.message}", level=Level.WARNING
         )
@@ -702,7 +710,20 @@ class AttachedLeases(Attached):
         return result
 
 
-def metric_row(item: Mapping[str, Any]) -> tuple[float | None, dict[str, float]]:
+MetricRow = tuple[float | None, dict[str, float]]  # last update (epoch s), latest values
+
+
+def metric_rows(items: Iterable[Mapping[str, Any]]) -> dict[str, MetricRow]:
+    """Each worker's metric row (``wid``, or the lease key in the single-table format)."""
+    rows = {}
+    for item in items:
+        wid = item.get("wid", item.get("leaseKey", {})).get("S")
+        if wid:
+            rows[wid] = metric_row(item)
+    return rows
+
+
+def metric_row(item: Mapping[str, Any]) -> MetricRow:
     """(last update, each metric's latest value) of a KCL 3.x WorkerMetricStats item: ``lut``
     epoch seconds, ``sts`` a map of metric name to its recent values."""
     lut = item.get("lut", {}).get("N")

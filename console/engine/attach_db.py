@@ -15,13 +15,13 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from console.checkpoints.base import CheckpointStore, StoreLockedError, StreamRecord
+from console.checkpoints.base import CheckpointStore, StoreError, StreamRecord
 from console.engine.attach import Attached
 from console.engine.control import ControlError, ControlRequest, ControlResult, Plan
 from console.engine.diagnosis import Diagnosis, Finding
 from console.engine.events import Level
 from console.engine.lineage import Lineage
-from console.engine.offline import apply_offline, plan_offline, wait_for_command
+from console.engine.offline import apply_if_free, plan_offline, send_command
 from console.engine.snapshot import apply_doc, replay_events
 from console.engine.state import EngineState
 from console.model import CheckpointStatus, ShardStatus, format_duration
@@ -65,16 +65,19 @@ class AttachedDb(Attached):
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception as exc:  # a locked database, a snapshot of a newer version
+                self.events.emit(
+                    "read_error", f"reading {self.store.path} failed: {exc}", level=Level.ERROR
+                )
 
     async def refresh(self) -> None:
         assert self.record is not None
         stream = self.record.stream
         published = await self.store.snapshot(stream)
         now = self.clock()
-        if published is None:
-            await self._from_checkpoints()
-        else:
+        if published is not None:
             at, doc = published
             if at != self._published_at:
                 self._published_at = at
@@ -85,6 +88,8 @@ class AttachedDb(Attached):
             and bool(published[1].get("running", True))
             and now - published[0] < self.stale_after
         )
+        if not self.live:
+            await self._from_checkpoints()  # what the next start will read from
         await self._lineage()
         found: tuple[Diagnosis, ...] = ()
         if not self.live:
@@ -105,7 +110,8 @@ class AttachedDb(Attached):
         self.state.set_diagnoses(found)
 
     async def _from_checkpoints(self) -> None:
-        """No snapshot yet: the checkpoints, as ``checkpoints list`` shows them."""
+        """No consumer runs: the checkpoints, as ``checkpoints list`` shows them (over its
+        last snapshot, whose lag and rates are history)."""
         assert self.record is not None
         for sid, cp in (await self.store.load(self.record.stream)).items():
             view = self.state.view(sid)
@@ -115,9 +121,10 @@ class AttachedDb(Attached):
                 status = ShardStatus.DONE
             else:
                 status = ShardStatus.PAUSED if cp.paused else ShardStatus.READY
-            if (view.status, view.checkpoint) != (status, cp.position):
+            if (view.status, view.checkpoint, view.position) != (status, cp.position, cp.position):
                 view.status, view.checkpoint = status, cp.position
                 view.position, view.checkpoint_at = cp.position, cp.updated_at
+                view.rate = 0.0
                 self.state.touch(view)
 
     async def _lineage(self) -> None:
@@ -145,24 +152,16 @@ class AttachedDb(Attached):
         assert self.record is not None
         if self._read_only:
             return ControlResult(0, False, "read-only: operator changes are refused")
-        stream = self.record.stream
         try:
             if not self.live:
-                try:
-                    await self.store.acquire(stream)
-                except StoreLockedError:
-                    pass  # a consumer has just started: it applies it
-                else:
-                    try:
-                        return await apply_offline(self.store, self.record, request)
-                    finally:
-                        await self.store.release(stream)
-            command_id = await self.store.add_command(
-                stream, request.shard_id, request.action.value, request.to_args(), request.actor
-            )
-        except ControlError as exc:
+                result = await apply_if_free(self.store, self.record, request)
+                if result is not None:
+                    await self.refresh()
+                    return result
+                # A consumer has just started: it applies it.
+            command_id, command = await send_command(self.store, self.record, request, self.wait)
+        except (ControlError, StoreError) as exc:
             return ControlResult(0, False, str(exc))
-        command = await wait_for_command(self.store, command_id, self.wait)
         if command is None:
             message = f"command #{command_id} is queued: the consumer applies it between batches"
             self.events.emit("change_queued", message, level=Level.WARNING)

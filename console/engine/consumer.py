@@ -318,11 +318,10 @@ class Consumer:
                 try:
                     if self._opened and self._acquired:
                         await self.checkpointer.flush()
-                        await self.store.publish(
-                            self.key, snapshot_doc(self.state, self.events, running=False)
-                        )
                 except Exception as exc:
                     self._fail_run(f"the final checkpoint flush failed: {exc}")
+                if self._opened and self._acquired:
+                    await self._publish(running=False)
         finally:
             try:
                 if self._opened:
@@ -431,14 +430,24 @@ class Consumer:
             await asyncio.sleep(self.options.flush_interval)
             try:
                 await self.checkpointer.flush()
-                # For a console in another process (attach --db): the state, at each flush.
-                await self.store.publish(self.key, snapshot_doc(self.state, self.events))
             except Exception as exc:
                 self.events.emit(
                     "flush_error",
                     f"checkpoint flush failed, will retry: {exc}",
                     level=Level.ERROR,
                 )
+            await self._publish(running=True)
+
+    async def _publish(self, running: bool) -> None:
+        """The state, for a console in another process (attach --db). A convenience: a failure
+        is said, never a reason to stop."""
+        try:
+            doc = snapshot_doc(self.state, self.events, running=running)
+            await self.store.publish(self.key, doc)
+        except Exception as exc:
+            self.events.emit(
+                "publish_error", f"publishing the snapshot failed: {exc}", level=Level.WARNING
+            )
 
     async def _tick_loop(self) -> None:
         """Rates, once a tick, from counters the workers bump per batch."""

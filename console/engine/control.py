@@ -142,6 +142,33 @@ class Plan:
     summary: str
 
 
+def explain(
+    plan: Plan,
+    holders: Mapping[str, str] | None = None,
+    counts: Mapping[str, str] | None = None,
+    no_holder: str = "",
+) -> str:
+    """The plan in an operator's words: per shard, from and to; with a lease table, who holds
+    the lease now (``holders``, else ``no_holder``); how many records are read again where that
+    was counted (``counts``)."""
+    lines = [plan.summary]
+    for change in plan.changes:
+        h = change.history
+        if h is None:
+            continue
+        old = h.old_position.encode() if h.old_position else "-"
+        new = h.new_position.encode() if h.new_position else "-"
+        text = f"  {h.shard_id}: " + (f"{old} -> {new}" if old != new else f"stays {old}")
+        if h.old_status != h.new_status:
+            text += f"; {h.old_status} -> {h.new_status}"
+        if counts and h.shard_id in counts:
+            text += f"; {counts[h.shard_id]} read again"
+        if holders is not None:
+            text += f"; {holders.get(h.shard_id, no_holder)}"
+        lines.append(text)
+    return "\n".join(lines)
+
+
 def status_word(cp: Checkpoint | None) -> str | None:
     """The status history records: a checkpoint status, or "paused" for a paused open one."""
     if cp is None:

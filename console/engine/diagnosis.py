@@ -26,6 +26,7 @@ class Finding(StrEnum):
     HANDOFF_STUCK = "handoff stuck"
     IDLE_WORKER = "idle worker"
     DATA_LOST = "data lost"
+    RETENTION = "leaving retention"
     NOT_RUNNING = "not running"
 
 
@@ -39,6 +40,11 @@ class Diagnosis:
     def line(self) -> str:
         return f"{self.finding.value}: {self.text}"
 
+    @property
+    def key(self) -> tuple[Finding, str]:
+        """What it is about (its text may change, durations in it grow)."""
+        return (self.finding, self.subject)
+
 
 @dataclass(frozen=True, slots=True)
 class LeaseFacts:
@@ -48,7 +54,7 @@ class LeaseFacts:
     owner: str | None
     finished: bool  # at SHARD_END
     parents: tuple[str, ...]
-    still_for: float | None  # seconds its counter has not moved (None: not yet known)
+    still_for: float | None  # seconds its counter (or, unowned, the lease) has stood still
     handoff_to: str | None = None  # checkpointOwner: a KCL 3.x handoff in progress
     handoff_for: float | None = None  # seconds that handoff has been seen
 
@@ -62,6 +68,7 @@ class ShardFacts:
     closed: bool
     caught_up: bool | None = None  # nothing after the checkpoint (None: not read yet)
     lost: str | None = None  # why the records after its checkpoint are gone, if they are
+    at_risk: str | None = None  # the next record leaves the stream's retention soon
 
 
 def diagnose(
@@ -121,7 +128,8 @@ def _lease_findings(
     if (
         lease.owner is None
         and not waiting_on
-        and (still is None or still >= failover)
+        and still is not None
+        and still >= failover
         and not (shards is not None and sid not in shards)
     ):
         out.append(
@@ -174,7 +182,13 @@ def _shard_findings(
     out: list[Diagnosis] = []
     for shard in shards.values():
         sid = shard.shard_id
-        if sid not in leases and not shard.closed:
+        # A child of a parent still being read gets its lease when the parent ends (KCL 2.x).
+        parent_live = any(
+            (p in leases and not leases[p].finished)
+            or (p not in leases and p in shards and not shards[p].closed)
+            for p in shard.parents
+        )
+        if sid not in leases and not shard.closed and not parent_live:
             out.append(
                 Diagnosis(
                     Finding.NO_LEASE,
@@ -185,7 +199,9 @@ def _shard_findings(
                 )
             )
         if shard.lost is not None:
-            out.append(Diagnosis(Finding.DATA_LOST, sid, f"shard {sid}: {shard.lost}", severe=True))
+            out.append(Diagnosis(Finding.DATA_LOST, sid, f"shard {sid}: {shard.lost}", True))
+        elif shard.at_risk is not None:
+            out.append(Diagnosis(Finding.RETENTION, sid, f"shard {sid}: {shard.at_risk}", True))
     return out
 
 

@@ -88,7 +88,6 @@ class LagProbe:
         # A caught-up shard's iterator, while its checkpoint stays: (checkpoint, iterator, when).
         self._kept: dict[str, tuple[Position, str, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.changed = asyncio.Event()  # set after each read, for whoever draws the results
 
     def set_targets(self, targets: Mapping[str, Position]) -> None:
         """The shards to read and the checkpoint of each (only shards a read can tell of)."""
@@ -134,8 +133,7 @@ class LagProbe:
         finally:
             self._slots.release()
         if result is not None and self.targets.get(sid) == checkpoint:
-            self.results[sid] = result
-            self.changed.set()
+            self.results[sid] = result  # shown at the next scan's rebuild
 
     async def probe(self, sid: str, checkpoint: Position) -> Probe | None:
         """One read after ``checkpoint`` (None: a passing error; the next round tries again)."""

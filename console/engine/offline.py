@@ -9,6 +9,7 @@ it applies (not while it only plans a preview), so no consumer can start half-wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from console.checkpoints.base import CheckpointStore, Command, StreamRecord
@@ -99,10 +100,12 @@ async def apply_offline(
         await store.save(record.stream, plan.changes, finish=(command_id, plan.summary))
     except Exception as exc:
         # Nothing written (a lease moved since it was shown, a database error), or partly
-        # written and recorded so by the store: the command is not left pending either way.
-        command = await store.command(command_id)
-        if command is not None and command.state == "pending":
-            await store.finish_command(command_id, False, str(exc))
+        # written and recorded so by the store: the command is not left pending either way
+        # (if the store can still say so: the error that matters is the one raised).
+        with contextlib.suppress(Exception):
+            command = await store.command(command_id)
+            if command is not None and command.state == "pending":
+                await store.finish_command(command_id, False, str(exc))
         raise
     return ControlResult(command_id, True, plan.summary)
 
@@ -118,3 +121,31 @@ async def wait_for_command(store: CheckpointStore, command_id: int, wait: float)
         if time.monotonic() >= deadline:
             return None
         await asyncio.sleep(0.2)
+
+
+async def apply_if_free(
+    store: CheckpointStore, record: StreamRecord, request: ControlRequest
+) -> ControlResult | None:
+    """Apply the change to the store under the stream's lock, when no consumer holds it
+    (None: one does, and applies commands itself)."""
+    from console.checkpoints.base import StoreLockedError
+
+    try:
+        await store.acquire(record.stream)
+    except StoreLockedError:
+        return None
+    try:
+        return await apply_offline(store, record, request)
+    finally:
+        await store.release(record.stream)
+
+
+async def send_command(
+    store: CheckpointStore, record: StreamRecord, request: ControlRequest, wait: float
+) -> tuple[int, Command | None]:
+    """Hand a change to the running consumer: its command id, and the command once applied or
+    refused (None: still pending after ``wait`` seconds)."""
+    command_id = await store.add_command(
+        record.stream, request.shard_id, request.action.value, request.to_args(), request.actor
+    )
+    return command_id, await wait_for_command(store, command_id, wait)

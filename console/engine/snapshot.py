@@ -92,9 +92,13 @@ def apply_doc(state: EngineState, doc: dict[str, Any]) -> None:
         sid = row["shard_id"]
         seen.add(sid)
         view = state.view(sid)
+        try:
+            status = ShardStatus(row.get("status", "waiting"))
+        except ValueError:  # a newer consumer's status: shown as the nearest we know
+            status = ShardStatus.ACTIVE
         fields = {
             "parents": tuple(row.get("parents") or ()),
-            "status": ShardStatus(row.get("status", "waiting")),
+            "status": status,
             "closed": bool(row.get("closed")),
             "position": _unpos(row.get("position")),
             "checkpoint": _unpos(row.get("checkpoint")),
@@ -121,8 +125,11 @@ def apply_doc(state: EngineState, doc: dict[str, Any]) -> None:
 def replay_events(doc: dict[str, Any], events: EventLog, after: int) -> int:
     """Emit the document's events newer than ``after`` (the consumer's numbering); returns the
     newest number seen."""
+    events_in = doc.get("events", ())
+    if events_in and max(e["seq"] for e in events_in) < after:
+        after = 0  # the consumer restarted: its numbering did too
     newest = after
-    for e in doc.get("events", ()):
+    for e in events_in:
         if e["seq"] <= after:
             continue
         newest = max(newest, e["seq"])

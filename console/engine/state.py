@@ -89,6 +89,7 @@ class EngineState:
         # An attached console (console.engine.attach): what it watches, in words; None when
         # this process is the consumer.
         self.attached_to: str | None = None
+        self.lease_table: str | None = None  # attached to a lease table (not a database)
         # What an attached console finds wrong (console.engine.diagnosis), worst first; its
         # version moves only when the findings change.
         self.diagnoses: tuple[Diagnosis, ...] = ()
@@ -97,7 +98,7 @@ class EngineState:
     @property
     def leased(self) -> bool:
         """Shards are held by leases: a fleet's worker, or a console attached to a table."""
-        return self.worker_id is not None or self.attached_to is not None
+        return self.worker_id is not None or self.lease_table is not None
 
     def set_diagnoses(self, found: tuple[Diagnosis, ...]) -> None:
         if found != self.diagnoses:

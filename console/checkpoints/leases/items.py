@@ -12,7 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from console.model import Checkpoint, CheckpointStatus, Position, PositionKind, is_sequence_number
+from console.model import (
+    Checkpoint,
+    CheckpointStatus,
+    Position,
+    PositionKind,
+    Shard,
+    is_sequence_number,
+)
 
 TRIM_HORIZON = "TRIM_HORIZON"
 LATEST = "LATEST"
@@ -184,6 +191,20 @@ def kcl_checkpoint(cp: Checkpoint) -> tuple[str, int]:
 
 def valid_checkpoint(text: str) -> bool:
     return text in SENTINELS or is_sequence_number(text)
+
+
+def shard_of(lease: Lease) -> Shard:
+    """The shard a lease tells of: its id, parents and hash range (a KCL application's table
+    has no more; a listing of the stream has)."""
+    parents = lease.parents
+    start, end = lease.hash_range or (None, None)
+    return Shard(
+        lease.shard_id,
+        parents[0] if parents else None,
+        parents[1] if len(parents) > 1 else None,
+        start,
+        end,
+    )
 
 
 def plain(item: Mapping[str, Any]) -> dict[str, Any]:

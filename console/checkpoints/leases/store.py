@@ -42,6 +42,7 @@ from console.checkpoints.leases.items import (
     UnwritablePosition,
     checkpoint_of,
     kcl_checkpoint,
+    shard_of,
 )
 from console.checkpoints.leases.table import LeaseTable, LeaseTableError, LeaseTableUnavailable
 from console.model import (
@@ -214,15 +215,7 @@ class LeaseStore:
         listed = {s.shard_id: s for s in await self.companion.shards(stream)}
         for lease in await self._leases(stream):
             if lease.shard_id not in listed:
-                parents = lease.parents
-                start, end = lease.hash_range or (None, None)
-                listed[lease.shard_id] = Shard(
-                    lease.shard_id,
-                    parents[0] if parents else None,
-                    parents[1] if len(parents) > 1 else None,
-                    start,
-                    end,
-                )
+                listed[lease.shard_id] = shard_of(lease)
         return sorted(listed.values(), key=lambda s: s.shard_id)
 
     async def save(

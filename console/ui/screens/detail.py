@@ -115,7 +115,7 @@ class ShardDetailScreen(Screen[None]):
             if state.leased:
                 t.add_row("lease", lease_text(view, state.worker_id))
             rate, lag = rate_text(view.rate), lag_text(view.lag_ms)
-            if state.attached_to is not None:
+            if state.lease_table is not None:
                 t.add_row("lag", f"{lag} (the age of the oldest record not processed yet)")
                 for d in state.diagnoses:
                     if d.subject == self.shard_id:
@@ -130,7 +130,7 @@ class ShardDetailScreen(Screen[None]):
     def _records(self) -> RenderableType:
         view = self.engine.state.shards.get(self.shard_id)
         title = "Last records read"
-        if self.engine.state.attached_to is not None:
+        if self.engine.state.lease_table is not None:
             title = "The oldest record not processed yet (from the last lag read)"
         out: list[RenderableType] = [Text(f"\n{title}", style="bold")]
         if view is None or not view.recent:

@@ -14,6 +14,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, RadioButton, RadioSet, Static
 from textual.widgets.option_list import Option
@@ -39,6 +40,7 @@ class Dialog(ModalScreen[ControlRequest | None]):
         self.actor = actor
         self.clock = clock
         self.request: ControlRequest | None = None
+        self.planned = ""  # the last preview's text
 
     def body(self) -> ComposeResult:
         yield from ()
@@ -97,10 +99,18 @@ class Dialog(ModalScreen[ControlRequest | None]):
             return
         self.request = request
         preview.set_class(False, "invalid")
-        text = self.describe(request, plan.summary)
+        self.planned = self.describe(request, plan.summary)
+        self.show_blocked()
+
+    def show_blocked(self) -> None:
+        """The plan last previewed, and whether the verb may be pressed: typing the stream's
+        name changes only this (no new preview, which may read the store)."""
+        if self.request is None:
+            return
         reason = self.blocked()
-        preview.update(text if reason is None else f"{text}\n{reason}")
-        yes.disabled = reason is not None
+        text = self.planned
+        self.query_one("#preview", Static).update(text if reason is None else f"{text}\n{reason}")
+        self.query_one("#yes", Button).disabled = reason is not None
 
     @on(Button.Pressed, "#no")
     def action_no(self) -> None:
@@ -114,8 +124,11 @@ class Dialog(ModalScreen[ControlRequest | None]):
     @on(Input.Changed)
     @on(RadioSet.Changed)
     @on(OptionList.OptionHighlighted)
-    def changed(self) -> None:
-        self.refresh_preview()
+    def changed(self, event: Message) -> None:
+        if isinstance(event, Input.Changed) and event.input.id == "confirm-input":
+            self.show_blocked()
+        else:
+            self.refresh_preview()
 
 
 class ConfirmDialog(Dialog):

@@ -65,7 +65,7 @@ class WorkersScreen(ModalScreen[None]):
             yield Static(
                 "\nFrom the lease table: a worker's heartbeat is the last renewal seen of a lease "
                 "it holds (a shard-console worker's own heartbeat when it sends one)."
-                if self.state.attached_to is not None
+                if self.state.lease_table is not None
                 else "\n● this worker. From each worker's heartbeat in shard-console's table "
                 "beside the lease table.",
                 markup=False,
