@@ -212,16 +212,21 @@ async def test_a_rewind_fences_the_lease_and_undo_puts_it_back(app: App) -> None
 
 
 async def test_a_time_becomes_the_record_before_it_and_skip_goes_to_the_tip(app: App) -> None:
-    s1 = shard(1)
+    s0, s1 = shard(0), shard(1)
     async with app.writer() as w:
-        await app.row(w, shard(0), "TRIM_HORIZON", owner="w1")
+        await app.row(w, s0, "TRIM_HORIZON", owner="w1")
         await app.row(w, s1, app.puts[s1][1], owner="w2")
         later = await app.kinesis.put(app.stream, numbered(10, keys=8, start=100))
-        after = [p["SequenceNumber"] for p in later if p["ShardId"] == s1]
+        after = {
+            sid: [p["SequenceNumber"] for p in later if p["ShardId"] == sid] for sid in (s0, s1)
+        }
+        assert after[s0] and after[s1]
+        # A time between the two puts (the first was made well before).
+        cut = min([await app.kinesis.arrival(app.stream, sid, after[sid][0]) for sid in (s0, s1)])
+        cut -= 0.001
         async with app.attached() as engine:
-            # Rewind to a time between the two puts: the last record of the first put is the
-            # checkpoint (the KCL stores no time).
-            cut = await app.kinesis.arrival(app.stream, s1, after[0]) - 0.001
+            # Rewind to the time: the last record of the first put is the checkpoint (the KCL
+            # stores no time).
             r = await engine.control(
                 ControlRequest(Action.REWIND, s1, Position.at_timestamp(cut), actor="op")
             )
@@ -230,7 +235,13 @@ async def test_a_time_becomes_the_record_before_it_and_skip_goes_to_the_tip(app:
             r = await engine.control(ControlRequest(Action.SKIP, s1, skip_to=SkipTo.LATEST))
             assert r.ok, r.message
             # The tip as of now: after the last record, so whatever arrives next is read.
-            assert (await app.lease(w, s1)).checkpoint == after[-1]
+            assert (await app.lease(w, s1)).checkpoint == after[s1][-1]
+            # Replay every shard from the time: each lease at the record before it.
+            since = Position.at_timestamp(cut)
+            r = await engine.control(ControlRequest(Action.REPLAY, position=since, actor="op"))
+            assert r.ok, r.message
+            for sid in (s0, s1):
+                assert (await app.lease(w, sid)).checkpoint == app.puts[sid][-1]
 
 
 async def test_a_lease_that_moved_since_the_preview_is_not_written(app: App) -> None:
@@ -516,3 +527,45 @@ def test_a_restarted_consumer_s_events_are_not_taken_for_old_ones() -> None:
     second = {"events": [{"seq": 1, "at": 2.0, "kind": "k", "message": "b1"}]}
     assert replay_events(second, events, seen) == 1
     assert [e.message for e in events.since(0)][-1] == "b1"
+
+
+async def test_a_kcl_3_worker_s_metric_rows_are_shown_per_worker(app: App) -> None:
+    s1 = shard(1)
+    async with app.writer() as w:
+        await app.row(w, s1, "TRIM_HORIZON", owner="w2")
+        client = w.table.client
+        await client.create_table(
+            TableName=f"{app.table}-WorkerMetricStats",
+            KeySchema=[{"AttributeName": "wid", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "wid", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        await client.put_item(
+            TableName=f"{app.table}-WorkerMetricStats",
+            Item={
+                "wid": {"S": "w2"},
+                "lut": {"N": str(int(time.time()))},
+                "sts": {"M": {"CPU": {"L": [{"N": "12.5"}, {"N": "41"}]}}},
+            },
+        )
+        # KCL 3.5 keeps the same rows in the lease table itself (single-table format).
+        await client.put_item(
+            TableName=app.table,
+            Item={
+                "leaseKey": {"S": "w9"},
+                "entityType": {"S": "WORKER_METRIC_STATS"},
+                "lut": {"N": str(int(time.time()))},
+                "sts": {"M": {"MEMORY": {"L": [{"N": "63.5"}]}}},
+            },
+        )
+        async with app.attached() as engine:
+
+            def by_worker() -> dict[str, Any]:
+                return {v.worker: v for v in engine.state.workers}
+
+            await wait_for(lambda: by_worker().get("w2") and by_worker()["w2"].metrics, 10, "rows")
+            workers = by_worker()
+            assert dict(workers["w2"].metrics) == {"CPU": 41.0}
+            assert workers["w2"].leases == 1
+            assert dict(workers["w9"].metrics) == {"MEMORY": 63.5}
+            assert set(engine.state.shards) == {shard(0), s1}  # the metric row is no lease
