@@ -134,7 +134,8 @@ class ShardDetailScreen(Screen[None]):
             title = "The oldest record not processed yet (from the last lag read)"
         out: list[RenderableType] = [Text(f"\n{title}", style="bold")]
         if view is None or not view.recent:
-            out.append(Text("none this run", style="dim"))
+            caught_up = self.engine.state.lease_table is not None and view is not None
+            out.append(Text("none: caught up" if caught_up else "none this run", style="dim"))
             return Group(*out)
         for r in reversed(view.recent):
             sub = "" if r.sub_sequence_number is None else f"/{r.sub_sequence_number}"
