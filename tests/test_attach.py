@@ -569,3 +569,16 @@ async def test_a_kcl_3_worker_s_metric_rows_are_shown_per_worker(app: App) -> No
             assert workers["w2"].leases == 1
             assert dict(workers["w9"].metrics) == {"MEMORY": 63.5}
             assert set(engine.state.shards) == {shard(0), s1}  # the metric row is no lease
+
+
+def test_an_expiry_is_told_once_and_again_after_a_renewal() -> None:
+    from console.engine.events import EventLog, ExpiryTeller
+
+    events = EventLog()
+    teller = ExpiryTeller(events)
+    for expired in (True, True, False, True):
+        teller.see("s1", "w1", expired)
+    teller.see("s2", None, True)  # nobody's: nothing to say
+    assert [e.message for e in events.since(0)] == [
+        "lease on s1 expired: worker w1 stopped renewing it"
+    ] * 2

@@ -38,12 +38,12 @@ from console.engine.control import (
     explain,
 )
 from console.engine.diagnosis import LeaseFacts, ShardFacts, diagnose
-from console.engine.events import EventLog, Level
+from console.engine.events import EventLog, ExpiryTeller, Level
 from console.engine.lag_probe import DEFAULT_INTERVAL, LagProbe, Probe, start_of
 from console.engine.lineage import Lineage
 from console.engine.offline import apply_offline, checkpoint_position, plan_offline
 from console.engine.resolve import count_between
-from console.engine.state import EngineState
+from console.engine.state import EngineState, ShardView
 from console.errors import UsageError
 from console.model import (
     HistoryEntry,
@@ -212,7 +212,7 @@ class AttachedLeases(Attached):
         self._refreshing = asyncio.Lock()
         self._checkpoint_seen: dict[str, tuple[str, int, float]] = {}  # text, sub, wall time
         self._handoff_seen: dict[str, float] = {}
-        self._expired_told: set[str] = set()
+        self._expiries = ExpiryTeller(self.events)
         self._previewed: dict[tuple[str, str | None], dict[str, str | None]] = {}
         self._counts: dict[tuple[str, Position, str], str] = {}
         self._lock = asyncio.Lock()
@@ -348,17 +348,8 @@ class AttachedLeases(Attached):
         for sid, seen in sorted(after.items()):
             lease = seen.lease
             old = before.get(sid)
-            expired = self.observer.expired(seen, self.failover, now) and lease.owner is not None
-            if expired and sid not in self._expired_told and not lease.finished:
-                self._expired_told.add(sid)
-                self.events.emit(
-                    "lease_expired",
-                    f"lease {sid} expired: {lease.owner} stopped renewing it",
-                    level=Level.WARNING,
-                    shard_id=sid,
-                )
-            elif not expired:
-                self._expired_told.discard(sid)
+            expired = self.observer.expired(seen, self.failover, now) and not lease.finished
+            self._expiries.see(sid, lease.owner, expired)
             if lease.checkpoint_owner is not None:
                 self._handoff_seen.setdefault(sid, now)
             else:
@@ -426,16 +417,7 @@ class AttachedLeases(Attached):
         for sid, shard in shards.items():
             view = state.view(sid)
             seen = leases.get(sid)
-            before = (
-                view.status,
-                view.owner,
-                view.lease_counter,
-                view.lease_expired,
-                view.checkpoint,
-                view.lag_ms,
-                view.last_error,
-                view.closed,
-            )
+            before = _shown(view)
             view.parents = shard.parents
             view.closed = shard.is_closed
             status, error = self._status(sid, shard, seen, leases, now)
@@ -465,24 +447,20 @@ class AttachedLeases(Attached):
                     view.last_error = f"lag read: {probe.error}"
             elif seen is not None and seen.lease.finished:
                 view.lag_ms, view.recent = None, ()
-            reported = self._reported_lag(sid, seen)
-            if reported is not None:
-                view.lag_ms = reported
-            if before != (
-                view.status,
-                view.owner,
-                view.lease_counter,
-                view.lease_expired,
-                view.checkpoint,
-                view.lag_ms,
-                view.last_error,
-                view.closed,
-            ):
+            reported = self._reported(sid, seen)
+            if reported is not None:  # a shard-console worker's own figures
+                lag, view.rate = reported
+                if lag is not None:
+                    view.lag_ms = int(lag)
+            if before != _shown(view):
                 state.touch(view)
         for sid in [s for s in state.shards if s not in shards]:
             del state.shards[sid]
         self.probe.set_targets(targets)
         state.workers = self._workers(now)
+        # A fleet's workers say how many records they process; a KCL application does not.
+        state.rate = sum(b.rate for b in self._beats)
+        state.records_total = sum(b.records for b in self._beats)
         state.set_diagnoses(tuple(self._diagnose(shards, leases, now)))
 
     def _status(
@@ -521,14 +499,15 @@ class AttachedLeases(Attached):
             return wall
         return old[2] or None
 
-    def _reported_lag(self, sid: str, seen: Seen | None) -> int | None:
-        """A shard-console worker's own figure, from its heartbeat, when it holds the lease."""
+    def _reported(self, sid: str, seen: Seen | None) -> tuple[float | None, float] | None:
+        """(lag ms, records/s) from the heartbeat of the shard-console worker that holds the
+        lease (None: a KCL worker's, or nobody's)."""
         if seen is None or seen.lease.owner is None:
             return None
         for beat in self._beats:
             if beat.worker == seen.lease.owner and sid in beat.shards:
-                lag = beat.shards[sid].get("lag_ms")
-                return None if lag is None else int(lag)
+                figures = beat.shards[sid]
+                return figures.get("lag_ms"), float(figures.get("rate") or 0.0)
         return None
 
     def _workers(self, now: float) -> tuple[WorkerView, ...]:
@@ -711,6 +690,21 @@ class AttachedLeases(Attached):
 
 
 MetricRow = tuple[float | None, dict[str, float]]  # last update (epoch s), latest values
+
+
+def _shown(view: ShardView) -> tuple[object, ...]:
+    """What a row shows that the rebuild may change: compared to stamp only changed rows."""
+    return (
+        view.status,
+        view.owner,
+        view.lease_counter,
+        view.lease_expired,
+        view.checkpoint,
+        view.lag_ms,
+        view.rate,
+        view.last_error,
+        view.closed,
+    )
 
 
 def metric_rows(items: Iterable[Mapping[str, Any]]) -> dict[str, MetricRow]:

@@ -73,3 +73,24 @@ class EventLog:
     @property
     def last_seq(self) -> int:
         return self._seq
+
+
+class ExpiryTeller:
+    """Says once that a lease expired (nobody renews it), and again only after it was renewed
+    or taken since: for the fleet's view and the attached console alike."""
+
+    def __init__(self, events: EventLog) -> None:
+        self.events = events
+        self.told: set[str] = set()
+
+    def see(self, shard_id: str, owner: str | None, expired: bool) -> None:
+        if expired and owner is not None and shard_id not in self.told:
+            self.told.add(shard_id)
+            self.events.emit(
+                "lease_expired",
+                f"lease on {shard_id} expired: worker {owner} stopped renewing it",
+                level=Level.WARNING,
+                shard_id=shard_id,
+            )
+        elif not (expired and owner is not None):
+            self.told.discard(shard_id)

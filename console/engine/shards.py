@@ -20,7 +20,7 @@ from typing import Any
 from console.checkpoints.base import CheckpointStore, LeaseView, WorkerView
 from console.engine.checkpointing import Checkpointer
 from console.engine.discovery import Discovery
-from console.engine.events import EventLog, Level
+from console.engine.events import EventLog, ExpiryTeller, Level
 from console.engine.lineage import Lineage
 from console.engine.state import EngineState
 from console.engine.worker import (
@@ -85,7 +85,7 @@ class ShardRunner:
         self._changing: set[str] = set()  # shards an operator change is rewriting: no worker
         self._background: set[asyncio.Task[Any]] = set()
         self.worker_id: str | None = None  # fleet mode: this process's name in the lease table
-        self._expired_seen: set[str] = set()
+        self._expiries = ExpiryTeller(self.events)
 
     @property
     def key(self) -> str:
@@ -369,17 +369,7 @@ class ShardRunner:
                     view.lag_ms = None if lag is None else int(lag)
                     view.rate = rate
                     state.touch(view)
-            expired_now = lease.expired and lease.owner is not None
-            if expired_now and sid not in self._expired_seen:
-                self._expired_seen.add(sid)
-                self.events.emit(
-                    "lease_expired",
-                    f"lease on {sid} expired: worker {lease.owner} stopped renewing it",
-                    level=Level.WARNING,
-                    shard_id=sid,
-                )
-            elif not expired_now:
-                self._expired_seen.discard(sid)
+            self._expiries.see(sid, lease.owner, lease.expired)
             changed = (view.owner, view.lease_counter, view.lease_expired) != (
                 lease.owner,
                 lease.counter,
