@@ -582,3 +582,23 @@ def test_an_expiry_is_told_once_and_again_after_a_renewal() -> None:
     assert [e.message for e in events.since(0)] == [
         "lease on s1 expired: worker w1 stopped renewing it"
     ] * 2
+
+
+async def test_children_of_a_shard_still_being_read_wait_for_their_leases(app: App) -> None:
+    """The KCL leases a child when its parent ends: until then a child without a lease waits,
+    and is no finding; an open shard nobody leases is one."""
+    s0, s1 = shard(0), shard(1)
+    await app.kinesis.split(app.stream, s0)
+    kids = [s["ShardId"] for s in await app.kinesis.shards(app.stream) if s.get("ParentShardId")]
+    async with app.writer() as w:
+        await app.row(w, s0, app.puts[s0][3], owner="w1")  # still being read
+        async with app.attached() as engine:
+            state = engine.state
+            for kid in kids:
+                assert (state.shards[kid].status, state.shards[kid].last_error) == (
+                    ShardStatus.WAITING,
+                    None,
+                )
+            assert state.shards[s1].status is ShardStatus.READY
+            assert state.shards[s1].last_error == "no lease: no worker reads it"
+            assert {(d.finding, d.subject) for d in state.diagnoses} == {(Finding.NO_LEASE, s1)}

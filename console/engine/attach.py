@@ -299,13 +299,13 @@ class AttachedLeases(Attached):
             i for i in items if i.get("entityType", {}).get("S") == WORKER_METRIC_STATS
         )
         listed = self._listed or {}
-        if any(lease.shard_id not in listed for lease in leases) and (
+        fresh = [lease for lease in leases if lease.key not in self._first_seen]
+        if any(lease.shard_id not in listed for lease in fresh) and (
             self.mono() - self._synced_at > self.scan_interval
         ):
-            await self._sync_shards()  # a lease for a shard not listed yet: a new shard?
+            await self._sync_shards()  # a new lease for a shard not listed yet: a new shard?
         now = self.mono()
-        for lease in leases:
-            self._first_seen.setdefault(lease.key, now)
+        self._first_seen = {lease.key: self._first_seen.get(lease.key, now) for lease in leases}
         before = {s.lease.shard_id: s.lease for s in self.observer.seen.values()}
         self.observer.update(leases, now)
         if self.leases.companion.exists:
@@ -420,7 +420,7 @@ class AttachedLeases(Attached):
             before = _shown(view)
             view.parents = shard.parents
             view.closed = shard.is_closed
-            status, error = self._status(sid, shard, seen, leases, now)
+            status, error = self._status(sid, shard, seen, leases, shards)
             view.status = status
             view.last_error = error
             if seen is None:
@@ -469,12 +469,19 @@ class AttachedLeases(Attached):
         shard: Shard,
         seen: Seen | None,
         leases: Mapping[str, Seen],
-        now: float,
+        shards: Mapping[str, Shard],
     ) -> tuple[ShardStatus, str | None]:
         mark = self._marks.get(sid, Marks())
         if seen is None:
             if shard.is_closed:
                 return ShardStatus.DONE, None  # never leased, or finished and cleaned up
+            parent_live = any(
+                (p in leases and not leases[p].lease.finished)
+                or (p not in leases and p in shards and not shards[p].is_closed)
+                for p in shard.parents
+            )
+            if parent_live:  # its lease comes when the parent ends (the KCL's way)
+                return ShardStatus.WAITING, None
             return ShardStatus.READY, "no lease: no worker reads it"
         lease = seen.lease
         if lease.finished:
