@@ -188,7 +188,8 @@ async def _open(
     try:
         record = pick_stream(await store.streams(), args.stream, f"database {db}")
         if record is None:
-            raise UsageError(f"database {db} holds no stream '{args.stream}'")
+            names = ", ".join(s.name for s in await store.streams()) or "none"
+            raise UsageError(f"database {db} holds no stream '{args.stream}' (it has {names})")
         yield store, record, None
     finally:
         await store.close()
@@ -427,7 +428,10 @@ async def _change_leases(
         print(explain(plan, holders, no_holder=holder_text(None, False)))
         if not _approved(args, name=record.name):
             return 0
-        with store.expecting({lease.shard_id: lease.owner for lease in leases}):
+        shown: dict[str, str | None] = {lease.shard_id: lease.owner for lease in leases}
+        for change in plan.changes:  # no lease yet: it must still have none, or nobody's
+            shown.setdefault(change.checkpoint.shard_id, None)
+        with store.expecting(shown):
             result = await apply_offline(store, record, request, source)
     except (ControlError, LeaseMovedError, SourceError) as exc:
         raise UsageError(str(exc)) from None

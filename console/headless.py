@@ -118,7 +118,7 @@ async def run_headless(
     failed. Start-up errors propagate to the caller, which maps them to exit 2. Signals are the
     caller's (console.signals): they stop the consumer, and this returns."""
 
-    told: set[tuple[object, str]] = set()
+    told: set[tuple[object, str, str]] = set()
 
     def findings() -> None:
         """What an attached console finds wrong: each finding once, when it appears (again
@@ -127,7 +127,7 @@ async def run_headless(
         now = {d.key: d for d in consumer.state.diagnoses}
         for key, d in now.items():
             if key not in told:
-                printer.line("warning", "finding", d.line(), shard_id=d.subject)
+                printer.line("warning", "finding", d.line(), subject=d.subject)
         told = set(now)
 
     async def report() -> None:

@@ -268,7 +268,8 @@ async def _attach_db(settings: Settings, options: AttachOptions) -> AsyncIterato
     try:
         record = pick_stream(await store.streams(), options.stream, f"database {db}")
         if record is None:
-            raise UsageError(f"database {db} holds no stream '{options.stream}'")
+            names = ", ".join(s.name for s in await store.streams()) or "none"
+            raise UsageError(f"database {db} holds no stream '{options.stream}' (it has {names})")
         yield AttachedDb(store, record, read_only=settings.read_only)
     finally:
         await store.close()

@@ -602,3 +602,18 @@ async def test_children_of_a_shard_still_being_read_wait_for_their_leases(app: A
             assert state.shards[s1].status is ShardStatus.READY
             assert state.shards[s1].last_error == "no lease: no worker reads it"
             assert {(d.finding, d.subject) for d in state.diagnoses} == {(Finding.NO_LEASE, s1)}
+
+
+async def test_a_lease_created_and_taken_since_the_preview_is_not_written(app: App) -> None:
+    s0, s1 = shard(0), shard(1)
+    async with app.writer() as w:
+        await app.row(w, s0, "TRIM_HORIZON", owner="w1")
+        async with app.attached() as engine:
+            request = ControlRequest(Action.REWIND, s1, Position.trim_horizon(), actor="op")
+            assert "no lease yet (created by the change)" in (await engine.preview(request)).summary
+            await app.row(w, s1, app.puts[s1][-1], owner="w3")  # the application's shard sync
+            result = await engine.control(request)
+            assert not result.ok
+            assert "held by nobody, now w3" in result.message
+            lease = await app.lease(w, s1)
+            assert (lease.checkpoint, lease.owner) == (app.puts[s1][-1], "w3")

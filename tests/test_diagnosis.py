@@ -90,11 +90,12 @@ def test_expired_unowned_and_a_fresh_lease_not_yet_taken() -> None:
     leases = [
         lease("x", still=F),  # not renewed for the failover time
         lease("y", still=F - 0.5),
-        lease("z", owner=None, still=F + 1),  # nobody has taken it for a while
+        lease("z", owner=None, still=2 * F + 1),  # no taker came in two taker rounds
+        lease("w", owner=None, still=F + 1),  # fenced a moment ago: the next round takes it
         lease("new", owner=None, still=2.0),  # just created: workers take it at their next round
         lease("unseen", owner=None, still=None),  # not watched long enough to say
     ]
-    assert found(leases, [shard(s) for s in ("x", "y", "z", "new", "unseen")]) == {
+    assert found(leases, [shard(s) for s in ("x", "y", "z", "w", "new", "unseen")]) == {
         (Finding.EXPIRED, "x"),
         (Finding.UNOWNED, "z"),
     }

@@ -208,7 +208,8 @@ class AttachedLeases(Attached):
         self._own_table_metrics: dict[str, MetricRow] = {}
         self._first_seen: dict[str, float] = {}  # lease key -> when a scan first saw it
         self._synced_at = 0.0
-        self._fenced: dict[str, int] = {}  # shard -> the change that took its lease away
+        # shard -> (the change that took its lease away, when it was written)
+        self._fenced: dict[str, tuple[int, float]] = {}
         self._refreshing = asyncio.Lock()
         self._checkpoint_seen: dict[str, tuple[str, int, float]] = {}  # text, sub, wall time
         self._handoff_seen: dict[str, float] = {}
@@ -276,6 +277,7 @@ class AttachedLeases(Attached):
     async def _sync_shards(self) -> None:
         self._synced_at = self.mono()
         shards = await self.source.list_shards()
+        self.leases.know_shards(shards)  # a change may touch a shard that has no lease yet
         old = self._listed
         self._listed = {s.shard_id: s for s in shards}
         if old is not None:
@@ -292,28 +294,34 @@ class AttachedLeases(Attached):
 
     async def _refresh(self) -> None:
         assert self.record is not None
+        scan_started = self.mono()
         items = await self.leases.table.scan()
         name = stream_name(self.record.stream)
         leases = [lease for item in items if (lease := lease_of(item, name))]
         self._table_metrics = metric_rows(
             i for i in items if i.get("entityType", {}).get("S") == WORKER_METRIC_STATS
         )
-        listed = self._listed or {}
-        fresh = [lease for lease in leases if lease.key not in self._first_seen]
-        if any(lease.shard_id not in listed for lease in fresh) and (
-            self.mono() - self._synced_at > self.scan_interval
-        ):
-            await self._sync_shards()  # a new lease for a shard not listed yet: a new shard?
         now = self.mono()
         self._first_seen = {lease.key: self._first_seen.get(lease.key, now) for lease in leases}
+        listed = self._listed or {}
+        # A lease for a shard the last listing did not have, first seen since that listing: a
+        # new shard, or one gone? A listing after it says (at most one a scan, and only then).
+        unsure = any(
+            lease.shard_id not in listed and self._first_seen[lease.key] >= self._synced_at
+            for lease in leases
+        )
+        if unsure and now - self._synced_at > self.scan_interval:
+            await self._sync_shards()
+            now = self.mono()
         before = {s.lease.shard_id: s.lease for s in self.observer.seen.values()}
         self.observer.update(leases, now)
         if self.leases.companion.exists:
-            self._marks, self._beats = await self.leases.companion.marks_and_workers(
-                self.record.stream
-            )
+            self._marks, beats = await self.leases.companion.marks_and_workers(self.record.stream)
+            # A worker killed leaves its last heartbeat: its figures are not today's.
+            wall = self.clock()
+            self._beats = [b for b in beats if wall - b.at < 2 * self.failover]
         self.scans += 1
-        self._tell_changes(before, self.scans > 1)
+        self._tell_changes(before, self.scans > 1, scan_started)
         self._build(now)
 
     async def _metric_loop(self) -> None:
@@ -338,7 +346,7 @@ class AttachedLeases(Attached):
             items = []
         self._own_table_metrics = metric_rows(items)
 
-    def _tell_changes(self, before: Mapping[str, Lease], tell: bool) -> None:
+    def _tell_changes(self, before: Mapping[str, Lease], tell: bool, scan_started: float) -> None:
         """An event for every lease change between two scans."""
         after = {s.lease.shard_id: s for s in self.observer.seen.values()}
         now = self.mono()
@@ -377,11 +385,14 @@ class AttachedLeases(Attached):
                     f"{lease.owner} hands {sid} over to {lease.checkpoint_owner}",
                     shard_id=sid,
                 )
-        if tell:
-            self._fenced.clear()  # one scan after a change: what it fenced is told
+        # A scan that started after a change's write has told what it fenced (or never will).
+        self._fenced = {
+            sid: (change, at) for sid, (change, at) in self._fenced.items() if at > scan_started
+        }
 
     def _tell_owner(self, sid: str, old: str | None, new: str | None) -> None:
-        change = self._fenced.pop(sid, None)
+        fenced = self._fenced.pop(sid, None)
+        change = fenced[0] if fenced is not None else None
         if new is None and change is not None:
             self.events.emit(
                 "lease_fenced",
@@ -447,7 +458,10 @@ class AttachedLeases(Attached):
                     view.last_error = f"lag read: {probe.error}"
             elif seen is not None and seen.lease.finished:
                 view.lag_ms, view.recent = None, ()
+            else:
+                view.recent = ()  # read before the checkpoint moved: processed since
             reported = self._reported(sid, seen)
+            view.rate = 0.0  # a KCL worker reports none
             if reported is not None:  # a shard-console worker's own figures
                 lag, view.rate = reported
                 if lag is not None:
@@ -572,7 +586,13 @@ class AttachedLeases(Attached):
         }
         listed = None
         if self._listed is not None:
-            listed = {}
+            # A lease first seen after the last listing may be for a shard it did not have yet:
+            # no "lease without shard" until a listing has had the chance to show it.
+            listed = {
+                s.lease.shard_id: ShardFacts(s.lease.shard_id, s.lease.parents, False)
+                for s in leases.values()
+                if self._first_seen.get(s.lease.key, 0.0) >= self._synced_at
+            }
             for sid, shard in self._listed.items():
                 probe = self.probe.results.get(sid)
                 listed[sid] = ShardFacts(
@@ -583,7 +603,9 @@ class AttachedLeases(Attached):
                     probe.lost if probe is not None else None,
                     self._at_risk(probe),
                 )
-        return diagnose(facts, listed, failover=self.failover)
+        # A taker runs every 2 x failover; one scan more before nobody taking it is a finding.
+        take_within = 2 * self.failover + self.scan_interval
+        return diagnose(facts, listed, failover=self.failover, take_within=take_within)
 
     def _at_risk(self, probe: Probe | None) -> str | None:
         if probe is None or probe.lost is not None:
@@ -638,9 +660,10 @@ class AttachedLeases(Attached):
             stale = seen is not None and seen.lease.owner == fresh.lease.owner
             expired = stale and seen is not None and self.observer.expired(seen, self.failover, now)
             leases[sid] = (fresh.lease, expired)
-        self._previewed[(request.action.value, request.shard_id)] = {
-            sid: lease.owner for sid, (lease, _) in leases.items()
-        }
+        shown: dict[str, str | None] = {sid: lease.owner for sid, (lease, _) in leases.items()}
+        for change in plan.changes:  # no lease yet: it must still have none, or nobody's
+            shown.setdefault(change.checkpoint.shard_id, None)
+        self._previewed[(request.action.value, request.shard_id)] = shown
         counts: dict[str, str] = {}
         if request.shard_id is not None and request.action is Action.REWIND:
             counts = await self._count(plan)
@@ -686,8 +709,12 @@ class AttachedLeases(Attached):
                 # SourceError: resolving a time or a sequence number read the stream and failed
                 # (a sequence number of another shard, say); nothing was written.
                 return ControlResult(0, False, str(exc))
-        # The next scan sees these leases lose their owner: say it was this change.
-        self._fenced = {sid: result.command_id for sid, owner in expected.items() if owner}
+        # A scan that starts from now sees these leases lose their owner: say it was this change.
+        changed = await self.store.history_for_command(self.record.stream, result.command_id)
+        written = self.mono()
+        for entry in changed:
+            if expected.get(entry.shard_id):
+                self._fenced[entry.shard_id] = (result.command_id, written)
         self.events.emit(
             "change_applied", f"change #{result.command_id}: {result.message}", level=Level.WARNING
         )

@@ -52,6 +52,8 @@ class AttachedDb(Attached):
         self.live = False  # a consumer published within stale_after
         self._published_at: float | None = None
         self._events_seen = 0
+        self._run: object = None  # the publishing consumer's run: its events number anew
+        self._last_error: str | None = None
         self._lineage_ids: frozenset[str] = frozenset()
 
     async def start(self) -> None:
@@ -68,9 +70,12 @@ class AttachedDb(Attached):
             try:
                 await self.refresh()
             except Exception as exc:  # a locked database, a snapshot of a newer version
-                self.events.emit(
-                    "read_error", f"reading {self.store.path} failed: {exc}", level=Level.ERROR
-                )
+                message = f"reading {self.store.path} failed: {exc}"
+                if message != self._last_error:  # once, not once a second
+                    self.events.emit("read_error", message, level=Level.ERROR)
+                self._last_error = message
+            else:
+                self._last_error = None
 
     async def refresh(self) -> None:
         assert self.record is not None
@@ -82,6 +87,8 @@ class AttachedDb(Attached):
             if at != self._published_at:
                 self._published_at = at
                 apply_doc(self.state, doc)
+                if doc.get("run") != self._run:
+                    self._run, self._events_seen = doc.get("run"), 0
                 self._events_seen = replay_events(doc, self.events, self._events_seen)
         self.live = (
             published is not None
@@ -113,7 +120,14 @@ class AttachedDb(Attached):
         """No consumer runs: the checkpoints, as ``checkpoints list`` shows them (over its
         last snapshot, whose lag and rates are history)."""
         assert self.record is not None
-        for sid, cp in (await self.store.load(self.record.stream)).items():
+        checkpoints = await self.store.load(self.record.stream)
+        self.state.rate = 0.0
+        idle = (ShardStatus.WAITING, ShardStatus.READY)
+        for sid, view in self.state.shards.items():
+            if sid not in checkpoints and view.status not in idle:
+                view.status, view.rate = ShardStatus.READY, 0.0  # nothing reads it now
+                self.state.touch(view)
+        for sid, cp in checkpoints.items():
             view = self.state.view(sid)
             if cp.status is CheckpointStatus.SKIPPED:
                 status = ShardStatus.SKIPPED
@@ -145,7 +159,10 @@ class AttachedDb(Attached):
         assert self.record is not None
         if self._read_only:
             raise ControlError("read-only: operator changes are refused")
-        return await plan_offline(self.store, self.record, request)
+        try:
+            return await plan_offline(self.store, self.record, request)
+        except StoreError as exc:  # a locked database, say: the dialog says so
+            raise ControlError(f"could not look: {exc}") from exc
 
     async def control(self, request: ControlRequest) -> ControlResult:
         """Handed to the running consumer, or applied here when none runs."""
@@ -156,7 +173,8 @@ class AttachedDb(Attached):
             if not self.live:
                 result = await apply_if_free(self.store, self.record, request)
                 if result is not None:
-                    await self.refresh()
+                    with contextlib.suppress(Exception):  # applied: shown at the next read
+                        await self.refresh()
                     return result
                 # A consumer has just started: it applies it.
             command_id, command = await send_command(self.store, self.record, request, self.wait)

@@ -36,14 +36,15 @@ class Diagnosis:
     subject: str  # the shard (or the worker) it is about
     text: str
     severe: bool = False  # data is lost, or will be if nobody acts
+    about: str = ""  # what else it is about (the parent a child waits on)
 
     def line(self) -> str:
         return f"{self.finding.value}: {self.text}"
 
     @property
-    def key(self) -> tuple[Finding, str]:
+    def key(self) -> tuple[Finding, str, str]:
         """What it is about (its text may change, durations in it grow)."""
-        return (self.finding, self.subject)
+        return (self.finding, self.subject, self.about)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +78,16 @@ def diagnose(
     *,
     failover: float,
     handoff_timeout: float = HANDOFF_TIMEOUT,
+    take_within: float | None = None,
 ) -> list[Diagnosis]:
     """Every finding, the severe ones first, then by shard. ``shards`` is None while the
-    stream's listing is not known (then nothing is said about shards without leases)."""
+    stream's listing is not known (then nothing is said about shards without leases).
+    ``take_within``: how long a lease nobody holds may wait for a taker before it is a finding
+    (default 2 x failover: the KCL's taker runs every 2 x failover)."""
     found: list[Diagnosis] = []
+    wait = 2 * failover if take_within is None else take_within
     for lease in leases.values():
-        found.extend(_lease_findings(lease, leases, shards, failover, handoff_timeout))
+        found.extend(_lease_findings(lease, leases, shards, failover, handoff_timeout, wait))
     if shards is not None:
         found.extend(_shard_findings(leases, shards))
     found.extend(_idle_workers(leases.values()))
@@ -95,6 +100,7 @@ def _lease_findings(
     shards: Mapping[str, ShardFacts] | None,
     failover: float,
     handoff_timeout: float,
+    take_within: float,
 ) -> list[Diagnosis]:
     sid = lease.shard_id
     out: list[Diagnosis] = []
@@ -129,7 +135,7 @@ def _lease_findings(
         lease.owner is None
         and not waiting_on
         and still is not None
-        and still >= failover
+        and still >= take_within
         and not (shards is not None and sid not in shards)
     ):
         out.append(
@@ -161,7 +167,9 @@ def _lease_findings(
                 "it is read to its end but never checkpointed SHARD_END (its processor must "
                 "checkpoint in shard_ended)"
             )
-        elif p.owner is None or (p.still_for is not None and p.still_for >= failover):
+        elif p.still_for is not None and p.still_for >= (
+            take_within if p.owner is None else failover
+        ):
             reason = "nobody reads it"
         else:
             continue  # its parent is being read: waiting is right
@@ -171,6 +179,7 @@ def _lease_findings(
                 sid,
                 f"child {sid} waits on parent {parent}: {reason}",
                 severe=True,
+                about=parent,
             )
         )
     return out

@@ -8,6 +8,7 @@ The same document is what a status endpoint serves.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -50,6 +51,11 @@ def shard_doc(view: ShardView) -> dict[str, Any]:
     }
 
 
+def run_id(events: EventLog | None) -> str:
+    """This run of the consumer: its events are numbered from 1 in each run."""
+    return f"{os.getpid()}:{id(events):x}"
+
+
 def snapshot_doc(
     state: EngineState, events: EventLog | None = None, *, running: bool = True
 ) -> dict[str, Any]:
@@ -58,6 +64,7 @@ def snapshot_doc(
     return {
         "at": time.time(),
         "running": running,
+        "run": run_id(events),
         "stream": state.stream,
         "source": state.source_kind,
         "location": state.location,

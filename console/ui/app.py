@@ -259,8 +259,8 @@ class ShardConsoleApp(App[int]):
     def action_workers(self) -> None:
         if not self.engine.state.leased:
             self.notify(
-                "not in fleet mode: this process reads the whole stream (run with --lease-table "
-                "to share it between processes)"
+                "no lease table here: one process reads the whole stream (workers share a stream "
+                "with --lease-table; attach --lease-table shows theirs)"
             )
             return
         self.push_screen(WorkersScreen(self.engine.state))

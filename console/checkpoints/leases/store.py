@@ -199,6 +199,12 @@ class LeaseStore:
         if created:
             self.co.wake.set()
 
+    def know_shards(self, shards: Sequence[Shard]) -> None:
+        """The stream's shards as this process listed them, for plans and new leases, without
+        writing anything (an attached console: the application's shard sync makes leases)."""
+        for shard in shards:
+            self._shards[shard.shard_id] = shard
+
     async def _record_children(self, stream: str, children: Sequence[Shard]) -> None:
         """childShardIds on each finished parent, as the KCL sets it at SHARD_END: a parent may
         reach its end before any listing has shown its children."""
@@ -213,6 +219,8 @@ class LeaseStore:
         """The shard map as last listed, and every shard a lease tells of besides (a KCL
         application's table has only the leases: parents and hash ranges)."""
         listed = {s.shard_id: s for s in await self.companion.shards(stream)}
+        for sid, shard in self._shards.items():  # listed by this process (know_shards)
+            listed.setdefault(sid, shard)
         for lease in await self._leases(stream):
             if lease.shard_id not in listed:
                 listed[lease.shard_id] = shard_of(lease)
@@ -400,7 +408,7 @@ class LeaseStore:
         if expected is None or sid not in expected or sid in self.co.held:
             return
         now = lease.owner if lease is not None else None
-        if lease is None or now != expected[sid]:
+        if now != expected[sid]:  # taken, released, or created and taken meanwhile
             was = expected[sid] or "nobody"
             raise LeaseMovedError(
                 f"the lease of {sid} changed while you looked (held by {was}, now "

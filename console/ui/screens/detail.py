@@ -134,8 +134,14 @@ class ShardDetailScreen(Screen[None]):
             title = "The oldest record not processed yet (from the last lag read)"
         out: list[RenderableType] = [Text(f"\n{title}", style="bold")]
         if view is None or not view.recent:
-            caught_up = self.engine.state.lease_table is not None and view is not None
-            out.append(Text("none: caught up" if caught_up else "none this run", style="dim"))
+            attached = self.engine.state.lease_table is not None
+            if not attached:
+                text = "none this run"
+            elif view is not None and view.lag_ms == 0:
+                text = "none: caught up at the last lag read"
+            else:
+                text = "not read yet since the checkpoint last moved"
+            out.append(Text(text, style="dim"))
             return Group(*out)
         for r in reversed(view.recent):
             sub = "" if r.sub_sequence_number is None else f"/{r.sub_sequence_number}"

@@ -88,6 +88,9 @@ class Dialog(ModalScreen[ControlRequest | None]):
     async def refresh_preview(self) -> None:
         preview = self.query_one("#preview", Static)
         yes = self.query_one("#yes", Button)
+        # Until this preview is done, Yes must not apply the one before it.
+        self.request = None
+        yes.disabled = True
         try:
             request = self.build()
             plan = await self.engine.preview(request)
