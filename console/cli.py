@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from console import __version__, launch
+from console.cli_stores import seconds as _seconds
 from console.errors import ConsoleError, Error, UsageError
 from console.redact import REDACTOR
 
@@ -27,13 +28,6 @@ if TYPE_CHECKING:
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _seconds(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
 
 
 def _whole(text: str) -> int:
@@ -180,65 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(demo)
     demo.set_defaults(handler=cmd_demo)
 
-    attach = sub.add_parser(
-        "attach",
-        help="the console over a consumer this process did not start: a KCL application or a "
-        "shard-console fleet (--lease-table), or a local consumer (--db); consumes nothing",
-    )
-    where = attach.add_mutually_exclusive_group()
-    where.add_argument(
-        "--lease-table", metavar="TABLE", help="the application's lease table (its name)"
-    )
-    where.add_argument("--db", metavar="PATH", help="a local consumer's database")
-    attach.add_argument(
-        "--stream",
-        metavar="STREAM",
-        help="the stream (needed with --lease-table; with --db when it holds several)",
-    )
-    attach.add_argument("--endpoint-url", metavar="URL", help="the stream's endpoint")
-    attach.add_argument(
-        "--dynamodb-endpoint-url", metavar="URL", help="DynamoDB endpoint (default: --endpoint-url)"
-    )
-    attach.add_argument("--region", metavar="R")
-    attach.add_argument("--profile", metavar="P")
-    attach.add_argument(
-        "--failover-time",
-        type=_seconds,
-        metavar="SECONDS",
-        help="the application's failover time: a lease not renewed this long shows as expired "
-        "(default 10, the KCL's)",
-    )
-    attach.add_argument(
-        "--scan-interval",
-        type=_seconds,
-        default=2.0,
-        metavar="SECONDS",
-        help="seconds between two scans of the lease table (default 2)",
-    )
-    attach.add_argument(
-        "--lag-interval",
-        type=_seconds,
-        default=10.0,
-        metavar="SECONDS",
-        help="seconds between two lag reads of one shard (default 10: 2%% of its read limit)",
-    )
-    attach.add_argument("--no-ui", action="store_const", const=True, help="log lines instead")
-    attach.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after this long")
-    attach.add_argument("--status-interval", type=_seconds, metavar="SECONDS")
-    attach.add_argument("--log-format", choices=("text", "json"))
-    attach.add_argument("--theme", metavar="NAME")
-    attach.add_argument("--refresh-rate", type=float, metavar="HZ")
-    attach.add_argument("--config", metavar="FILE", help="TOML configuration file")
-    attach.add_argument(
-        "--read-only",
-        action="store_const",
-        const=True,
-        help="watch only: every change is refused",
-    )
-    attach.set_defaults(handler=cmd_attach)
-
+    from console import attach_cli
     from console.control_cli import add_commands
 
+    attach_cli.add_commands(sub, _Parser)
     add_commands(sub, _Parser)
     return parser
 
@@ -416,39 +355,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     finally:
         if tmpdir:
             shutil.rmtree(tmpdir, ignore_errors=True)
-
-
-def cmd_attach(args: argparse.Namespace) -> int:
-    from console.signals import before_the_loop
-
-    with before_the_loop():
-        return _cmd_attach(args)
-
-
-def _cmd_attach(args: argparse.Namespace) -> int:
-    from console.headless import LinePrinter
-
-    settings = _settings(args)
-    launch.check_ui(settings)
-    for name in ("scan_interval", "lag_interval"):
-        if not getattr(args, name) > 0:
-            flag = "--" + name.replace("_", "-")
-            raise UsageError(f"{flag} must be a positive number of seconds")
-    if not settings.lease_table:
-        from console.config import default_db_path
-
-        db = settings.db or default_db_path()
-        if not Path(db).exists():
-            raise UsageError(
-                f"no database at {db}: pass --db with a consumer's database, or --lease-table"
-            )
-    options = launch.AttachOptions(args.stream, args.scan_interval, args.lag_interval)
-    printer = LinePrinter(settings.log_format)
-
-    async def main(stopper: SignalStop) -> int:
-        return await launch.attach(settings, options, printer, stopper)
-
-    return launch.run_main(main, printer)
 
 
 _RELATIVE_VALUE = ("--to", "--since")

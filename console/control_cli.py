@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from console.cli_stores import open_store, print_rows, settings_of, store_flags
 from console.errors import UsageError
 
 if TYPE_CHECKING:
     from console.checkpoints.base import CheckpointStore, StreamRecord
-    from console.config import Settings
     from console.engine.control import ControlRequest, Plan
     from console.sources.base import StreamSource
 
@@ -34,36 +31,8 @@ if TYPE_CHECKING:
 EXIT_QUEUED = 3
 
 
-def _store_flags(p: argparse.ArgumentParser, given_only: bool = False) -> None:
-    """``given_only``: a sub-command's copy of its parent's flags, set only when given there,
-    so ``checkpoints --db X list`` and ``checkpoints list --db X`` both work."""
-    extra: dict[str, Any] = {"default": argparse.SUPPRESS} if given_only else {}
-    p.add_argument(
-        "--db", metavar="PATH", help="the checkpoint database (default: the usual one)", **extra
-    )
-    p.add_argument(
-        "--stream", metavar="S", help="the stream, when the database holds several", **extra
-    )
-    p.add_argument("--config", metavar="FILE", help="TOML configuration file", **extra)
-    p.add_argument(
-        "--lease-table",
-        metavar="TABLE",
-        help="a fleet's (or a KCL application's) lease table in DynamoDB, instead of --db",
-        **extra,
-    )
-    p.add_argument("--dynamodb-endpoint-url", metavar="URL", **extra)
-    p.add_argument(
-        "--endpoint-url",
-        metavar="URL",
-        help="the stream's endpoint (with --lease-table, times are resolved by reading it)",
-        **extra,
-    )
-    p.add_argument("--region", metavar="R", **extra)
-    p.add_argument("--profile", metavar="P", **extra)
-
-
 def _change_flags(p: argparse.ArgumentParser) -> None:
-    _store_flags(p)
+    store_flags(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument(
@@ -80,17 +49,17 @@ def _change_flags(p: argparse.ArgumentParser) -> None:
 
 def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     cp = sub.add_parser("checkpoints", help="list checkpoints (the default) and their history")
-    _store_flags(cp)
+    store_flags(cp)
     cp.add_argument("--json", action="store_true")
     cp.set_defaults(handler=cmd_list)
     cp_sub = cp.add_subparsers(dest="what", metavar="list|history", parser_class=parser_class)
     listing = cp_sub.add_parser("list", help="one line per shard")
-    _store_flags(listing, given_only=True)
+    store_flags(listing, given_only=True)
     listing.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     listing.set_defaults(handler=cmd_list)
     history = cp_sub.add_parser("history", help="every change, newest first")
     history.add_argument("shard", nargs="?", metavar="SHARD")
-    _store_flags(history, given_only=True)
+    store_flags(history, given_only=True)
     history.add_argument("--limit", type=int, default=50, metavar="N")
     history.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     history.set_defaults(handler=cmd_history)
@@ -128,129 +97,17 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     _change_flags(undo)
     undo.set_defaults(handler=cmd_change, action="undo")
 
-    leases = sub.add_parser(
-        "leases", help="a lease table's leases, as the KCL (or a fleet) wrote them"
-    )
-    leases_sub = leases.add_subparsers(dest="what", metavar="list|show", parser_class=parser_class)
-    lease_list = leases_sub.add_parser("list", help="one line per lease")
-    _store_flags(lease_list)
-    lease_list.add_argument("--json", action="store_true")
-    lease_list.set_defaults(handler=cmd_leases)
-    lease_show = leases_sub.add_parser("show", help="every attribute of one lease, and its history")
-    lease_show.add_argument("shard", metavar="SHARD")
-    _store_flags(lease_show)
-    lease_show.add_argument("--json", action="store_true")
-    lease_show.set_defaults(handler=cmd_leases)
-    leases.set_defaults(handler=cmd_leases_usage)
-
     info = sub.add_parser("info", help="where config, data and themes live")
     info.add_argument("--db", metavar="PATH")
     info.add_argument("--config", metavar="FILE")
     info.set_defaults(handler=cmd_info)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    from console.config import load_settings
-
-    names = ("db", "read_only", "lease_table", "dynamodb_endpoint_url", "endpoint_url")
-    flags = {name: getattr(args, name, None) for name in (*names, "region", "profile")}
-    settings, _ = load_settings(flags, config=getattr(args, "config", None))
-    return settings
-
-
-def _existing_database(args: argparse.Namespace) -> str:
-    from console.config import default_db_path
-
-    db = _settings(args).db or default_db_path()
-    if not Path(db).exists():
-        raise UsageError(f"no database at {db}: pass --db with an existing database")
-    return db
-
-
-@contextlib.asynccontextmanager
-async def _open(
-    args: argparse.Namespace, changes: bool = False
-) -> AsyncIterator[tuple[CheckpointStore, StreamRecord, StreamSource | None]]:
-    """The store (a database, which must exist, or a lease table), the stream in it the
-    command is about, and with a lease table the stream's source (to resolve times).
-    ``changes``: the command writes (with a lease table, shard-console's table beside it is
-    created to record it; a command that only reads creates nothing)."""
-    settings = _settings(args)
-    if settings.lease_table:
-        async with _open_leases(args, settings, changes) as opened:
-            yield opened
-        return
-    from console.checkpoints.sqlite import SqliteStore
-    from console.wiring import pick_stream
-
-    db = _existing_database(args)
-    store = await SqliteStore.open(db, create=False)
-    try:
-        record = pick_stream(await store.streams(), args.stream, f"database {db}")
-        if record is None:
-            names = ", ".join(s.name for s in await store.streams()) or "none"
-            raise UsageError(f"database {db} holds no stream '{args.stream}' (it has {names})")
-        yield store, record, None
-    finally:
-        await store.close()
-
-
-@contextlib.asynccontextmanager
-async def _open_leases(
-    args: argparse.Namespace, settings: Settings, changes: bool
-) -> AsyncIterator[tuple[CheckpointStore, StreamRecord, StreamSource | None]]:
-    """A lease table that must exist; shard-console's table beside it is created if absent
-    when ``changes`` (every change is recorded there). A stream the fleet never registered
-    (a KCL application's) is described from --stream."""
-    from console.checkpoints.base import StreamRecord
-    from console.model import Position
-    from console.sources.aws import AwsSettings
-    from console.sources.base import SourceError
-    from console.wiring import Fleet, make_source, open_lease_store, pick_stream, startup_error
-
-    assert settings.lease_table is not None
-    aws = AwsSettings(
-        region=settings.region, profile=settings.profile, endpoint_url=settings.endpoint_url
-    )
-    fleet = Fleet(settings.lease_table, endpoint_url=settings.dynamodb_endpoint_url, create=False)
-    async with open_lease_store(fleet, aws, create_companion=changes) as store:
-        where = f"lease table {settings.lease_table}"
-        record = pick_stream(await store.streams(), args.stream, where)
-        name = record.name if record is not None else args.stream
-        source = make_source(name, aws, kind=record.source if record else None)
-        try:
-            async with source:
-                if record is None:
-                    info = await source.describe()
-                    record = StreamRecord(
-                        info.arn or name,
-                        name,
-                        source.kind,
-                        Position.trim_horizon(),
-                        time.time(),
-                        info.retention_hours,
-                    )
-                yield store, record, source
-        except SourceError as exc:
-            raise startup_error(exc) from None
-
-
-def _print(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
-    if as_json:
-        json.dump(rows, sys.stdout, indent=1, default=str)
-        sys.stdout.write("\n")
-        return
-    widths = {c: max([len(c)] + [len(str(r.get(c, "") or "")) for r in rows]) for c in columns}
-    print("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
-    for r in rows:
-        print("  ".join(str(r.get(c, "") or "").ljust(widths[c]) for c in columns).rstrip())
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     from console.model import format_ts
 
     async def main() -> int:
-        async with _open(args) as (store, record, _):
+        async with open_store(args) as (store, record, _):
             checkpoints = await store.load(record.stream)
             shards = {s.shard_id: s for s in await store.shards(record.stream)}
         rows = []
@@ -268,7 +125,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                     "arrival": format_ts(cp.arrival) if cp and cp.arrival else "",
                 }
             )
-        _print(rows, ["shard", "status", "position", "parents", "updated"], args.json)
+        print_rows(rows, ["shard", "status", "position", "parents", "updated"], args.json)
         return 0
 
     return asyncio.run(main())
@@ -278,7 +135,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     from console.model import format_ts
 
     async def main() -> int:
-        async with _open(args) as (store, record, _):
+        async with open_store(args) as (store, record, _):
             entries = await store.history(record.stream, args.shard, args.limit)
         rows = [
             {
@@ -296,7 +153,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             for h in entries
         ]
         cols = ["id", "at", "shard", "cause", "who", "from", "to", "status", "change", "note"]
-        _print(rows, cols, args.json)
+        print_rows(rows, cols, args.json)
         return 0
 
     return asyncio.run(main())
@@ -366,11 +223,11 @@ def cmd_change(args: argparse.Namespace) -> int:
     from console.engine.control import ControlError, SkipTo
     from console.engine.offline import apply_if_free, plan_offline
 
-    if _settings(args).read_only:
+    if settings_of(args).read_only:
         raise UsageError(f"read-only: '{args.action}' changes checkpoints and is refused")
 
     async def main() -> int:
-        async with _open(args, changes=True) as (store, record, source):
+        async with open_store(args, changes=True) as (store, record, source):
             request = await _request(args, store, record)
             if store.shared:
                 return await _change_leases(args, store, record, request, source)
@@ -407,7 +264,7 @@ async def _change_leases(
     written. The stream's name is typed to confirm."""
     from console.checkpoints.leases.coordinator import stream_name
     from console.checkpoints.leases.store import LeaseMovedError, LeaseStore
-    from console.engine.attach import holder_text
+    from console.engine.attach_changes import holder_text
     from console.engine.control import ControlError, SkipTo, explain
     from console.engine.offline import apply_offline, plan_offline
     from console.engine.resolve import resolve_plan
@@ -473,71 +330,11 @@ async def _send(
     return EXIT_QUEUED
 
 
-def cmd_leases_usage(args: argparse.Namespace) -> int:
-    raise UsageError("leases needs a sub-command: list, or show SHARD")
-
-
-def cmd_leases(args: argparse.Namespace) -> int:
-    from console.checkpoints.leases.coordinator import stream_name
-    from console.checkpoints.leases.items import lease_of, plain
-
-    if not _settings(args).lease_table:
-        raise UsageError("leases needs --lease-table: the application's lease table")
-
-    async def main() -> int:
-        async with _open(args) as (store, record, _):
-            table = store.table  # type: ignore[attr-defined]
-            items = await table.scan()
-            name = stream_name(record.stream)
-            pairs = [(item, lease) for item in items if (lease := lease_of(item, name))]
-            if args.what == "show":
-                found = [(i, lease) for i, lease in pairs if lease.shard_id == args.shard]
-                if not found:
-                    raise UsageError(f"lease table {table.name} has no lease for {args.shard}")
-                item, _ = found[0]
-                history = await store.history(record.stream, args.shard, 10)
-                doc: dict[str, Any] = {
-                    "lease": plain(item),
-                    "history": [
-                        f"#{h.id} {h.cause} by {h.actor}: "
-                        f"{h.old_position.encode() if h.old_position else '-'} -> "
-                        f"{h.new_position.encode() if h.new_position else '-'}"
-                        for h in history
-                    ],
-                }
-                if args.json:
-                    json.dump(doc, sys.stdout, indent=1, default=str)
-                    sys.stdout.write("\n")
-                else:
-                    for key, value in sorted(doc["lease"].items()):
-                        print(f"{key:<34} {value}")
-                    for line in doc["history"]:
-                        print(f"history  {line}")
-                return 0
-        rows = [
-            {
-                "shard": lease.shard_id,
-                "owner": lease.owner or "",
-                "counter": lease.counter,
-                "checkpoint": lease.checkpoint + (f"/{lease.sub}" if lease.sub else ""),
-                "parents": ",".join(lease.parents),
-                "children": ",".join(lease.children),
-                "handoff": lease.checkpoint_owner or "",
-            }
-            for _, lease in sorted(pairs, key=lambda p: p[1].shard_id)
-        ]
-        cols = ["shard", "owner", "counter", "checkpoint", "parents", "children", "handoff"]
-        _print(rows, cols, args.json)
-        return 0
-
-    return asyncio.run(main())
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     from console import __version__
     from console.config import config_dir, data_dir, default_config_path, default_db_path
 
-    settings = _settings(args)
+    settings = settings_of(args)
     config = Path(args.config) if args.config else default_config_path()
     themes_dir = config_dir() / "themes"
     lines = [

@@ -9,164 +9,49 @@ checkpoint for lag (console.engine.lag_probe). From that it keeps the same versi
 running consumer keeps, an event for every lease change it sees, and the findings of
 console.engine.diagnosis.
 
-Operator changes are the fencing writes of console.checkpoints.leases.store, applied from here
-as the control CLI applies them: times resolved to records first, previewed with who holds each
-lease now and how much will be read again, refused if a lease moved since it was shown.
+Operator changes (console.engine.attach_changes) are the fencing writes of
+console.checkpoints.leases.store; the workers screen's rows come from
+console.engine.attach_workers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from console.checkpoints.base import CheckpointStore, StreamRecord, WorkerView
 from console.checkpoints.leases.companion import Heartbeat, Marks
 from console.checkpoints.leases.coordinator import stream_name
 from console.checkpoints.leases.items import Lease, checkpoint_of, lease_of, shard_of
 from console.checkpoints.leases.store import LeaseStore
 from console.checkpoints.leases.table import LeaseTableError
 from console.checkpoints.leases.taker import LeaseObserver, Seen
-from console.engine.control import (
-    Action,
-    ControlError,
-    ControlRequest,
-    ControlResult,
-    Plan,
-    explain,
+from console.engine.attach_changes import LeaseChanges
+from console.engine.attach_workers import (
+    WORKER_METRIC_STATS,
+    MetricRow,
+    metric_rows,
+    read_metric_table,
+    workers_of,
 )
+from console.engine.attached import Attached, stream_record_of
 from console.engine.diagnosis import LeaseFacts, ShardFacts, diagnose
-from console.engine.events import EventLog, ExpiryTeller, Level
+from console.engine.events import ExpiryTeller, Level
 from console.engine.lag_probe import DEFAULT_INTERVAL, LagProbe, Probe, start_of
 from console.engine.lineage import Lineage
-from console.engine.offline import apply_offline, checkpoint_position, plan_offline
-from console.engine.resolve import count_between
 from console.engine.state import EngineState, ShardView
 from console.errors import UsageError
 from console.model import (
-    HistoryEntry,
     Position,
-    PositionKind,
     Shard,
     ShardStatus,
     seq_int,
 )
-from console.sources.base import SourceError, StreamInfo, StreamSource
-
-WORKER_METRIC_STATS = "WORKER_METRIC_STATS"
-COUNT_CAP = 10_000  # records counted for a preview before it says "more than"
+from console.sources.base import SourceError, StreamSource
 
 
-async def stream_record_of(
-    store: CheckpointStore, source: StreamSource, info: StreamInfo
-) -> tuple[StreamRecord, bool]:
-    """The stream as the store registered it (a shard-console fleet's), or as described now
-    (a KCL application's: it registers nothing); and whether it was registered."""
-    for record in await store.streams():
-        if source.stream in (record.stream, record.name) or info.arn == record.stream:
-            return record, True
-    record = StreamRecord(
-        info.arn or source.stream,
-        source.stream,
-        source.kind,
-        Position.trim_horizon(),
-        time.time(),
-        info.retention_hours,
-    )
-    return record, False
-
-
-def holder_text(lease: Lease | None, expired: bool) -> str:
-    if lease is None:
-        return "no lease yet (created by the change)"
-    if lease.finished:
-        return "finished (no holder)"
-    if lease.owner is None:
-        return "nobody holds it"
-    if expired:
-        return f"held by {lease.owner}, who stopped renewing it"
-    return f"held by {lease.owner}: it drops the lease at its next renewal, the next taker reads on"
-
-
-class Attached:
-    """What every attached engine shares: the snapshot, the events, the loops, history."""
-
-    confirm_by_name = True  # a change to someone else's consumer: type the stream's name
-
-    def __init__(self, store: CheckpointStore, state: EngineState, read_only: bool) -> None:
-        self.store: CheckpointStore = store
-        self.state = state
-        self.events = EventLog()
-        self.record: StreamRecord | None = None
-        self._read_only = read_only
-        self._failure: str | None = None
-        self._stopped = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._started = False
-
-    @property
-    def lineage(self) -> Lineage:
-        return self.state.lineage
-
-    @property
-    def failure(self) -> str | None:
-        return self._failure
-
-    @property
-    def read_only(self) -> bool:
-        return self._read_only
-
-    @property
-    def stopped(self) -> asyncio.Event:
-        return self._stopped
-
-    async def start(self) -> None:
-        raise NotImplementedError
-
-    def _loop(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro, name=name)
-
-        def done(t: asyncio.Task[None]) -> None:
-            if not t.cancelled() and t.exception() is not None:
-                self._failure = f"{name} failed: {t.exception()}"
-                self._stopped.set()
-
-        task.add_done_callback(done)
-        self._tasks.append(task)
-        return task
-
-    def request_stop(self, reason: str | None = None) -> None:
-        self._stopped.set()
-
-    async def run(self, duration: float | None = None) -> None:
-        try:
-            await self.start()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), duration)
-        finally:
-            await self.stop()
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
-        self._stopped.set()
-
-    async def history(self, shard_id: str | None = None, limit: int = 50) -> list[HistoryEntry]:
-        assert self.record is not None
-        return await self.store.history(self.record.stream, shard_id, limit)
-
-    async def checkpoint_position(self, shard_id: str, entry_id: int) -> Position:
-        assert self.record is not None
-        return await checkpoint_position(self.store, self.record.stream, shard_id, entry_id)
-
-
-class AttachedLeases(Attached):
+class AttachedLeases(LeaseChanges, Attached):
     """An engine over a lease table: what the consumer does, seen from outside."""
 
     def __init__(
@@ -326,25 +211,10 @@ class AttachedLeases(Attached):
 
     async def _metric_loop(self) -> None:
         while True:
-            await self.read_metric_table()
+            self._own_table_metrics = await read_metric_table(
+                self.leases.table.client, self.leases.table.name
+            )
             await asyncio.sleep(self.sync_interval)
-
-    async def read_metric_table(self) -> None:
-        """KCL 3.x's ``<app>-WorkerMetricStats`` table, when there is one (KCL 3.5 keeps the
-        same rows in the lease table: read with each scan)."""
-        client = self.leases.table.client
-        kwargs: dict[str, Any] = {"TableName": f"{self.leases.table.name}-WorkerMetricStats"}
-        items: list[dict[str, Any]] = []
-        try:
-            while True:
-                resp = await client.scan(**kwargs)
-                items.extend(resp.get("Items", ()))
-                if not resp.get("LastEvaluatedKey"):
-                    break
-                kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-        except Exception:  # absent (KCL 2.x) or not readable: nothing to show
-            items = []
-        self._own_table_metrics = metric_rows(items)
 
     def _tell_changes(self, before: Mapping[str, Lease], tell: bool, scan_started: float) -> None:
         """An event for every lease change between two scans."""
@@ -471,7 +341,13 @@ class AttachedLeases(Attached):
         for sid in [s for s in state.shards if s not in shards]:
             del state.shards[sid]
         self.probe.set_targets(targets)
-        state.workers = self._workers(now)
+        state.workers = workers_of(
+            self.observer.seen.values(),
+            self._beats,
+            {**self._own_table_metrics, **self._table_metrics},
+            now,
+            self.clock(),
+        )
         # A fleet's workers say how many records they process; a KCL application does not.
         state.rate = sum(b.rate for b in self._beats)
         state.records_total = sum(b.records for b in self._beats)
@@ -531,44 +407,6 @@ class AttachedLeases(Attached):
                 return figures.get("lag_ms"), float(figures.get("rate") or 0.0)
         return None
 
-    def _workers(self, now: float) -> tuple[WorkerView, ...]:
-        """Every worker that holds a lease or sent a heartbeat, with its metric row if any."""
-        held: dict[str, int] = {}
-        renewed: dict[str, float] = {}
-        for seen in self.observer.seen.values():
-            owner = seen.lease.owner
-            if owner is None:
-                continue
-            held[owner] = held.get(owner, 0) + (0 if seen.lease.finished else 1)
-            if seen.changed_at:
-                renewed[owner] = min(renewed.get(owner, 1e18), now - seen.changed_at)
-        beats = {b.worker: b for b in self._beats}
-        wall = self.clock()
-        views = []
-        metric = {**self._own_table_metrics, **self._table_metrics}
-        for worker in sorted(set(held) | set(beats) | set(metric)):
-            beat = beats.get(worker)
-            updated, metrics = metric.get(worker, (None, {}))
-            last = renewed.get(worker)
-            if beat is not None:
-                last = wall - beat.at
-            elif last is None and updated is not None:
-                last = wall - updated
-            views.append(
-                WorkerView(
-                    worker=worker,
-                    host=beat.host if beat else "-",
-                    pid=beat.pid if beat else 0,
-                    leases=held.get(worker, 0),
-                    records=beat.records if beat else 0,
-                    rate=beat.rate if beat else 0.0,
-                    heartbeat_age=last if last is not None else float("nan"),
-                    shards=beat.shards if beat else {},
-                    metrics=metrics,
-                )
-            )
-        return tuple(views)
-
     def _diagnose(
         self, shards: Mapping[str, Shard], leases: Mapping[str, Seen], now: float
     ) -> list[Any]:
@@ -621,110 +459,6 @@ class AttachedLeases(Attached):
                 )
         return None
 
-    # -- operator changes -------------------------------------------------------------------
-
-    def _owners(self, request: ControlRequest) -> dict[str, str | None]:
-        """Who holds each lease the request touches, as last shown."""
-        seen = {s.lease.shard_id: s.lease for s in self.observer.seen.values()}
-        if request.shard_id is None:
-            return {sid: lease.owner for sid, lease in seen.items()}
-        touched = {request.shard_id, *self.state.lineage.descendants(request.shard_id)}
-        return {sid: seen[sid].owner for sid in touched if sid in seen}
-
-    def _refusal(self, request: ControlRequest) -> str | None:
-        if self._read_only:
-            return "read-only: operator changes are refused"
-        if self.kcl and request.action in (Action.PAUSE, Action.RESUME):
-            return (
-                f"{request.action.value} is refused for a KCL application: a KCL worker does not "
-                "know pauses and would read the shard on; rewind, skip or stop its workers instead"
-            )
-        return None
-
-    async def preview(self, request: ControlRequest) -> Plan:
-        assert self.record is not None
-        refusal = self._refusal(request)
-        if refusal is not None:
-            raise ControlError(refusal)
-        # plan_offline reads the table afresh (the store's load): the holders it shows are now's.
-        try:
-            plan = await plan_offline(self.store, self.record, request)
-        except (LeaseTableError, SourceError) as exc:  # throttled, say: the dialog says so
-            raise ControlError(f"could not look: {exc}") from exc
-        mine = {s.lease.shard_id: s for s in self.observer.seen.values()}
-        now = self.mono()
-        leases = {}
-        for fresh in self.leases.co.observer.seen.values():
-            sid = fresh.lease.shard_id
-            seen = mine.get(sid)
-            stale = seen is not None and seen.lease.owner == fresh.lease.owner
-            expired = stale and seen is not None and self.observer.expired(seen, self.failover, now)
-            leases[sid] = (fresh.lease, expired)
-        shown: dict[str, str | None] = {sid: lease.owner for sid, (lease, _) in leases.items()}
-        for change in plan.changes:  # no lease yet: it must still have none, or nobody's
-            shown.setdefault(change.checkpoint.shard_id, None)
-        self._previewed[(request.action.value, request.shard_id)] = shown
-        counts: dict[str, str] = {}
-        if request.shard_id is not None and request.action is Action.REWIND:
-            counts = await self._count(plan)
-        holders = {sid: holder_text(lease, expired) for sid, (lease, expired) in leases.items()}
-        return Plan(plan.changes, explain(plan, holders, counts, holder_text(None, False)))
-
-    async def _count(self, plan: Plan) -> dict[str, str]:
-        """How many records each shard of a one-shard rewind reads again (counted up to
-        COUNT_CAP, cached: the dialog previews at every key)."""
-        counts: dict[str, str] = {}
-        for change in plan.changes[:1]:
-            h = change.history
-            if h is None or h.old_position is None or h.new_position is None:
-                continue
-            old = h.old_position
-            if old.kind is not PositionKind.AFTER_SEQUENCE_NUMBER or old.sequence_number is None:
-                continue
-            key = (h.shard_id, h.new_position, old.sequence_number)
-            if key not in self._counts:
-                try:
-                    n, more = await count_between(
-                        self.source, h.shard_id, h.new_position, old.sequence_number, COUNT_CAP
-                    )
-                except SourceError:
-                    continue
-                self._counts[key] = f"more than {n}" if more else str(n)
-            counts[h.shard_id] = self._counts[key]
-        return counts
-
-    async def control(self, request: ControlRequest) -> ControlResult:
-        assert self.record is not None
-        refusal = self._refusal(request)
-        if refusal is not None:
-            return ControlResult(0, False, refusal)
-        expected = self._previewed.pop((request.action.value, request.shard_id), None)
-        expected = expected or self._owners(request)
-        async with self._lock:
-            try:
-                await self.leases.companion.ensure(create=True)
-                with self.leases.expecting(expected):
-                    result = await apply_offline(self.leases, self.record, request, self.source)
-            except (ControlError, LeaseTableError, SourceError) as exc:
-                # SourceError: resolving a time or a sequence number read the stream and failed
-                # (a sequence number of another shard, say); nothing was written.
-                return ControlResult(0, False, str(exc))
-        # A scan that starts from now sees these leases lose their owner: say it was this change.
-        changed = await self.store.history_for_command(self.record.stream, result.command_id)
-        written = self.mono()
-        for entry in changed:
-            if expected.get(entry.shard_id):
-                self._fenced[entry.shard_id] = (result.command_id, written)
-        self.events.emit(
-            "change_applied", f"change #{result.command_id}: {result.message}", level=Level.WARNING
-        )
-        with contextlib.suppress(LeaseTableError, SourceError):
-            await self.refresh()
-        return result
-
-
-MetricRow = tuple[float | None, dict[str, float]]  # last update (epoch s), latest values
-
 
 def _shown(view: ShardView) -> tuple[object, ...]:
     """What a row shows that the rebuild may change: compared to stamp only changed rows."""
@@ -739,29 +473,6 @@ def _shown(view: ShardView) -> tuple[object, ...]:
         view.last_error,
         view.closed,
     )
-
-
-def metric_rows(items: Iterable[Mapping[str, Any]]) -> dict[str, MetricRow]:
-    """Each worker's metric row (``wid``, or the lease key in the single-table format)."""
-    rows = {}
-    for item in items:
-        wid = item.get("wid", item.get("leaseKey", {})).get("S")
-        if wid:
-            rows[wid] = metric_row(item)
-    return rows
-
-
-def metric_row(item: Mapping[str, Any]) -> MetricRow:
-    """(last update, each metric's latest value) of a KCL 3.x WorkerMetricStats item: ``lut``
-    epoch seconds, ``sts`` a map of metric name to its recent values."""
-    lut = item.get("lut", {}).get("N")
-    metrics: dict[str, float] = {}
-    for name, values in item.get("sts", {}).get("M", {}).items():
-        listed = values.get("L", ())
-        if listed:
-            with contextlib.suppress(KeyError, ValueError):
-                metrics[name] = float(listed[-1]["N"])
-    return (float(lut) if lut is not None else None), metrics
 
 
 def _moved_back(old: Lease, new: Lease) -> bool:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from console.checkpoints.base import CheckpointStore, StoreError, StreamRecord
-from console.engine.attach import Attached
+from console.engine.attached import Attached
 from console.engine.control import ControlError, ControlRequest, ControlResult, Plan
 from console.engine.diagnosis import Diagnosis, Finding
 from console.engine.events import Level

@@ -1,0 +1,154 @@
+"""What the commands that read or change checkpoints share: the store flags, the store and the
+stream a command is about (a database, or a lease table and the stream's source), and a table
+printed for people or as JSON. Heavy imports happen inside, so ``--help`` stays instant."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from console.errors import UsageError
+
+if TYPE_CHECKING:
+    from console.checkpoints.base import CheckpointStore, StreamRecord
+    from console.config import Settings
+    from console.sources.base import StreamSource
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a number of seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+
+
+def store_flags(p: argparse.ArgumentParser, given_only: bool = False) -> None:
+    """``given_only``: a sub-command's copy of its parent's flags, set only when given there,
+    so ``checkpoints --db X list`` and ``checkpoints list --db X`` both work."""
+    extra: dict[str, Any] = {"default": argparse.SUPPRESS} if given_only else {}
+    p.add_argument(
+        "--db", metavar="PATH", help="the checkpoint database (default: the usual one)", **extra
+    )
+    p.add_argument(
+        "--stream", metavar="S", help="the stream, when the database holds several", **extra
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file", **extra)
+    p.add_argument(
+        "--lease-table",
+        metavar="TABLE",
+        help="a fleet's (or a KCL application's) lease table in DynamoDB, instead of --db",
+        **extra,
+    )
+    p.add_argument("--dynamodb-endpoint-url", metavar="URL", **extra)
+    p.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        help="the stream's endpoint (with --lease-table, times are resolved by reading it)",
+        **extra,
+    )
+    p.add_argument("--region", metavar="R", **extra)
+    p.add_argument("--profile", metavar="P", **extra)
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    from console.config import load_settings
+
+    names = ("db", "read_only", "lease_table", "dynamodb_endpoint_url", "endpoint_url")
+    flags = {name: getattr(args, name, None) for name in (*names, "region", "profile")}
+    settings, _ = load_settings(flags, config=getattr(args, "config", None))
+    return settings
+
+
+def existing_database(args: argparse.Namespace) -> str:
+    from console.config import default_db_path
+
+    db = settings_of(args).db or default_db_path()
+    if not Path(db).exists():
+        raise UsageError(f"no database at {db}: pass --db with an existing database")
+    return db
+
+
+@contextlib.asynccontextmanager
+async def open_store(
+    args: argparse.Namespace, changes: bool = False
+) -> AsyncIterator[tuple[CheckpointStore, StreamRecord, StreamSource | None]]:
+    """The store (a database, which must exist, or a lease table), the stream in it the
+    command is about, and with a lease table the stream's source (to resolve times).
+    ``changes``: the command writes (with a lease table, shard-console's table beside it is
+    created to record it; a command that only reads creates nothing)."""
+    settings = settings_of(args)
+    if settings.lease_table:
+        async with _open_leases(args, settings, changes) as opened:
+            yield opened
+        return
+    from console.checkpoints.sqlite import SqliteStore
+    from console.wiring import pick_stream
+
+    db = existing_database(args)
+    store = await SqliteStore.open(db, create=False)
+    try:
+        record = pick_stream(await store.streams(), args.stream, f"database {db}")
+        if record is None:
+            names = ", ".join(s.name for s in await store.streams()) or "none"
+            raise UsageError(f"database {db} holds no stream '{args.stream}' (it has {names})")
+        yield store, record, None
+    finally:
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def _open_leases(
+    args: argparse.Namespace, settings: Settings, changes: bool
+) -> AsyncIterator[tuple[CheckpointStore, StreamRecord, StreamSource | None]]:
+    """A lease table that must exist; shard-console's table beside it is created if absent
+    when ``changes`` (every change is recorded there). A stream the fleet never registered
+    (a KCL application's) is described from --stream."""
+    from console.checkpoints.base import StreamRecord
+    from console.model import Position
+    from console.sources.aws import AwsSettings
+    from console.sources.base import SourceError
+    from console.wiring import Fleet, make_source, open_lease_store, pick_stream, startup_error
+
+    assert settings.lease_table is not None
+    aws = AwsSettings(
+        region=settings.region, profile=settings.profile, endpoint_url=settings.endpoint_url
+    )
+    fleet = Fleet(settings.lease_table, endpoint_url=settings.dynamodb_endpoint_url, create=False)
+    async with open_lease_store(fleet, aws, create_companion=changes) as store:
+        where = f"lease table {settings.lease_table}"
+        record = pick_stream(await store.streams(), args.stream, where)
+        name = record.name if record is not None else args.stream
+        source = make_source(name, aws, kind=record.source if record else None)
+        try:
+            async with source:
+                if record is None:
+                    info = await source.describe()
+                    record = StreamRecord(
+                        info.arn or name,
+                        name,
+                        source.kind,
+                        Position.trim_horizon(),
+                        time.time(),
+                        info.retention_hours,
+                    )
+                yield store, record, source
+        except SourceError as exc:
+            raise startup_error(exc) from None
+
+
+def print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
+    if as_json:
+        json.dump(rows, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+        return
+    widths = {c: max([len(c)] + [len(str(r.get(c, "") or "")) for r in rows]) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
+    for r in rows:
+        print("  ".join(str(r.get(c, "") or "").ljust(widths[c]) for c in columns).rstrip())
