@@ -8,7 +8,6 @@ import argparse
 import contextlib
 import json
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,9 +94,7 @@ async def open_store(
     store = await SqliteStore.open(db, create=False)
     try:
         record = pick_stream(await store.streams(), args.stream, f"database {db}")
-        if record is None:
-            names = ", ".join(s.name for s in await store.streams()) or "none"
-            raise UsageError(f"database {db} holds no stream '{args.stream}' (it has {names})")
+        assert record is not None  # required
         yield store, record, None
     finally:
         await store.close()
@@ -110,8 +107,7 @@ async def _open_leases(
     """A lease table that must exist; shard-console's table beside it is created if absent
     when ``changes`` (every change is recorded there). A stream the fleet never registered
     (a KCL application's) is described from --stream."""
-    from console.checkpoints.base import StreamRecord
-    from console.model import Position
+    from console.engine.attached import stream_record_of
     from console.sources.aws import AwsSettings
     from console.sources.base import SourceError
     from console.wiring import Fleet, make_source, open_lease_store, pick_stream, startup_error
@@ -123,21 +119,13 @@ async def _open_leases(
     fleet = Fleet(settings.lease_table, endpoint_url=settings.dynamodb_endpoint_url, create=False)
     async with open_lease_store(fleet, aws, create_companion=changes) as store:
         where = f"lease table {settings.lease_table}"
-        record = pick_stream(await store.streams(), args.stream, where)
+        record = pick_stream(await store.streams(), args.stream, where, required=False)
         name = record.name if record is not None else args.stream
         source = make_source(name, aws, kind=record.source if record else None)
         try:
             async with source:
-                if record is None:
-                    info = await source.describe()
-                    record = StreamRecord(
-                        info.arn or name,
-                        name,
-                        source.kind,
-                        Position.trim_horizon(),
-                        time.time(),
-                        info.retention_hours,
-                    )
+                if record is None:  # a KCL application's: described now
+                    record, _ = await stream_record_of(store, source, await source.describe())
                 yield store, record, source
         except SourceError as exc:
             raise startup_error(exc) from None

@@ -267,9 +267,7 @@ async def _attach_db(settings: Settings, options: AttachOptions) -> AsyncIterato
     store = await SqliteStore.open(db, create=False)
     try:
         record = pick_stream(await store.streams(), options.stream, f"database {db}")
-        if record is None:
-            names = ", ".join(s.name for s in await store.streams()) or "none"
-            raise UsageError(f"database {db} holds no stream '{options.stream}' (it has {names})")
+        assert record is not None  # required
         yield AttachedDb(store, record, read_only=settings.read_only)
     finally:
         await store.close()

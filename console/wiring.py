@@ -104,15 +104,21 @@ async def open_lease_store(
             await store.close()
 
 
-def pick_stream(streams: list[StreamRecord], wanted: str | None, where: str) -> StreamRecord | None:
+def pick_stream(
+    streams: list[StreamRecord], wanted: str | None, where: str, *, required: bool = True
+) -> StreamRecord | None:
     """The stream a command is about: ``wanted`` (a name or a key), or the only one there is
-    (a usage error when there are several). None: ``wanted`` is not there."""
+    (a usage error when there are several). ``wanted`` not there: a usage error, or None when
+    not ``required`` (a lease table of a KCL application registers no stream)."""
     names = ", ".join(s.name for s in streams) or "none"
     if wanted is None:
         if len(streams) != 1:
             raise UsageError(f"{where} holds {len(streams)} streams ({names}): pass --stream")
         return streams[0]
-    return next((r for r in streams if wanted in (r.stream, r.name)), None)
+    found = next((r for r in streams if wanted in (r.stream, r.name)), None)
+    if found is None and required:
+        raise UsageError(f"{where} holds no stream '{wanted}' (it has {names})")
+    return found
 
 
 def startup_error(exc: SourceError) -> ConsoleError:
