@@ -268,7 +268,6 @@ async def _change_leases(
     from console.engine.control import ControlError, SkipTo, explain
     from console.engine.offline import apply_offline, plan_offline
     from console.engine.resolve import resolve_plan
-    from console.sources.base import SourceError
 
     assert isinstance(store, LeaseStore)
     try:
@@ -290,7 +289,7 @@ async def _change_leases(
             shown.setdefault(change.checkpoint.shard_id, None)
         with store.expecting(shown):
             result = await apply_offline(store, record, request, source)
-    except (ControlError, LeaseMovedError, SourceError) as exc:
+    except (ControlError, LeaseMovedError) as exc:  # SourceError: the opener's (exit 2)
         raise UsageError(str(exc)) from None
     print(
         f"applied as change #{result.command_id}: the worker holding each lease drops it at "
