@@ -117,18 +117,18 @@ async def _open_leases(
         region=settings.region, profile=settings.profile, endpoint_url=settings.endpoint_url
     )
     fleet = Fleet(settings.lease_table, endpoint_url=settings.dynamodb_endpoint_url, create=False)
-    async with open_lease_store(fleet, aws, create_companion=changes) as store:
-        where = f"lease table {settings.lease_table}"
-        record = pick_stream(await store.streams(), args.stream, where, required=False)
-        name = record.name if record is not None else args.stream
-        source = make_source(name, aws, kind=record.source if record else None)
-        try:
+    try:  # no region, bad credentials, an unknown stream: one line, exit 2
+        async with open_lease_store(fleet, aws, create_companion=changes) as store:
+            where = f"lease table {settings.lease_table}"
+            record = pick_stream(await store.streams(), args.stream, where, required=False)
+            name = record.name if record is not None else args.stream
+            source = make_source(name, aws, kind=record.source if record else None)
             async with source:
                 if record is None:  # a KCL application's: described now
                     record, _ = await stream_record_of(store, source, await source.describe())
                 yield store, record, source
-        except SourceError as exc:
-            raise startup_error(exc) from None
+    except SourceError as exc:
+        raise startup_error(exc) from None
 
 
 def print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:

@@ -377,6 +377,18 @@ async def test_attach_refuses_what_it_cannot_watch(app: App, tmp_path: Path) -> 
         (*base, "--lease-table", app.table, "--stream", unique("nostream")): "not found",
         (*base, "--db", str(tmp_path / "none.db")): "no database at",
     }
+    # No region anywhere: one line, not an internal error.
+    import os
+    import subprocess
+    import sys
+
+    bare = {k: v for k, v in os.environ.items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION")}
+    out = subprocess.run(
+        [sys.executable, "-m", "console", "leases", "list", "--lease-table", app.table,
+         "--stream", app.stream, "--dynamodb-endpoint-url", app.moto],
+        capture_output=True, text=True, timeout=60, env=bare, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2 and "no AWS region configured" in out.stderr, out.stderr
     for args, words in cases.items():
         out = _cli(app, *args)
         assert out.returncode == 2, (args, out.stderr)
