@@ -77,6 +77,18 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="watch only: every change (rewind, skip, pause, undo, replay) is refused",
     )
     p.add_argument(
+        "--metrics-port",
+        type=_whole,
+        metavar="PORT",
+        help="serve /metrics (Prometheus), /healthz, /readyz and /status on this port "
+        "(0: any free one; the address is logged)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        metavar="ADDR",
+        help="the address they listen on (default 127.0.0.1; 0.0.0.0 for a container)",
+    )
+    p.add_argument(
         "--inject-faults",
         metavar="SPEC",
         help="rehearse incidents: throttle=0.1,http500=0.05,reset=0.05,timeout=0.05,"
@@ -209,6 +221,8 @@ _SETTING_FLAGS = (
     "dynamodb_endpoint_url",
     "no_create_table",
     "take_over",
+    "metrics_port",
+    "metrics_host",
 )
 
 

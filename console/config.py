@@ -126,6 +126,18 @@ def _rate(name: str, value: Any) -> float:
     return number
 
 
+def _port(name: str, value: Any) -> int:
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        number = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} must be a port number, not {value!r}") from None
+    if not 0 <= number <= 65535:
+        raise UsageError(f"{name} must be a port between 0 and 65535 (0: any free one)")
+    return number
+
+
 def _keymap(name: str, value: Any) -> dict[str, str]:
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
@@ -164,6 +176,9 @@ class Settings:
     dynamodb_endpoint_url: str | None = None  # default: endpoint_url
     no_create_table: bool = False
     take_over: bool = False
+    # /metrics, /healthz, /readyz, /status on one HTTP server in the process (None: none).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
 
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
@@ -194,6 +209,8 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "dynamodb_endpoint_url": _text,
     "no_create_table": _flag,
     "take_over": _flag,
+    "metrics_port": _port,
+    "metrics_host": _text,
 }
 assert set(_PARSERS) == {f.name for f in fields(Settings)}
 

@@ -17,46 +17,10 @@ from typing import Any, TextIO
 
 from console.engine.api import Engine
 from console.engine.events import Event
+from console.engine.snapshot import status_fields
 from console.engine.state import EngineState
-from console.model import ShardStatus, format_ts
+from console.model import format_ts
 from console.redact import REDACTOR
-
-_ORDER = (
-    ShardStatus.ACTIVE,
-    ShardStatus.FAILING,
-    ShardStatus.FAILED,
-    ShardStatus.PAUSED,
-    ShardStatus.WAITING,
-    ShardStatus.READY,
-    ShardStatus.LEASED,
-    ShardStatus.DONE,
-    ShardStatus.SKIPPED,
-)
-
-
-def status_fields(state: EngineState) -> dict[str, Any]:
-    counts = state.counts()
-    oldest = state.oldest_checkpoint_at()
-    return {
-        "shards": {s.value: counts[s] for s in _ORDER if counts[s]},
-        "records_per_s": round(state.rate, 1),
-        "max_lag_ms": state.max_lag_ms(),
-        "records": state.records_total,
-        "oldest_checkpoint_s": round(time.time() - oldest, 1) if oldest else None,
-        "retries": dict(state.retries),
-    } | _fleet_fields(state)
-
-
-def _fleet_fields(state: EngineState) -> dict[str, Any]:
-    """Fleet mode: this worker, the leases it holds, the workers seen."""
-    me = state.worker_id
-    if me is None:
-        return {}
-    return {
-        "worker": me,
-        "leases_held": sum(1 for v in state.shards.values() if v.owner == me),
-        "workers": len(state.workers),
-    }
 
 
 def status_text(state: EngineState) -> str:

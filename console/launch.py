@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from console.engine.events import EventLog
     from console.headless import LinePrinter
     from console.model import Position
+    from console.observe.endpoint import Endpoint
     from console.processors import Processor
     from console.signals import SignalStop
     from console.sources.aws import AwsSettings
@@ -55,13 +56,15 @@ async def consume(
 ) -> int:
     """Describe, open the database, then run the console or the headless loop over the
     consumer until it stops. Returns the exit code."""
+    from console.engine.events import EventLog
     from console.headless import run_headless
     from console.sources.base import SourceError
     from console.wiring import open_consumer, startup_error
 
     fleet = fleet_of(settings)
-
+    events = events or EventLog()
     async with contextlib.AsyncExitStack() as stack:
+        endpoint = await stack.enter_async_context(observed(settings, events))
         try:
             consumer = await stack.enter_async_context(
                 open_consumer(
@@ -77,6 +80,8 @@ async def consume(
         except SourceError as exc:
             raise startup_error(exc) from None
         stopper.attach(consumer.request_stop)
+        if endpoint is not None:
+            endpoint.watch(consumer)
         if settings.no_ui:
             for event in consumer.events.since(0):  # what was said before we listened
                 printer.event(event)
@@ -105,6 +110,28 @@ async def consume(
         except SourceError as exc:
             raise RunError(f"could not start: {exc}") from None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.asynccontextmanager
+async def observed(settings: Settings, events: EventLog) -> AsyncIterator[Endpoint | None]:
+    """``--metrics-port``: the HTTP endpoints, bound before anything starts (a port in use is
+    a usage error) and serving until the consumer has stopped."""
+    if settings.metrics_port is None:
+        yield None
+        return
+    from console.observe.endpoint import Endpoint
+
+    endpoint = Endpoint(settings.metrics_host, settings.metrics_port)
+    await endpoint.open()
+    events.emit(
+        "metrics",
+        f"metrics on {endpoint.url}/metrics; /healthz, /readyz, /status beside it",
+        url=endpoint.url,
+    )
+    try:
+        yield endpoint
+    finally:
+        await endpoint.close()
 
 
 def fleet_of(settings: Settings) -> Fleet | None:

@@ -190,16 +190,23 @@ class OperatorChanges:
                 plan = await resolve_plan(plan, self.runner.source)
             await self.checkpointer.write(plan.changes, finish=(command_id, plan.summary))
             applied = True
-            self.events.emit("operator", f"{request.actor}: {plan.summary}")
+            self.events.emit("operator", f"{request.actor}: {plan.summary}", outcome="applied")
             return ControlResult(command_id, True, plan.summary)
         except ControlError as exc:
             await self.store.finish_command(command_id, False, str(exc))
-            self.events.emit("operator", f"{request.actor}: refused: {exc}", level=Level.WARNING)
+            self.events.emit(
+                "operator",
+                f"{request.actor}: refused: {exc}",
+                level=Level.WARNING,
+                outcome="refused",
+            )
             return ControlResult(command_id, False, str(exc))
         except Exception as exc:
             # The store failed under it (a full disk, say): recorded as failed, so no later
             # pass applies it behind the operator's back, and said, whoever is still waiting.
-            self.events.emit("operator", f"{request.actor}: failed: {exc}", level=Level.ERROR)
+            self.events.emit(
+                "operator", f"{request.actor}: failed: {exc}", level=Level.ERROR, outcome="failed"
+            )
             with contextlib.suppress(Exception):
                 await self.store.finish_command(command_id, False, f"failed: {exc}")
             raise

@@ -351,6 +351,11 @@ class Consumer:
         return self.discovery.lineage
 
     @property
+    def ready(self) -> bool:
+        """Started: the stream described, the checkpoints loaded, the workers running."""
+        return self.status is ConsumerStatus.RUNNING and self.failure is None
+
+    @property
     def read_only(self) -> bool:
         return self.options.read_only
 

@@ -150,4 +150,43 @@ def replay_events(doc: dict[str, Any], events: EventLog, after: int) -> int:
     return newest
 
 
-__all__ = ["Event", "apply_doc", "replay_events", "snapshot_doc"]
+__all__ = ["Event", "apply_doc", "replay_events", "snapshot_doc", "status_fields"]
+
+
+_ORDER = (
+    ShardStatus.ACTIVE,
+    ShardStatus.FAILING,
+    ShardStatus.FAILED,
+    ShardStatus.PAUSED,
+    ShardStatus.WAITING,
+    ShardStatus.READY,
+    ShardStatus.LEASED,
+    ShardStatus.DONE,
+    ShardStatus.SKIPPED,
+)
+
+
+def status_fields(state: EngineState) -> dict[str, Any]:
+    """What the status line says (headless) and ``/status`` serves: counts, rate, lag."""
+    counts = state.counts()
+    oldest = state.oldest_checkpoint_at()
+    return {
+        "shards": {s.value: counts[s] for s in _ORDER if counts[s]},
+        "records_per_s": round(state.rate, 1),
+        "max_lag_ms": state.max_lag_ms(),
+        "records": state.records_total,
+        "oldest_checkpoint_s": round(time.time() - oldest, 1) if oldest else None,
+        "retries": dict(state.retries),
+    } | _fleet_fields(state)
+
+
+def _fleet_fields(state: EngineState) -> dict[str, Any]:
+    """Fleet mode: this worker, the leases it holds, the workers seen."""
+    me = state.worker_id
+    if me is None:
+        return {}
+    return {
+        "worker": me,
+        "leases_held": sum(1 for v in state.shards.values() if v.owner == me),
+        "workers": len(state.workers),
+    }

@@ -9,8 +9,9 @@ rows to redraw. Nothing here is pushed per record: workers update a row once per
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from console.checkpoints.base import WorkerView
 from console.engine.diagnosis import Diagnosis
@@ -21,6 +22,26 @@ from console.sources.base import StreamInfo
 FINISHED = frozenset({ShardStatus.DONE, ShardStatus.SKIPPED})
 PEEK_RECORDS = 10
 PEEK_BYTES = 4096
+# Upper bounds (seconds) of the processor-time histogram's buckets; the last bucket is +Inf.
+PROCESS_BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)
+
+
+class Timings:
+    """How long the processor took per batch, as a histogram: one bucket bump per batch."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(PROCESS_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(PROCESS_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
 
 
 def peek(records: list[Record]) -> tuple[Record, ...]:
@@ -53,6 +74,9 @@ class ShardView:
     lag_ms: int | None = None
     rate: float = 0.0  # records per second, over the last tick
     records: int = 0  # processed by this run
+    bytes: int = 0  # their data's bytes
+    errors: Counter[str] = field(default_factory=Counter)  # met and retried, by kind
+    timings: Timings = field(default_factory=Timings)  # processor time per batch
     last_error: str | None = None
     error_at: float | None = None
     last_arrival: float | None = None  # approximate arrival time of the last record read
@@ -79,6 +103,8 @@ class EngineState:
         self.lineage = Lineage.build(())
         self.lineage_version = 0
         self.records_total = 0
+        self.bytes_total = 0
+        self.get_records_calls = 0
         self.rate = 0.0
         # Errors met and retried, by kind (throttled, source_error, expired, processor_error):
         # the status line shows them, so injected or real faults are visible.
@@ -136,6 +162,12 @@ class EngineState:
 
     def changed_since(self, version: int) -> list[ShardView]:
         return [v for v in self.shards.values() if v.version > version]
+
+    def count_error(self, view: ShardView, kind: str) -> None:
+        """An error met and retried on a shard (throttled, source_error, expired,
+        processor_error)."""
+        self.retries[kind] += 1
+        view.errors[kind] += 1
 
     def retries_text(self) -> str:
         """What the stream has put us through, in one phrase: ``throttled=3 expired=1``."""

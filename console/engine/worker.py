@@ -181,6 +181,7 @@ class ShardWorker:
                         break
                 if not await self._pace():
                     break
+                self.state.get_records_calls += 1
                 batch = await self._until_stopped(self.source.get_records(iterator, limit))
                 if batch is None:
                     break
@@ -188,7 +189,7 @@ class ShardWorker:
                 # A new iterator after the last record delivered to the processor.
                 iterator = None
                 fetch_at, drop = fetch_plan(self.position)
-                self.state.retries["expired"] += 1
+                self.state.count_error(view, "expired")
                 self.events.emit(
                     "iterator_expired",
                     f"{self.shard_id}: iterator expired; renewed {self.position.describe()}",
@@ -242,6 +243,9 @@ class ShardWorker:
                     self.arrival = last.approximate_arrival
                     self.checkpointer.advance(self.shard_id, self.position, self.arrival)
                     view.records += len(records)
+                    size = sum([len(r.data) for r in records])
+                    view.bytes += size
+                    self.state.bytes_total += size
                     view.position = self.position
                     view.last_arrival = self.arrival
                     view.recent = (
@@ -285,6 +289,7 @@ class ShardWorker:
         backoff = Backoff(self.options.backoff_base, self.options.processor_backoff_cap)
         timeout = self.options.processor_timeout
         while True:
+            began = time.perf_counter()
             try:
                 async with asyncio.timeout(timeout):
                     await self.processor.process(records, self.ctx)
@@ -308,6 +313,7 @@ class ShardWorker:
             except Exception as exc:
                 self._processor_failed(records[0], exc)
             else:
+                self.view.timings.observe(time.perf_counter() - began)
                 if self.failing_record is not None:
                     self.failing_record = None
                     self._recovered()
@@ -317,7 +323,7 @@ class ShardWorker:
 
     def _processor_failed(self, record: Record, exc: BaseException) -> None:
         reason = f"processor raised {type(exc).__name__}: {exc}"
-        self.state.retries["processor_error"] += 1
+        self.state.count_error(self.view, "processor_error")
         first = self.failing_record is None or self.view.last_error != reason
         self.failing_record = record
         self.state.set_status(self.view, ShardStatus.FAILING, reason)
@@ -333,7 +339,7 @@ class ShardWorker:
         """Show the error, wait with jitter. True if stopped meanwhile."""
         reason = str(exc)
         kind = "throttled" if exc.throttled else "source_error"
-        self.state.retries[kind] += 1
+        self.state.count_error(self.view, kind)
         if self.view.status is not ShardStatus.FAILING or self.view.last_error != reason:
             self.events.emit(
                 kind,
