@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -192,8 +193,9 @@ def check_ui(settings: Settings) -> None:
     from console.ui.theme import check_theme
 
     check_theme(settings.theme)
-    # Textual draws on stderr, which leaves stdout free for a processor's output.
-    if not sys.stderr.isatty():
+    # Textual draws on stderr, which leaves stdout free for a processor's output; under
+    # textual-serve (shard-console serve) it draws to the browser instead.
+    if not sys.stderr.isatty() and "web_driver" not in os.environ.get("TEXTUAL_DRIVER", ""):
         raise UsageError("the console needs a terminal: pass --no-ui to run headless")
     if settings.processor == "print" and sys.stdout.isatty():
         raise UsageError(

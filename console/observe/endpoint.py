@@ -56,7 +56,7 @@ class Endpoint:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise UsageError(_bind_error(self.host, self.port, exc)) from None
+            raise UsageError(bind_error(exc, self.host, self.port)) from None
         self._runner = runner
         self.port = runner.addresses[0][1]  # the one picked, when port 0 was asked for
 
@@ -116,13 +116,20 @@ def _dumps(doc: object) -> str:
     return json.dumps(doc, default=str)
 
 
-def _bind_error(host: str, port: int, exc: OSError) -> str:
+def bind_error(
+    exc: OSError,
+    host: str,
+    port: int,
+    flags: tuple[str, str] = ("--metrics-host", "--metrics-port"),
+) -> str:
+    """What went wrong binding ``host:port``, in one line naming the flag to change."""
+    host_flag, port_flag = flags
     if exc.errno == errno.EADDRINUSE:
         return (
-            f"--metrics-port {port}: the port is in use on {host}; pick another port "
+            f"{port_flag} {port}: the port is in use on {host}; pick another port "
             "(0 picks a free one)"
         )
     return (
-        f"--metrics-host {host}: cannot listen there ({exc.strerror or exc}); use an address "
+        f"{host_flag} {host}: cannot listen there ({exc.strerror or exc}); use an address "
         "of this machine, such as 127.0.0.1 or 0.0.0.0"
     )

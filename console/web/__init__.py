@@ -1,0 +1,1 @@
+"""``shard-console serve``: the console in a browser, one ``attach`` per browser session."""

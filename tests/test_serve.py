@@ -1,0 +1,201 @@
+"""``shard-console serve``: the console in a real browser (Debian's chromium, headless), over a
+demo consumer running in another process; the token; bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from console.cli import build_parser
+from console.web.server import COOKIE
+from tests.browser import browser, chromium
+from tests.conftest import run_cli
+
+TOKEN = "t0ken-for-the-test"
+# What the page's console must show: the consumer's four shards, whose console it is, and that
+# it changes nothing.
+WANTED = (
+    *(f"shardId-00000000000{i}" for i in range(4)),
+    "attached to the consumer of",
+    "READ-ONLY",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def published(db: Path) -> bool:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return bool(conn.execute("SELECT count(*) FROM snapshots").fetchone()[0])
+    except sqlite3.Error:
+        return False
+
+
+def wait_until(predicate: object, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def consumer_db(tmp_path: Path) -> Iterator[Path]:
+    """A demo consumer, headless, in its own process, publishing its snapshot into ``db``."""
+    db = tmp_path / "c.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "console", "demo", "--no-ui", "--db", str(db), "--duration", "300"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: published(db), "the consumer's first snapshot")
+        yield db
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def start_serve(*args: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "console", "serve", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    wait_until(lambda: " at http://" in log.read_text() or proc.poll() is not None, "serve")
+    assert proc.poll() is None, log.read_text()
+    return proc, log.read_text()
+
+
+async def status_of(url: str, **kw: object) -> tuple[int, dict[str, str]]:
+    async with aiohttp.ClientSession() as http, http.get(url, **kw) as resp:  # type: ignore[arg-type]
+        await resp.read()
+        return resp.status, {k: v for k, v in resp.cookies.items()}  # type: ignore[misc]
+
+
+@pytest.mark.skipif(
+    chromium() is None,
+    reason="chromium is not installed (.ci/run installs Debian's chromium as root; it could "
+    "not here): the browser test cannot run",
+)
+def test_a_browser_shows_the_live_consumer_and_needs_the_token(
+    consumer_db: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    proc, said = start_serve(
+        "--db",
+        str(consumer_db),
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(port),
+        "--token",
+        TOKEN,
+        log=tmp_path / "serve.log",
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert TOKEN not in said  # the address is announced, the token never
+        assert "(read-only); open it with ?token=TOKEN" in said
+
+        async def check() -> str:
+            # Without the token (or with another), nothing: the page, its files, its socket.
+            for path in ("/", "/static/js/textual.js", "/ws"):
+                assert (await status_of(base + path))[0] == 401, path
+            assert (await status_of(f"{base}/?token=wrong"))[0] == 401
+            assert (await status_of(base + "/", headers={"Authorization": "Bearer x"}))[0] == 401
+            code, cookies = await status_of(f"{base}/?token={TOKEN}")
+            assert code == 200 and COOKIE in cookies
+            bearer = {"Authorization": f"Bearer {TOKEN}"}
+            assert (await status_of(base + "/static/js/textual.js", headers=bearer))[0] == 200
+
+            async with browser() as page:
+                await page.open(f"{base}/?token={TOKEN}")
+                deadline = time.monotonic() + 60
+                text = ""
+                while time.monotonic() < deadline:
+                    text = await page.text()
+                    if all(want in text for want in WANTED):
+                        break
+                    await asyncio.sleep(0.2)
+                # Everything the page loaded came from this server: no CDN.
+                loaded = await page.evaluate(
+                    "performance.getEntriesByType('resource').map(e => e.name)"
+                )
+                assert loaded and all(u.startswith(f"{base}/") for u in loaded), loaded
+                assert f"{base}/static/js/textual.js" in loaded
+                return text
+
+        text = asyncio.run(check())
+        assert all(want in text for want in WANTED), text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_page_is_read_only_unless_changes_are_allowed(tmp_path: Path) -> None:
+    from console.attach_cli import served_argv
+
+    db = str(tmp_path / "c.db")
+    args = build_parser().parse_args(["serve", "--db", db, "--scan-interval", "3"])
+    argv = served_argv(args)
+    assert argv[:4] == [sys.executable, "-m", "console", "attach"]
+    assert argv[4:] == [
+        "--db",
+        db,
+        "--scan-interval",
+        "3.0",
+        "--lag-interval",
+        "10.0",
+        "--read-only",
+    ]
+    args = build_parser().parse_args(["serve", "--db", db, "--allow-changes"])
+    assert "--read-only" not in served_argv(args)
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    db.write_bytes(b"")  # serve only checks that it is there; attach says more in each page
+    cases = [
+        (
+            ("--db", str(db), "--host", "0.0.0.0"),
+            "serving on 0.0.0.0 needs a token: pass --token or set SHARD_CONSOLE_TOKEN "
+            "(or serve on 127.0.0.1)",
+        ),
+        (
+            ("--db", str(tmp_path / "none.db")),
+            f"no database at {tmp_path / 'none.db'}: pass --db with a consumer's database, "
+            "or --lease-table",
+        ),
+        (
+            ("--lease-table", "app"),
+            "serve --lease-table needs --stream: the stream it leases",
+        ),
+    ]
+    for args, message in cases:
+        res = run_cli("serve", *args, env={"SHARD_CONSOLE_TOKEN": ""})
+        assert res.returncode == 2, (args, res.stderr)
+        assert res.stderr == f"shard-console: error: {message}\n", args
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = run_cli("serve", "--db", str(db), "--port", str(port))
+    assert res.returncode == 2
+    assert res.stderr.splitlines()[-1] == (
+        f"shard-console: error: --port {port}: the port is in use on 127.0.0.1; pick another "
+        "port (0 picks a free one)"
+    ), res.stderr
