@@ -1,6 +1,6 @@
 """One contender drains N records in a process of its own and prints its figures as JSON.
 
-    python -m bench.contenders ours|bare|bare-raw|async-kinesis URL STREAM N [--kpl]
+    python -m bench.contenders ours|ours-metrics|bare|bare-raw|async-kinesis URL STREAM N [--kpl]
 
 * ``bare``: what a person writes first with aioboto3: one task per shard, GetRecords until
   caught up.
@@ -10,6 +10,8 @@
 * ``async-kinesis``: async-kinesis 3.0.1's consumer, at the Kinesis fetch limit.
 * ``ours``: the real headless program: argument parsing, probe, SQLite checkpoints, a
   processor that counts what it is handed.
+* ``ours-metrics``: the same with ``--metrics-port``, scraped every second by another process
+  (bench/scrape.py, Prometheus' part).
 
 With ``--kpl`` the stream holds KPL-aggregated records: the bare loops deaggregate with
 aws-kinesis-agg's ``iter_deaggregate_records`` (its documented path for boto3 records),
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -109,7 +112,7 @@ async def async_kinesis(url: str, stream: str, n: int, *, kpl: bool) -> int:
     return count
 
 
-def ours(url: str, stream: str, n: int) -> int:
+def ours(url: str, stream: str, n: int, extra: tuple[str, ...] = ()) -> int:
     """The real headless program; its processor counts what it is handed."""
     from console import cli
 
@@ -129,6 +132,7 @@ def ours(url: str, stream: str, n: int) -> int:
                 "--no-ui",
                 "--status-interval",
                 "3600",
+                *extra,
             ]
         )
     assert rc == 0, rc
@@ -145,7 +149,7 @@ def main() -> None:
 
     if kpl:
         import aws_kinesis_agg.deaggregator  # noqa: F401
-    if name == "ours":
+    if name in ("ours", "ours-metrics"):
         import console.checkpoints.sqlite
         import console.cli
         import console.engine.consumer
@@ -155,8 +159,18 @@ def main() -> None:
     elif name == "async-kinesis":
         import kinesis  # noqa: F401
     wall0, cpu0 = time.perf_counter(), time.process_time()
+    scraper = None
     if name == "ours":
         count = ours(url, stream, n)
+    elif name == "ours-metrics":
+        port = _free_port()
+        # Prometheus' part, in a process of its own: GET /metrics every second, parsed there.
+        scraper = subprocess.Popen(
+            [sys.executable, "-m", "bench.scrape", f"http://127.0.0.1:{port}/metrics", "1.0"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        count = ours(url, stream, n, ("--metrics-port", str(port)))
     elif name in ("bare", "bare-raw"):
         count = asyncio.run(bare(url, stream, n, raw=name == "bare-raw", kpl=kpl))
     elif name == "async-kinesis":
@@ -164,7 +178,20 @@ def main() -> None:
     else:
         raise SystemExit(f"unknown contender {name}")
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    print(json.dumps({"contender": name, "records": count, "wall": wall, "cpu": cpu}))
+    figures: dict[str, Any] = {"contender": name, "records": count, "wall": wall, "cpu": cpu}
+    if scraper is not None:
+        scraper.terminate()
+        out, _ = scraper.communicate(timeout=30)
+        figures["scrapes"] = int(out.split()[-1])
+    print(json.dumps(figures))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 if __name__ == "__main__":

@@ -270,26 +270,29 @@ class ConsumerCollector(Collector):
             labels=[*labels, "status"],
         )
         bounds = [f"{b:g}" for b in PROCESS_BUCKETS] + ["+Inf"]
+        names = [*base, "shard_id"]
+        # Samples are added directly (Metric.add_sample), one labels dict per shard shared by
+        # its series: this is the cost of a scrape at a thousand shards.
         for view in state.shards.values():
             if not _reported(view, me):
                 continue
-            values = [*base_values, view.shard_id]
-            records.add_metric(values, view.records)
-            size.add_metric(values, view.bytes)
+            tags = dict(zip(names, [*base_values, view.shard_id], strict=True))
+            records.add_sample("shard_console_shard_records_processed_total", tags, view.records)
+            size.add_sample("shard_console_shard_bytes_processed_total", tags, view.bytes)
             if view.lag_ms is not None:
-                behind.add_metric(values, view.lag_ms / 1000)
+                behind.add_sample(behind.name, tags, view.lag_ms / 1000)
             if view.checkpoint_at is not None:
-                age.add_metric(values, max(0.0, now - view.checkpoint_at))
+                age.add_sample(age.name, tags, max(0.0, now - view.checkpoint_at))
             timings = view.timings
             running = 0
-            buckets = []
             for le, n in zip(bounds, timings.counts, strict=True):
                 running += n
-                buckets.append((le, running))
-            took.add_metric(values, buckets, timings.total)
+                took.add_sample(f"{took.name}_bucket", {**tags, "le": le}, running)
+            took.add_sample(f"{took.name}_count", tags, running)
+            took.add_sample(f"{took.name}_sum", tags, timings.total)
             for kind, n in view.errors.items():
-                errors.add_metric([*values, kind], n)
-            status.add_metric([*values, view.status.value], 1)
+                errors.add_sample("shard_console_shard_errors_total", {**tags, "kind": kind}, n)
+            status.add_sample(status.name, {**tags, "status": view.status.value}, 1)
         yield from (records, size, behind, age, took, errors, status)
         yield from self._process(state, base, base_values)
 
