@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -235,38 +236,54 @@ def test_sigterm_finishes_flushes_and_exits_0_within_5_s(
 ) -> None:
     out = tmp_path / "out.jsonl"
     db = tmp_path / "c.db"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "console",
-            "run",
-            stream,
-            "--endpoint-url",
-            kinesalite,
-            "--db",
-            str(db),
-            "--processor",
-            f"jsonl:{out}",
-            "--flush-interval",
-            "60",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log = tmp_path / "stderr.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "console",
+                "run",
+                stream,
+                "--endpoint-url",
+                kinesalite,
+                "--db",
+                str(db),
+                "--processor",
+                f"jsonl:{out}",
+                "--flush-interval",
+                "60",
+                "--status-interval",
+                "0.2",
+            ],
+            stderr=err,
+            text=True,
+        )
+
+    def records_read() -> int:
+        counts = re.findall(r"\| (\d+) records", log.read_text())
+        return int(counts[-1]) if counts else 0
+
+    # Records are read, none flushed (the processor's file and the checkpoints wait for a
+    # flush, every 60 s): the status line says how many.
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (
-        not out.exists() or len(out.read_text().splitlines()) < 100
-    ):
+    while time.monotonic() < deadline and records_read() < 100:
         time.sleep(0.05)
+    assert records_read() >= 100, log.read_text()
+    assert (
+        not sqlite3.connect(db)
+        .execute("SELECT count(*) FROM checkpoints WHERE position LIKE 'after_sequence:%'")
+        .fetchone()[0]
+    )
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     rc = proc.wait(10)
     elapsed = time.monotonic() - t0
-    assert rc == 0, proc.stderr.read() if proc.stderr else ""
+    assert rc == 0, log.read_text()
     assert elapsed < 5, elapsed
     # The flush interval was 60 s: only the shutdown flush can have written these.
     rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) >= 100
     last: dict[str, str] = {}
     for r in rows:
         last[r["shard_id"]] = r["sequence_number"]

@@ -252,10 +252,18 @@ async def test_a_trimmed_checkpoint_is_loud_and_continues_at_trim_horizon(
         consumer.events.subscribe(events.append)
         async with consumer:
             await wait_for(lambda: len(second.seen) == 5)  # everything the shard still holds
+            key = consumer.key
+    (sid,) = {sid for sid, _ in second.seen}
+    history = await store.history(key, sid, 10)
     await store.close()
     assert trimmed["GetShardIterator"] == 1
     loud = [e for e in events if e.kind == "retention_loss"]
     assert loud and loud[0].level.value == "error" and "TRIM_HORIZON" in loud[0].message
+    # ...and recorded: the history says where the checkpoint was when the data was lost.
+    lost = [h for h in history if h.cause == "retention"]
+    assert len(lost) == 1 and lost[0].note == loud[0].message
+    assert lost[0].old_position == Position.after_sequence(first.seen[-1][1].sequence_number)
+    assert lost[0].new_position == Position.trim_horizon()
 
 
 async def test_a_rewind_to_an_instant_reads_only_what_was_written_after_it(

@@ -276,7 +276,8 @@ async def test_a_worker_stopped_gracefully_hands_over_without_a_duplicate(fleet:
     # Records keep arriving while the handover happens.
     second = numbered(400, keys=20, start=400)
     writer = asyncio.create_task(kinesis.put(fleet.stream, second))
-    await asyncio.sleep(0.3)  # let the put begin: w1 stops with records in flight
+    # w1 stops with records in flight: once it has read some of them, before the put ends.
+    await wait_for(lambda: bool(fleet.processed() & datas(second)), 30, "the second batch read")
     assert fleet.stop("w1") == 0
     stopped = time.time()
     assert "w1" not in fleet.owners().values()  # released, not left to expire

@@ -72,7 +72,9 @@ async def console(
         try:
             async with app.run_test(size=SIZE) as pilot:
                 await wait_for(lambda: len(processor.seen) == records)
-                await pilot.pause(0.1)
+                # Until the console has drawn a snapshot taken after the last record.
+                read = consumer.state.version
+                await wait_for(lambda: app._seen_version >= read, what="the console's redraw")
                 yield Live(pilot, app, consumer, processor, store)
         finally:
             await consumer.stop()

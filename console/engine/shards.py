@@ -239,6 +239,9 @@ class ShardRunner:
             ctx=ShardContext(self.source.stream, sid, shard.parents),
             budget=self._budget,
             on_children=self._on_children,
+            on_retention_loss=lambda message, lost: self._retention_loss(
+                sid, message, lost, Position.trim_horizon()
+            ),
         )
         task = asyncio.create_task(worker.run(), name=f"shard {sid}")
         self._workers[sid] = (worker, task)

@@ -125,7 +125,10 @@ class ShardWorker:
         ctx: ShardContext,
         budget: RecordBudget | None = None,
         on_children: Callable[[tuple[Shard, ...]], None] | None = None,
+        on_retention_loss: Callable[[str, Position], None] | None = None,
     ) -> None:
+        """``on_retention_loss(message, position lost)``: the stream no longer holds the
+        position; the worker reads on from TRIM_HORIZON (the runner says so and records it)."""
         self.shard = shard  # discovery replaces it when the shard closes
         self.start = start
         self.source = source
@@ -138,6 +141,7 @@ class ShardWorker:
         self.ctx = ctx
         self.budget = budget
         self.on_children = on_children
+        self.on_retention_loss = on_retention_loss
         self.failing_record: Record | None = None
         self._stop = asyncio.Event()
         self._next_call = 0.0
@@ -198,15 +202,19 @@ class ShardWorker:
                 continue
             except TrimmedDataError as exc:
                 iterator = None
+                lost_at = self.position
                 self.position = fetch_at = Position.trim_horizon()
                 drop = None
-                self.events.emit(
-                    "retention_loss",
+                message = (
                     f"{self.shard_id}: position is older than the stream's retention ({exc}); "
-                    "continuing at TRIM_HORIZON, records in between are lost",
-                    level=Level.ERROR,
-                    shard_id=self.shard_id,
+                    "continuing at TRIM_HORIZON, records in between are lost"
                 )
+                if self.on_retention_loss is not None:
+                    self.on_retention_loss(message, lost_at)
+                else:
+                    self.events.emit(
+                        "retention_loss", message, level=Level.ERROR, shard_id=self.shard_id
+                    )
                 continue
             except RetryableError as exc:
                 if await self._retry(exc, backoff):
