@@ -324,7 +324,7 @@ async def test_a_split_shards_series_go_when_it_finishes(
         assert set(per_shard(after, sample)) == children, sample
     labelled = {s.labels.get("shard_id") for fam in after.values() for s in fam}
     assert parent not in labelled
-    assert total(after, "shard_console_resharding_events_total") >= 1
+    assert total(after, "shard_console_resharding_events_total") == 1  # one split
     assert total(after, "shard_console_records_processed_total") == 40
 
 
@@ -407,3 +407,36 @@ def test_the_cli_serves_metrics_and_a_port_in_use_is_one_line_exit_2(tmp_path: P
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0
+
+
+async def test_a_split_counts_once_though_it_is_told_twice(demo_endpoint: Any, store: Any) -> None:
+    """The embedded endpoint ends a closed shard with ChildShards: the children are learned
+    there, and the parent is seen closed at the next listing. Two announcements, one split."""
+    from prometheus_client import generate_latest
+
+    from tests.test_control import PARENT, put
+
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 1)
+    put(demo_endpoint, "s", "a", range(5))
+    processor = Collect()
+    async with KinesisSource("s", aws(demo_endpoint.url)) as source:
+        consumer = Consumer(source, store, processor, FAST)
+        told: list[Any] = []
+        consumer.events.subscribe(lambda e: told.append(e) if e.kind == "resharded" else None)
+        async with consumer:
+            await wait_for(lambda: len(processor.seen) == 5, what="the parent read")
+            demo_endpoint.call(demo_endpoint.kinesis.split, "s", PARENT, 2**127)
+            for key in ("a", "b", "c", "d"):
+                put(demo_endpoint, "s", key, range(5, 8))
+            await wait_for(lambda: len(processor.seen) == 17, what="the children read")
+            consumer.trigger_discovery()
+            await wait_for(lambda: len(told) == 2, what="the listing that sees the parent closed")
+            text = generate_latest(registry_for(consumer)).decode()
+    assert "closed" not in told[0].message and "closed" in told[1].message
+    (value,) = [
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "shard_console_resharding_events_total"
+    ]
+    assert value == 1

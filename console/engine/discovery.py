@@ -136,4 +136,7 @@ class Discovery:
     def _announce(self, new: Sequence[Shard], closed: Sequence[str]) -> None:
         text = resharding_text(new, closed)
         if text is not None:
-            self.events.emit("resharded", text)
+            # Each split or merge once, by the parents its new shards came from (the children
+            # may be learned at a shard's end and the parent seen closed at a later listing).
+            operations = sorted({tuple(sorted(s.parents)) for s in new if s.parents})
+            self.events.emit("resharded", text, operations=operations)

@@ -129,7 +129,7 @@ METRICS: tuple[MetricDoc, ...] = (
     MetricDoc(
         "shard_console_resharding_events_total",
         "counter",
-        "Resharding seen: splits and merges found by discovery",
+        "Splits and merges seen, each once (by the parents of the shards it made)",
         "- (the KCL runs a ShardSyncTask)",
     ),
     MetricDoc(
@@ -202,6 +202,7 @@ class EventCounts:
     def __init__(self, events: EventLog) -> None:
         self.kinds: Counter[str] = Counter()
         self.operator: Counter[str] = Counter()
+        self.reshardings: set[tuple[str, ...]] = set()  # each split or merge: its parents
         for event in events.since(0):
             self._count(event)
         self.unsubscribe = events.subscribe(self._count)
@@ -210,6 +211,8 @@ class EventCounts:
         self.kinds[event.kind] += 1
         if event.kind == "operator":
             self.operator[str(event.fields.get("outcome", "applied"))] += 1
+        elif event.kind == "resharded":
+            self.reshardings.update(tuple(p) for p in event.fields.get("operations", ()))
 
 
 def _reported(view: ShardView, me: str | None) -> bool:
@@ -321,7 +324,7 @@ class ConsumerCollector(Collector):
         yield by_status
         yield counter("shard_console_get_records_calls", state.get_records_calls)
         yield counter("shard_console_throttles", state.retries["throttled"])
-        yield counter("shard_console_resharding_events", counts.kinds["resharded"])
+        yield counter("shard_console_resharding_events", len(counts.reshardings))
         changes = CounterMetricFamily(
             "shard_console_operator_changes",
             _help("shard_console_operator_changes_total"),
