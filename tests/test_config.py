@@ -30,6 +30,7 @@ def test_defaults_without_any_layer(tmp_path: Path) -> None:
     assert not settings.no_ui and not settings.read_only and settings.keys == {}
     assert settings.max_records is None and settings.duration is None
     assert settings.records_per_call is None and settings.inject_faults is None
+    assert (settings.metrics_port, settings.metrics_host) == (None, "127.0.0.1")
 
 
 def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
@@ -44,6 +45,15 @@ def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
     assert settings.processor == "null"
     assert settings.db == "from-file.db"
     assert settings.keys == {"quit": "ctrl+q"}
+
+
+def test_metrics_settings_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('metrics_port = 9108\nmetrics_host = "0.0.0.0"\n')
+    settings, _ = load_settings({}, env={}, config=str(cfg))
+    assert (settings.metrics_port, settings.metrics_host) == (9108, "0.0.0.0")
+    settings, _ = load_settings({}, env={"SHARD_CONSOLE_METRICS_PORT": "0"}, config=str(cfg))
+    assert settings.metrics_port == 0
 
 
 def test_config_from_environment_variable(tmp_path: Path) -> None:
@@ -66,6 +76,8 @@ def test_config_from_environment_variable(tmp_path: Path) -> None:
         ({}, {}, "flush_interval = \n", "not valid TOML"),
         ({}, {"SHARD_CONSOLE_IDLE_INTERVAL": "soon"}, "", "number of seconds"),
         ({"processor_timeout": -1.0}, {}, "", "zero or more"),
+        ({}, {"SHARD_CONSOLE_METRICS_PORT": "http"}, "", "must be a port number"),
+        ({}, {}, "metrics_port = 70000\n", "between 0 and 65535"),
     ],
 )
 def test_bad_values_are_usage_errors(

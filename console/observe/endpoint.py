@@ -24,6 +24,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from console.engine.snapshot import snapshot_doc, status_fields
 from console.errors import UsageError
+from console.redact import REDACTOR
 from console.observe.metrics import Observed, registry_for
 
 PATHS = ("/metrics", "/healthz", "/readyz", "/status")
@@ -113,7 +114,8 @@ class Endpoint:
 
 
 def _dumps(doc: object) -> str:
-    return json.dumps(doc, default=str)
+    """JSON through the redactor, as every log line goes: an error's text may quote a key."""
+    return REDACTOR(json.dumps(doc, default=str))
 
 
 def bind_error(
