@@ -24,10 +24,8 @@ from prometheus_client.registry import CollectorRegistry
 
 from console.engine.snapshot import snapshot_doc, status_fields
 from console.errors import UsageError
-from console.redact import REDACTOR
 from console.observe.metrics import Observed, registry_for
-
-PATHS = ("/metrics", "/healthz", "/readyz", "/status")
+from console.redact import REDACTOR
 
 
 class Endpoint:
