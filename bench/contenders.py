@@ -170,7 +170,11 @@ def main() -> None:
             stdout=subprocess.PIPE,
             text=True,
         )
-        count = ours(url, stream, n, ("--metrics-port", str(port)))
+        try:
+            count = ours(url, stream, n, ("--metrics-port", str(port)))
+        except BaseException:
+            scraper.kill()
+            raise
     elif name in ("bare", "bare-raw"):
         count = asyncio.run(bare(url, stream, n, raw=name == "bare-raw", kpl=kpl))
     elif name == "async-kinesis":

@@ -147,10 +147,14 @@ _SERVED_FLAGS = (
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
     import shlex
+    import signal
 
+    from console.observe.endpoint import bind_error
     from console.web.server import ConsoleServer, is_loopback
 
-    token = args.token or os.environ.pop("SHARD_CONSOLE_TOKEN", None) or None
+    # Out of the environment, so no page's attach inherits it.
+    env_token = os.environ.pop("SHARD_CONSOLE_TOKEN", None)
+    token = args.token or env_token or None
     if token is None and not is_loopback(args.host):
         raise UsageError(
             f"serving on {args.host} needs a token: pass --token or set SHARD_CONSOLE_TOKEN "
@@ -166,25 +170,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # --no-ui (the environment wins over the file; textual-serve passes ours on).
     os.environ["SHARD_CONSOLE_NO_UI"] = "0"
     where = args.lease_table or args.db or "the default database"
-
-    def announce(url: str) -> None:
-        mode = "changes allowed" if args.allow_changes else "read-only"
-        need = "; open it with ?token=TOKEN" if token else ""
-        print(f"shard-console serve: the console of {where} at {url}/ ({mode}){need}", flush=True)
-
     server = ConsoleServer(
         shlex.join(argv),
         host=args.host,
         port=args.port,
         token=token,
-        title=f"shard-console: {args.stream or where}",
-        announce=announce,
+        title=f"shard-console: {where}",
     )
-    try:
-        server.serve()
-    except OSError as exc:
-        from console.observe.endpoint import bind_error
 
+    def bound(url: str) -> None:
+        mode = "changes allowed" if args.allow_changes else "read-only"
+        need = "; open it with ?token=TOKEN" if token else ""
+        print(f"shard-console serve: the console of {where} at {url}/ ({mode}){need}", flush=True)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await server.run(stop, bound)
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
         raise UsageError(bind_error(exc, args.host, args.port, ("--host", "--port"))) from None
     return 0
 

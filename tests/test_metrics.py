@@ -281,6 +281,31 @@ def test_a_finished_or_lost_shard_drops_its_label_sets_and_fleet_series_name_the
     assert served_shards(single) == {"a": {"stream": "s", "shard_id": "a"}}
 
 
+def test_units_and_buckets_are_prometheus_base_units() -> None:
+    from prometheus_client import generate_latest
+
+    watched = state_with(None, {"a": (ShardStatus.ACTIVE, None)})
+    view = watched.state.shards["a"]
+    view.lag_ms = 1500
+    view.checkpoint_at = time.time() - 7
+    for seconds in (0.0004, 0.01, 0.02, 3.0):  # 0.01 sits on a bucket's upper bound
+        view.timings.observe(seconds)
+    text = generate_latest(registry_for(watched)).decode()
+    samples = {
+        (s.name, s.labels.get("le")): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    assert samples[("shard_console_shard_behind_latest_seconds", None)] == 1.5
+    assert 7 <= samples[("shard_console_shard_checkpoint_age_seconds", None)] < 9
+    buckets = {
+        le: v for (name, le), v in samples.items() if name.endswith("_bucket") and le is not None
+    }
+    assert buckets == {"0.001": 1, "0.01": 2, "0.1": 3, "1.0": 3, "10.0": 4, "+Inf": 4}
+    assert samples[("shard_console_shard_processor_seconds_count", None)] == 4
+    assert abs(samples[("shard_console_shard_processor_seconds_sum", None)] - 3.0304) < 1e-9
+
+
 async def test_a_split_shards_series_go_when_it_finishes(
     kinesalite: str, store: SqliteStore
 ) -> None:
@@ -331,7 +356,9 @@ async def test_a_split_shards_series_go_when_it_finishes(
 def test_the_readme_and_the_dashboard_name_every_metric_and_no_other() -> None:
     readme = (ROOT / "README.md").read_text()
     for m in METRICS:
-        row = next((line for line in readme.splitlines() if f"`{m.name}`" in line), None)
+        row = next(
+            (line for line in readme.splitlines() if line.startswith(f"| `{m.name}` |")), None
+        )
         assert row is not None, f"README does not document {m.name}"
         assert m.kcl.split(" ")[0] in row, f"README's row for {m.name} lacks its KCL metric"
     served = {m.name for m in METRICS} | {
@@ -363,10 +390,22 @@ def test_the_cli_serves_metrics_and_a_port_in_use_is_one_line_exit_2(tmp_path: P
         res = run_cli(*demo, "--metrics-port", str(port))
         assert res.returncode == 2, res.stderr
         lines = res.stderr.strip().splitlines()
+        # The demo says where its endpoint is first (an info line); then the one error line.
+        assert len(lines) == 2 and "demo endpoint" in lines[0]
         assert lines[-1] == (
             f"shard-console: error: --metrics-port {port}: the port is in use on 127.0.0.1; "
             "pick another port (0 picks a free one)"
         ), res.stderr
+        # run binds before it describes the stream or opens the database: one line, nothing else.
+        res = run_cli(
+            "run", "nowhere", "--endpoint-url", "http://127.0.0.1:9", "--no-ui",
+            "--db", str(tmp_path / "c.db"), "--metrics-port", str(port),
+        )  # fmt: skip
+        assert res.returncode == 2 and res.stdout == "" and not (tmp_path / "c.db").exists()
+        assert res.stderr == (
+            f"shard-console: error: --metrics-port {port}: the port is in use on 127.0.0.1; "
+            "pick another port (0 picks a free one)\n"
+        )
         res = run_cli(*demo, "--metrics-port", "0", "--metrics-host", "192.0.2.1")
         assert res.returncode == 2
         assert (

@@ -4,6 +4,7 @@ demo consumer running in another process; the token; bad input."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import sqlite3
 import subprocess
@@ -86,30 +87,19 @@ async def status_of(url: str, **kw: object) -> tuple[int, dict[str, str]]:
         return resp.status, {k: v for k, v in resp.cookies.items()}  # type: ignore[misc]
 
 
-@pytest.mark.skipif(
-    chromium() is None,
-    reason="chromium is not installed (.ci/run installs Debian's chromium as root; it could "
-    "not here): the browser test cannot run",
-)
-def test_a_browser_shows_the_live_consumer_and_needs_the_token(
-    consumer_db: Path, tmp_path: Path
-) -> None:
-    port = free_port()
+def test_the_token_is_asked_of_every_request_and_other_sites_are_refused(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    db.write_bytes(b"")  # serve checks it is there; each page's attach reads it
     proc, said = start_serve(
-        "--db",
-        str(consumer_db),
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(port),
-        "--token",
-        TOKEN,
+        "--db", str(db), "--host", "0.0.0.0", "--port", "0", "--token", TOKEN,
         log=tmp_path / "serve.log",
-    )
-    base = f"http://127.0.0.1:{port}"
+    )  # fmt: skip
     try:
         assert TOKEN not in said  # the address is announced, the token never
         assert "(read-only); open it with ?token=TOKEN" in said
+        found = re.search(r"at http://0\.0\.0\.0:(\d+)/", said)
+        assert found is not None and found.group(1) != "0", said  # port 0: the one it got
+        base = f"http://127.0.0.1:{found.group(1)}"
 
         async def check() -> str:
             # Without the token (or with another), nothing: the page, its files, its socket.
@@ -121,7 +111,60 @@ def test_a_browser_shows_the_live_consumer_and_needs_the_token(
             assert code == 200 and COOKIE in cookies
             bearer = {"Authorization": f"Bearer {TOKEN}"}
             assert (await status_of(base + "/static/js/textual.js", headers=bearer))[0] == 200
+            # Another site's page is refused, token or not (a browser always says its origin).
+            evil = {**bearer, "Origin": "http://evil.example"}
+            assert (await status_of(base + "/ws", headers=evil))[0] == 403
+            async with aiohttp.ClientSession() as http:
+                async with http.get(base + "/", headers=bearer) as resp:
+                    return await resp.text()
 
+        page = asyncio.run(check())
+        # The page names no other server: its files and socket are relative to it.
+        assert "<script" in page and "http://" not in page and "https://" not in page
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+
+
+def test_on_loopback_a_rebound_name_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    db.write_bytes(b"")
+    proc, said = start_serve("--db", str(db), "--port", "0", log=tmp_path / "serve.log")
+    try:
+        found = re.search(r"at (http://127\.0\.0\.1:\d+)/ \(read-only\)$", said.strip())
+        assert found is not None, said
+        base = found.group(1)
+        port = base.rsplit(":", 1)[1]
+
+        async def check() -> None:
+            assert (await status_of(base + "/"))[0] == 200
+            for host in ("localhost", "[::1]"):
+                assert (await status_of(base + "/", headers={"Host": f"{host}:{port}"}))[0] == 200
+            rebound = {"Host": f"attacker.example:{port}"}
+            assert (await status_of(base + "/", headers=rebound))[0] == 403
+            assert (await status_of(base + "/ws", headers=rebound))[0] == 403
+
+        asyncio.run(check())
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+
+
+@pytest.mark.skipif(
+    chromium() is None,
+    reason="chromium is not installed (.ci/run installs Debian's chromium as root; it could "
+    "not here): the browser test cannot run",
+)
+def test_a_browser_shows_the_live_consumer(consumer_db: Path, tmp_path: Path) -> None:
+    port = free_port()
+    proc, _ = start_serve(
+        "--db", str(consumer_db), "--host", "0.0.0.0", "--port", str(port), "--token", TOKEN,
+        log=tmp_path / "serve.log",
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        async def check() -> tuple[str, list[str]]:
             async with browser() as page:
                 await page.open(f"{base}/?token={TOKEN}")
                 deadline = time.monotonic() + 60
@@ -131,19 +174,19 @@ def test_a_browser_shows_the_live_consumer_and_needs_the_token(
                     if all(want in text for want in WANTED):
                         break
                     await asyncio.sleep(0.2)
-                # Everything the page loaded came from this server: no CDN.
                 loaded = await page.evaluate(
                     "performance.getEntriesByType('resource').map(e => e.name)"
                 )
-                assert loaded and all(u.startswith(f"{base}/") for u in loaded), loaded
-                assert f"{base}/static/js/textual.js" in loaded
-                return text
+                return text, loaded
 
-        text = asyncio.run(check())
+        text, loaded = asyncio.run(check())
         assert all(want in text for want in WANTED), text
+        # Everything the page loaded came from this server.
+        assert all(u.startswith(f"{base}/") for u in loaded), loaded
+        assert f"{base}/static/js/textual.js" in loaded
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        assert proc.wait(timeout=30) == 0
 
 
 def test_a_page_is_read_only_unless_changes_are_allowed(tmp_path: Path) -> None:
@@ -194,8 +237,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         res = run_cli("serve", "--db", str(db), "--port", str(port))
-    assert res.returncode == 2
-    assert res.stderr.splitlines()[-1] == (
+    assert res.returncode == 2 and res.stdout == ""  # nothing announced: it never listened
+    assert res.stderr.splitlines() == [
         f"shard-console: error: --port {port}: the port is in use on 127.0.0.1; pick another "
         "port (0 picks a free one)"
-    ), res.stderr
+    ], res.stderr

@@ -92,7 +92,9 @@ class OperatorChanges:
         """Apply an operator request now: recorded as a command, applied, its result recorded.
         The console and the CLI both end here."""
         if self.read_only:
-            return ControlResult(0, False, "read-only: operator changes are refused")
+            reason = "read-only: operator changes are refused"
+            self._refused(request, reason)
+            return ControlResult(0, False, reason)
         # Once recorded, a change is applied to its end, whatever happens to the caller (a
         # dialog closed, a timeout around this call): the store and the workers must agree.
         return await run_to_end(self._control(request))
@@ -100,12 +102,21 @@ class OperatorChanges:
     async def _control(self, request: ControlRequest) -> ControlResult:
         async with self.lock:
             if not self.runner.running:
+                self._refused(request, "the consumer is not running")
                 raise ControlError("the consumer is not running")
             key = self.runner.key
             command_id = await self.store.add_command(
                 key, request.shard_id, request.action.value, request.to_args(), request.actor
             )
             return await self._apply(command_id, request)
+
+    def _refused(self, request: ControlRequest, reason: str) -> None:
+        self.events.emit(
+            "operator",
+            f"{request.actor}: refused: {reason}",
+            level=Level.WARNING,
+            outcome="refused",
+        )
 
     async def apply_pending(self) -> None:
         """Commands other processes wrote (or wrote while no consumer ran), in order."""
@@ -194,12 +205,7 @@ class OperatorChanges:
             return ControlResult(command_id, True, plan.summary)
         except ControlError as exc:
             await self.store.finish_command(command_id, False, str(exc))
-            self.events.emit(
-                "operator",
-                f"{request.actor}: refused: {exc}",
-                level=Level.WARNING,
-                outcome="refused",
-            )
+            self._refused(request, str(exc))
             return ControlResult(command_id, False, str(exc))
         except Exception as exc:
             # The store failed under it (a full disk, say): recorded as failed, so no later

@@ -78,12 +78,12 @@ class Endpoint:
     async def _healthz(self, request: web.Request) -> web.Response:
         failure = self.consumer.failure if self.consumer is not None else None
         if failure is not None:
-            return web.Response(status=503, text=f"failed: {failure}\n")
+            return web.Response(status=503, text=REDACTOR(f"failed: {failure}\n"))
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
         ready, why = self._readiness()
-        return web.Response(status=200 if ready else 503, text=why + "\n")
+        return web.Response(status=200 if ready else 503, text=REDACTOR(why + "\n"))
 
     async def _status(self, request: web.Request) -> web.Response:
         consumer = self.consumer
@@ -128,6 +128,11 @@ def bind_error(
         return (
             f"{port_flag} {port}: the port is in use on {host}; pick another port "
             "(0 picks a free one)"
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            f"{port_flag} {port}: not allowed to listen on it here (ports below 1024 need "
+            "privileges); pick a port above 1024"
         )
     return (
         f"{host_flag} {host}: cannot listen there ({exc.strerror or exc}); use an address "

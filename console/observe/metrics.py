@@ -77,7 +77,7 @@ METRICS: tuple[MetricDoc, ...] = (
     MetricDoc(
         "shard_console_shard_processor_seconds",
         "histogram",
-        "Time the processor took per batch",
+        "Time the processor took per batch it returned from (attempts that raised are errors)",
         "RecordProcessor.processRecords.Time",
         per_shard=True,
     ),
@@ -272,7 +272,7 @@ class ConsumerCollector(Collector):
             _help("shard_console_shard_status"),
             labels=[*labels, "status"],
         )
-        bounds = [f"{b:g}" for b in PROCESS_BUCKETS] + ["+Inf"]
+        bounds = [repr(float(b)) for b in PROCESS_BUCKETS] + ["+Inf"]  # 1.0, as Prometheus
         names = [*base, "shard_id"]
         # Samples are added directly (Metric.add_sample), one labels dict per shard shared by
         # its series: this is the cost of a scrape at a thousand shards.

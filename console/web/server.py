@@ -7,16 +7,22 @@ font come from this server (textual-serve's packaged files, our template): nothi
 Bound to a non-loopback address, every request must carry the token: ``?token=`` on the first
 page (which then sets an HttpOnly cookie for the page's own requests and its websocket), the
 cookie, or ``Authorization: Bearer``. The token is compared in constant time and never logged.
+Whatever the address, a request from another site's page (its Origin) is refused, and on
+loopback so is a Host that is not a loopback name (DNS rebinding).
+
+The page asks for its files and its websocket relative to its own address, so it works behind
+a reverse proxy (https, a path prefix) without the server knowing its public name.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from textual_serve.server import Server
@@ -27,11 +33,13 @@ COOKIE = "shard_console_token"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def is_loopback(host: str) -> bool:
+def is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
@@ -45,11 +53,9 @@ class ConsoleServer(Server):
         port: int,
         token: str | None,
         title: str,
-        announce: Callable[[str], None],
     ) -> None:
         super().__init__(command, host=host, port=port, title=title, templates_path=TEMPLATES)
         self.token = token
-        self._announce = announce
 
     def initialize_logging(self) -> None:
         # Quiet: no banner, no access log (a first page's URL carries the token).
@@ -57,18 +63,42 @@ class ConsoleServer(Server):
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
     async def on_startup(self, app: web.Application) -> None:
-        self._announce(self.public_url)
+        """textual-serve's banner: not ours (:meth:`run` says where it listens, once bound)."""
+
+    async def run(self, stop: asyncio.Event, bound: Callable[[str], None]) -> None:
+        """Listen until ``stop`` is set; ``bound(url)`` once listening. OSError: cannot bind."""
+        self.initialize_logging()
+        app = await self._make_app()
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port)
+            await site.start()
+            self.port = runner.addresses[0][1]
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            bound(f"http://{host}:{self.port}")
+            await stop.wait()
+        finally:
+            # Closes every page's websocket: textual-serve then stops that page's attach.
+            await runner.cleanup()
 
     async def _make_app(self) -> web.Application:
         app = await super()._make_app()
+        app.middlewares.append(self._same_origin)
         if self.token is not None:
             app.middlewares.append(self._check_token)
         return app
 
-    async def handle_index(self, request: web.Request) -> Any:
-        # The page's websocket goes back to the host the browser used (0.0.0.0 is no address).
-        self.public_url = f"{request.scheme}://{request.host}"
-        return await super().handle_index(request)
+    @web.middleware
+    async def _same_origin(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Another site's page may not open a console here (its websocket carries its own
+        Origin), nor a name rebound to 127.0.0.1 (loopback is asked for by a loopback name)."""
+        origin = request.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc != request.host:
+            return web.Response(status=403, text="shard-console serve: another site's page\n")
+        if is_loopback(self.host) and not is_loopback(urlsplit(f"//{request.host}").hostname):
+            return web.Response(status=403, text="shard-console serve: not a loopback name\n")
+        return await handler(request)
 
     @web.middleware
     async def _check_token(self, request: web.Request, handler: Handler) -> web.StreamResponse:
