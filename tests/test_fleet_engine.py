@@ -7,9 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from console.engine.control import Action, ControlRequest
 from console.model import Position, ShardStatus
+from console.observe.metrics import registry_for
 from console.wiring import Fleet, open_consumer
 from tests.conftest import FAST, Collect, Kinesis, aws, numbered, unique, wait_for
 from tests.test_dynamodb import changes, create_table
@@ -73,6 +76,33 @@ async def test_a_change_from_one_workers_console_rewinds_a_shard_another_reads(
         history = await ca.history(theirs)
         assert [(h.cause, h.actor) for h in history[:1]] == [("rewind", "ops")]
         assert history[0].new_position == Position.trim_horizon()
+
+        # b's metrics: the loss counted, and (once the table settles) series for exactly the
+        # shards the table says b holds, each naming the worker.
+        wanted = ("shard_console_shard_records_processed_total", "shard_console_leases_lost_total")
+
+        def served(consumer: Any) -> dict[str, Any]:
+            text = generate_latest(registry_for(consumer)).decode()
+            return {
+                s.labels.get("shard_id", s.name): s
+                for f in text_string_to_metric_families(text)
+                for s in f.samples
+                if s.name in wanted
+            }
+
+        def held_by_b() -> set[str]:
+            items = table_items(moto, table).items()
+            return {k for k, i in items if i.get("leaseOwner") == {"S": "b"}}
+
+        assert served(cb)["shard_console_leases_lost_total"].value >= 1
+        await wait_for(
+            lambda: {k for k in served(cb) if k.startswith("shardId")} == held_by_b(),
+            30,
+            "b's series to follow the table",
+        )
+        assert all(
+            s.labels["worker"] == "b" for k, s in served(cb).items() if k.startswith("shardId")
+        )
 
 
 async def test_dynamodb_streams_share_their_shards_through_a_lease_table(moto: str) -> None:
