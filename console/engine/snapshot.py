@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from console.engine.events import Event, EventLog, Level
-from console.engine.state import EngineState, ShardView
+from console.engine.state import STATUS_ORDER, EngineState, ShardView
 from console.model import Position, PositionError, ShardStatus
 
 EVENTS_KEPT = 50  # the newest events travel with the snapshot
@@ -153,25 +153,12 @@ def replay_events(doc: dict[str, Any], events: EventLog, after: int) -> int:
 __all__ = ["Event", "apply_doc", "replay_events", "snapshot_doc", "status_fields"]
 
 
-_ORDER = (
-    ShardStatus.ACTIVE,
-    ShardStatus.FAILING,
-    ShardStatus.FAILED,
-    ShardStatus.PAUSED,
-    ShardStatus.WAITING,
-    ShardStatus.READY,
-    ShardStatus.LEASED,
-    ShardStatus.DONE,
-    ShardStatus.SKIPPED,
-)
-
-
 def status_fields(state: EngineState) -> dict[str, Any]:
     """What the status line says (headless) and ``/status`` serves: counts, rate, lag."""
     counts = state.counts()
     oldest = state.oldest_checkpoint_at()
     return {
-        "shards": {s.value: counts[s] for s in _ORDER if counts[s]},
+        "shards": {s.value: counts[s] for s in STATUS_ORDER if counts[s]},
         "records_per_s": round(state.rate, 1),
         "max_lag_ms": state.max_lag_ms(),
         "records": state.records_total,

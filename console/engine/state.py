@@ -20,6 +20,18 @@ from console.model import Position, Record, ShardStatus
 from console.sources.base import StreamInfo
 
 FINISHED = frozenset({ShardStatus.DONE, ShardStatus.SKIPPED})
+# The order statuses are counted in, wherever they are (the header, the status line, /status).
+STATUS_ORDER = (
+    ShardStatus.ACTIVE,
+    ShardStatus.FAILING,
+    ShardStatus.FAILED,
+    ShardStatus.PAUSED,
+    ShardStatus.WAITING,
+    ShardStatus.READY,
+    ShardStatus.LEASED,
+    ShardStatus.DONE,
+    ShardStatus.SKIPPED,
+)
 PEEK_RECORDS = 10
 PEEK_BYTES = 4096
 # Upper bounds (seconds) of the processor-time histogram's buckets; the last bucket is +Inf.

@@ -7,22 +7,9 @@ from collections.abc import Callable
 from rich.text import Text
 from textual.widgets import Static
 
-from console.engine.state import EngineState
-from console.model import ShardStatus
+from console.engine.state import STATUS_ORDER, EngineState
 from console.ui.format import GLYPHS, age, lag_text, rate_text
 from console.ui.widgets.styles import component_style
-
-ORDER = (
-    ShardStatus.ACTIVE,
-    ShardStatus.FAILING,
-    ShardStatus.FAILED,
-    ShardStatus.PAUSED,
-    ShardStatus.WAITING,
-    ShardStatus.READY,
-    ShardStatus.LEASED,
-    ShardStatus.DONE,
-    ShardStatus.SKIPPED,
-)
 
 
 class HeaderBar(Static):
@@ -71,7 +58,7 @@ class HeaderBar(Static):
         most, total = (max(lags), sum(lags)) if lags else (None, None)
         second.append(f" · lag max {lag_text(most)} total {lag_text(total)}")
         second.append(" · ")
-        shown = [st for st in ORDER if counts[st]]
+        shown = [st for st in STATUS_ORDER if counts[st]]
         for i, st in enumerate(shown):
             if i:
                 second.append(" ")
