@@ -38,6 +38,7 @@ SUITE = [
     ("P8", "bench.fleet", ["--trials", "5"], ["--trials", "1", "--window", "10", "--failover", "3", "--part", "rate,failover"]),
     ("P9", "bench.attach", ["--runs", "3"], ["--runs", "1", "--shards", "200", "--seconds", "12"]),
     ("P10", "bench.metrics", ["--runs", "5"], ["--runs", "1", "--records", "50000", "--render-runs", "5"]),
+    ("P11", "bench.tail", ["--runs", "3"], ["--runs", "1", "--records", "20000"]),
 ]  # fmt: skip
 
 

@@ -186,10 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(demo)
     demo.set_defaults(handler=cmd_demo)
 
-    from console import attach_cli
+    from console import attach_cli, tail_cli
     from console.control_cli import add_commands
 
     attach_cli.add_commands(sub, _Parser)
+    tail_cli.add_commands(sub, _Parser)
     add_commands(sub, _Parser)
     return parser
 
@@ -371,7 +372,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-_RELATIVE_VALUE = ("--to", "--since")
+_RELATIVE_VALUE = ("--to", "--since", "--from")
 
 
 def _glue_relative_times(argv: Sequence[str]) -> list[str]:
