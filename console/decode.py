@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 GZIP_MAGIC = b"\x1f\x8b"
 ZLIB_HEADERS = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
 MAX_INFLATED = 64 * 1024 * 1024  # a record is at most 1 MB; a bomb stops here
@@ -124,3 +126,8 @@ def _cloudwatch(value: Any) -> tuple[str, list[dict[str, Any]], dict[str, Any]] 
     if value.get("messageType") == "CONTROL_MESSAGE":
         return "cloudwatch-control", [], rest
     return "cloudwatch-logs", [e for e in events if isinstance(e, dict)], rest
+
+
+def printable(text: str) -> str:
+    """Control characters escaped (\\n, \\x1b…): one record, one line, no terminal escapes."""
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)

@@ -183,6 +183,30 @@ def test_the_console_shows_text_with_control_characters_as_binary() -> None:
     assert shown.startswith("hex 1b 5b 32 4a") and "\x1b" not in shown
 
 
+def test_the_console_unpacks_what_travels_on_kinesis() -> None:
+    import gzip
+    import json
+
+    from console.decode import decode
+    from console.ui.format import decode_data
+
+    doc = {
+        "messageType": "DATA_MESSAGE",
+        "logGroup": "/aws/lambda/orders",
+        "logStream": "s1",
+        "logEvents": [{"id": "1", "timestamp": 1, "message": "\x1b[31mERROR\x1b[0m boom"}],
+    }
+    shown = decode_data(gzip.compress(json.dumps(doc).encode()))
+    assert shown.splitlines() == [
+        "[gzip > cloudwatch-logs]",
+        "/aws/lambda/orders s1: 1 log events",
+        "\\x1b[31mERROR\\x1b[0m boom",  # escaped: no escape sequence reaches the terminal
+    ]
+    assert decode(gzip.compress(b"x")).how == "gzip > text"  # for processors too
+    torn = decode_data(gzip.compress(b'{"a": 1}')[:-9])
+    assert torn.startswith("[binary] looks like gzip but does not inflate") and "hex 1f 8b" in torn
+
+
 async def test_jsonl_moves_a_line_torn_by_a_crash_aside_and_says_where(tmp_path) -> None:
     from console.processors.builtin import JsonlProcessor
 

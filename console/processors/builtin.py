@@ -6,11 +6,11 @@ import asyncio
 import base64
 import json
 import os
-import re
 import sys
 import time
 from typing import IO, Any
 
+from console.decode import printable
 from console.model import ChangeRecord, Record, ShardContext, format_ts, json_safe
 from console.processors.base import Processor
 
@@ -55,14 +55,6 @@ class NullProcessor(Processor):
 
     async def process(self, records: list[Record], ctx: ShardContext) -> None:
         return None
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def printable(text: str) -> str:
-    """Control characters escaped (\\n, \\x1b…): one record, one line, no terminal escapes."""
-    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
 
 
 class PrintProcessor(Processor):

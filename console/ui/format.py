@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Sequence
 
+from console.decode import decode, printable
 from console.model import Position, PositionKind, ShardStatus, format_duration
 
 # Status by glyph as well as by colour, so the table reads on a monochrome terminal too.
@@ -94,18 +95,28 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def decode_data(data: bytes, width: int = 76) -> str:
-    """A record's payload for people: JSON pretty-printed, text as it is, binary as hex and
-    base64. Text with control characters counts as binary: a record must never be able to
-    send escape sequences to the operator's terminal."""
-    try:
-        text = data.decode("utf-8")
-        if _CONTROL.search(text):
-            raise UnicodeDecodeError("utf-8", data, 0, 1, "control characters")
-    except UnicodeDecodeError:
-        hexed = data[:48].hex(" ")
-        more = f" … ({len(data)} bytes)" if len(data) > 48 else ""
-        return f"hex {hexed}{more}\nbase64 {base64.b64encode(data).decode()[:width]}"
-    try:
-        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-    except ValueError:
-        return text
+    """A record's payload for people (console.decode): gzip and zlib inflated, a CloudWatch Logs
+    envelope as its log events, JSON pretty-printed, text as it is, binary as hex and base64,
+    and a first line saying how when it took more than reading. Text with control characters
+    counts as binary, and log messages have theirs escaped: a record must never be able to send
+    escape sequences to the operator's terminal."""
+    d = decode(data)
+    lines: list[str] = []
+    if " > " in d.how or d.problem:
+        lines.append(f"[{d.how}]" + (f" {d.problem}" if d.problem else ""))
+    if d.how.endswith("cloudwatch-logs"):
+        envelope = d.value if isinstance(d.value, dict) else {}
+        lines.append(
+            printable(f"{envelope.get('logGroup')} {envelope.get('logStream')}: ")
+            + f"{len(d.events)} log events"
+        )
+        lines.extend(printable(str(e.get("message", ""))) for e in d.events)
+    elif d.text is not None and not _CONTROL.search(d.text):
+        structured = d.how.endswith("json") or d.how.endswith("cloudwatch-control")
+        lines.append(json.dumps(d.value, indent=2, ensure_ascii=False) if structured else d.text)
+    else:
+        raw = d.raw or data
+        hexed = raw[:48].hex(" ")
+        more = f" … ({len(raw)} bytes)" if len(raw) > 48 else ""
+        lines.append(f"hex {hexed}{more}\nbase64 {base64.b64encode(raw).decode()[:width]}")
+    return "\n".join(lines)
