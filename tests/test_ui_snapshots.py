@@ -40,6 +40,11 @@ def test_rewind_dialog_to_a_time(snap_compare) -> None:
     assert snap_compare(frozen_app(), run_before=choose_time, terminal_size=SIZE)
 
 
+def test_records_of_a_failing_shard(snap_compare) -> None:
+    # Shard 1 is failing: its records open at the one the processor fails on, decoded.
+    assert snap_compare(frozen_app(), press=["j", "j", "j", "enter", "o"], terminal_size=SIZE)
+
+
 def test_skip_dialog_on_a_failing_shard(snap_compare) -> None:
     assert snap_compare(frozen_app(), press=["j", "j", "j", "s"], terminal_size=SIZE)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from console.engine.browse import Page
 from console.engine.control import ControlError, ControlRequest, Plan, plan_change
 from console.engine.events import EventLog, Level
 from console.engine.lineage import Lineage
@@ -157,6 +158,40 @@ class FrozenEngine:
             if h.id == entry_id and h.shard_id == shard_id and h.new_position is not None:
                 return h.new_position
         raise ControlError(f"history entry #{entry_id} is not a checkpoint of {shard_id}")
+
+    async def browse(self, shard_id: str, start: Position | None = None, limit: int = 50) -> Page:
+        """A failing shard opens at its poison record; the records travel as they do on Kinesis
+        (JSON, a CloudWatch Logs envelope, text, binary)."""
+        import gzip
+        import json
+
+        envelope = {
+            "messageType": "DATA_MESSAGE",
+            "logGroup": "/aws/lambda/orders",
+            "logStream": "2026/11/24/[$LATEST]f00d",
+            "logEvents": [{"id": "1", "timestamp": 1, "message": "ERROR amount is not a number"}],
+        }
+        datas = [
+            b'{"order": 4711, "amount": "twelve"}',
+            b'{"order": 4712, "amount": 12.5}',
+            gzip.compress(json.dumps(envelope).encode(), mtime=0),
+            b"plain text line",
+            b"\x00\x01\xfe\xff",
+            b"[bold red]shown as typed[/bold red]",  # a record's text is never markup
+        ]
+        records = tuple(
+            Record(seq(413 + i), f"customer-{i:02d}", d, NOW - 60 + i) for i, d in enumerate(datas)
+        )
+        failing = self.state.shards[shard_id].status is ShardStatus.FAILING
+        note = None
+        if start is None:
+            start = Position.at_sequence(seq(413)) if failing else Position.trim_horizon()
+            if failing:
+                note = (
+                    f"the record the processor fails on: {self.state.shards[shard_id].last_error}"
+                )
+        last = records[-1]
+        return Page(start, records, Position.after_sequence(last.sequence_number), False, note)
 
     async def start(self) -> None:
         return None

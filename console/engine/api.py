@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from console.engine.browse import Page
 from console.engine.control import ControlRequest, Plan
 from console.engine.events import EventLog
 from console.engine.lineage import Lineage
@@ -61,6 +62,11 @@ class Engine(Protocol):
     async def checkpoint_position(self, shard_id: str, entry_id: int) -> Position:
         """The position history entry ``entry_id`` of the shard recorded; ControlError if it
         recorded none."""
+        ...
+
+    async def browse(self, shard_id: str, start: Position | None = None, limit: int = 50) -> Page:
+        """A page of the shard's records from ``start`` (None: where the shard fails, else its
+        checkpoint), read without moving anything; ControlError where it cannot be read."""
         ...
 
     async def start(self) -> None: ...

@@ -103,6 +103,10 @@ class AttachedLeases(LeaseChanges, Attached):
         self._counts: dict[tuple[str, Position, str], str] = {}
         self._lock = asyncio.Lock()
 
+    @property
+    def browse_source(self) -> StreamSource | None:
+        return self.source
+
     async def start(self) -> None:
         """Describe the stream, read the table once (the first screen), then keep watching."""
         if self._started:

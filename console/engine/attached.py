@@ -13,9 +13,12 @@ from collections.abc import Coroutine
 from typing import Any
 
 from console.checkpoints.base import CheckpointStore, StreamRecord
+from console.engine.browse import PAGE, Page, read_page
+from console.engine.control import ControlError
 from console.engine.events import EventLog
 from console.engine.lineage import Lineage
 from console.engine.offline import checkpoint_position
+from console.engine.pacing import Pacers
 from console.engine.state import EngineState
 from console.model import HistoryEntry, Position
 from console.sources.base import StreamInfo, StreamSource
@@ -46,6 +49,7 @@ class Attached(ABC):
     confirm_by_name = True  # a change to someone else's consumer: type the stream's name
 
     def __init__(self, store: CheckpointStore, state: EngineState, read_only: bool) -> None:
+        self._pacers = Pacers(0.2)  # 5 GetRecords a second a shard, the Kinesis limit
         self.store: CheckpointStore = store
         self.state = state
         self.events = EventLog()
@@ -115,3 +119,23 @@ class Attached(ABC):
     async def checkpoint_position(self, shard_id: str, entry_id: int) -> Position:
         assert self.record is not None
         return await checkpoint_position(self.store, self.record.stream, shard_id, entry_id)
+
+    async def browse(self, shard_id: str, start: Position | None = None, limit: int = PAGE) -> Page:
+        """A page of the shard's records (None: from its checkpoint), when this console reads
+        the stream; a database's console does not."""
+        source = self.browse_source
+        if source is None:
+            raise ControlError(
+                "this console reads the consumer's database, not the stream: use "
+                "shard-console tail STREAM --shard ID to read its records"
+            )
+        if start is None:
+            assert self.record is not None
+            checkpoint = (await self.store.load(self.record.stream)).get(shard_id)
+            start = checkpoint.position if checkpoint else Position.trim_horizon()
+        return await read_page(source, self._pacers[shard_id], shard_id, start, limit)
+
+    @property
+    def browse_source(self) -> StreamSource | None:
+        """The stream, when this console reads it (a lease table's); None for a database's."""
+        return None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Coroutine
@@ -26,6 +27,7 @@ from enum import StrEnum
 from typing import Any
 
 from console.checkpoints.base import CheckpointStore, StreamRecord
+from console.engine.browse import PAGE, Page, read_page
 from console.engine.changes import OperatorChanges
 from console.engine.checkpointing import Checkpointer
 from console.engine.control import ControlRequest, ControlResult, Plan
@@ -402,6 +404,23 @@ class Consumer:
         return await self.changes.checkpoint_position(shard_id, entry_id)
 
     # -- discovery ----------------------------------------------------------------------------
+
+    async def browse(self, shard_id: str, start: Position | None = None, limit: int = PAGE) -> Page:
+        """A page of the shard's records from ``start``, read without moving anything; None:
+        from the record the processor fails on, if it fails, else from the checkpoint."""
+        note = None
+        if start is None:
+            failing = self.shards.failing_record(shard_id)
+            view = self.state.shards.get(shard_id)
+            checkpoint = self.checkpointer.get(shard_id)
+            if failing is not None:
+                start = Position.at_sequence(failing.sequence_number)
+                reason = view.last_error if view is not None else None
+                note = f"the record the processor fails on: {reason or 'see the shard'}"
+            else:
+                start = checkpoint.position if checkpoint else Position.trim_horizon()
+        page = await read_page(self.source, self.shards.pacers[shard_id], shard_id, start, limit)
+        return dataclasses.replace(page, note=note)
 
     def trigger_discovery(self) -> None:
         self._discover_now.set()

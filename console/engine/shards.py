@@ -22,6 +22,7 @@ from console.engine.checkpointing import Checkpointer
 from console.engine.discovery import Discovery
 from console.engine.events import EventLog, ExpiryTeller, Level
 from console.engine.lineage import Lineage
+from console.engine.pacing import Pacers
 from console.engine.state import EngineState
 from console.engine.worker import (
     ProcessorHung,
@@ -72,6 +73,7 @@ class ShardRunner:
         self.state = state
         self.events = events
         self._worker_options = options
+        self.pacers = Pacers(options.min_call_interval)  # shared with the records browser
         self._budget = budget
         self._fail = fail
         self._discover_now = discover_now
@@ -236,6 +238,7 @@ class ShardRunner:
             state=self.state,
             events=self.events,
             options=self._worker_options,
+            pacer=self.pacers[sid],
             ctx=ShardContext(self.source.stream, sid, shard.parents),
             budget=self._budget,
             on_children=self._on_children,

@@ -19,6 +19,7 @@ from typing import TypeVar
 from console.checkpoints.base import CheckpointChange
 from console.engine.checkpointing import Checkpointer
 from console.engine.events import EventLog, Level
+from console.engine.pacing import Pacer
 from console.engine.retry import Backoff
 from console.engine.state import PEEK_RECORDS, EngineState, ShardView, peek
 from console.model import (
@@ -126,9 +127,11 @@ class ShardWorker:
         budget: RecordBudget | None = None,
         on_children: Callable[[tuple[Shard, ...]], None] | None = None,
         on_retention_loss: Callable[[str, Position], None] | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         """``on_retention_loss(message, position lost)``: the stream no longer holds the
-        position; the worker reads on from TRIM_HORIZON (the runner says so and records it)."""
+        position; the worker reads on from TRIM_HORIZON (the runner says so and records it).
+        ``pacer``: the shard's GetRecords budget, shared with the records browser."""
         self.shard = shard  # discovery replaces it when the shard closes
         self.start = start
         self.source = source
@@ -144,7 +147,7 @@ class ShardWorker:
         self.on_retention_loss = on_retention_loss
         self.failing_record: Record | None = None
         self._stop = asyncio.Event()
-        self._next_call = 0.0
+        self.pacer = pacer or Pacer(options.min_call_interval)
         self.position = start
         self.arrival: float | None = None
 
@@ -399,15 +402,10 @@ class ShardWorker:
         await self.checkpointer.write([CheckpointChange(cp, entry)])
 
     async def _pace(self) -> bool:
-        """At most one GetRecords per ``min_call_interval`` on this shard. False if stopped."""
-        now = time.monotonic()
-        wait = self._next_call - now
-        if wait > 0:
-            if await self._sleep(wait):
-                return False
-            now = time.monotonic()
-        self._next_call = now + self.options.min_call_interval
-        return True
+        """At most one GetRecords per ``min_call_interval`` on this shard, the browser's
+        included. False if stopped."""
+        wait = self.pacer.reserve()
+        return not (wait > 0 and await self._sleep(wait))
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless stopped. True if stopped."""

@@ -139,6 +139,7 @@ NAVIGATION: tuple[Navigation, ...] = (
     Navigation("detail", "enter", "open the shard's detail"),
     Navigation("back", "esc", "back / close"),
     Navigation("fold", "space", "fold or unfold a subtree"),
+    Navigation("records", "o", "in a shard's detail: its records, page by page (n, b, / search)"),
     Navigation("palette", "ctrl+p", "command palette: every action by name"),
 )
 

@@ -43,7 +43,10 @@ def lease_text(view: ShardView, me: str | None) -> Text:
 
 
 class ShardDetailScreen(Screen[None]):
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="back")]
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="back"),
+        Binding("o", "records", "Records", id="records"),
+    ]
 
     def __init__(self, engine: Engine, shard_id: str, clock: Callable[[], float]) -> None:
         super().__init__()
@@ -63,6 +66,11 @@ class ShardDetailScreen(Screen[None]):
             yield Static(id="detail-history")
             yield Static(id="detail-records")
         yield Footer()
+
+    def action_records(self) -> None:
+        from console.ui.screens.records import RecordsScreen
+
+        self.app.push_screen(RecordsScreen(self.engine, self.shard_id))
 
     def on_mount(self) -> None:
         self.update_from_state(force=True)
