@@ -12,7 +12,8 @@ import signal
 import sys
 from typing import Any
 
-from console.errors import UsageError
+from console.errors import RunError, UsageError
+from console.redact import REDACTOR
 
 
 def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
@@ -65,12 +66,16 @@ def start_position(text: str) -> Any:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from console.engine.tail import Tail, TailOptions
+    from console.engine.tail import Tail, TailFailed, TailOptions
     from console.sources.aws import AwsSettings
     from console.sources.base import SourceError
     from console.wiring import make_source
 
     start = start_position(args.start)
+    if start.sequence_number is not None and args.shard is None:
+        raise UsageError(
+            "tail --from sequence:N needs --shard: a sequence number belongs to one shard"
+        )
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be 1 or more, not {args.limit}")
     try:
@@ -102,9 +107,12 @@ def cmd_tail(args: argparse.Namespace) -> int:
                             f"stream '{source.stream}' has no shard {args.shard}: "
                             f"it has {', '.join(sorted(ids)) or 'none'}"
                         )
-                await Tail(source, options, printer.record, printer.flush).run()
+                tail = Tail(source, options, printer.record, printer.flush, printer.warn)
+                await tail.run()
         except SourceError as exc:
             raise UsageError(str(exc)) from None
+        except TailFailed as exc:
+            raise RunError(str(exc)) from None
         except asyncio.CancelledError:
             pass  # Ctrl-C: what was printed stays printed; exit 0
         finally:
@@ -160,6 +168,11 @@ class RecordPrinter:
         else:
             self._lines.append(json.dumps(row, ensure_ascii=False, default=str))
         return True
+
+    def warn(self, message: str) -> None:
+        self.flush()
+        sys.stderr.write(f"shard-console: {REDACTOR(message)}\n")
+        sys.stderr.flush()
 
     def flush(self) -> None:
         if self._lines:

@@ -190,6 +190,7 @@ async def test_tail_writes_nothing_and_ctrl_c_exits_0_at_once(
         (("--grep", "(x"), "--grep '(x' is not a regular expression"),
         (("--limit", "0"), "--limit must be 1 or more, not 0"),
         (("--shard", "shardId-000000000009"), "has no shard shardId-000000000009"),
+        (("--from", "sequence:123"), "tail --from sequence:N needs --shard"),
     ],
 )
 async def test_bad_input_is_one_line_and_exit_2(
@@ -201,6 +202,35 @@ async def test_bad_input_is_one_line_and_exit_2(
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.startswith(f"shard-console: error: {message}") or message in res.stderr
     assert len(res.stderr.splitlines()) == 1, res.stderr
+
+
+async def test_a_position_of_another_shard_is_one_line_and_exit_2(kinesalite: str) -> None:
+    name = unique("tail")
+    await Kinesis(kinesalite).create(name, 2)
+    puts = await Kinesis(kinesalite).put(name, numbered(20))
+    other = next(p["SequenceNumber"] for p in puts if p["ShardId"].endswith("1"))
+    res = tail(kinesalite, name, "--shard", "shardId-000000000000", "--from", f"sequence:{other}")
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.startswith(
+        "shard-console: error: InvalidArgumentException while getting an iterator for "
+        "shardId-000000000000:"
+    )
+    assert len(res.stderr.splitlines()) == 1
+    # One kinesalite answers a sequence number before the shard's first with a 500, again and
+    # again: the tail says it retries, then gives up, exit 1, instead of hanging.
+    res = tail(
+        kinesalite,
+        name,
+        "--shard",
+        "shardId-000000000000",
+        "--from",
+        "sequence:49000000000000000000000000",
+    )
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.splitlines()
+    assert lines[0].startswith("shard-console: shardId-000000000000: InternalFailure")
+    assert lines[0].endswith("; retrying") and len(lines) == 2
+    assert lines[1].startswith("shard-console: error: shardId-000000000000: gave up after 6")
 
 
 def test_an_unknown_stream_is_one_line_and_exit_2(kinesalite: str) -> None:

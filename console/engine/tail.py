@@ -25,6 +25,10 @@ from console.sources.base import ExpiredIteratorError, RetryableError, StreamSou
 OnRecord = Callable[[Record, ShardContext], bool]
 
 
+class TailFailed(Exception):
+    """A shard could not be read, retries spent."""
+
+
 @dataclass(frozen=True, slots=True)
 class TailOptions:
     start: Position
@@ -32,7 +36,8 @@ class TailOptions:
     follow: bool = False
     limit: int | None = None  # stop after this many counted records
     relist: float = 10.0  # follow: seconds between two listings
-    retry_cap: float = 5.0
+    retry_cap: float = 2.0
+    attempts: int = 6  # a shard's call failing this many times in a row ends the tail
 
 
 class Tail:
@@ -42,8 +47,11 @@ class Tail:
         options: TailOptions,
         on_record: OnRecord,
         on_batch: Callable[[], None] | None = None,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
-        """``on_batch``: after each page's records (a writer flushes there)."""
+        """``on_batch``: after each page's records (a writer flushes there); ``on_retry``: an
+        error that is retried, told once per shard until a call succeeds again."""
+        self.on_retry = on_retry
         self.source = source
         self.options = options
         self.on_record = on_record
@@ -114,6 +122,7 @@ class Tail:
         iterator: str | None = None
         next_call = 0.0
         delay = 0.2
+        failures = 0
         while not self._done.is_set():
             try:
                 if iterator is None:
@@ -127,11 +136,17 @@ class Tail:
             except ExpiredIteratorError:
                 iterator = None
                 continue
-            except RetryableError:
+            except RetryableError as exc:
+                failures += 1
+                if failures >= self.options.attempts:
+                    raise TailFailed(f"{sid}: gave up after {failures} attempts: {exc}") from None
+                if failures == 1 and self.on_retry is not None:
+                    self.on_retry(f"{sid}: {exc}; retrying")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.options.retry_cap)
                 continue
             delay = 0.2
+            failures = 0
             for record in batch.records:
                 position = Position.after_sequence(
                     record.sequence_number, record.sub_sequence_number
