@@ -25,7 +25,7 @@ from typing import Any
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 GZIP_MAGIC = b"\x1f\x8b"
 ZLIB_HEADERS = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
-MAX_INFLATED = 64 * 1024 * 1024  # a record is at most 1 MB; a bomb stops here
+MAX_INFLATED = 16 * 1024 * 1024  # a record is at most 1 MB; a bomb stops here, per record
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +65,17 @@ class Decoded:
 
 
 def _inflate(data: bytes, wbits: int) -> bytes:
-    inflater = zlib.decompressobj(wbits)
-    out = inflater.decompress(data, MAX_INFLATED)
-    if inflater.unconsumed_tail:
-        raise zlib.error(f"inflates to more than {MAX_INFLATED // (1024 * 1024)} MB")
-    if not inflater.eof:
-        raise zlib.error("the compressed data ends early")
+    """Every member (gzip allows several, one after another), up to MAX_INFLATED in all."""
+    out = b""
+    rest = data
+    while rest:
+        inflater = zlib.decompressobj(wbits)
+        out += inflater.decompress(rest, MAX_INFLATED - len(out) or 1)
+        if inflater.unconsumed_tail or len(out) >= MAX_INFLATED:
+            raise zlib.error(f"inflates to more than {MAX_INFLATED // (1024 * 1024)} MB")
+        if not inflater.eof:
+            raise zlib.error("the compressed data ends early")
+        rest = inflater.unused_data
     return out
 
 
@@ -87,7 +92,8 @@ def decode(data: bytes) -> Decoded:
                 body = _inflate(data, wbits)
                 steps.append(name)
             except zlib.error as exc:
-                problem = f"looks like {name} but does not inflate ({exc}): shown raw"
+                if name == "gzip" or not _is_text(data):
+                    problem = f"looks like {name} but does not inflate ({exc}): shown raw"
             break
     return _decode_plain(body, steps, problem)
 
@@ -104,7 +110,7 @@ def _decode_plain(body: bytes, steps: list[str], problem: str | None) -> Decoded
     if stripped[:1] in ("{", "[", '"') or stripped[:1].isdigit() or stripped in ("true", "false"):
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past Python's stack
             pass
         else:
             envelope = _cloudwatch(value)
@@ -126,6 +132,19 @@ def _cloudwatch(value: Any) -> tuple[str, list[dict[str, Any]], dict[str, Any]] 
     if value.get("messageType") == "CONTROL_MESSAGE":
         return "cloudwatch-control", [], rest
     return "cloudwatch-logs", [e for e in events if isinstance(e, dict)], rest
+
+
+def _is_text(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+# C1 controls and DEL as JSON escapes: json.dumps(ensure_ascii=False) leaves them raw, and
+# U+009B is a terminal's CSI.
+C1_AS_JSON = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)}
 
 
 def printable(text: str) -> str:

@@ -12,6 +12,7 @@ import signal
 import sys
 from typing import Any
 
+from console.decode import C1_AS_JSON
 from console.errors import RunError, UsageError
 from console.redact import REDACTOR
 
@@ -43,6 +44,8 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     tail.add_argument("--key", metavar="PARTITION_KEY", help="only records with this key")
     tail.add_argument("--pretty", action="store_true", help="for people: indented, one per block")
     tail.add_argument("--source", choices=("kinesis", "dynamodb"))
+    # Following: seconds between two listings of the stream's shards (tests shorten it).
+    tail.add_argument("--relist", type=float, default=10.0, help=argparse.SUPPRESS)
     tail.add_argument("--endpoint-url", metavar="URL")
     tail.add_argument("--region", metavar="R")
     tail.add_argument("--profile", metavar="P")
@@ -89,7 +92,9 @@ def cmd_tail(args: argparse.Namespace) -> int:
     except SourceError as exc:
         raise UsageError(str(exc)) from None
     printer = RecordPrinter(pattern, args.key, args.pretty)
-    options = TailOptions(start=start, shard=args.shard, follow=follow, limit=args.limit)
+    options = TailOptions(
+        start=start, shard=args.shard, follow=follow, limit=args.limit, relist=args.relist
+    )
 
     async def main() -> int:
         me = asyncio.current_task()
@@ -119,7 +124,13 @@ def cmd_tail(args: argparse.Namespace) -> int:
             printer.flush()
         return 0
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except BrokenPipeError:  # | head: the reader has what it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 class RecordPrinter:
@@ -128,7 +139,7 @@ class RecordPrinter:
     def __init__(self, pattern: re.Pattern[str] | None, key: str | None, pretty: bool) -> None:
         from console.decode import decode
         from console.model import ChangeRecord, format_ts
-        from console.processors.builtin import record_as_json
+        from console.processors.builtin import data_as_json, record_as_json
 
         self.pattern = pattern
         self.key = key
@@ -137,6 +148,7 @@ class RecordPrinter:
         self._decode = decode
         self._change = ChangeRecord
         self._as_json = record_as_json
+        self._data = data_as_json
         self._format_ts = format_ts
         self._last_ts: tuple[float, str] = (-1.0, "")  # a page's records share their instants
 
@@ -159,14 +171,14 @@ class RecordPrinter:
                 "sub_sequence_number": record.sub_sequence_number,
                 "partition_key": record.partition_key,
                 "approximate_arrival": self._last_ts[1],
+                "data": self._data(record.data),
                 "decoded": decoded.as_json(),
             }
         if self.pattern is not None and self.pattern.search(text) is None:
             return False
-        if self.pretty:
-            self._lines.append(json.dumps(row, indent=2, ensure_ascii=False, default=str) + "\n")
-        else:
-            self._lines.append(json.dumps(row, ensure_ascii=False, default=str))
+        indent = 2 if self.pretty else None
+        line = json.dumps(row, indent=indent, ensure_ascii=False, default=str)
+        self._lines.append(line.translate(C1_AS_JSON) + ("\n" if self.pretty else ""))
         return True
 
     def warn(self, message: str) -> None:

@@ -75,6 +75,7 @@ async def test_from_a_time_across_a_split_exactly_the_records_after_it_in_key_or
         last[key] = int(n)
     assert {r["shard_id"] for r in out[:30]} == {parent}
     assert all(r["decoded"]["how"] == "text" for r in out)
+    assert all(r["data"] == r["decoded"]["text"] for r in out)  # the jsonl: fields, and more
 
     # Filters: a key, a pattern, both with a limit.
     by_key = rows(tail(kinesalite, name, "--from", "trim_horizon", "--no-follow", "--key", "k3"))
@@ -242,6 +243,80 @@ def test_an_unknown_stream_is_one_line_and_exit_2(kinesalite: str) -> None:
     )
 
 
+async def test_no_follow_ends_on_a_shard_written_to_all_the_time(kinesalite: str) -> None:
+    import asyncio
+
+    name = unique("tail")
+    k = Kinesis(kinesalite)
+    await k.create(name, 1)
+    await k.put(name, numbered(50))
+    stop = asyncio.Event()
+
+    async def writer() -> None:
+        i = 1000
+        async with k.client() as client:  # records keep coming: every page has some
+            while not stop.is_set():
+                batch = numbered(50, start=i)
+                await client.put_records(
+                    StreamName=name, Records=[{"PartitionKey": p, "Data": d} for p, d in batch]
+                )
+                i += 50
+
+    writing = asyncio.create_task(writer())
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "console", "tail", name, "--endpoint-url", kinesalite,
+            "--from", "trim_horizon", "--no-follow",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        stop.set()
+        await writing
+    assert proc.returncode == 0, err
+    assert len(out.splitlines()) >= 50
+
+
+async def test_following_from_latest_reads_the_children_of_a_split_whole(kinesalite: str) -> None:
+    import asyncio
+
+    name = unique("tail")
+    k = Kinesis(kinesalite)
+    await k.create(name, 1)
+    (parent,) = [s["ShardId"] for s in await k.shards(name)]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "console", "tail", name, "--endpoint-url", kinesalite,
+        "--relist", "5", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        seen: list[str] = []
+
+        async def until(n: int) -> None:
+            while len(seen) < n:
+                line = await asyncio.wait_for(proc.stdout.readline(), 30)  # type: ignore[union-attr]
+                seen.append(json.loads(line)["decoded"]["text"])
+
+        # Following from the tip: a record put now comes out (retried until it does: the tail
+        # may still be starting, and LATEST is where it stands when it starts).
+        for i in range(100):
+            await k.put(name, [("k", f"early:{i}".encode())])
+            try:
+                await asyncio.wait_for(until(1), 1)
+                break
+            except TimeoutError:
+                continue
+        await k.split(name, parent)
+        # Into the children at once: the tail finds them at the parent's end (ChildShards) or
+        # at its next listing, and reads them whole, after the parent.
+        await k.put(name, numbered(30, keys=6))
+        await until(1 + 30)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    assert sorted(seen[1:]) == sorted(d.decode() for _, d in numbered(30, keys=6))
+
+
 def test_decode_says_how() -> None:
     assert decode(b'{"a": 1}').how == "json"
     assert decode(b"plain words").how == "text"
@@ -249,3 +324,21 @@ def test_decode_says_how() -> None:
     bomb = decode(b"\x1f\x8b" + b"not gzip at all")
     assert bomb.how == "binary" and bomb.problem is not None
     assert decode(b"x\x9cnot zlib").problem is not None
+    assert decode(b"x^ is text").how == "text"  # looks like a zlib header, reads as text
+    assert decode(b"[" * 100_000).how == "text"  # nested past Python's stack: still shown
+    assert decode(gzip.compress(b"one ") + gzip.compress(b"two")).text == "one two"
+    big = gzip.compress(b"0" * (17 * 1024 * 1024))
+    assert "more than 16 MB" in (decode(big).problem or "")
+
+
+async def test_control_characters_never_reach_the_terminal_raw(kinesalite: str) -> None:
+    name = unique("tail")
+    await Kinesis(kinesalite).create(name, 1)
+    raw = '{"x": "\u009b2J\u001b[31m"}'  # raw controls: text, not JSON
+    escaped = b'{"x": "\\u009b2J\\u001b[31m"}'  # the same escaped: JSON
+    await Kinesis(kinesalite).put(name, [("k", raw.encode()), ("k", escaped)])
+    res = tail(kinesalite, name, "--from", "trim_horizon", "--no-follow")
+    assert res.returncode == 0 and "\x9b" not in res.stdout and "\x1b" not in res.stdout
+    first, second = (json.loads(line)["decoded"] for line in res.stdout.splitlines())
+    assert first["text"] == raw  # intact through the escapes
+    assert second["json"] == {"x": "\u009b2J\u001b[31m"}

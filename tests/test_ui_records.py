@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from console.engine.pacing import Pacer
+from console.model import Position
 from console.processors.base import RecordFailed
 from console.ui.screens.detail import ShardDetailScreen
 from console.ui.screens.records import RecordsScreen
@@ -64,6 +65,10 @@ async def test_pages_from_the_start_back_and_forth_and_search(demo_endpoint: Any
             lambda: str(screen.query_one("#records-detail").render()).endswith(f"\n{target}"),
             what="the match shown in full",
         )
+        # A search that finds nothing says so (the text as typed), and the browser stays.
+        await pilot.press("slash", *"[/]x", "enter")
+        await wait_for(lambda: any("[/]x" in str(n.message) for n in live.app._notifications))
+        assert isinstance(live.app.screen, RecordsScreen)
         # Reading never moved the checkpoint.
         now = live.consumer.checkpointer.get(S0)
         assert checkpoint is not None and now is not None
@@ -115,3 +120,6 @@ async def test_the_worker_reads_on_the_shards_shared_pacer(demo_endpoint: Any, d
         await wait_for(lambda: S0 in runner._workers, what="a worker on S0")
         worker, _ = runner._workers[S0]
         assert worker.pacer is runner.pacers[S0]
+        before = runner.pacers[S0].next_at
+        await live.consumer.browse(S0, Position.trim_horizon())  # the browser's read...
+        assert runner.pacers[S0].next_at > before  # ...took its turn from the same budget

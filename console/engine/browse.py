@@ -15,7 +15,9 @@ from console.model import Position, Record
 from console.sources.base import StreamSource
 
 PAGE = 50
-MAX_CALLS = 5  # a page is read in at most this many GetRecords calls (empty pages skipped)
+# A page is read in at most this many GetRecords calls: a sparse stretch of a shard (empty
+# answers) is read through, at the shard's pace, rather than shown as an empty page forever.
+MAX_CALLS = 20
 
 
 @dataclass(frozen=True, slots=True)

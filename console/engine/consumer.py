@@ -414,7 +414,12 @@ class Consumer:
             view = self.state.shards.get(shard_id)
             checkpoint = self.checkpointer.get(shard_id)
             if failing is not None:
-                start = Position.at_sequence(failing.sequence_number)
+                sub = failing.sub_sequence_number
+                start = (  # a KPL user record: the one inside its aggregate
+                    Position.after_sequence(failing.sequence_number, sub - 1)
+                    if sub
+                    else Position.at_sequence(failing.sequence_number)
+                )
                 reason = view.last_error if view is not None else None
                 note = f"the record the processor fails on: {reason or 'see the shard'}"
             else:

@@ -68,7 +68,9 @@ class Tail:
         try:
             while True:
                 pending = [t for t in self._tasks.values() if not t.done()]
-                if self._done.is_set() or (not pending and not self.options.follow):
+                # One shard asked for: its end is the tail's end (a closed shard ends).
+                only = self.options.shard is not None and not pending and self._tasks
+                if self._done.is_set() or (not pending and not self.options.follow) or only:
                     break
                 waiter = asyncio.ensure_future(self._done.wait())
                 timeout = self.options.relist if self.options.follow else None
@@ -79,7 +81,8 @@ class Tail:
                     if task.done() and not task.cancelled() and task.exception() is not None:
                         raise task.exception()  # type: ignore[misc]
                 if self.options.follow and not self._done.is_set():
-                    await self._start_readers(await self.source.list_shards())
+                    with contextlib.suppress(RetryableError):  # the next round lists again
+                        await self._start_readers(await self.source.list_shards(), later=True)
         finally:
             for task in self._tasks.values():
                 task.cancel()
@@ -87,7 +90,9 @@ class Tail:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
-    async def _start_readers(self, shards: list[Shard]) -> None:
+    async def _start_readers(self, shards: list[Shard], later: bool = False) -> None:
+        """Readers for shards not read yet. ``later``: found after the first listing (children
+        of a split or merge since): read from their first record, whatever ``--from`` said."""
         known = {**self._lineage.shards, **{s.shard_id: s for s in shards}}
         self._lineage = Lineage.build(known.values())
         wanted = self.options.shard
@@ -95,9 +100,10 @@ class Tail:
             sid = shard.shard_id
             if sid in self._tasks or (wanted is not None and sid != wanted):
                 continue
-            self._tasks[sid] = asyncio.create_task(self._read(shard), name=f"tail {sid}")
+            start = Position.trim_horizon() if later else self.options.start
+            self._tasks[sid] = asyncio.create_task(self._read(shard, start), name=f"tail {sid}")
 
-    async def _read(self, shard: Shard) -> None:
+    async def _read(self, shard: Shard, start: Position) -> None:
         sid = shard.shard_id
         if self.options.shard is None:
             # Parents first: a key's records come out in the order they were written.
@@ -107,14 +113,14 @@ class Tail:
                     break
                 await asyncio.wait(parents)
         try:
-            await self._read_shard(shard)
+            await self._read_shard(shard, start)
         finally:
             self._finished.add(sid)
 
-    async def _read_shard(self, shard: Shard) -> None:
+    async def _read_shard(self, shard: Shard, start: Position) -> None:
         sid = shard.shard_id
         ctx = ShardContext(self.source.stream, sid, shard.parents)
-        position = self.options.start
+        position = start
         if position.kind is PositionKind.LATEST and shard.is_closed:
             return  # nothing comes after the tip of a closed shard
         interval = self.source.min_call_interval
@@ -148,6 +154,8 @@ class Tail:
             delay = 0.2
             failures = 0
             for record in batch.records:
+                if self._done.is_set():
+                    return  # the limit was reached by another shard's reader meanwhile
                 position = Position.after_sequence(
                     record.sequence_number, record.sub_sequence_number
                 )
@@ -159,14 +167,18 @@ class Tail:
             if batch.records and self.on_batch is not None:
                 self.on_batch()
             if batch.child_shards and self.options.follow:
-                await self._start_readers(list(batch.child_shards))
+                await self._start_readers(list(batch.child_shards), later=True)
             iterator = batch.next_iterator
             end = shard.ending_sequence_number
             seq = position.sequence_number
             if iterator is None or (end is not None and seq is not None and int(seq) >= int(end)):
                 return  # a closed shard, read to its end (moto never nulls the iterator)
-            at_tip = not batch.records and not batch.millis_behind_latest
-            if at_tip and not self.options.follow:
+            if shard.is_closed:
+                continue  # read to its end, whatever its pages say
+            # Caught up (nothing behind this page; DynamoDB Streams: an empty page at the tip):
+            # without follow this is the end, even on a shard written to all the time.
+            caught_up = batch.millis_behind_latest == 0
+            if caught_up and not self.options.follow:
                 return
-            if at_tip:
+            if caught_up and not batch.records:
                 next_call = max(next_call, time.monotonic() + 1.0)  # idle: once a second

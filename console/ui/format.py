@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Sequence
 
-from console.decode import decode, printable
+from console.decode import C1_AS_JSON, decode, printable
 from console.model import Position, PositionKind, ShardStatus, format_duration
 
 # Status by glyph as well as by colour, so the table reads on a monochrome terminal too.
@@ -113,7 +113,8 @@ def decode_data(data: bytes, width: int = 76) -> str:
         lines.extend(printable(str(e.get("message", ""))) for e in d.events)
     elif d.text is not None and not _CONTROL.search(d.text):
         structured = d.how.endswith("json") or d.how.endswith("cloudwatch-control")
-        lines.append(json.dumps(d.value, indent=2, ensure_ascii=False) if structured else d.text)
+        shown = json.dumps(d.value, indent=2, ensure_ascii=False) if structured else d.text
+        lines.append(shown.translate(C1_AS_JSON) if structured else shown)
     else:
         raw = d.raw or data
         hexed = raw[:48].hex(" ")

@@ -73,7 +73,7 @@ class RecordsScreen(Screen[None]):
     # -- reading ----------------------------------------------------------------------------
 
     @work(exclusive=True, group="records")
-    async def load(self, start: Position | None, then_search: str | None = None) -> None:
+    async def load(self, start: Position | None) -> None:
         title = self.query_one("#records-title", Static)
         title.update(Text(f"Records of {self.shard_id}: reading…", style="bold"))
         try:
@@ -84,8 +84,6 @@ class RecordsScreen(Screen[None]):
         if start is None:
             self.note = page.note
         self.show(page)
-        if then_search is not None:
-            await self._search(then_search)
 
     def show(self, page: Page) -> None:
         self.page = page
@@ -183,7 +181,7 @@ class RecordsScreen(Screen[None]):
                     else parse_target(text).position
                 )
             except ControlError as exc:
-                self.notify(str(exc), severity="error")
+                self.notify(str(exc), severity="error", markup=False)
                 return
             if start is None:
                 self.notify("checkpoint:ID: use the detail screen's history", severity="error")
@@ -195,27 +193,43 @@ class RecordsScreen(Screen[None]):
             await self._search(text)
 
     async def _search(self, text: str, pages: int = SEARCH_PAGES) -> None:
+        """The next record matching ``text`` (the one under the cursor when it is not one
+        itself), on this page or the next ``pages``."""
         try:
             pattern = re.compile(text)
         except re.error as exc:
-            self.notify(f"'{text}' is not a regular expression: {exc}", severity="error")
+            self.notify(
+                f"'{text}' is not a regular expression: {exc}", severity="error", markup=False
+            )
             return
         table = self.query_one(DataTable)
         page = self.page
-        first = table.cursor_row + 1
+        if page is None:
+            return
+
+        def matches(record: Record) -> bool:
+            return pattern.search(decode(record.data).searchable) is not None
+
+        row = table.cursor_row
+        on_match = 0 <= row < len(page.records) and matches(page.records[row])
+        first = row + 1 if on_match else max(row, 0)
+        passed: list[Position] = []  # pages read past: the way back, once one matches
         for _ in range(pages + 1):
-            if page is None:
-                break
             for i in range(first, len(page.records)):
-                if pattern.search(decode(page.records[i].data).searchable):
+                if matches(page.records[i]):
                     if page is not self.page:
+                        self.starts.extend(passed)
                         self.show(page)
                     table.move_cursor(row=i)
                     self._show_selected(i)
                     return
             if page.next is None or page.at_tip:
                 break
-            self.starts.append(page.start)
-            page = await self.engine.browse(self.shard_id, page.next)
+            passed.append(page.start)
+            try:
+                page = await self.engine.browse(self.shard_id, page.next)
+            except (ControlError, SourceError) as exc:
+                self.notify(f"search stopped: {exc}", severity="error", markup=False)
+                return
             first = 0
-        self.notify(f"'{text}' is not in this page or the next {pages}")
+        self.notify(f"'{text}' is not in this page or the next {pages}", markup=False)
