@@ -277,6 +277,18 @@ async def test_no_follow_ends_on_a_shard_written_to_all_the_time(kinesalite: str
     assert len(out.splitlines()) >= 50
 
 
+async def test_no_follow_reads_past_a_full_page_put_in_one_instant(kinesalite: str) -> None:
+    """MillisBehindLatest counts time: a full page of records put together says 0 with more
+    behind it. The tail must read on (the benchmark caught it stopping at 40,000 of 100,000)."""
+    name = unique("tail")
+    k = Kinesis(kinesalite)
+    await k.create(name, 1)
+    await k.put(name, numbered(10_500))  # a page holds at most 10,000
+    res = tail(kinesalite, name, "--from", "trim_horizon", "--no-follow", timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("\n") == 10_500
+
+
 async def test_following_from_latest_reads_the_children_of_a_split_whole(kinesalite: str) -> None:
     import asyncio
 

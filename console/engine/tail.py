@@ -175,9 +175,11 @@ class Tail:
                 return  # a closed shard, read to its end (moto never nulls the iterator)
             if shard.is_closed:
                 continue  # read to its end, whatever its pages say
-            # Caught up (nothing behind this page; DynamoDB Streams: an empty page at the tip):
-            # without follow this is the end, even on a shard written to all the time.
-            caught_up = batch.millis_behind_latest == 0
+            # Caught up: nothing behind this page (DynamoDB Streams: an empty page at the tip),
+            # and the page not full (MillisBehindLatest counts time: records put in the same
+            # instant as the tip's may still follow a full page). Without follow this is the
+            # end, even on a shard written to all the time.
+            caught_up = batch.millis_behind_latest == 0 and len(batch.records) < limit
             if caught_up and not self.options.follow:
                 return
             if caught_up and not batch.records:
