@@ -15,6 +15,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
@@ -40,6 +41,13 @@ def preview(record: Record, width: int = 60) -> str:
 
 
 class RecordsScreen(Screen[None]):
+    # The table takes what the record under the cursor leaves it: that record in full below,
+    # up to 45% of the screen, scrolled when longer.
+    DEFAULT_CSS = """
+    RecordsScreen #records-table { height: 1fr; }
+    RecordsScreen #records-detail-box { height: auto; max-height: 45%; border-top: solid $primary; }
+    """
+
     BINDINGS = [
         Binding("escape", "close", "Back", id="back"),
         Binding("n", "next_page", "Next page", id="records-next"),
@@ -61,7 +69,8 @@ class RecordsScreen(Screen[None]):
         yield Static(id="records-title")
         yield DataTable(id="records-table", cursor_type="row", zebra_stripes=True)
         yield Input(id="records-input")
-        yield Static(id="records-detail")
+        with VerticalScroll(id="records-detail-box"):
+            yield Static(id="records-detail")
         yield Footer()
 
     def on_mount(self) -> None:
