@@ -7,11 +7,12 @@ shard throttled).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 
 from console.engine.pacing import Pacer
 from console.engine.worker import drop_through, fetch_plan
-from console.model import Position, Record
+from console.model import Checkpoint, Position, Record
 from console.sources.base import StreamSource
 
 PAGE = 50
@@ -56,3 +57,32 @@ async def read_page(
     else:
         after = start
     return Page(start, tuple(records), None if iterator is None else after, at_tip)
+
+
+async def browse(
+    source: StreamSource,
+    pacer: Pacer,
+    shard_id: str,
+    start: Position | None,
+    limit: int,
+    *,
+    failing: Record | None,
+    error: str | None,
+    checkpoint: Checkpoint | None,
+) -> Page:
+    """A running consumer's page: from ``start``, or (None) from the record the processor fails
+    on, when it fails, else from the checkpoint."""
+    note = None
+    if start is None:
+        if failing is not None:
+            sub = failing.sub_sequence_number
+            start = (  # a KPL user record: the one inside its aggregate
+                Position.after_sequence(failing.sequence_number, sub - 1)
+                if sub
+                else Position.at_sequence(failing.sequence_number)
+            )
+            note = f"the record the processor fails on: {error or 'see the shard'}"
+        else:
+            start = checkpoint.position if checkpoint else Position.trim_horizon()
+    page = await read_page(source, pacer, shard_id, start, limit)
+    return dataclasses.replace(page, note=note)

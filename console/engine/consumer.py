@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Coroutine
@@ -27,7 +26,7 @@ from enum import StrEnum
 from typing import Any
 
 from console.checkpoints.base import CheckpointStore, StreamRecord
-from console.engine.browse import PAGE, Page, read_page
+from console.engine.browse import PAGE, Page, browse
 from console.engine.changes import OperatorChanges
 from console.engine.checkpointing import Checkpointer
 from console.engine.control import ControlRequest, ControlResult, Plan
@@ -37,7 +36,7 @@ from console.engine.lineage import Lineage
 from console.engine.retry import Backoff
 from console.engine.shards import ShardRunner
 from console.engine.snapshot import snapshot_doc
-from console.engine.state import EngineState
+from console.engine.state import EngineState, Rates
 from console.engine.worker import (
     RecordBudget,
     WorkerOptions,
@@ -406,26 +405,14 @@ class Consumer:
     # -- discovery ----------------------------------------------------------------------------
 
     async def browse(self, shard_id: str, start: Position | None = None, limit: int = PAGE) -> Page:
-        """A page of the shard's records from ``start``, read without moving anything; None:
-        from the record the processor fails on, if it fails, else from the checkpoint."""
-        note = None
-        if start is None:
-            failing = self.shards.failing_record(shard_id)
-            view = self.state.shards.get(shard_id)
-            checkpoint = self.checkpointer.get(shard_id)
-            if failing is not None:
-                sub = failing.sub_sequence_number
-                start = (  # a KPL user record: the one inside its aggregate
-                    Position.after_sequence(failing.sequence_number, sub - 1)
-                    if sub
-                    else Position.at_sequence(failing.sequence_number)
-                )
-                reason = view.last_error if view is not None else None
-                note = f"the record the processor fails on: {reason or 'see the shard'}"
-            else:
-                start = checkpoint.position if checkpoint else Position.trim_horizon()
-        page = await read_page(self.source, self.shards.pacers[shard_id], shard_id, start, limit)
-        return dataclasses.replace(page, note=note)
+        """A page of the shard's records (console.engine.browse), read without moving anything."""
+        view = self.state.shards.get(shard_id)
+        return await browse(
+            self.source, self.shards.pacers[shard_id], shard_id, start, limit,
+            failing=self.shards.failing_record(shard_id),
+            error=view.last_error if view is not None else None,
+            checkpoint=self.checkpointer.get(shard_id),
+        )  # fmt: skip
 
     def trigger_discovery(self) -> None:
         self._discover_now.set()
@@ -480,26 +467,13 @@ class Consumer:
 
     async def _tick_loop(self) -> None:
         """Rates, once a tick, from counters the workers bump per batch."""
+        rates = Rates(self.state)
         last = time.monotonic()
-        previous: dict[str, int] = {}
-        previous_total = self.state.records_total
         while True:
             await asyncio.sleep(self.options.tick_interval)
             now = time.monotonic()
-            dt = max(now - last, 1e-6)
+            rates.tick(max(now - last, 1e-6))
             last = now
-            state = self.state
-            me = state.worker_id
-            for sid, view in state.shards.items():
-                if me is not None and view.owner != me:
-                    continue  # another worker reads it: its rate comes from that one's heartbeat
-                rate = (view.records - previous.get(sid, view.records)) / dt
-                previous[sid] = view.records
-                if rate != view.rate:
-                    view.rate = rate
-                    state.touch(view)
-            state.rate = (state.records_total - previous_total) / dt
-            previous_total = state.records_total
 
     async def _command_loop(self) -> None:
         """Commands written by other processes (the CLI) are applied here, between batches."""

@@ -199,3 +199,28 @@ class EngineState:
             if v.checkpoint_at is not None and v.status not in FINISHED
         ]
         return min(times) if times else None
+
+
+class Rates:
+    """Records per second, per shard and in all, from the counters the workers bump per batch;
+    ``tick`` once per interval. In fleet mode only this worker's shards: another worker's rate
+    comes from its heartbeat."""
+
+    def __init__(self, state: EngineState) -> None:
+        self.state = state
+        self.previous: dict[str, int] = {}
+        self.previous_total = state.records_total
+
+    def tick(self, dt: float) -> None:
+        state, previous = self.state, self.previous
+        me = state.worker_id
+        for sid, view in state.shards.items():
+            if me is not None and view.owner != me:
+                continue
+            rate = (view.records - previous.get(sid, view.records)) / dt
+            previous[sid] = view.records
+            if rate != view.rate:
+                view.rate = rate
+                state.touch(view)
+        state.rate = (state.records_total - self.previous_total) / dt
+        self.previous_total = state.records_total
