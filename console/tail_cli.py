@@ -139,7 +139,7 @@ class RecordPrinter:
     def __init__(self, pattern: re.Pattern[str] | None, key: str | None, pretty: bool) -> None:
         from console.decode import decode
         from console.model import ChangeRecord, format_ts
-        from console.processors.builtin import data_as_json, record_as_json
+        from console.processors.builtin import record_as_json
 
         self.pattern = pattern
         self.key = key
@@ -148,7 +148,6 @@ class RecordPrinter:
         self._decode = decode
         self._change = ChangeRecord
         self._as_json = record_as_json
-        self._data = data_as_json
         self._format_ts = format_ts
         self._last_ts: tuple[float, str] = (-1.0, "")  # a page's records share their instants
 
@@ -164,16 +163,8 @@ class RecordPrinter:
             arrival = record.approximate_arrival
             if arrival != self._last_ts[0]:
                 self._last_ts = (arrival, self._format_ts(arrival))
-            row = {
-                "stream": ctx.stream,
-                "shard_id": ctx.shard_id,
-                "sequence_number": record.sequence_number,
-                "sub_sequence_number": record.sub_sequence_number,
-                "partition_key": record.partition_key,
-                "approximate_arrival": self._last_ts[1],
-                "data": self._data(record.data),
-                "decoded": decoded.as_json(),
-            }
+            row = self._as_json(record, ctx, self._last_ts[1])
+            row["decoded"] = decoded.as_json()
         if self.pattern is not None and self.pattern.search(text) is None:
             return False
         indent = 2 if self.pretty else None

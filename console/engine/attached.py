@@ -49,7 +49,7 @@ class Attached(ABC):
     confirm_by_name = True  # a change to someone else's consumer: type the stream's name
 
     def __init__(self, store: CheckpointStore, state: EngineState, read_only: bool) -> None:
-        self._pacers = Pacers(0.2)  # 5 GetRecords a second a shard, the Kinesis limit
+        self._pacers: Pacers | None = None  # the browser's, at the stream's pace
         self.store: CheckpointStore = store
         self.state = state
         self.events = EventLog()
@@ -133,6 +133,8 @@ class Attached(ABC):
             assert self.record is not None
             checkpoint = (await self.store.load(self.record.stream)).get(shard_id)
             start = checkpoint.position if checkpoint else Position.trim_horizon()
+        if self._pacers is None:
+            self._pacers = Pacers(source.min_call_interval)
         return await read_page(source, self._pacers[shard_id], shard_id, start, limit)
 
     @property

@@ -23,15 +23,17 @@ def data_as_json(data: bytes) -> str | dict[str, str]:
         return {"base64": base64.b64encode(data).decode("ascii")}
 
 
-def record_as_json(record: Record, ctx: ShardContext) -> dict[str, Any]:
+def record_as_json(record: Record, ctx: ShardContext, arrival: str | None = None) -> dict[str, Any]:
     """One output row. A DynamoDB change carries its decoded fields instead of ``data`` (which
-    holds the same change as JSON text): event_name, keys, new_image, old_image."""
+    holds the same change as JSON text): event_name, keys, new_image, old_image. ``arrival``:
+    the arrival time already formatted (a page's records share theirs)."""
+    when = arrival if arrival is not None else format_ts(record.approximate_arrival)
     if isinstance(record, ChangeRecord):
         return {
             "stream": ctx.stream,
             "shard_id": ctx.shard_id,
             "sequence_number": record.sequence_number,
-            "approximate_arrival": format_ts(record.approximate_arrival),
+            "approximate_arrival": when,
             "event_name": record.event_name,
             "keys": json_safe(record.keys),
             "new_image": json_safe(record.new_image),
@@ -43,7 +45,7 @@ def record_as_json(record: Record, ctx: ShardContext) -> dict[str, Any]:
         "sequence_number": record.sequence_number,
         "sub_sequence_number": record.sub_sequence_number,
         "partition_key": record.partition_key,
-        "approximate_arrival": format_ts(record.approximate_arrival),
+        "approximate_arrival": when,
         "data": data_as_json(record.data),
     }
 

@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Sequence
 
-from console.decode import C1_AS_JSON, decode, printable
+from console.decode import C1_AS_JSON, Decoded, decode, printable
 from console.model import Position, PositionKind, ShardStatus, format_duration
 
 # Status by glyph as well as by colour, so the table reads on a monochrome terminal too.
@@ -95,12 +95,16 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def decode_data(data: bytes, width: int = 76) -> str:
+    """A record's payload for people; see :func:`shown`."""
+    return shown(decode(data), data, width)
+
+
+def shown(d: Decoded, data: bytes, width: int = 76) -> str:
     """A record's payload for people (console.decode): gzip and zlib inflated, a CloudWatch Logs
     envelope as its log events, JSON pretty-printed, text as it is, binary as hex and base64,
     and a first line saying how when it took more than reading. Text with control characters
     counts as binary, and log messages have theirs escaped: a record must never be able to send
     escape sequences to the operator's terminal."""
-    d = decode(data)
     lines: list[str] = []
     if " > " in d.how or d.problem:
         lines.append(f"[{d.how}]" + (f" {d.problem}" if d.problem else ""))

@@ -19,22 +19,22 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
-from console.decode import decode, printable
+from console.decode import Decoded, decode, printable
 from console.engine.api import Engine
 from console.engine.browse import Page
 from console.engine.control import ControlError, parse_target
 from console.model import Position, Record, format_ts
 from console.redact import REDACTOR
 from console.sources.base import SourceError
-from console.ui.format import decode_data, position_text
+from console.ui.format import decode_data, position_text, shown
 
 SEARCH_PAGES = 5
 
 
-def preview(record: Record, width: int = 60) -> str:
+def preview(record: Record, decoded: Decoded, width: int = 60) -> str:
     """The start of the decoded record, on one line (how it was decoded has its own column)."""
-    lines = decode_data(record.data).splitlines()
-    if lines and lines[0].startswith("[") and decode(record.data).how in lines[0]:
+    lines = shown(decoded, record.data).splitlines()
+    if lines and lines[0].startswith("[") and decoded.how in lines[0]:
         lines = lines[1:]
     text = " ".join(line.strip() for line in lines[:4])
     return printable(text[:width])
@@ -99,6 +99,7 @@ class RecordsScreen(Screen[None]):
         table = self.query_one(DataTable)
         table.clear()
         for i, r in enumerate(page.records, 1):
+            decoded = decode(r.data)  # once a row: its column and its preview
             sub = "" if r.sub_sequence_number is None else f"/{r.sub_sequence_number}"
             # Text cells, never markup: a record's bytes are not the console's to style.
             table.add_row(
@@ -106,8 +107,8 @@ class RecordsScreen(Screen[None]):
                 Text(f"…{r.sequence_number[-14:]}{sub}"),
                 Text(printable(r.partition_key)),
                 Text(format_ts(r.approximate_arrival)),
-                Text(decode(r.data).how),
-                Text(REDACTOR(preview(r))),
+                Text(decoded.how),
+                Text(REDACTOR(preview(r, decoded))),
             )
         more = "the shard ends here" if page.next is None else "n: next page"
         if page.at_tip:
