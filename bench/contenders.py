@@ -1,6 +1,7 @@
 """One contender drains N records in a process of its own and prints its figures as JSON.
 
     python -m bench.contenders ours|ours-metrics|bare|bare-raw|async-kinesis URL STREAM N [--kpl]
+                               [--profile FILE]
 
 * ``bare``: what a person writes first with aioboto3: one task per shard, GetRecords until
   caught up.
@@ -160,7 +161,13 @@ def main() -> None:
         import kinesis  # noqa: F401
     wall0, cpu0 = time.perf_counter(), time.process_time()
     scraper = None
-    if name == "ours":
+    if name == "ours" and "--profile" in sys.argv:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        count = profiler.runcall(ours, url, stream, n)
+        profiler.dump_stats(sys.argv[sys.argv.index("--profile") + 1])
+    elif name == "ours":
         count = ours(url, stream, n)
     elif name == "ours-metrics":
         port = _free_port()

@@ -77,6 +77,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="watch only: every change (rewind, skip, pause, undo, replay) is refused",
     )
     p.add_argument(
+        "--read-path",
+        choices=("fast", "botocore"),
+        help="GetRecords and shard listings: fast (default; signed by botocore, decoded "
+        "past its parser) or botocore (its client methods)",
+    )
+    p.add_argument(
         "--metrics-port",
         type=_whole,
         metavar="PORT",
@@ -224,6 +230,7 @@ _SETTING_FLAGS = (
     "take_over",
     "metrics_port",
     "metrics_host",
+    "read_path",
 )
 
 

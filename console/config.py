@@ -179,6 +179,9 @@ class Settings:
     # /metrics, /healthz, /readyz, /status on one HTTP server in the process (None: none).
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # How GetRecords and the shard listings are read: "fast" (past botocore's parser) or
+    # "botocore" (through the client's methods, as every other call).
+    read_path: str = "fast"
 
 
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
@@ -211,6 +214,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "take_over": _flag,
     "metrics_port": _port,
     "metrics_host": _text,
+    "read_path": _choice("fast", "botocore"),
 }
 assert set(_PARSERS) == {f.name for f in fields(Settings)}
 

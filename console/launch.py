@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import gc
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -45,6 +47,17 @@ def consumer_options(settings: Settings, initial: Position) -> ConsumerOptions:
     )
 
 
+def settle_heap() -> None:
+    """Once started: what start-up built (modules, botocore's models, the engine) lives as long
+    as the process, so the cyclic collector stops scanning it, and the young generation is
+    collected every 10,000 allocations, not 700. A page of 10,000 records is about 30,000 new
+    objects, nearly none in cycles; at the defaults the collector ran some 40 times a page,
+    with full scans of everything start-up built. Measured on the P1 drain's read path
+    (100,000 records): 0.30 s CPU with the defaults, 0.19 s with both (bench/RESULTS.md)."""
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
 async def consume(
     source: StreamSource,
     db: str | None,
@@ -81,6 +94,7 @@ async def consume(
         except SourceError as exc:
             raise startup_error(exc) from None
         stopper.attach(consumer.request_stop)
+        settle_heap()
         if endpoint is not None:
             endpoint.watch(consumer)
         if settings.no_ui:
@@ -213,6 +227,7 @@ def source_for(stream: str, kind: str | None, aws: AwsSettings, settings: Settin
 
     faults = FaultInjector.parse(settings.inject_faults) if settings.inject_faults else None
     try:
+        aws = dataclasses.replace(aws, read_path=settings.read_path)
         return make_source(stream, aws, kind=kind, faults=faults)
     except FatalSourceError as exc:
         raise UsageError(str(exc)) from None

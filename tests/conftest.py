@@ -107,8 +107,15 @@ def demo_endpoint() -> Iterator[Any]:
         endpoint.stop()
 
 
-def aws(url: str) -> AwsSettings:
-    return AwsSettings(region="us-east-1", endpoint_url=url)
+def aws(url: str, read_path: str = "fast") -> AwsSettings:
+    return AwsSettings(region="us-east-1", endpoint_url=url, read_path=read_path)
+
+
+@pytest.fixture(params=["fast", "botocore"])
+def read_path(request: pytest.FixtureRequest) -> str:
+    """Both read paths (sources/wire.py and botocore's client methods), for the tests that
+    must hold on each."""
+    return str(request.param)
 
 
 class Kinesis:

@@ -36,6 +36,7 @@ class Proxy:
         self.upstream = upstream
         self.rule = rule
         self.seen: list[str] = []  # operations, in the order they arrived
+        self.requests: list[tuple[str, bytes, dict[str, str]]] = []  # operation, body, headers
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -69,6 +70,7 @@ class Proxy:
         raw = await request.read()
         operation = request.headers.get("X-Amz-Target", "").rsplit(".", 1)[-1]
         self.seen.append(operation)
+        self.requests.append((operation, raw, dict(request.headers)))
         decision = self.rule(operation, json.loads(raw or b"{}"), dict(request.headers))
         if decision == HOLD:
             assert self._stop is not None

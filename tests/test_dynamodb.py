@@ -75,14 +75,14 @@ async def changes(url: str, table: str) -> None:
 
 
 async def test_inserts_updates_and_deletes_arrive_with_their_images_and_restart_resumes(
-    moto: str, db: str
+    moto: str, db: str, read_path: str
 ) -> None:
     table, arn = await create_table(moto)
     assert arn is not None and is_stream_arn(arn)
     await changes(moto, table)
     store = await SqliteStore.open(db)
     first = Collect()
-    async with DynamoDBSource(arn, aws(moto)) as source:
+    async with DynamoDBSource(arn, aws(moto, read_path)) as source:
         async with Consumer(source, store, first, FAST) as consumer:
             await wait_for(lambda: len(first.seen) == 4)
             assert consumer.key == arn
@@ -103,7 +103,7 @@ async def test_inserts_updates_and_deletes_arrive_with_their_images_and_restart_
     async with ddb(moto) as client:
         await client.put_item(TableName=table, Item={"pk": {"S": "c"}, "sk": {"N": "3"}})
     second = Collect()
-    async with DynamoDBSource(arn, aws(moto)) as source:
+    async with DynamoDBSource(arn, aws(moto, read_path)) as source:
         async with Consumer(source, store, second, FAST):
             await wait_for(lambda: len(second.seen) == 1)
     await store.close()
@@ -343,9 +343,13 @@ def test_the_embedded_endpoint_refuses_what_aws_refuses(demo_endpoint: Any) -> N
 # -- thousands of shards, from generated pages at the client boundary ---------------------------
 
 
-async def test_describe_stream_is_paged_100_at_a_time_and_gone_parents_do_not_block() -> None:
+async def test_describe_stream_is_paged_100_at_a_time_and_gone_parents_do_not_block(
+    read_path: str,
+) -> None:
     generated = GeneratedStream(ARN, 1_002)
-    settings = aws("http://127.0.0.1:9")  # never reached: every call is answered at the hook
+    settings = aws(
+        "http://127.0.0.1:9", read_path
+    )  # never reached: every call is answered at the hook
     async with DynamoDBSource(
         ARN, settings, [("before-send.dynamodbstreams", generated.hook)]
     ) as s:
@@ -400,7 +404,7 @@ def test_a_disabled_stream_by_arn_is_drained_with_a_warning_by_table_refused(
     assert len(out.read_text().splitlines()) == 12
 
 
-def test_binary_attributes_reach_jsonl_as_base64(moto: str, tmp_path: Path) -> None:
+def test_binary_attributes_reach_jsonl_as_base64(moto: str, tmp_path: Path, read_path: str) -> None:
     import asyncio
     import base64
 
@@ -423,7 +427,7 @@ def test_binary_attributes_reach_jsonl_as_base64(moto: str, tmp_path: Path) -> N
     result = run_cli(
         "run", table, "--source", "dynamodb", "--endpoint-url", moto,
         "--db", str(tmp_path / "c.db"), "--processor", f"jsonl:{out}", "--max-records", "1",
-        "--no-ui",
+        "--no-ui", "--read-path", read_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     [row] = [json.loads(line) for line in out.read_text().splitlines()]

@@ -13,7 +13,9 @@ from tests.conftest import FAST, Collect, Kinesis, aws, numbered, unique, wait_f
 
 
 @pytest.mark.parametrize("kind", [*KINDS, "mixed"])
-async def test_faults_lose_nothing_and_show(kinesalite: str, db: str, kind: str) -> None:
+async def test_faults_lose_nothing_and_show(
+    kinesalite: str, db: str, kind: str, read_path: str
+) -> None:
     name = unique()
     k = Kinesis(kinesalite)
     await k.create(name, 2)
@@ -24,7 +26,9 @@ async def test_faults_lose_nothing_and_show(kinesalite: str, db: str, kind: str)
     processor = Collect()
     store = await SqliteStore.open(db)
     events: list[str] = []
-    async with KinesisSource(name, aws(kinesalite), faults.hooks(), page_size=1) as source:
+    async with KinesisSource(
+        name, aws(kinesalite, read_path), faults.hooks(), page_size=1
+    ) as source:
         consumer = Consumer(
             source, store, processor, dataclasses.replace(FAST, records_per_call=25)
         )
@@ -58,7 +62,7 @@ def test_fault_spec_parsing() -> None:
 
 
 def test_faults_show_in_the_status_line_and_the_log_of_a_headless_run(
-    kinesalite: str, tmp_path
+    kinesalite: str, tmp_path, read_path: str
 ) -> None:
     """20% of calls fail, every kind mixed, through ``--inject-faults`` on the real command:
     everything arrives, and the operator reading stderr sees what happened."""
@@ -93,6 +97,8 @@ def test_faults_show_in_the_status_line_and_the_log_of_a_headless_run(
         "300",
         "--inject-faults",
         "all=0.2,seed=5",
+        "--read-path",
+        read_path,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr

@@ -38,17 +38,17 @@ async def read_all(source: KinesisSource, shard_id: str, position: Position) -> 
     return out
 
 
-async def test_paginated_listing_tolerates_each_endpoint(endpoint: str) -> None:
+async def test_paginated_listing_tolerates_each_endpoint(endpoint: str, read_path: str) -> None:
     name = unique()
     await Kinesis(endpoint).create(name, 7)
-    async with KinesisSource(name, aws(endpoint), page_size=3) as source:
+    async with KinesisSource(name, aws(endpoint, read_path), page_size=3) as source:
         shards = await source.list_shards()
     assert len(shards) == 7
     assert len({s.shard_id for s in shards}) == 7
     assert all(not s.is_closed for s in shards)
 
 
-async def test_all_five_iterator_types(endpoint: str) -> None:
+async def test_all_five_iterator_types(endpoint: str, read_path: str) -> None:
     name = unique()
     k = Kinesis(endpoint)
     await k.create(name, 1)
@@ -57,7 +57,7 @@ async def test_all_five_iterator_types(endpoint: str) -> None:
     cut = time.time()
     await asyncio.sleep(0.05)
     await k.put(name, numbered(3, keys=1, start=5))
-    async with KinesisSource(name, aws(endpoint)) as source:
+    async with KinesisSource(name, aws(endpoint, read_path)) as source:
         [shard] = await source.list_shards()
         sid = shard.shard_id
         seq2 = first[2]["SequenceNumber"]
@@ -74,12 +74,12 @@ async def test_all_five_iterator_types(endpoint: str) -> None:
         assert await read_all(source, sid, Position.latest()) == []
 
 
-async def test_limit_and_millis_behind(moto: str) -> None:
+async def test_limit_and_millis_behind(moto: str, read_path: str) -> None:
     name = unique()
     k = Kinesis(moto)
     await k.create(name, 1)
     await k.put(name, numbered(30, keys=1))
-    async with KinesisSource(name, aws(moto)) as source:
+    async with KinesisSource(name, aws(moto, read_path)) as source:
         [shard] = await source.list_shards()
         it = await source.get_iterator(shard.shard_id, Position.trim_horizon())
         batch = await source.get_records(it, 10)
@@ -88,7 +88,9 @@ async def test_limit_and_millis_behind(moto: str) -> None:
         assert isinstance(batch.records[0].approximate_arrival, float)
 
 
-async def test_aggregated_records_are_deaggregated_with_sub_sequence_numbers(moto: str) -> None:
+async def test_aggregated_records_are_deaggregated_with_sub_sequence_numbers(
+    moto: str, read_path: str
+) -> None:
     name = unique()
     await Kinesis(moto).create(name, 1)
     agg = RecordAggregator()
@@ -96,7 +98,7 @@ async def test_aggregated_records_are_deaggregated_with_sub_sequence_numbers(mot
         agg.add_user_record(f"user-{i}", f"payload {i}".encode())
     pk, _, data = agg.clear_and_get().get_contents()
     await Kinesis(moto).put(name, [(pk, data), ("plain", b"not aggregated")])
-    async with KinesisSource(name, aws(moto)) as source:
+    async with KinesisSource(name, aws(moto, read_path)) as source:
         [shard] = await source.list_shards()
         it = await source.get_iterator(shard.shard_id, Position.trim_horizon())
         records = (await source.get_records(it, 100)).records
@@ -107,14 +109,16 @@ async def test_aggregated_records_are_deaggregated_with_sub_sequence_numbers(mot
     assert len({r.sequence_number for r in records[:5]}) == 1
 
 
-async def test_closed_shard_ends_with_a_null_iterator_on_kinesalite(kinesalite: str) -> None:
+async def test_closed_shard_ends_with_a_null_iterator_on_kinesalite(
+    kinesalite: str, read_path: str
+) -> None:
     name = unique()
     k = Kinesis(kinesalite)
     await k.create(name, 1)
     await k.put(name, numbered(4, keys=2))
     [s0] = await k.shards(name)
     await k.split(name, s0["ShardId"])
-    async with KinesisSource(name, aws(kinesalite)) as source:
+    async with KinesisSource(name, aws(kinesalite, read_path)) as source:
         shards = {s.shard_id: s for s in await source.list_shards()}
         parent = shards[s0["ShardId"]]
         assert parent.is_closed
@@ -131,45 +135,53 @@ async def test_closed_shard_ends_with_a_null_iterator_on_kinesalite(kinesalite: 
         assert ended
 
 
-async def test_stream_arn_is_accepted(moto: str) -> None:
+async def test_stream_arn_is_accepted(moto: str, read_path: str) -> None:
     name = unique()
     await Kinesis(moto).create(name, 2)
     arn = f"arn:aws:kinesis:us-east-1:123456789012:stream/{name}"
-    async with KinesisSource(arn, aws(moto)) as source:
+    async with KinesisSource(arn, aws(moto, read_path)) as source:
         assert source.stream == name
         info = await source.describe()
         assert info.arn == arn
         assert len(await source.list_shards()) == 2
 
 
-async def test_errors_are_classified(moto: str) -> None:
-    async with KinesisSource("no-such-stream", aws(moto)) as source:
+async def test_errors_are_classified(moto: str, read_path: str) -> None:
+    async with KinesisSource("no-such-stream", aws(moto, read_path)) as source:
         with pytest.raises(StreamNotFoundError, match="'no-such-stream' not found"):
             await source.describe()
+        with pytest.raises(StreamNotFoundError, match="'no-such-stream' not found"):
+            await source.list_shards()  # on the read path
     name = unique()
     await Kinesis(moto).create(name, 1)
-    async with KinesisSource(name, aws(moto)) as source:
+    async with KinesisSource(name, aws(moto, read_path)) as source:
         with pytest.raises(ShardNotFoundError, match="no longer in stream"):
             await source.get_iterator("shardId-000000000099", Position.trim_horizon())
 
 
-async def test_garbage_iterator_is_fatal_on_kinesalite(kinesalite: str) -> None:
+async def test_garbage_iterator_is_fatal_on_kinesalite(kinesalite: str, read_path: str) -> None:
     name = unique()
     await Kinesis(kinesalite).create(name, 1)
-    async with KinesisSource(name, aws(kinesalite)) as source:
+    async with KinesisSource(name, aws(kinesalite, read_path)) as source:
         with pytest.raises(FatalSourceError, match="InvalidArgumentException"):
             await source.get_records("garbage", 10)
 
 
-async def test_unreachable_endpoint() -> None:
-    async with KinesisSource("s", aws("http://127.0.0.1:9")) as source:
+async def test_unreachable_endpoint(read_path: str) -> None:
+    async with KinesisSource("s", aws("http://127.0.0.1:9", read_path)) as source:
         with pytest.raises(EndpointUnreachableError, match="cannot reach"):
             await source.describe()
+        with pytest.raises(EndpointUnreachableError, match="cannot reach"):
+            await source.list_shards()
 
 
-async def test_missing_credentials(moto: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_missing_credentials(
+    moto: str, monkeypatch: pytest.MonkeyPatch, read_path: str
+) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    async with KinesisSource("s", aws(moto)) as source:
+    async with KinesisSource("s", aws(moto, read_path)) as source:
         with pytest.raises(CredentialsError, match="no AWS credentials"):
             await source.describe()
+        with pytest.raises(CredentialsError, match="no AWS credentials"):
+            await source.get_records("an-iterator", 10)  # signing on the read path needs them

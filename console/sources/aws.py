@@ -31,6 +31,7 @@ from console.sources.base import (
     StreamNotFoundError,
     TrimmedDataError,
 )
+from console.sources.wire import Wire
 
 Hook = tuple[str, Callable[..., Any]]
 
@@ -82,6 +83,9 @@ class AwsSettings:
     access_key_id: str | None = None
     secret_access_key: str | None = None
     max_pool_connections: int = 64
+    # "fast": GetRecords and the shard listings past botocore's parser (sources/wire.py);
+    # "botocore": every call through the client's methods.
+    read_path: str = "fast"
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
 
@@ -187,6 +191,7 @@ class ClientSource:
         self.settings = settings  # region, profile, endpoint: what a lease table's client shares
         self._hooks = tuple(hooks)
         self._client: Any = None
+        self._wire: Wire | None = None
         self._stack: contextlib.AsyncExitStack | None = None
 
     async def __aenter__(self) -> Self:
@@ -195,7 +200,19 @@ class ClientSource:
             open_client(self.service, self.settings, self._hooks)
         )
         self._stack = stack
+        self._wire = Wire(self._client) if self.settings.read_path == "fast" else None
         return self
+
+    async def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One read-path call (GetRecords, ListShards, DescribeStream): on the fast path past
+        botocore's parser, with values as the JSON carries them (blobs in base64); otherwise
+        through the client's method. Failures raise what the client would raise."""
+        if self._wire is not None:
+            return await self._wire.call(operation, params)
+        from botocore import xform_name
+
+        resp: dict[str, Any] = await getattr(self._client, xform_name(operation))(**params)
+        return resp
 
     async def __aexit__(
         self,

@@ -22,7 +22,8 @@ import json
 import math
 import re
 import time
-from collections.abc import Sequence
+from binascii import a2b_base64
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from console.model import (
@@ -79,10 +80,38 @@ def _deserializer() -> Any:
     return TypeDeserializer()
 
 
-def records_from_api(raw: Sequence[dict[str, Any]], deserializer: Any) -> list[Record]:
-    """One ChangeRecord per stream record. Keys and images become Python values; ``data`` is
-    the change as compact JSON and ``partition_key`` the keys as compact JSON."""
-    load = deserializer.deserialize
+def json_value(value: dict[str, Any]) -> Any:
+    """An attribute value as the JSON wire carries it (binary in base64) to the Python value
+    boto3's TypeDeserializer makes of botocore's parse: Decimal, Binary, set, dict, list."""
+    from boto3.dynamodb.types import DYNAMODB_CONTEXT, Binary
+
+    ((kind, raw),) = value.items()
+    if kind in ("S", "BOOL"):
+        return raw
+    if kind == "N":
+        return DYNAMODB_CONTEXT.create_decimal(raw)
+    if kind == "M":
+        return {k: json_value(v) for k, v in raw.items()}
+    if kind == "L":
+        return [json_value(v) for v in raw]
+    if kind == "NULL":
+        return None
+    if kind == "B":
+        return Binary(a2b_base64(raw))
+    if kind == "SS":
+        return set(raw)
+    if kind == "NS":
+        return {DYNAMODB_CONTEXT.create_decimal(v) for v in raw}
+    if kind == "BS":
+        return {Binary(a2b_base64(v)) for v in raw}
+    raise TypeError(f"unknown DynamoDB attribute type {kind}")
+
+
+def records_from_api(raw: Sequence[dict[str, Any]], load: Callable[[Any], Any]) -> list[Record]:
+    """One ChangeRecord per stream record. Keys and images become Python values through
+    ``load`` (:func:`json_value` on the fast read path, boto3's TypeDeserializer after botocore's
+    parser); ``data`` is the change as compact JSON and ``partition_key`` the keys as compact
+    JSON."""
     dumps = json.dumps
     out: list[Record] = []
     for item in raw:
@@ -196,7 +225,7 @@ class DynamoDBSource(ClientSource):
         if start is not None:
             kwargs["ExclusiveStartShardId"] = start
         try:
-            resp = await self._client.describe_stream(**kwargs)
+            resp = await self._call("DescribeStream", kwargs)
         except Exception as exc:
             missing = StreamNotFoundError(
                 f"stream '{arn}' not found at {self._where()}: check the ARN, --region and "
@@ -255,12 +284,14 @@ class DynamoDBSource(ClientSource):
 
     async def get_records(self, iterator: str, limit: int) -> Batch:
         try:
-            resp = await self._client.get_records(
-                ShardIterator=iterator, Limit=min(limit, self.max_records_per_call)
+            resp = await self._call(
+                "GetRecords",
+                {"ShardIterator": iterator, "Limit": min(limit, self.max_records_per_call)},
             )
         except Exception as exc:
             raise classify(exc, "reading records") from exc
-        records = records_from_api(resp.get("Records") or (), self._deserializer)
+        load = json_value if self._wire else self._deserializer.deserialize
+        records = records_from_api(resp.get("Records") or (), load)
         following = resp.get("NextShardIterator")
         # The lag of the page as read: a page emptied by a rewind's filter is not the tip, and
         # the worker must read on at once rather than idle.
