@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # (id, module, full arguments, quick arguments)
 SUITE = [
     ("P1", "bench.drain", ["--runs", "3"], ["--runs", "1", "--records", "20000"]),
+    ("P1-1024B", "bench.drain", ["--runs", "3", "--size", "1024"], ["--runs", "1", "--records", "20000", "--size", "1024"]),
     ("P1k", "bench.drain", ["--runs", "3", "--kpl"], ["--runs", "1", "--records", "20000", "--kpl"]),
     ("P2", "bench.command_latency", ["--commands", "10"], ["--commands", "4"]),
     ("P3", "bench.ui", ["--runs", "3"], ["--runs", "1", "--seconds", "3", "--records", "20000"]),

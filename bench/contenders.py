@@ -1,6 +1,7 @@
 """One contender drains N records in a process of its own and prints its figures as JSON.
 
-    python -m bench.contenders ours|ours-metrics|bare|bare-raw|async-kinesis URL STREAM N [--kpl]
+    python -m bench.contenders ours|ours-botocore|ours-metrics|bare|bare-raw|async-kinesis
+                               URL STREAM N [--kpl]
                                [--profile FILE]
 
 * ``bare``: what a person writes first with aioboto3: one task per shard, GetRecords until
@@ -11,6 +12,8 @@
 * ``async-kinesis``: async-kinesis 3.0.1's consumer, at the Kinesis fetch limit.
 * ``ours``: the real headless program: argument parsing, probe, SQLite checkpoints, a
   processor that counts what it is handed.
+* ``ours-botocore``: the same with ``--read-path botocore`` (GetRecords through botocore's
+  parser, as before issue 16).
 * ``ours-metrics``: the same with ``--metrics-port``, scraped every second by another process
   (bench/scrape.py, Prometheus' part).
 
@@ -150,7 +153,7 @@ def main() -> None:
 
     if kpl:
         import aws_kinesis_agg.deaggregator  # noqa: F401
-    if name in ("ours", "ours-metrics"):
+    if name in ("ours", "ours-botocore", "ours-metrics"):
         import console.checkpoints.sqlite
         import console.cli
         import console.engine.consumer
@@ -169,6 +172,8 @@ def main() -> None:
         profiler.dump_stats(sys.argv[sys.argv.index("--profile") + 1])
     elif name == "ours":
         count = ours(url, stream, n)
+    elif name == "ours-botocore":
+        count = ours(url, stream, n, ("--read-path", "botocore"))
     elif name == "ours-metrics":
         port = _free_port()
         # Prometheus' part, in a process of its own: GET /metrics every second, parsed there.
