@@ -83,6 +83,20 @@ def _common(p: argparse.ArgumentParser) -> None:
         "past its parser) or botocore (its client methods)",
     )
     p.add_argument(
+        "--fan-out",
+        nargs="?",
+        const=True,  # the default name
+        metavar="NAME",
+        help="read through enhanced fan-out (SubscribeToShard) as the stream consumer NAME, "
+        "registered if absent (default: the lease table's name, or shard-console)",
+    )
+    p.add_argument(
+        "--deregister-on-exit",
+        action="store_const",
+        const=True,
+        help="with --fan-out: deregister the stream consumer when the run ends",
+    )
+    p.add_argument(
         "--metrics-port",
         type=_whole,
         metavar="PORT",
@@ -231,6 +245,8 @@ _SETTING_FLAGS = (
     "metrics_port",
     "metrics_host",
     "read_path",
+    "fan_out",
+    "deregister_on_exit",
 )
 
 
@@ -259,6 +275,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     initial = launch.initial_position(settings)
     launch.check_ui(settings)
+    launch.fan_out_name(settings)
     aws = AwsSettings(
         region=settings.region, profile=settings.profile, endpoint_url=settings.endpoint_url
     )
@@ -294,6 +311,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     launch.check_ui(settings)
+    if settings.fan_out is not None:
+        raise UsageError(
+            "the demo's embedded endpoint serves polling only: --fan-out needs a Kinesis endpoint "
+            "with enhanced fan-out (AWS, or kinesis-mock)"
+        )
     if args.shards < 1 or args.shards > 64:
         raise UsageError(f"--shards must be between 1 and 64, not {args.shards}")
     if not args.rate > 0:

@@ -106,6 +106,18 @@ def _choice(*choices: str) -> Callable[[str, Any], str]:
     return parse
 
 
+def _fan_out(name: str, value: Any) -> str | None:
+    """A stream consumer's name, or true for the default one; false for polling."""
+    if isinstance(value, bool):
+        return "" if value else None
+    text = str(value).strip()
+    if text.lower() in ("1", "true", "yes", "on"):
+        return ""
+    if text.lower() in ("0", "false", "no", "off", ""):
+        return None
+    return text
+
+
 def _records_per_call(name: str, value: Any) -> int:
     return _count(name, value, 10_000)
 
@@ -182,6 +194,9 @@ class Settings:
     # How GetRecords and the shard listings are read: "fast" (past botocore's parser) or
     # "botocore" (through the client's methods, as every other call).
     read_path: str = "fast"
+    # Enhanced fan-out: the stream consumer's name ("" for the default one; None: polling).
+    fan_out: str | None = None
+    deregister_on_exit: bool = False
 
 
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
@@ -215,6 +230,8 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "metrics_port": _port,
     "metrics_host": _text,
     "read_path": _choice("fast", "botocore"),
+    "fan_out": _fan_out,
+    "deregister_on_exit": _flag,
 }
 assert set(_PARSERS) == {f.name for f in fields(Settings)}
 

@@ -44,7 +44,31 @@ def consumer_options(settings: Settings, initial: Position) -> ConsumerOptions:
         max_records=settings.max_records,
         processor_timeout=settings.processor_timeout or None,
         read_only=settings.read_only,
+        fan_out=fan_out_name(settings),
+        deregister_on_exit=settings.deregister_on_exit,
     )
+
+
+def fan_out_name(settings: Settings) -> str | None:
+    """The stream consumer ``--fan-out`` reads as (None: polling); bad combinations are usage
+    errors."""
+    from console.sources.base import FatalSourceError
+    from console.sources.fanout import DEFAULT_NAME, check_name
+
+    if settings.fan_out is None:
+        if settings.deregister_on_exit:
+            raise UsageError("--deregister-on-exit needs --fan-out: there is no consumer to remove")
+        return None
+    if settings.deregister_on_exit and settings.lease_table:
+        raise UsageError(
+            "--deregister-on-exit with --lease-table would end the other workers' "
+            "subscriptions: deregister the consumer once the whole fleet has stopped "
+            "(aws kinesis deregister-stream-consumer)"
+        )
+    try:
+        return check_name(settings.fan_out or settings.lease_table or DEFAULT_NAME)
+    except FatalSourceError as exc:
+        raise UsageError(f"--fan-out: {exc}") from None
 
 
 def settle_heap() -> None:
@@ -228,9 +252,14 @@ def source_for(stream: str, kind: str | None, aws: AwsSettings, settings: Settin
     faults = FaultInjector.parse(settings.inject_faults) if settings.inject_faults else None
     try:
         aws = dataclasses.replace(aws, read_path=settings.read_path)
-        return make_source(stream, aws, kind=kind, faults=faults)
+        source = make_source(stream, aws, kind=kind, faults=faults)
     except FatalSourceError as exc:
         raise UsageError(str(exc)) from None
+    if settings.fan_out is not None and source.kind != "kinesis":
+        raise UsageError(
+            "--fan-out reads Kinesis Data Streams: DynamoDB Streams has no enhanced fan-out"
+        )
+    return source
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ from tests.servers import moto_server, node_server  # noqa: E402
 
 TESTS = Path(__file__).parent
 KINESALITE = TESTS / "kinesalite"
+KINESIS_MOCK = TESTS / "kinesis-mock"
 
 FAST = ConsumerOptions(
     discovery_interval=0.5,
@@ -68,15 +69,16 @@ def unique(prefix: str = "s") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def _install_kinesalite() -> None:
-    if (KINESALITE / "node_modules" / "kinesalite").is_dir():
+def _install(folder: Path, package: str) -> None:
+    """``npm ci`` in ``folder`` unless ``package`` is installed there already."""
+    if (folder / "node_modules" / package).is_dir():
         return
     npm = shutil.which("npm")
     if npm is None:
-        raise RuntimeError("npm is needed to install kinesalite for the tests")
+        raise RuntimeError(f"npm is needed to install {package} for the tests")
     subprocess.run(
         [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=KINESALITE,
+        cwd=folder,
         check=True,
         timeout=300,
     )
@@ -84,9 +86,30 @@ def _install_kinesalite() -> None:
 
 @pytest.fixture(scope="session")
 def kinesalite() -> Iterator[str]:
-    _install_kinesalite()
+    _install(KINESALITE, "kinesalite")
     with node_server(KINESALITE / "start.js", "0") as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def kinesis_mock() -> Iterator[str]:
+    """kinesis-mock (npm kinesis-local): the emulator with enhanced fan-out."""
+    _install(KINESIS_MOCK, "kinesis-local")
+    with node_server(KINESIS_MOCK / "start.js", "0") as url:
+        yield url
+
+
+@pytest.fixture
+def efo(kinesis_mock: str) -> Iterator[Any]:
+    """kinesis-mock behind tests/efo_shim.py: SubscribeToShard as AWS serves it."""
+    from tests.efo_shim import EfoShim
+
+    shim = EfoShim(kinesis_mock)
+    shim.start()
+    try:
+        yield shim
+    finally:
+        shim.stop()
 
 
 @pytest.fixture(scope="session")

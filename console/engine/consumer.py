@@ -21,7 +21,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -32,14 +31,16 @@ from console.engine.checkpointing import Checkpointer
 from console.engine.control import ControlRequest, ControlResult, Plan
 from console.engine.discovery import Discovery, initial_checkpoints
 from console.engine.events import EventLog, Level
+from console.engine.fanout import FanOut
 from console.engine.lineage import Lineage
+from console.engine.options import ConsumerOptions as ConsumerOptions  # noqa: PLC0414 - re-export
+from console.engine.options import worker_options
 from console.engine.retry import Backoff
 from console.engine.shards import ShardRunner
 from console.engine.snapshot import snapshot_doc
 from console.engine.state import EngineState, Rates
 from console.engine.worker import (
     RecordBudget,
-    WorkerOptions,
 )
 from console.model import (
     HistoryEntry,
@@ -57,24 +58,6 @@ class ConsumerStatus(StrEnum):
     RUNNING = "running"
     STOPPING = "stopping"
     STOPPED = "stopped"
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerOptions:
-    initial_position: Position = field(default_factory=Position.trim_horizon)
-    discovery_interval: float = 30.0
-    flush_interval: float = 5.0
-    idle_interval: float = 1.0
-    records_per_call: int | None = None  # None: the service's maximum
-    max_records: int | None = None  # stop after this many records in all
-    processor_timeout: float | None = 300.0
-    backoff_base: float = 0.2
-    backoff_cap: float = 10.0
-    processor_backoff_cap: float = 30.0
-    history_interval: float = 60.0
-    command_interval: float = 1.0
-    tick_interval: float = 1.0
-    read_only: bool = False  # refuse every operator change
 
 
 class Consumer:
@@ -117,15 +100,17 @@ class Consumer:
             if self.options.max_records is not None
             else None
         )
-        limit = self.options.records_per_call or source.max_records_per_call
-        worker_options = WorkerOptions(
-            limit=min(limit, source.max_records_per_call),
-            min_call_interval=source.min_call_interval,
-            idle_interval=self.options.idle_interval,
-            backoff_base=self.options.backoff_base,
-            backoff_cap=self.options.backoff_cap,
-            processor_backoff_cap=self.options.processor_backoff_cap,
-            processor_timeout=self.options.processor_timeout,
+        self.fan_out = (
+            FanOut(
+                source,
+                self.options.fan_out,
+                self.events,
+                self.state,
+                deregister_on_exit=self.options.deregister_on_exit,
+                options=self.options.fan_out_options,
+            )
+            if self.options.fan_out
+            else None
         )
         self.shards = ShardRunner(
             source=source,
@@ -135,7 +120,7 @@ class Consumer:
             discovery=self.discovery,
             state=self.state,
             events=self.events,
-            options=worker_options,
+            options=worker_options(self.options, source),
             budget=budget,
             fail=self._fail_run,
             discover_now=self._discover_now.set,
@@ -196,6 +181,9 @@ class Consumer:
             info = self.state.info or await self.source.describe()
             self.state.info = info
             self.discovery.key = info.arn or self.source.stream
+            if self.fan_out is not None:
+                await self.fan_out.register(info)
+                self.shards.feed_for = self.fan_out.feed
             await self.store.acquire(self.key)
             self._acquired = True  # ours to release (a failed acquire leaves nothing held)
             record = await self.store.stream_record(self.key)
@@ -316,6 +304,8 @@ class Consumer:
         try:
             async with self.changes.lock:
                 await self.shards.stop_all()
+                if self.fan_out is not None:
+                    await self.fan_out.close()
                 try:
                     if self._opened and self._acquired:
                         await self.checkpointer.flush()

@@ -21,6 +21,7 @@ from console.checkpoints.base import CheckpointStore, LeaseView, WorkerView
 from console.engine.checkpointing import Checkpointer
 from console.engine.discovery import Discovery
 from console.engine.events import EventLog, ExpiryTeller, Level
+from console.engine.feeds import Feed
 from console.engine.lineage import Lineage
 from console.engine.pacing import Pacers
 from console.engine.state import EngineState
@@ -88,6 +89,8 @@ class ShardRunner:
         self._background: set[asyncio.Task[Any]] = set()
         self.worker_id: str | None = None  # fleet mode: this process's name in the lease table
         self._expiries = ExpiryTeller(self.events)
+        # Enhanced fan-out: each worker's feed (None: GetRecords polling).
+        self.feed_for: Callable[[str], Feed] | None = None
 
     @property
     def key(self) -> str:
@@ -239,6 +242,7 @@ class ShardRunner:
             events=self.events,
             options=self._worker_options,
             pacer=self.pacers[sid],
+            feed=self.feed_for(sid) if self.feed_for is not None else None,
             ctx=ShardContext(self.source.stream, sid, shard.parents),
             budget=self._budget,
             on_children=self._on_children,

@@ -101,6 +101,7 @@ class ShardView:
     lease_counter: int | None = None
     counter_age: float | None = None
     lease_expired: bool = False
+    mode: str | None = None  # how its worker reads (or read): "polling" or "fan-out"
     version: int = 0
 
 
@@ -124,6 +125,8 @@ class EngineState:
         # Fleet mode: this worker's id in the lease table, and every worker's last heartbeat.
         self.worker_id: str | None = None
         self.workers: tuple[WorkerView, ...] = ()
+        # Enhanced fan-out: the stream consumer this process reads as (None: polling).
+        self.fan_out: str | None = None
         # An attached console (console.engine.attach): what it watches, in words; None when
         # this process is the consumer.
         self.attached_to: str | None = None

@@ -19,6 +19,7 @@ from typing import TypeVar
 from console.checkpoints.base import CheckpointChange
 from console.engine.checkpointing import Checkpointer
 from console.engine.events import EventLog, Level
+from console.engine.feeds import Feed, PollingFeed
 from console.engine.pacing import Pacer
 from console.engine.retry import Backoff
 from console.engine.state import PEEK_RECORDS, EngineState, ShardView, peek
@@ -128,10 +129,12 @@ class ShardWorker:
         on_children: Callable[[tuple[Shard, ...]], None] | None = None,
         on_retention_loss: Callable[[str, Position], None] | None = None,
         pacer: Pacer | None = None,
+        feed: Feed | None = None,
     ) -> None:
         """``on_retention_loss(message, position lost)``: the stream no longer holds the
         position; the worker reads on from TRIM_HORIZON (the runner says so and records it).
-        ``pacer``: the shard's GetRecords budget, shared with the records browser."""
+        ``pacer``: the shard's GetRecords budget, shared with the records browser.
+        ``feed``: where batches come from (default: GetRecords polling at the pacer's pace)."""
         self.shard = shard  # discovery replaces it when the shard closes
         self.start = start
         self.source = source
@@ -148,6 +151,8 @@ class ShardWorker:
         self.failing_record: Record | None = None
         self._stop = asyncio.Event()
         self.pacer = pacer or Pacer(options.min_call_interval)
+        self.feed: Feed = feed or PollingFeed(source, shard.shard_id, self.pacer, state)
+        self.view.mode = self.feed.mode
         self.position = start
         self.arrival: float | None = None
 
@@ -165,6 +170,7 @@ class ShardWorker:
             return await self._run()
         finally:
             self._stop.set()
+            await self.feed.aclose()
 
     async def _run(self) -> WorkerExit:
         view = self.view
@@ -174,27 +180,18 @@ class ShardWorker:
             await self._finish()
             return WorkerExit.ENDED
         fetch_at, drop = fetch_plan(self.position)
-        iterator: str | None = None
+        feed = self.feed
         backoff = Backoff(self.options.backoff_base, self.options.backoff_cap)
         limit = self.options.limit
         while not self._stop.is_set():
             batch: Batch | None
             try:
-                if iterator is None:
-                    iterator = await self._until_stopped(
-                        self.source.get_iterator(self.shard_id, fetch_at)
-                    )
-                    if iterator is None:
-                        break
-                if not await self._pace():
-                    break
-                self.state.get_records_calls += 1
-                batch = await self._until_stopped(self.source.get_records(iterator, limit))
+                batch = await self._until_stopped(feed.read(fetch_at, limit))
                 if batch is None:
                     break
             except ExpiredIteratorError:
                 # A new iterator after the last record delivered to the processor.
-                iterator = None
+                feed.restart()
                 fetch_at, drop = fetch_plan(self.position)
                 self.state.count_error(view, "expired")
                 self.events.emit(
@@ -204,7 +201,7 @@ class ShardWorker:
                 )
                 continue
             except TrimmedDataError as exc:
-                iterator = None
+                feed.restart()
                 lost_at = self.position
                 self.position = fetch_at = Position.trim_horizon()
                 drop = None
@@ -271,14 +268,13 @@ class ShardWorker:
                 break  # not the shard's end, whatever the iterator says
             if batch.child_shards and self.on_children is not None:
                 self.on_children(batch.child_shards)
-            iterator = batch.next_iterator
-            if iterator is None or self._past_end():
+            if batch.next_iterator is None or self._past_end():
                 await self._finish()
                 return WorkerExit.ENDED
             if self.budget is not None and self.budget.remaining == 0:
                 break
             caught_up = len(raw) < limit and not batch.millis_behind_latest
-            if caught_up and await self._sleep(self.options.idle_interval):
+            if caught_up and feed.idles and await self._sleep(self.options.idle_interval):
                 break
         return WorkerExit.STOPPED
 
@@ -400,12 +396,6 @@ class ShardWorker:
             note="read to the end of the closed shard",
         )
         await self.checkpointer.write([CheckpointChange(cp, entry)])
-
-    async def _pace(self) -> bool:
-        """At most one GetRecords per ``min_call_interval`` on this shard, the browser's
-        included. False if stopped."""
-        wait = self.pacer.reserve()
-        return not (wait > 0 and await self._sleep(wait))
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless stopped. True if stopped."""

@@ -236,6 +236,11 @@ class ClientSource:
             raise classify(exc, f"getting an iterator for {shard_id}", gone) from exc
         return str(resp["ShardIterator"])
 
+    @property
+    def client(self) -> Any:
+        """The open aiobotocore client, for calls beyond the read path (fan-out)."""
+        return self._client
+
     def _where(self) -> str:
         """Where the stream was looked for, for "not found" messages."""
         region = self._client.meta.region_name if self._client is not None else "?"

@@ -37,7 +37,7 @@ def shard_from_api(item: dict[str, Any]) -> Shard:
     )
 
 
-def _child_from_api(item: dict[str, Any]) -> Shard:
+def child_from_api(item: dict[str, Any]) -> Shard:
     parents = list(item.get("ParentShards") or ())
     hashes = item.get("HashKeyRange") or {}
     return Shard(
@@ -198,5 +198,5 @@ class KinesisSource(ClientSource):
             ),
             next_iterator=resp.get("NextShardIterator"),
             millis_behind_latest=resp.get("MillisBehindLatest"),
-            child_shards=tuple(_child_from_api(c) for c in children) if children else (),
+            child_shards=tuple(child_from_api(c) for c in children) if children else (),
         )

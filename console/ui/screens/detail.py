@@ -42,6 +42,12 @@ def lease_text(view: ShardView, me: str | None) -> Text:
     return text
 
 
+def read_text(mode: str, consumer: str | None) -> str:
+    if mode == "fan-out":
+        return f"enhanced fan-out: pushed to stream consumer '{consumer}' (SubscribeToShard)"
+    return "polling (GetRecords)"
+
+
 class ShardDetailScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="back"),
@@ -119,6 +125,8 @@ class ShardDetailScreen(Screen[None]):
             when = f" ({age(now - view.checkpoint_at)} ago)" if view.checkpoint_at else ""
             t.add_row("checkpoint", ckpt + when)
             t.add_row("read up to", view.position.describe() if view.position else "-")
+            if view.mode is not None:
+                t.add_row("reads", read_text(view.mode, self.engine.state.fan_out))
             state = self.engine.state
             if state.leased:
                 t.add_row("lease", lease_text(view, state.worker_id))

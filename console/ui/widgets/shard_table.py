@@ -151,6 +151,7 @@ def row_name(row: Row, view: ShardView | None) -> str:
 
 
 OWNER_WIDTH = 16
+READ_WIDTH = 9  # "fan-out" or "polling", with fan-out on
 
 
 class ShardTable(ScrollView, can_focus=True):
@@ -360,11 +361,19 @@ class ShardTable(ScrollView, can_focus=True):
         """Fleet mode: an owner column shows who holds each shard's lease."""
         return self.state.leased
 
+    @property
+    def fan_out(self) -> bool:
+        """Enhanced fan-out on: a column shows how each shard reads (fan-out or polling)."""
+        return self.state.fan_out is not None
+
     def _widths(self, width: int) -> tuple[int, int]:
-        """(shard column, error column); the fixed columns take 60 cells (76 in fleet mode)."""
+        """(shard column, error column); the fixed columns take 60 cells (76 in fleet mode,
+        9 more with fan-out)."""
         fixed = 10 + 7 + SPARK_WIDTH + 7 + 15 + 5 + 6  # statuses, gaps included
         if self.fleet:
             fixed += OWNER_WIDTH
+        if self.fan_out:
+            fixed += READ_WIDTH
         room = width - fixed - 16
         # 44 cells hold a Kinesis tree; DynamoDB's longer shard ids widen it, while there is room.
         shard = max(24, min(44, room), min(self._name_width, room, 64))
@@ -382,6 +391,7 @@ class ShardTable(ScrollView, can_focus=True):
     def _header(self, width: int) -> Strip:
         shard_w, error_w = self._widths(width)
         owner = f"{'owner':<{OWNER_WIDTH}}" if self.fleet else ""
+        owner += f"{'reads':<{READ_WIDTH}}" if self.fan_out else ""
         text = (
             f" {'shard':<{shard_w}}{'status':<10}{owner}{'lag':>7} {'last minutes':<{SPARK_WIDTH}}"
             f"{'rec/s':>7} {'checkpoint':<15}{'age':>5} {'last error':<{error_w}}"
@@ -447,6 +457,10 @@ class ShardTable(ScrollView, can_focus=True):
         ]
         if self.fleet:
             segments.append(self._owner(view))
+        if self.fan_out:
+            mode = view.mode if view is not None and view.mode is not None else ""
+            style = base if mode == "fan-out" else dim
+            segments.append(Segment(f"{mode:<{READ_WIDTH}}", style))
         segments += [
             Segment(f"{lag_text(view.lag_ms if view else None):>7} ", base),
             Segment(spark, component_style(self, "shard-table--spark")),

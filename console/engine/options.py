@@ -1,0 +1,45 @@
+"""What a consumer is told: its options, and the workers' options made from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from console.engine.fanout import FanOutOptions
+from console.engine.worker import WorkerOptions
+from console.model import Position
+from console.sources.base import StreamSource
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerOptions:
+    initial_position: Position = field(default_factory=Position.trim_horizon)
+    discovery_interval: float = 30.0
+    flush_interval: float = 5.0
+    idle_interval: float = 1.0
+    records_per_call: int | None = None  # None: the service's maximum
+    max_records: int | None = None  # stop after this many records in all
+    processor_timeout: float | None = 300.0
+    backoff_base: float = 0.2
+    backoff_cap: float = 10.0
+    processor_backoff_cap: float = 30.0
+    history_interval: float = 60.0
+    command_interval: float = 1.0
+    tick_interval: float = 1.0
+    read_only: bool = False  # refuse every operator change
+    # Enhanced fan-out: the stream consumer's name (None: GetRecords polling).
+    fan_out: str | None = None
+    deregister_on_exit: bool = False
+    fan_out_options: FanOutOptions = field(default_factory=FanOutOptions)
+
+
+def worker_options(options: ConsumerOptions, source: StreamSource) -> WorkerOptions:
+    limit = options.records_per_call or source.max_records_per_call
+    return WorkerOptions(
+        limit=min(limit, source.max_records_per_call),
+        min_call_interval=source.min_call_interval,
+        idle_interval=options.idle_interval,
+        backoff_base=options.backoff_base,
+        backoff_cap=options.backoff_cap,
+        processor_backoff_cap=options.processor_backoff_cap,
+        processor_timeout=options.processor_timeout,
+    )
