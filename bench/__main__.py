@@ -40,6 +40,7 @@ SUITE = [
     ("P9", "bench.attach", ["--runs", "3"], ["--runs", "1", "--shards", "200", "--seconds", "12"]),
     ("P10", "bench.metrics", ["--runs", "5"], ["--runs", "1", "--records", "50000", "--render-runs", "5"]),
     ("P11", "bench.tail", ["--runs", "3"], ["--runs", "1", "--records", "20000"]),
+    ("P12", "bench.latency", ["--runs", "2"], ["--runs", "1", "--seconds", "5"]),
 ]  # fmt: skip
 
 

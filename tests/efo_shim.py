@@ -83,6 +83,7 @@ class EfoShim:
         self.refused: list[float] = []  # when each was refused (monotonic)
         self.subscribed: list[tuple[float, str, dict[str, Any]]] = []  # when, shard, start
         self.ended: list[str] = []  # shards whose end was told (ChildShards sent)
+        self.sent_at: dict[str, float] = {}  # sequence number: when its event was passed on
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -182,6 +183,7 @@ class EfoShim:
                             await response.write_eof()
                             return response
                         await response.write(message)
+                        self._note_sent(message)
                         if deadline is not None and time.monotonic() > deadline:
                             await response.write_eof()
                             return response
@@ -189,6 +191,13 @@ class EfoShim:
             except (ConnectionError, asyncio.CancelledError):
                 pass  # the client went away; leaving the block closes the upstream
         return response
+
+    def _note_sent(self, message: bytes) -> None:
+        headers, payload = unframe(message)
+        if headers.get(":event-type") == "SubscribeToShardEvent":
+            now = time.time()
+            for record in json.loads(payload).get("Records") or ():
+                self.sent_at[record["SequenceNumber"]] = now
 
     async def _silence(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
