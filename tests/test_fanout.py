@@ -346,3 +346,41 @@ async def test_a_subscription_that_goes_silent_is_dropped_and_renewed(efo: Any, 
     assert processor.data() == [d for _, d in sent]
     assert any("no event for 1.5 s on the subscription" in m for m in messages), messages
     assert [start for _, _, start in efo.subscribed] == [{"Type": "TRIM_HORIZON"}] * 2
+
+
+async def test_a_fleets_workers_share_one_stream_consumer(efo: Any, moto: str) -> None:
+    """Two workers on a lease table (moto's DynamoDB): one stream consumer for the fleet, each
+    shard subscribed by the worker that holds its lease, every record read (at least once: a
+    lease that moves while the workers balance is read again from its checkpoint)."""
+    from console.wiring import Fleet, open_consumer
+
+    stream, table = unique("ff"), unique("app")
+    k = Kinesis(efo.url)
+    await k.create(stream, 2)
+    sent = numbered(80, keys=8)
+    await k.put(stream, sent)
+    a, b = Collect(), Collect()
+    options = dataclasses.replace(FAST, fan_out=table)
+
+    def fleet(worker: str) -> Fleet:
+        return Fleet(table, worker_id=worker, failover=3.0, endpoint_url=moto)
+
+    async with (
+        open_consumer(stream, a, aws=aws(efo.url), options=options, fleet=fleet("a")) as ca,
+        open_consumer(stream, b, aws=aws(efo.url), options=options, fleet=fleet("b")) as cb,
+    ):
+        await wait_for(lambda: len(a.seen) + len(b.seen) >= 80, 40, "every record")
+        await wait_for(
+            lambda: sorted(v.owner or "" for v in ca.state.shards.values()) == ["a", "b"],
+            40,
+            "one shard each",
+        )
+        more = numbered(40, keys=8, start=80)
+        await k.put(stream, more)
+        await wait_for(lambda: len(a.seen) + len(b.seen) >= 120, 40, "records put meanwhile")
+        for consumer, me in ((ca, "a"), (cb, "b")):
+            mine = [v for v in consumer.state.shards.values() if v.owner == me]
+            assert mine and all(v.mode == "fan-out" for v in mine), me
+            assert consumer.state.get_records_calls == 0
+    assert set(a.data() + b.data()) == {d for _, d in sent + more}
+    assert await consumer_arn_count(efo.url, stream) == [table]
