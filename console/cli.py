@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import shutil
 import sys
@@ -112,7 +113,8 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--inject-faults",
         metavar="SPEC",
         help="rehearse incidents: throttle=0.1,http500=0.05,reset=0.05,timeout=0.05,"
-        "expired=0.05[,seed=N] (fraction of AWS calls)",
+        "expired=0.05[,seed=N] (fraction of the read calls: GetRecords, GetShardIterator, "
+        "ListShards, DescribeStream, SubscribeToShard)",
     )
 
 
@@ -255,6 +257,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 
     flags = {name: getattr(args, name, None) for name in _SETTING_FLAGS}
     settings, _ = load_settings(flags, config=args.config)
+    if isinstance(getattr(args, "fan_out", None), str):
+        # A name on the command line is a name, even "no": only the file and the environment
+        # say true or false.
+        settings = dataclasses.replace(settings, fan_out=args.fan_out)
     return settings
 
 

@@ -72,12 +72,14 @@ def fan_out_name(settings: Settings) -> str | None:
 
 
 def settle_heap() -> None:
-    """Once started: what start-up built (modules, botocore's models, the engine) lives as long
-    as the process, so the cyclic collector stops scanning it, and the young generation is
-    collected every 10,000 allocations, not 700. A page of 10,000 records is about 30,000 new
-    objects, nearly none in cycles; at the defaults the collector ran some 40 times a page,
-    with full scans of everything start-up built. Measured on the P1 drain's read path
-    (100,000 records): 0.30 s CPU with the defaults, 0.19 s with both (bench/RESULTS.md)."""
+    """Before the consumer starts reading: what was built so far (modules, botocore's models,
+    the engine) lives as long as the process, so, once collected, the cyclic collector stops
+    scanning it, and the young generation is collected every 10,000 allocations, not 700. A
+    page of 10,000 records is about 30,000 new objects, nearly none in cycles; at the defaults
+    the collector ran some 40 times a page, with full scans of everything start-up built.
+    Measured on the P1 drain's read path (100,000 records): 0.30 s CPU with the defaults,
+    0.19 s with both (bench/RESULTS.md)."""
+    gc.collect()  # nothing dead is frozen for the life of the process
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
 

@@ -16,7 +16,7 @@ kinesis-mock 0.6.2 (npm kinesis-local) serves enhanced fan-out with three gaps, 
 ``refuse`` answers the next N SubscribeToShard calls with a ResourceInUseException (HTTP 400),
 as AWS does while it still holds a consumer's last subscription on the shard. ``stall`` makes the
 next N subscriptions send the initial response and then nothing, as a connection that died
-silently does.
+silently does; ``fail`` makes the next N send an InternalFailureException event and end.
 
 Everything else is forwarded as it is. It runs on its own thread and loop (like tests/proxy.py),
 so subprocesses can use it too.
@@ -71,6 +71,15 @@ def event(payload: dict[str, Any], kind: str = "SubscribeToShardEvent") -> bytes
 
 
 INITIAL_RESPONSE = event({}, "initial-response")
+# An exception event inside the stream, as AWS sends one when it fails mid-subscription.
+FAILURE = frame(
+    {
+        ":message-type": "exception",
+        ":exception-type": "InternalFailureException",
+        ":content-type": "application/json",
+    },
+    b'{"message": "internal failure (sent by the shim)"}',
+)
 
 
 class EfoShim:
@@ -84,6 +93,12 @@ class EfoShim:
         self.subscribed: list[tuple[float, str, dict[str, Any]]] = []  # when, shard, start
         self.ended: list[str] = []  # shards whose end was told (ChildShards sent)
         self.sent_at: dict[str, float] = {}  # sequence number: when its event was passed on
+        self.events_sent = 0  # SubscribeToShard events passed on, all subscriptions together
+        self.continuations: dict[str, list[str]] = {}  # shard: continuations passed on, in order
+        # At each subscribe after the first on its shard: the last continuation passed on.
+        self.renewed_after: list[str | None] = []
+        self.fail = 0  # this many subscriptions send an InternalFailureException event first
+        self._handlers: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -119,10 +134,22 @@ class EfoShim:
         async with ClientSession(auto_decompress=False) as self._client:
             self._ready.set()
             await self._stop.wait()
+            for task in self._handlers:  # subscriptions still streaming: end them now
+                task.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
         await runner.shutdown()
         await runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            return await self._answer(request)
+        finally:
+            self._handlers.discard(task)
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         if request.headers.get("X-Amz-Target") == SUBSCRIBE:
@@ -138,6 +165,9 @@ class EfoShim:
                     status=400,
                     content_type="application/x-amz-json-1.1",
                 )
+            if any(shard == asked["ShardId"] for _, shard, _ in self.subscribed):
+                passed = self.continuations.get(asked["ShardId"])
+                self.renewed_after.append(passed[-1] if passed else None)
             self.subscribed.append((time.monotonic(), asked["ShardId"], asked["StartingPosition"]))
             if self.stall > 0:
                 self.stall -= 1
@@ -169,6 +199,11 @@ class EfoShim:
             )
             await response.prepare(request)
             await response.write(INITIAL_RESPONSE)
+            if self.fail > 0:
+                self.fail -= 1
+                await response.write(FAILURE)
+                await response.write_eof()
+                return response
             buffer = b""
             try:
                 async for chunk in upstream.content.iter_any():
@@ -183,7 +218,7 @@ class EfoShim:
                             await response.write_eof()
                             return response
                         await response.write(message)
-                        self._note_sent(message)
+                        self._note_sent(message, shard_id)
                         if deadline is not None and time.monotonic() > deadline:
                             await response.write_eof()
                             return response
@@ -192,12 +227,18 @@ class EfoShim:
                 pass  # the client went away; leaving the block closes the upstream
         return response
 
-    def _note_sent(self, message: bytes) -> None:
+    def _note_sent(self, message: bytes, shard_id: str) -> None:
         headers, payload = unframe(message)
         if headers.get(":event-type") == "SubscribeToShardEvent":
             now = time.time()
-            for record in json.loads(payload).get("Records") or ():
+            data = json.loads(payload)
+            for record in data.get("Records") or ():
                 self.sent_at[record["SequenceNumber"]] = now
+            self.events_sent += 1
+            if data.get("ContinuationSequenceNumber"):
+                self.continuations.setdefault(shard_id, []).append(
+                    data["ContinuationSequenceNumber"]
+                )
 
     async def _silence(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(

@@ -23,6 +23,12 @@ from tests.conftest import FAST, Collect, Kinesis, aws, numbered, run_cli, uniqu
 FAN_OUT = dataclasses.replace(FAST, fan_out="tests")
 
 
+async def more_events(efo: Any, n: int) -> None:
+    """Wait until the shim has passed on ``n`` more subscription events."""
+    target = efo.events_sent + n
+    await wait_for(lambda: efo.events_sent >= target, 20, f"{n} more events")
+
+
 def in_key_order(processor: Collect) -> dict[str, list[int]]:
     """Per partition key, the numbers the processor saw, in the order it saw them."""
     seen: dict[str, list[int]] = {}
@@ -97,12 +103,19 @@ async def test_subscriptions_are_renewed_after_their_continuation(
                 sent += batch
                 await asyncio.sleep(0.5)  # the producer's pace: renewals happen meanwhile
             await wait_for(lambda: len(processor.seen) >= len(sent), 30, "every record")
-            await asyncio.sleep(1.2)  # one more event time: a record read twice would show
+            await more_events(efo, 2)  # a record read twice would show by then
     assert_once_in_order(processor, sent)
     starts = [start for _, _, start in efo.subscribed]
     assert len(starts) >= 4, starts
     assert starts[0] == {"Type": "TRIM_HORIZON"}
     assert all(s["Type"] == "AFTER_SEQUENCE_NUMBER" for s in starts[1:]), starts
+    passed_on = efo.continuations["shardId-000000000000"]
+    if who == "the service":  # every event before the end was read: the last one's continuation
+        assert [s["SequenceNumber"] for s in starts[1:]] == [
+            c for c in efo.renewed_after if c is not None
+        ][: len(starts) - 1]
+    else:  # we end it between events: after one of them, never one not passed on
+        assert all(s["SequenceNumber"] in passed_on for s in starts[1:]), starts
 
 
 @pytest.mark.parametrize("told_by", ["the last event", "discovery"])
@@ -177,7 +190,7 @@ async def test_a_restart_resumes_from_the_checkpoint_through_the_held_subscripti
         async with Consumer(source, store, two, FAN_OUT) as consumer:
             consumer.events.subscribe(lambda e: events.append(e.kind))
             await wait_for(lambda: len(two.seen) >= 30, 30, "the second run's records")
-            await asyncio.sleep(1.2)
+            await more_events(efo, 2)  # a record read twice would show by then
     assert one.data() == [d for _, d in first]
     assert two.data() == [d for _, d in second]  # nothing again, nothing missed
     last = one.seen[-1][1].sequence_number
@@ -192,7 +205,7 @@ async def test_resource_in_use_is_retried_within_5_s_then_shown(efo: Any, store:
     await k.put(name, numbered(10))
     efo.refuse = 3
     options = dataclasses.replace(
-        FAN_OUT, fan_out_options=FanOutOptions(in_use_retry=1.0, in_use_patience=4.0)
+        FAN_OUT, fan_out_options=FanOutOptions(in_use_retry=1.0, in_use_patience=10.0)
     )
     processor = Collect()
     events: list[str] = []
@@ -239,11 +252,21 @@ async def test_registration_waits_for_active_and_deregisters_when_asked(
         consumer.events.subscribe(lambda e: events.append(e.message))
         async with consumer:
             assert await consumer_arn_count(efo.url, name) == ["leaving"]
+            async with k.client() as client:
+                arn = (await client.describe_stream_summary(StreamName=name))[
+                    "StreamDescriptionSummary"
+                ]["StreamARN"]
+                described = await client.describe_stream_consumer(
+                    StreamARN=arn, ConsumerName="leaving"
+                )
+            assert described["ConsumerDescription"]["ConsumerStatus"] == "ACTIVE"
     deadline = time.monotonic() + 10  # DELETING, then gone
     while await consumer_arn_count(efo.url, name) != [] and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert await consumer_arn_count(efo.url, name) == []
     assert any("as stream consumer 'leaving'" in e for e in events), events
+    # kinesis-mock keeps a new consumer CREATING for 300 ms (tests/kinesis-mock/start.js).
+    assert "registered stream consumer 'leaving'; waiting for it to be ACTIVE" in events
     assert "deregistered stream consumer 'leaving'" in events
 
 
@@ -335,7 +358,7 @@ async def test_a_subscription_that_goes_silent_is_dropped_and_renewed(efo: Any, 
     sent = numbered(20)
     await k.put(name, sent)
     efo.stall = 1
-    options = dataclasses.replace(FAN_OUT, fan_out_options=FanOutOptions(event_timeout=1.5))
+    options = dataclasses.replace(FAN_OUT, fan_out_options=FanOutOptions(event_timeout=3.0))
     processor = Collect()
     messages: list[str] = []
     async with KinesisSource(name, aws(efo.url)) as source:
@@ -344,8 +367,9 @@ async def test_a_subscription_that_goes_silent_is_dropped_and_renewed(efo: Any, 
         async with consumer:
             await wait_for(lambda: len(processor.seen) >= 20, 30, "records after the silence")
     assert processor.data() == [d for _, d in sent]
-    assert any("no event for 1.5 s on the subscription" in m for m in messages), messages
-    assert [start for _, _, start in efo.subscribed] == [{"Type": "TRIM_HORIZON"}] * 2
+    assert any("no event for 3 s on the subscription" in m for m in messages), messages
+    starts = [start for _, _, start in efo.subscribed]
+    assert starts[:2] == [{"Type": "TRIM_HORIZON"}] * 2, starts  # nothing read: from the start
 
 
 async def test_a_fleets_workers_share_one_stream_consumer(efo: Any, moto: str) -> None:
@@ -384,3 +408,43 @@ async def test_a_fleets_workers_share_one_stream_consumer(efo: Any, moto: str) -
             assert consumer.state.get_records_calls == 0
     assert set(a.data() + b.data()) == {d for _, d in sent + more}
     assert await consumer_arn_count(efo.url, stream) == [table]
+
+
+async def test_a_failure_inside_a_subscription_is_retried(efo: Any, store: Any) -> None:
+    """AWS may end a subscription with an exception event (InternalFailureException): a
+    passing failure, retried from the last continuation, as a 500 on GetRecords is."""
+    name = unique()
+    k = Kinesis(efo.url)
+    await k.create(name, 1)
+    sent = numbered(30)
+    await k.put(name, sent)
+    efo.fail = 2
+    processor = Collect()
+    kinds: list[str] = []
+    async with KinesisSource(name, aws(efo.url)) as source:
+        consumer = Consumer(source, store, processor, FAN_OUT)
+        consumer.events.subscribe(lambda e: kinds.append(e.kind))
+        async with consumer:
+            await wait_for(lambda: len(processor.seen) >= 30, 30, "records after two failures")
+            view = consumer.state.shards["shardId-000000000000"]
+            await wait_for(lambda: view.status is ShardStatus.ACTIVE, 10, "recovered")
+            assert view.errors["source_error"] == 2
+    assert processor.data() == [d for _, d in sent]
+    assert "shard_failed" not in kinds
+
+
+async def test_faults_injected_on_subscribe_lose_nothing(efo: Any, store: Any) -> None:
+    from console.sources.faults import FaultInjector
+
+    name = unique()
+    k = Kinesis(efo.url)
+    await k.create(name, 2)
+    sent = numbered(60, keys=4)
+    await k.put(name, sent)
+    faults = FaultInjector({"throttle": 0.3, "http500": 0.2, "reset": 0.1}, seed=3)
+    processor = Collect()
+    async with KinesisSource(name, aws(efo.url), faults.hooks()) as source:
+        async with Consumer(source, store, processor, FAN_OUT):
+            await wait_for(lambda: len(processor.seen) >= 60, 60, "records through the faults")
+    assert_once_in_order(processor, sent)
+    assert faults.calls["SubscribeToShard"] >= 3 and sum(faults.counts.values()) >= 1

@@ -12,7 +12,12 @@ import pytest
 
 from console.model import Position
 from console.sources.aws import classify
-from console.sources.base import ExpiredIteratorError, FatalSourceError, RetryableError
+from console.sources.base import (
+    ExpiredIteratorError,
+    FatalSourceError,
+    RetryableError,
+    SourceError,
+)
 from console.sources.dynamodb import json_value
 from console.sources.kinesis import KinesisSource
 from console.sources.wire import client_error
@@ -78,7 +83,7 @@ def test_json_values_equal_what_boto3_makes_of_botocores_parse() -> None:
             RetryableError,
             "ProvisionedThroughputExceededException",
         ),
-        (502, {}, b"<html>Bad Gateway</html>", RetryableError, "HTTP502"),
+        (502, {}, b"<html>Bad Gateway</html>", RetryableError, "502 while reading records: Bad"),
         (
             400,
             {},
@@ -155,3 +160,67 @@ async def test_the_fast_path_sends_what_botocore_sends_signed_alike(kinesalite: 
             assert headers[header] == theirs[header], header
         date = dt.datetime.strptime(headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
         assert abs(dt.datetime.utcnow() - date) < dt.timedelta(minutes=5)
+
+
+class _Body:
+    def __init__(self, payload: bytes) -> None:
+        self._payload = payload
+
+    async def read(self) -> bytes:
+        return self._payload
+
+
+def answering(status: int, body: bytes, content_type: str = "application/x-amz-json-1.1") -> Any:
+    """A before-send hook that answers every GetRecords and ListShards with these bytes."""
+    from aiobotocore.awsrequest import AioAWSResponse
+
+    def hook(request: Any, event_name: str = "", **_: Any) -> Any:
+        if event_name.rsplit(".", 1)[-1] not in ("GetRecords", "ListShards"):
+            return None
+        headers = {"content-type": content_type, "content-length": str(len(body))}
+        return AioAWSResponse(request.url, status, headers, _Body(body))
+
+    return hook
+
+
+async def failure(read_path: str, status: int, body: bytes, call: str) -> BaseException:
+    settings = aws("http://127.0.0.1:9", read_path)  # never reached: the hook answers
+    async with KinesisSource(
+        "s", settings, [("before-send.kinesis", answering(status, body))]
+    ) as s:
+        with pytest.raises(SourceError) as caught:
+            await (s.get_records("it", 10) if call == "GetRecords" else s.list_shards())
+    return caught.value
+
+
+ANSWERS = [
+    (400, b'{"__type":"ExpiredIteratorException","message":"Iterator expired"}'),
+    (400, b'{"__type":"a.b#ProvisionedThroughputExceededException","message":"Rate exceeded"}'),
+    (400, b'{"__type":"ResourceNotFoundException","message":"Stream s not found"}'),
+    (400, b'{"__type":"AccessDeniedException","Message":"not allowed"}'),
+    (403, b'{"__type":"UnrecognizedClientException","message":"bad token"}'),
+    (500, b'{"__type":"InternalFailure"}'),
+    (503, b"<html>Service Unavailable</html>"),
+]
+
+
+@pytest.mark.parametrize("call", ["GetRecords", "ListShards"])
+@pytest.mark.parametrize(("status", "body"), ANSWERS)
+async def test_each_error_answer_raises_the_same_on_both_paths(
+    status: int, body: bytes, call: str
+) -> None:
+    fast = await failure("fast", status, body, call)
+    slow = await failure("botocore", status, body, call)
+    assert (type(fast), str(fast)) == (type(slow), str(slow))
+    assert getattr(fast, "throttled", None) == getattr(slow, "throttled", None)
+
+
+@pytest.mark.parametrize("body", [b"", b"not json", b"{}", b"null", b"[]", b'{"Records": '])
+@pytest.mark.parametrize("call", ["GetRecords", "ListShards"])
+async def test_a_malformed_answer_is_retried_never_taken_for_the_end(
+    body: bytes, call: str, read_path: str
+) -> None:
+    """A 200 that is no answer (a proxy's page, a cut body, an empty object) must not end a
+    shard (no NextShardIterator) or empty a listing: retried, on both paths."""
+    err = await failure(read_path, 200, body, call)
+    assert isinstance(err, RetryableError), err

@@ -181,11 +181,11 @@ class Consumer:
             info = self.state.info or await self.source.describe()
             self.state.info = info
             self.discovery.key = info.arn or self.source.stream
-            if self.fan_out is not None:
-                await self.fan_out.register(info)
-                self.shards.feed_for = self.fan_out.feed
             await self.store.acquire(self.key)
             self._acquired = True  # ours to release (a failed acquire leaves nothing held)
+            if self.fan_out is not None:  # only once the stream is ours to read
+                await self.fan_out.register(info)
+                self.shards.feed_for = self.fan_out.feed
             record = await self.store.stream_record(self.key)
             checkpoints = await self.store.load(self.key)
             self.checkpointer.load(self.key, checkpoints)
@@ -304,7 +304,7 @@ class Consumer:
         try:
             async with self.changes.lock:
                 await self.shards.stop_all()
-                if self.fan_out is not None:
+                if self.fan_out is not None and self._acquired:
                     await self.fan_out.close()
                 try:
                     if self._opened and self._acquired:

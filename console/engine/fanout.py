@@ -158,6 +158,7 @@ class FanOut:
         self.deregister_on_exit = deregister_on_exit
         self.options = options or FanOutOptions()
         self.consumer: StreamConsumer | None = None
+        self.stream_arn: str | None = None
 
     async def register(self, info: StreamInfo) -> None:
         source = self.source
@@ -175,6 +176,7 @@ class FanOut:
         def waiting(why: str) -> None:
             self.events.emit("fan_out", why)
 
+        self.stream_arn = info.arn  # from here on, --deregister-on-exit has a name to remove
         self.consumer = await register(source, info.arn, self.name, on_wait=waiting)
         self.state.fan_out = self.name
         self.events.emit(
@@ -189,17 +191,17 @@ class FanOut:
 
     async def close(self) -> None:
         """Deregister the stream consumer if asked (``--deregister-on-exit``)."""
-        consumer, self.consumer = self.consumer, None
-        if consumer is None or not self.deregister_on_exit:
+        stream_arn, self.stream_arn, self.consumer = self.stream_arn, None, None
+        if stream_arn is None or not self.deregister_on_exit:
             return
         assert isinstance(self.source, KinesisSource)
         try:
-            await deregister(self.source, consumer)
+            await deregister(self.source, stream_arn, self.name)
         except SourceError as exc:
             self.events.emit(
                 "fan_out",
-                f"could not deregister stream consumer '{consumer.name}': {exc}",
+                f"could not deregister stream consumer '{self.name}': {exc}",
                 level=Level.WARNING,
             )
             return
-        self.events.emit("fan_out", f"deregistered stream consumer '{consumer.name}'")
+        self.events.emit("fan_out", f"deregistered stream consumer '{self.name}'")

@@ -49,6 +49,7 @@ _THROTTLING = frozenset(
 _SERVER = frozenset(
     {
         "InternalFailure",
+        "InternalFailureException",  # inside a SubscribeToShard event stream
         "InternalServerError",
         "InternalError",
         "ServiceUnavailable",
@@ -260,6 +261,14 @@ async def _register_secrets(session: Any) -> None:
     except Exception:  # the first API call reports credential problems with a better message
         return
     REDACTOR.add(frozen.access_key, frozen.secret_key, frozen.token)
+
+
+def expect(resp: Any, key: str, action: str) -> Any:
+    """``resp[key]``; an answer without it (a proxy's page, a cut body, ``{}``) is retried, never
+    taken for "no more records" or "no shards"."""
+    if not isinstance(resp, dict) or key not in resp:
+        raise RetryableError(f"malformed answer while {action}: it has no {key}")
+    return resp[key]
 
 
 def classify(exc: BaseException, action: str, missing: SourceError | None = None) -> SourceError:

@@ -35,7 +35,7 @@ from console.model import (
     Shard,
     json_safe,
 )
-from console.sources.aws import AwsSettings, ClientSource, Hook, classify, open_client
+from console.sources.aws import AwsSettings, ClientSource, Hook, classify, expect, open_client
 from console.sources.base import (
     FatalSourceError,
     StreamInfo,
@@ -232,7 +232,7 @@ class DynamoDBSource(ClientSource):
                 "--endpoint-url (a table's current stream: --source dynamodb TABLE)"
             )
             raise classify(exc, f"describing stream '{self.stream}'", missing) from exc
-        return dict(resp["StreamDescription"])
+        return dict(expect(resp, "StreamDescription", f"describing stream '{self.stream}'"))
 
     async def describe(self) -> StreamInfo:
         desc = await self._describe_page(None, 1)
@@ -291,7 +291,7 @@ class DynamoDBSource(ClientSource):
         except Exception as exc:
             raise classify(exc, "reading records") from exc
         load = json_value if self._wire else self._deserializer.deserialize
-        records = records_from_api(resp.get("Records") or (), load)
+        records = records_from_api(expect(resp, "Records", "reading records") or (), load)
         following = resp.get("NextShardIterator")
         # The lag of the page as read: a page emptied by a rewind's filter is not the tip, and
         # the worker must read on at once rather than idle.

@@ -85,19 +85,12 @@ async def register(
             waiting(f"stream consumer '{name}' is {status}; waiting for it")
         except Exception as exc:
             if _code(exc) != "ResourceNotFoundException":
-                raise classify(exc, f"describing stream consumer '{name}'") from exc
-            try:
-                await client.register_stream_consumer(StreamARN=stream_arn, ConsumerName=name)
-                waiting(f"registered stream consumer '{name}'; waiting for it to be ACTIVE")
-            except Exception as exc2:
-                code = _code(exc2)
-                if code == "LimitExceededException":
-                    waiting(
-                        f"cannot register stream consumer '{name}' yet ({exc2}); retrying "
-                        "(AWS allows 5 consumers CREATING at once, 20 per stream)"
-                    )
-                elif code != "ResourceInUseException":  # registered meanwhile: describe it
-                    raise classify(exc2, f"registering stream consumer '{name}'") from exc2
+                err = classify(exc, f"describing stream consumer '{name}'")
+                if not isinstance(err, RetryableError):
+                    raise err from exc
+                waiting(f"{err}; retrying")
+            else:
+                await _register(client, stream_arn, name, waiting)
         if time.monotonic() + delay > deadline:
             raise FatalSourceError(
                 f"stream consumer '{name}' was not ACTIVE within {patience:g} s: check it with "
@@ -108,12 +101,34 @@ async def register(
         delay = min(delay * 2, 2.0)
 
 
-async def deregister(source: KinesisSource, consumer: StreamConsumer) -> None:
+async def _register(
+    client: Any, stream_arn: str, name: str, waiting: Callable[[str], None]
+) -> None:
     try:
-        await source.client.deregister_stream_consumer(ConsumerARN=consumer.arn)
+        await client.register_stream_consumer(StreamARN=stream_arn, ConsumerName=name)
+        waiting(f"registered stream consumer '{name}'; waiting for it to be ACTIVE")
+    except Exception as exc:
+        code = _code(exc)
+        if code == "LimitExceededException":
+            waiting(
+                f"cannot register stream consumer '{name}' yet ({exc}); retrying "
+                "(AWS allows 5 consumers CREATING at once, 20 per stream)"
+            )
+        elif code != "ResourceInUseException":  # registered meanwhile: describe it next
+            err = classify(exc, f"registering stream consumer '{name}'")
+            if not isinstance(err, RetryableError):
+                raise err from exc
+            waiting(f"{err}; retrying")
+
+
+async def deregister(source: KinesisSource, stream_arn: str, name: str) -> None:
+    """Remove the stream's consumer ``name`` (by name: a registration cut short by a stop is
+    removed too); one that is not there is no error."""
+    try:
+        await source.client.deregister_stream_consumer(StreamARN=stream_arn, ConsumerName=name)
     except Exception as exc:
         if _code(exc) != "ResourceNotFoundException":
-            raise classify(exc, f"deregistering stream consumer '{consumer.name}'") from exc
+            raise classify(exc, f"deregistering stream consumer '{name}'") from exc
 
 
 def starting_position(position: Position) -> dict[str, Any]:

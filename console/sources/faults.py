@@ -24,6 +24,8 @@ _OPERATIONS = {
     "GetShardIterator": ("throttle", "http500", "reset", "timeout"),
     "ListShards": ("throttle", "http500", "reset", "timeout"),
     "DescribeStream": ("throttle", "http500", "reset", "timeout"),
+    # Enhanced fan-out: the calls that open subscriptions (not the events inside them).
+    "SubscribeToShard": ("throttle", "http500", "reset", "timeout"),
 }
 
 

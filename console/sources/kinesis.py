@@ -8,7 +8,7 @@ from typing import Any
 
 from console.model import Batch, Position, PositionKind, Record, Shard
 from console.sources.aggregation import MAGIC, deaggregate
-from console.sources.aws import AwsSettings, ClientSource, Hook, classify
+from console.sources.aws import AwsSettings, ClientSource, Hook, classify, expect
 from console.sources.base import (
     FatalSourceError,
     StreamInfo,
@@ -158,7 +158,7 @@ class KinesisSource(ClientSource):
                     }
                     continue
                 raise err from exc
-            for item in resp.get("Shards") or ():
+            for item in expect(resp, "Shards", f"listing shards of '{self.stream}'") or ():
                 shard = shard_from_api(item)
                 shards[shard.shard_id] = shard
             token = resp.get("NextToken")
@@ -191,11 +191,10 @@ class KinesisSource(ClientSource):
             resp = await self._call("GetRecords", {"ShardIterator": iterator, "Limit": limit})
         except Exception as exc:
             raise classify(exc, "reading records") from exc
+        raw = expect(resp, "Records", "reading records") or ()
         children = resp.get("ChildShards")
         return Batch(
-            records=records_from_api(
-                resp.get("Records") or (), a2b_base64 if self._wire else _as_parsed
-            ),
+            records=records_from_api(raw, a2b_base64 if self._wire else _as_parsed),
             next_iterator=resp.get("NextShardIterator"),
             millis_behind_latest=resp.get("MillisBehindLatest"),
             child_shards=tuple(child_from_api(c) for c in children) if children else (),

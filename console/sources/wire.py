@@ -5,14 +5,17 @@ every field of every record it looks up the shape, dispatches on its type and ca
 That costs about 8 us a record; decoding the same bytes with orjson costs about 0.5 us (measured:
 ``python -m bench.profile``). So the calls that carry records or whole shard lists go here:
 
-* the request is the one botocore would send: the client's endpoint (its ruleset resolved for the
-  call's parameters), botocore's own signer, with the client's credential chain (profiles, SSO,
-  role chains and their refresh work as they do for every other call);
+* the request is the one botocore would send, but for its per-invocation headers
+  (amz-sdk-invocation-id, amz-sdk-request, Lambda's trace id) and its parameter validation (the
+  sources build the parameters): the client's endpoint (its ruleset resolved for the call's
+  parameters), botocore's own signer, with the client's credential chain (profiles, SSO, role
+  chains and their refresh work as they do for every other call);
 * it travels through the client's own HTTP session (its pool, proxies, TLS settings, timeouts),
   after the client's ``before-send`` event, the seam where faults are injected, so a fault
   reaches both read paths the same way;
 * a 2xx body is decoded with orjson into plain dicts; the sources build their values from them
-  directly (base64 decoded at once: the processor nearly always reads the data);
+  directly (base64 decoded at once: the processor nearly always reads the data). A 2xx body that
+  is not a JSON object is retried (HTTP 502);
 * an error response becomes the ``ClientError`` botocore would raise, so the one ``classify``
   maps it for both paths.
 
@@ -21,6 +24,7 @@ That costs about 8 us a record; decoding the same bytes with orjson costs about 
 
 from __future__ import annotations
 
+import http.client
 from typing import Any
 
 import orjson
@@ -74,14 +78,19 @@ class Wire:
         body = await response.content
         if response.status_code >= 300:
             raise client_error(operation, response.status_code, response.headers, body)
-        decoded: dict[str, Any] = orjson.loads(body)
+        try:
+            decoded = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            decoded = None
+        if not isinstance(decoded, dict):  # retried, as botocore's parse of it would be
+            raise client_error(operation, 502, {}, b"")
         return decoded
 
 
 def client_error(operation: str, status: int, headers: Any, body: bytes) -> Exception:
     """The ClientError botocore's JSON protocol parser makes of an error answer: the code from
     ``__type`` (after any ``namespace#``) or the ``x-amzn-ErrorType`` header, the message from
-    ``message`` or ``Message``."""
+    ``message`` or ``Message``; without them, the status and its reason phrase."""
     from botocore.exceptions import ClientError
 
     try:
@@ -91,10 +100,10 @@ def client_error(operation: str, status: int, headers: Any, body: bytes) -> Exce
     if not isinstance(doc, dict):
         doc = {}
     code = str(doc.get("__type") or headers.get("x-amzn-errortype") or "")
-    code = code.rsplit("#", 1)[-1].split(":", 1)[0] or f"HTTP{status}"
+    code = code.rsplit("#", 1)[-1].split(":", 1)[0] or str(status)
     message = str(doc.get("message") or doc.get("Message") or "")
-    if not message and not doc:
-        message = body[:200].decode("utf-8", "replace")
+    if not message and not doc:  # as botocore: the status's reason phrase
+        message = http.client.responses.get(status, "")
     error: Exception = ClientError(
         {
             "Error": {"Code": code, "Message": message},
