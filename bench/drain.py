@@ -27,12 +27,22 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.kinesalite import ROOT, kinesalite
 from bench.report import result
 
 CONTENDERS = ("ours", "ours-botocore", "bare", "bare-raw", "async-kinesis")
 KPL_RECORD_BYTES = 25_000  # the aggregated records' size: about 200 user records of 100 B
+
+
+async def create_active(k: Any, stream: str, shards: int) -> None:
+    """Create ``stream`` with ``shards`` shards through client ``k``; return once ACTIVE."""
+    await k.create_stream(StreamName=stream, ShardCount=shards)
+    while (await k.describe_stream_summary(StreamName=stream))["StreamDescriptionSummary"][
+        "StreamStatus"
+    ] != "ACTIVE":
+        await asyncio.sleep(0.05)
 
 
 async def fill(
@@ -42,11 +52,7 @@ async def fill(
 
     t0 = time.perf_counter()
     async with aioboto3.Session(region_name="us-east-1").client("kinesis", endpoint_url=url) as k:
-        await k.create_stream(StreamName=stream, ShardCount=shards)
-        while (await k.describe_stream_summary(StreamName=stream))["StreamDescriptionSummary"][
-            "StreamStatus"
-        ] != "ACTIVE":
-            await asyncio.sleep(0.05)
+        await create_active(k, stream, shards)
         sem = asyncio.Semaphore(8)
 
         def body(i: int) -> bytes:

@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from bench.drain import create_active
 from bench.report import result
 from console.checkpoints.sqlite import SqliteStore
 from console.engine.consumer import Consumer, ConsumerOptions
@@ -99,11 +100,7 @@ async def one(
 
     stream = f"latency-{name}-{random.randrange(10**9)}"
     async with aioboto3.Session(region_name="us-east-1").client("kinesis", endpoint_url=url) as k:
-        await k.create_stream(StreamName=stream, ShardCount=shards)
-        while (await k.describe_stream_summary(StreamName=stream))["StreamDescriptionSummary"][
-            "StreamStatus"
-        ] != "ACTIVE":
-            await asyncio.sleep(0.05)
+        await create_active(k, stream, shards)
     processor = Stamps()
     before = len(shim.subscribed)
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,12 +27,13 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-import threading
 import time
 import zlib
 from typing import Any
 
-from aiohttp import ClientSession, web
+from aiohttp import web
+
+from tests.servers import LoopbackServer
 
 SUBSCRIBE = "Kinesis_20131202.SubscribeToShard"
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
@@ -82,10 +83,11 @@ FAILURE = frame(
 )
 
 
-class EfoShim:
+class EfoShim(LoopbackServer):
+    thread_name = "efo-shim"
+
     def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
-        self.port = 0
+        super().__init__(upstream)
         self.lifetime: float | None = None  # end each subscription after this long
         self.refuse = 0  # answer this many SubscribeToShard calls with ResourceInUseException
         self.stall = 0  # this many subscriptions send nothing after the initial response
@@ -98,58 +100,8 @@ class EfoShim:
         # At each subscribe after the first on its shard: the last continuation passed on.
         self.renewed_after: list[str | None] = []
         self.fail = 0  # this many subscriptions send an InternalFailureException event first
-        self._handlers: set[asyncio.Task[Any]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="efo-shim", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self._thread.start()
-        assert self._ready.wait(10), "the fan-out shim did not start"
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(10)
-
-    def _serve(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._loop.run_until_complete(self._main())
-        self._loop.close()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(runner.addresses[0][1])
-        async with ClientSession(auto_decompress=False) as self._client:
-            self._ready.set()
-            await self._stop.wait()
-            for task in self._handlers:  # subscriptions still streaming: end them now
-                task.cancel()
-            await asyncio.gather(*self._handlers, return_exceptions=True)
-        await runner.shutdown()
-        await runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        try:
-            return await self._answer(request)
-        finally:
-            self._handlers.discard(task)
-
-    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         if request.headers.get("X-Amz-Target") == SUBSCRIBE:

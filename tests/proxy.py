@@ -9,15 +9,15 @@ A rule sees each request's operation, body and headers and returns None (forward
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import ClientSession, web
+from aiohttp import web
+
+from tests.servers import LoopbackServer
 
 
 @dataclass(frozen=True)
@@ -31,40 +31,14 @@ HOLD = "hold"
 Rule = Callable[[str, dict[str, Any], dict[str, str]], "Reply | str | None"]
 
 
-class Proxy:
+class Proxy(LoopbackServer):
+    thread_name = "test-proxy"
+
     def __init__(self, upstream: str, rule: Rule) -> None:
-        self.upstream = upstream
+        super().__init__(upstream)
         self.rule = rule
         self.seen: list[str] = []  # operations, in the order they arrived
         self.requests: list[tuple[str, bytes, dict[str, str]]] = []  # operation, body, headers
-        self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._serve, name="test-proxy", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _serve(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._loop.run_until_complete(self._main())
-        self._loop.close()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        app = web.Application()
-        app.router.add_post("/", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(runner.addresses[0][1])
-        async with ClientSession() as self._client:
-            self._ready.set()
-            await self._stop.wait()
-        await runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -90,15 +64,6 @@ class Proxy:
                 body=payload,
                 headers={"Content-Type": upstream.headers.get("Content-Type", "")},
             )
-
-    def start(self) -> None:
-        self._thread.start()
-        assert self._ready.wait(10), "the proxy did not start"
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(10)
 
 
 @contextmanager

@@ -3,11 +3,14 @@ prints ``PORT n`` (kinesalite, the KCL's h2c front) and moto's server."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -50,3 +53,72 @@ def moto_server() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+class LoopbackServer:
+    """An aiohttp server on 127.0.0.1, on a thread and loop of its own (so synchronous tests and
+    subprocesses can use it alike), with one client session to ``upstream``: what the test
+    proxies share. A subclass answers each POST in ``_handle``; ``stop`` cancels answers still
+    streaming."""
+
+    thread_name = "loopback-server"
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self._client: Any = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name=self.thread_name, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._thread.start()
+        assert self._ready.wait(10), f"{self.thread_name} did not start"
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(10)
+
+    def _serve(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._loop.run_until_complete(self._main())
+        self._loop.close()
+
+    async def _main(self) -> None:
+        from aiohttp import ClientSession, web
+
+        self._stop = asyncio.Event()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/", self._tracked)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(runner.addresses[0][1])
+        async with ClientSession(auto_decompress=False) as self._client:
+            self._ready.set()
+            await self._stop.wait()
+            for task in self._handlers:  # answers still streaming or held: end them now
+                task.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
+        await runner.shutdown()
+        await runner.cleanup()
+
+    async def _tracked(self, request: Any) -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            return await self._handle(request)
+        finally:
+            self._handlers.discard(task)
+
+    async def _handle(self, request: Any) -> Any:
+        raise NotImplementedError
