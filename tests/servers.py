@@ -3,6 +3,7 @@ prints ``PORT n`` (kinesalite, the KCL's h2c front) and moto's server."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import shutil
@@ -55,7 +56,7 @@ def moto_server() -> Iterator[str]:
         server.stop()
 
 
-class LoopbackServer:
+class LoopbackServer(abc.ABC):
     """An aiohttp server on 127.0.0.1, on a thread and loop of its own (so synchronous tests and
     subprocesses can use it alike), with one client session to ``upstream``: what the test
     proxies share. A subclass answers each POST in ``_handle``; ``stop`` cancels answers still
@@ -120,5 +121,6 @@ class LoopbackServer:
         finally:
             self._handlers.discard(task)
 
+    @abc.abstractmethod
     async def _handle(self, request: Any) -> Any:
-        raise NotImplementedError
+        """The answer to one POST."""

@@ -44,7 +44,7 @@ def assert_once_in_order(processor: Collect, sent: list[tuple[str, bytes]]) -> N
         assert numbers == sorted(numbers), key
 
 
-async def consumer_arn_count(url: str, stream: str) -> list[str]:
+async def consumer_names(url: str, stream: str) -> list[str]:
     async with Kinesis(url).client() as k:
         arn = (await k.describe_stream_summary(StreamName=stream))["StreamDescriptionSummary"][
             "StreamARN"
@@ -76,7 +76,7 @@ async def test_records_arrive_in_order_per_shard_through_subscriptions(
         "shardId-000000000000",
         "shardId-000000000001",
     ]
-    assert await consumer_arn_count(efo.url, name) == ["tests"]  # registered, and kept
+    assert await consumer_names(efo.url, name) == ["tests"]  # registered, and kept
 
 
 @pytest.mark.parametrize("who", ["the service", "our backstop"])
@@ -251,7 +251,7 @@ async def test_registration_waits_for_active_and_deregisters_when_asked(
         consumer = Consumer(source, store, Collect(), options)
         consumer.events.subscribe(lambda e: events.append(e.message))
         async with consumer:
-            assert await consumer_arn_count(efo.url, name) == ["leaving"]
+            assert await consumer_names(efo.url, name) == ["leaving"]
             async with k.client() as client:
                 arn = (await client.describe_stream_summary(StreamName=name))[
                     "StreamDescriptionSummary"
@@ -261,9 +261,9 @@ async def test_registration_waits_for_active_and_deregisters_when_asked(
                 )
             assert described["ConsumerDescription"]["ConsumerStatus"] == "ACTIVE"
     deadline = time.monotonic() + 10  # DELETING, then gone
-    while await consumer_arn_count(efo.url, name) != [] and time.monotonic() < deadline:
+    while await consumer_names(efo.url, name) != [] and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    assert await consumer_arn_count(efo.url, name) == []
+    assert await consumer_names(efo.url, name) == []
     assert any("as stream consumer 'leaving'" in e for e in events), events
     # kinesis-mock keeps a new consumer CREATING for 300 ms (tests/kinesis-mock/start.js).
     assert "registered stream consumer 'leaving'; waiting for it to be ACTIVE" in events
@@ -284,7 +284,7 @@ def test_the_command_line_reads_through_fan_out(efo: Any, tmp_path: Any) -> None
     assert result.returncode == 0, result.stderr
     assert "as stream consumer 'shard-console'" in result.stderr
     assert len(result.stdout.splitlines()) == 40
-    assert asyncio.run(consumer_arn_count(efo.url, name)) == ["shard-console"]
+    assert asyncio.run(consumer_names(efo.url, name)) == ["shard-console"]
 
 
 @pytest.mark.parametrize(
@@ -407,7 +407,7 @@ async def test_a_fleets_workers_share_one_stream_consumer(efo: Any, moto: str) -
             assert mine and all(v.mode == "fan-out" for v in mine), me
             assert consumer.state.get_records_calls == 0
     assert set(a.data() + b.data()) == {d for _, d in sent + more}
-    assert await consumer_arn_count(efo.url, stream) == [table]
+    assert await consumer_names(efo.url, stream) == [table]
 
 
 async def test_a_failure_inside_a_subscription_is_retried(efo: Any, store: Any) -> None:
