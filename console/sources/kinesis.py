@@ -144,11 +144,14 @@ class KinesisSource(ClientSource):
                 resp = await self._call("ListShards", kwargs)
             except Exception as exc:
                 err = classify(exc, f"listing shards of '{self.stream}'", self._not_found())
+                # A page after the first that carries the token alone, as AWS wants it, and is
+                # refused: moto wants the stream named again (5.1 says the request is invalid,
+                # 5.2.6 says the stream is not found, though the first page found it). Asked
+                # again with the stream named; a stream really gone fails that way too.
                 if (
                     "NextToken" in kwargs
                     and self._token_alone
                     and isinstance(err, FatalSourceError)
-                    and not isinstance(err, StreamNotFoundError)
                 ):
                     self._token_alone = False
                     kwargs = {
