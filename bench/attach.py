@@ -2,7 +2,7 @@
 
 A kinesalite stream of 1,000 shards with records in each, and a lease table (moto) with a
 lease per shard as a KCL application leaves it (4 workers). Measured on the attached engine
-(console.engine.attach.AttachedLeases), as ``shard-console attach`` runs it:
+(console.engine.observe.leases.AttachedLeases), as ``shard-console attach`` runs it:
 
 - first screen: from ``start()`` (describe, list the shards, one paged scan) until the
   snapshot holds every shard; target 2 s. DynamoDB Scan pages are counted.
@@ -91,10 +91,10 @@ async def drop(kin: str, stream: str) -> None:
 
 
 async def measure(kin: str, ddb: str, stream: str, table: str, seconds: float) -> dict[str, Any]:
-    from console.engine.attach import AttachedLeases
+    from console.cli.wiring import Fleet, make_source, open_lease_store
+    from console.engine.observe.leases import AttachedLeases
     from console.sources.aws import AwsSettings
     from console.ui.app import ShardConsoleApp
-    from console.wiring import Fleet, make_source, open_lease_store
 
     aws = AwsSettings(region="us-east-1", endpoint_url=kin)
     fleet = Fleet(table, endpoint_url=ddb, create=False)

@@ -20,7 +20,9 @@ from pathlib import Path
 from bench.report import result
 from console.checkpoints.base import StreamRecord
 from console.checkpoints.sqlite import SqliteStore
-from console.engine.checkpointing import Checkpointer
+from console.engine.consume.checkpointing import Checkpointer
+from console.engine.events import EventLog
+from console.engine.ownership.lock import StreamLock
 from console.engine.state import EngineState
 from console.model import Position
 
@@ -41,11 +43,16 @@ async def measure(shards: int, runs: int) -> dict[str, list[float]]:
         seq = 49_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000
         out: dict[str, list[float]] = {"with history": [], "steady": []}
         step = 0
+        lock = StreamLock(
+            store, EventLog(), initial=Position.trim_horizon(), flush_interval=5, command_interval=1
+        )
         for _ in range(runs):
             # A new Checkpointer's first flush also writes each shard's periodic history row
-            # (as once a minute per shard in a run); its second is steady progress.
-            checkpointer = Checkpointer(store, state, nothing, history_interval=3600.0)
-            checkpointer.load(stream, {})
+            # (as once a minute per shard in a run); its second is steady progress. It writes
+            # through the whole-stream lock, as a consumer on SQLite does.
+            checkpointer = Checkpointer(lock, state, nothing, history_interval=3600.0)
+            await lock.join(stream, checkpointer)
+            checkpointer.load({})
             for timings in out.values():
                 now = time.time()
                 step += 1
@@ -56,6 +63,7 @@ async def measure(shards: int, runs: int) -> dict[str, list[float]]:
                 written = await checkpointer.flush()
                 timings.append(time.perf_counter() - t0)
                 assert written == shards
+            await lock.leave()
         saved = await store.load(stream)
         assert len(saved) == shards
         await store.close()

@@ -37,7 +37,7 @@ from typing import Any
 from bench.drain import create_active
 from bench.report import result
 from console.checkpoints.sqlite import SqliteStore
-from console.engine.consumer import Consumer, ConsumerOptions
+from console.engine.consume.consumer import Consumer, ConsumerOptions
 from console.model import Record, ShardContext
 from console.processors.base import Processor
 from console.sources.aws import AwsSettings

@@ -24,9 +24,9 @@ import sys
 import time
 
 from bench.report import result
+from console.cli.launch import settle_heap
 from console.engine.lineage import Lineage
 from console.engine.state import ShardView
-from console.launch import settle_heap
 from console.model import ShardStatus
 from console.sources.aws import AwsSettings
 from console.sources.dynamodb import DynamoDBSource

@@ -44,13 +44,18 @@ def render_ms(shards: int, runs: int) -> tuple[float, int, int]:
     watched = Watched()
     now = time.time()
     for i in range(shards):
-        view = watched.state.view(f"shardId-{i:012d}")
-        view.status = ShardStatus.ACTIVE
-        view.records, view.bytes, view.lag_ms = 1000 + i, 100_000 + i, i % 50
-        view.checkpoint_at = now - i % 5
-        view.errors["throttled"] = i % 3
+        sid = f"shardId-{i:012d}"
+        watched.state.update(
+            sid,
+            status=ShardStatus.ACTIVE,
+            records=1000 + i,
+            bytes=100_000 + i,
+            lag_ms=i % 50,
+            checkpoint_at=now - i % 5,
+            errors={"throttled": i % 3},
+        )
         for k in range(20):
-            view.timings.observe(0.0005 * (k + 1) * (1 + i % 7))
+            watched.state.processor_time(sid, 0.0005 * (k + 1) * (1 + i % 7))
     registry = registry_for(watched)
     body = generate_latest(registry)
     times = []

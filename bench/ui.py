@@ -26,10 +26,10 @@ import time
 from bench.drain import fill
 from bench.kinesalite import kinesalite
 from bench.report import result
-from console.engine.control import ControlRequest, Plan, plan_change
+from console.engine.changes.plan import ControlRequest, Plan, plan_change
 from console.engine.events import EventLog
 from console.engine.lineage import Lineage
-from console.engine.state import EngineState
+from console.engine.state import EngineState, LeaseInfo
 from console.model import HistoryEntry, Position, Shard, ShardStatus
 
 
@@ -51,26 +51,26 @@ class SyntheticEngine:
         self.lineage = Lineage.build(listing)
         self.state.set_lineage(self.lineage)
         for shard in listing:
-            view = self.state.view(shard.shard_id)
-            view.parents = shard.parents
-            view.status = ShardStatus.DONE if shard.is_closed else ShardStatus.ACTIVE
-            view.checkpoint = Position.after_sequence("49" + "0" * 50)
-            view.checkpoint_at = time.time()
+            self.state.update(
+                shard.shard_id,
+                parents=shard.parents,
+                status=ShardStatus.DONE if shard.is_closed else ShardStatus.ACTIVE,
+                checkpoint=Position.after_sequence("49" + "0" * 50),
+                checkpoint_at=time.time(),
+            )
         if workers:  # fleet mode: the open shards' leases spread over the workers
-            self.state.worker_id = "worker-0"
+            self.state.set_watch(worker_id="worker-0")
             active = [v for v in self.state.shards.values() if v.status is ShardStatus.ACTIVE]
             for i, view in enumerate(active):
-                view.owner = f"worker-{i % workers}"
-                view.lease_counter = i
+                self.state.update(view.shard_id, lease=LeaseInfo(f"worker-{i % workers}", i))
 
     async def churn(self, period: float) -> None:
         rng = random.Random(1)
-        views = [v for v in self.state.shards.values() if v.status is ShardStatus.ACTIVE]
+        ids = [v.shard_id for v in self.state.shards.values() if v.status is ShardStatus.ACTIVE]
+        update = self.state.update
         while True:
-            for view in views:
-                view.lag_ms = rng.randrange(0, 5000)
-                view.rate = rng.uniform(0, 500)
-                self.state.touch(view)
+            for sid in ids:
+                update(sid, lag_ms=rng.randrange(0, 5000), rate=rng.uniform(0, 500))
             await asyncio.sleep(period)
 
     async def control(self, request: ControlRequest) -> object:
@@ -129,7 +129,7 @@ async def refresh_bench(shards: int, seconds: float, workers: int = 0) -> dict[s
 
 async def drain_once(url: str, stream: str, records: int, with_ui: bool) -> float:
     from console.checkpoints.sqlite import SqliteStore
-    from console.engine.consumer import Consumer, ConsumerOptions
+    from console.engine.consume.consumer import Consumer, ConsumerOptions
     from console.processors.builtin import NullProcessor
     from console.sources.aws import AwsSettings
     from console.sources.kinesis import KinesisSource

@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "open_consumer": "console.wiring",
-    "make_source": "console.wiring",
-    "Consumer": "console.engine.consumer",
-    "ConsumerOptions": "console.engine.consumer",
-    "ConsumerStatus": "console.engine.consumer",
+    "open_consumer": "console.cli.wiring",
+    "make_source": "console.cli.wiring",
+    "Consumer": "console.engine.consume.consumer",
+    "ConsumerOptions": "console.engine.consume.consumer",
+    "ConsumerStatus": "console.engine.consume.consumer",
     "EventLog": "console.engine.events",
-    "ControlRequest": "console.engine.control",
-    "ControlError": "console.engine.control",
-    "Action": "console.engine.control",
-    "SkipTo": "console.engine.control",
+    "ControlRequest": "console.engine.changes.plan",
+    "ControlError": "console.engine.changes.plan",
+    "Action": "console.engine.changes.plan",
+    "SkipTo": "console.engine.changes.plan",
     "KinesisSource": "console.sources.kinesis",
     "DynamoDBSource": "console.sources.dynamodb",
     "AwsSettings": "console.sources.aws",
@@ -82,8 +82,9 @@ __all__ = [
 if TYPE_CHECKING:
     from console.checkpoints.base import CheckpointStore, StoreError
     from console.checkpoints.sqlite import SqliteStore
-    from console.engine.consumer import Consumer, ConsumerOptions, ConsumerStatus
-    from console.engine.control import Action, ControlError, ControlRequest, SkipTo
+    from console.cli.wiring import make_source, open_consumer
+    from console.engine.changes.plan import Action, ControlError, ControlRequest, SkipTo
+    from console.engine.consume.consumer import Consumer, ConsumerOptions, ConsumerStatus
     from console.engine.events import EventLog
     from console.model import (
         ChangeRecord,
@@ -99,7 +100,6 @@ if TYPE_CHECKING:
     from console.sources.base import SourceError, StreamSource
     from console.sources.dynamodb import DynamoDBSource
     from console.sources.kinesis import KinesisSource
-    from console.wiring import make_source, open_consumer
 
 
 def __getattr__(name: str) -> Any:

@@ -1,3 +1,3 @@
-from console.cli import main
+from console.cli.commands import main
 
 raise SystemExit(main())

@@ -3,7 +3,7 @@ and what to do about it.
 
 Library errors (a store that cannot be used, an operator change that cannot apply, a source
 that fails) derive from :class:`Error` and say nothing of flags or exit codes. The command
-line's own errors add an exit code; ``console.cli`` maps the library's to one as well.
+line's own errors add an exit code; ``console.cli.commands`` maps the library's to one as well.
 """
 
 from __future__ import annotations

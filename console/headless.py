@@ -3,7 +3,7 @@
 Events become one line each (text or JSON) on stderr; a status line follows every few seconds.
 stdout stays for the processor (``--processor print``). SIGINT or SIGTERM stops the consumer
 gracefully (finish the batch in hand, flush, exit 0); a second signal exits at once
-(see console.signals).
+(see console.cli.signals).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ async def run_headless(
 ) -> int:
     """Start (if needed), run until stopped, stop. Returns the exit code: 0, or 1 when the run
     failed. Start-up errors propagate to the caller, which maps them to exit 2. Signals are the
-    caller's (console.signals): they stop the consumer, and this returns."""
+    caller's (console.cli.signals): they stop the consumer, and this returns."""
 
     told: set[tuple[object, str, str]] = set()
 

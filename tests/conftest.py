@@ -43,7 +43,7 @@ _HOME = tempfile.mkdtemp(prefix="shard-console-tests-")
 os.environ["XDG_CONFIG_HOME"] = str(Path(_HOME) / "config")
 os.environ["XDG_DATA_HOME"] = str(Path(_HOME) / "data")
 
-from console.engine.consumer import ConsumerOptions  # noqa: E402
+from console.engine.consume.consumer import ConsumerOptions  # noqa: E402
 from console.model import Record, ShardContext  # noqa: E402
 from console.processors.base import Processor  # noqa: E402
 from console.sources.aws import AwsSettings  # noqa: E402

@@ -16,7 +16,6 @@ from typing import Any
 from console.checkpoints.base import (
     CheckpointChange,
     Command,
-    OwnershipListener,
     StoreLockedError,
     StreamRecord,
 )
@@ -25,7 +24,6 @@ from console.model import Checkpoint, HistoryEntry, Shard
 
 class MemoryStore:
     path = ":memory:"
-    shared = False
 
     def __init__(self) -> None:
         self.checkpoints: dict[str, dict[str, Checkpoint]] = {}
@@ -51,12 +49,6 @@ class MemoryStore:
         self.held.discard(stream)
 
     def holds(self, stream: str) -> bool:
-        return stream in self.held
-
-    def watch(self, stream: str, listener: OwnershipListener) -> None:
-        """One process holds the stream whole: nothing is taken or lost while it runs."""
-
-    def may_read(self, stream: str, shard_id: str) -> bool:
         return stream in self.held
 
     async def publish(self, stream: str, doc: Mapping[str, Any]) -> None:

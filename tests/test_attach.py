@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 
-from console.checkpoints.leases.items import Lease
-from console.checkpoints.leases.store import LeaseStore
-from console.engine.attach import AttachedLeases
-from console.engine.control import Action, ControlRequest, SkipTo
-from console.engine.diagnosis import Finding
+from console.checkpoints.leases import Lease, LeaseStore
+from console.cli.wiring import Fleet, make_source, open_lease_store
+from console.engine.changes.plan import Action, ControlRequest, SkipTo
+from console.engine.observe.diagnosis import Finding
+from console.engine.observe.leases import AttachedLeases
 from console.model import Position, ShardStatus
-from console.wiring import Fleet, make_source, open_lease_store
 from tests.conftest import Kinesis, aws, numbered, run_cli, unique, wait_for
 from tests.test_fleet import ENV
 
@@ -161,7 +160,7 @@ async def test_attach_shows_the_leases_lineage_lag_and_what_is_wrong(app: App) -
                 15,
                 "expired leases",
             )
-            assert state.shards[s1].lease_expired
+            assert state.shards[s1].lease.expired
             # A worker renews s1 and takes a child: the log says so, and s1 is live again.
             lease = await app.lease(w, s1)
             assert await w.table.renew(lease)
@@ -173,7 +172,7 @@ async def test_attach_shows_the_leases_lineage_lag_and_what_is_wrong(app: App) -
             assert any(e.message == f"w3 took lease {kids[0]}" for e in engine.events.since(0)), [
                 e.message for e in engine.events.since(0)
             ]
-            await wait_for(lambda: not state.shards[s1].lease_expired, 10, "s1 renewed")
+            await wait_for(lambda: not state.shards[s1].lease.expired, 10, "s1 renewed")
 
 
 async def test_a_rewind_fences_the_lease_and_undo_puts_it_back(app: App) -> None:
@@ -402,7 +401,7 @@ async def test_attach_db_shows_a_local_consumer_live_and_changes_go_through_it(
     """Beside a consumer running on this machine: its live state from the snapshot it
     publishes at each flush, a rewind applied by it, and "not running" once it stops."""
     from console.checkpoints.sqlite import SqliteStore
-    from console.engine.attach_db import AttachedDb
+    from console.engine.observe.database import AttachedDb
     from tests.test_control_cli import consumer_process, rows, stop, wait_rows
 
     stream = unique("attdb")
@@ -500,7 +499,7 @@ async def test_history_records_what_the_table_held_when_it_was_rewritten(app: Ap
 async def test_a_lag_read_after_the_checkpoint_and_its_iterator_kept_while_caught_up(
     app: App,
 ) -> None:
-    from console.engine.lag_probe import LagProbe
+    from console.engine.observe.lag_probe import LagProbe
 
     s1 = shard(1)
     seqs = app.puts[s1]

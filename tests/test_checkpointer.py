@@ -7,10 +7,12 @@ import asyncio
 
 import pytest
 
-from console.checkpoints.base import CheckpointChange, CheckpointStore
-from console.engine.checkpointing import Checkpointer
+from console.checkpoints.base import CheckpointChange, CheckpointStore, Lockable
+from console.engine.consume.checkpointing import Checkpointer
+from console.engine.events import EventLog
+from console.engine.ownership.lock import StreamLock
+from console.engine.read.resume import drop_through, fetch_plan
 from console.engine.state import EngineState
-from console.engine.worker import drop_through, fetch_plan
 from console.model import (
     Checkpoint,
     CheckpointStatus,
@@ -26,27 +28,33 @@ KEY = "arn:aws:kinesis:us-east-1:1:stream/s"
 
 def test_the_memory_store_has_every_member_of_the_protocol() -> None:
     members = {m for m in vars(CheckpointStore) if not m.startswith("_")} - {"path"}
-    members |= {"acquire", "release", "holds", "may_read"}
+    members |= {m for m in vars(Lockable) if not m.startswith("_")}
     assert members - set(dir(MemoryStore)) == set()
 
 
-def checkpointer(
+async def checkpointer(
     store: MemoryStore, saved: dict[str, Checkpoint] | None = None, **kw: float
 ) -> tuple[Checkpointer, list[str]]:
+    """A checkpointer writing through the whole-stream lock, as a consumer on SQLite does."""
     calls: list[str] = []
 
     async def before_write() -> None:
         calls.append(f"processor flushed before save #{len(store.saves) + 1}")
 
     state = EngineState("s", "kinesis", "test")
-    cp = Checkpointer(store, state, before_write, history_interval=kw.get("history", 60.0))
-    cp.load(KEY, saved or {})
+    lock = StreamLock(
+        store, EventLog(), initial=Position.trim_horizon(), flush_interval=1, command_interval=1
+    )
+    cp = Checkpointer(lock, state, before_write, history_interval=kw.get("history", 60.0))
+    await store.release(KEY)  # a checkpointer made before this one: its consumer stopped
+    await lock.join(KEY, cp)
+    cp.load(saved or {})
     return cp, calls
 
 
 async def test_advance_writes_nothing_and_a_flush_writes_every_moved_shard_at_once() -> None:
     store = MemoryStore()
-    cp, calls = checkpointer(store)
+    cp, calls = await checkpointer(store)
     cp.advance("a", AFTER("1"), 10.0)
     cp.advance("b", AFTER("7"), 11.0)
     cp.advance("a", AFTER("3"), 12.0)  # the last of a shard wins
@@ -65,7 +73,7 @@ async def test_advance_writes_nothing_and_a_flush_writes_every_moved_shard_at_on
 
 async def test_a_failed_write_keeps_the_progress_for_the_next_flush() -> None:
     store = MemoryStore()
-    cp, _ = checkpointer(store)
+    cp, _ = await checkpointer(store)
     cp.advance("a", AFTER("5"), 1.0)
     store.fail_next_save = OSError("disk full")
     with pytest.raises(OSError):
@@ -79,7 +87,7 @@ async def test_a_failed_write_keeps_the_progress_for_the_next_flush() -> None:
 async def test_an_explicit_change_replaces_the_shards_pending_progress() -> None:
     store = MemoryStore()
     saved = {"a": Checkpoint("a", AFTER("5"), paused=True)}
-    cp, _ = checkpointer(store, saved)
+    cp, _ = await checkpointer(store, saved)
     cp.advance("a", AFTER("8"), 1.0)
     cp.advance("b", AFTER("2"), 1.0)
     rewind = HistoryEntry("a", "rewind", "me", Position.trim_horizon(), "open")
@@ -94,12 +102,12 @@ async def test_an_explicit_change_replaces_the_shards_pending_progress() -> None
 
 async def test_routine_progress_enters_the_history_at_most_once_per_interval() -> None:
     store = MemoryStore()
-    cp, _ = checkpointer(store, {"a": Checkpoint("a", AFTER("1"))}, history=3600.0)
+    cp, _ = await checkpointer(store, {"a": Checkpoint("a", AFTER("1"))}, history=3600.0)
     for seq in ("2", "3"):
         cp.advance("a", AFTER(seq), 1.0)
         await cp.flush()
     assert await store.history(KEY) == []  # loaded just now: the next row is an hour away
-    cp, _ = checkpointer(store, {"a": Checkpoint("a", AFTER("3"))}, history=0.0)
+    cp, _ = await checkpointer(store, {"a": Checkpoint("a", AFTER("3"))}, history=0.0)
     cp.advance("a", AFTER("4"), 1.0)
     await cp.flush()
     [row] = await store.history(KEY)
@@ -112,7 +120,7 @@ async def test_finished_shards_are_known_from_the_store_and_from_writes() -> Non
         "a": Checkpoint("a", AFTER("9"), CheckpointStatus.DONE),
         "b": Checkpoint("b", AFTER("1")),
     }
-    cp, _ = checkpointer(store, saved)
+    cp, _ = await checkpointer(store, saved)
     assert cp.finished == {"a"}
     await cp.write([CheckpointChange(Checkpoint("b", AFTER("4"), CheckpointStatus.SKIPPED))])
     await cp.write([CheckpointChange(Checkpoint("a", Position.trim_horizon()))])  # reopened
@@ -135,7 +143,7 @@ async def test_a_slow_write_is_never_overtaken_by_a_later_one() -> None:
             await super().save(stream, changes, finish)
 
     store = SlowFirstSave()
-    cp, _ = checkpointer(store)
+    cp, _ = await checkpointer(store)
     cp.advance("a", AFTER("1"), 1.0)
     first = asyncio.create_task(cp.flush())
     await in_store.wait()  # the first flush is in the store, waiting on the disk

@@ -5,7 +5,7 @@ import dataclasses
 import time
 
 from console.checkpoints.sqlite import SqliteStore
-from console.engine.consumer import Consumer, ConsumerOptions
+from console.engine.consume.consumer import Consumer, ConsumerOptions
 from console.model import CheckpointStatus, ShardStatus
 from console.sources.kinesis import KinesisSource
 from tests.conftest import (

@@ -6,8 +6,8 @@ import time
 import pytest
 
 from console.checkpoints.sqlite import SqliteStore
-from console.engine.consumer import Consumer
-from console.engine.control import Action, ControlRequest, SkipTo
+from console.engine.changes.plan import Action, ControlRequest, SkipTo
+from console.engine.consume.consumer import Consumer
 from console.model import CheckpointStatus, Position, ShardStatus
 from console.processors.base import RecordFailed
 from console.sources.kinesis import KinesisSource

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from console.checkpoints.sqlite import SqliteStore
-from console.engine.consumer import Consumer
-from console.engine.control import Action, ControlRequest
+from console.engine.changes.plan import Action, ControlRequest
+from console.engine.consume.consumer import Consumer
 from console.model import ShardStatus
 from console.sources.kinesis import KinesisSource
 from tests.conftest import (
@@ -430,7 +430,7 @@ async def test_pending_commands_are_applied_before_any_worker_reads(demo_endpoin
 
 
 def test_wait_is_ten_seconds_unless_told() -> None:
-    from console.cli import build_parser
+    from console.cli.commands import build_parser
 
     parser = build_parser()
     for args in (["pause", "s"], ["rewind", "s", "--to", "latest"], ["undo"]):

@@ -10,7 +10,7 @@ import pytest
 from console.checkpoints.sqlite import SqliteStore
 from console.demo import Demo, DemoOptions, EmbeddedEndpoint
 from console.demo.kinesis import hash_key
-from console.engine.consumer import Consumer
+from console.engine.consume.consumer import Consumer
 from console.model import Position, ShardStatus
 from console.sources.kinesis import KinesisSource
 from tests.conftest import FAST, Collect, aws, wait_for

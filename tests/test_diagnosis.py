@@ -3,7 +3,7 @@ that are not findings (a child waiting on a parent being read, a lease just crea
 
 from __future__ import annotations
 
-from console.engine.diagnosis import Finding, LeaseFacts, ShardFacts, diagnose
+from console.engine.observe.diagnosis import Finding, LeaseFacts, ShardFacts, diagnose
 
 F = 10.0
 

@@ -16,8 +16,8 @@ import pytest
 
 from console.checkpoints.sqlite import SqliteStore
 from console.demo.wire import ApiError
-from console.engine.consumer import Consumer
-from console.engine.control import Action, ControlRequest
+from console.engine.changes.plan import Action, ControlRequest
+from console.engine.consume.consumer import Consumer
 from console.engine.lineage import Lineage
 from console.model import ChangeRecord, Position, Record, ShardStatus
 from console.sources.dynamodb import DynamoDBSource, created_since, is_stream_arn

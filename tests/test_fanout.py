@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from console.engine.consumer import Consumer
-from console.engine.control import Action, ControlRequest
-from console.engine.fanout import FanOutOptions
+from console.engine.changes.plan import Action, ControlRequest
+from console.engine.consume.consumer import Consumer
+from console.engine.consume.fanout import FanOutOptions
 from console.model import CheckpointStatus, Position, ShardStatus
 from console.sources.kinesis import KinesisSource
 from tests.conftest import FAST, Collect, Kinesis, aws, numbered, run_cli, unique, wait_for
@@ -218,25 +218,27 @@ async def test_resource_in_use_is_retried_within_5_s_then_shown(efo: Any, store:
             assert len(tries) == 4
             assert all(0 < b - a < 5 for a, b in itertools.pairwise(tries)), tries
             assert "source_error" not in events  # quiet: a restart's passing overlap
-            view = consumer.state.shards["shardId-000000000000"]
+            sid = "shardId-000000000000"
+
+            def view() -> Any:  # a row is a value: read it anew
+                return consumer.state.shards[sid]
+
             # Held for longer than the patience: shown on the shard, never a silent fallback.
             efo.refuse = 10_000
-            await consumer.control(
-                ControlRequest(Action.REWIND, view.shard_id, Position.trim_horizon())
-            )
+            await consumer.control(ControlRequest(Action.REWIND, sid, Position.trim_horizon()))
             await wait_for(
                 lambda: (
-                    view.status is ShardStatus.FAILING
-                    and "ResourceInUseException" in (view.last_error or "")
+                    view().status is ShardStatus.FAILING
+                    and "ResourceInUseException" in (view().last_error or "")
                 ),
                 30,
                 "the shard shown failing with the reason",
             )
-            assert "another application uses the same consumer name" in (view.last_error or "")
+            assert "another application uses the same consumer name" in (view().last_error or "")
             assert consumer.state.get_records_calls == 0
             efo.refuse = 0
             await wait_for(lambda: len(processor.seen) >= 20, 30, "the rewind's records")
-            await wait_for(lambda: view.status is ShardStatus.ACTIVE, 10, "recovered")
+            await wait_for(lambda: view().status is ShardStatus.ACTIVE, 10, "recovered")
 
 
 async def test_registration_waits_for_active_and_deregisters_when_asked(
@@ -376,7 +378,7 @@ async def test_a_fleets_workers_share_one_stream_consumer(efo: Any, moto: str) -
     """Two workers on a lease table (moto's DynamoDB): one stream consumer for the fleet, each
     shard subscribed by the worker that holds its lease, every record read (at least once: a
     lease that moves while the workers balance is read again from its checkpoint)."""
-    from console.wiring import Fleet, open_consumer
+    from console.cli.wiring import Fleet, open_consumer
 
     stream, table = unique("ff"), unique("app")
     k = Kinesis(efo.url)
@@ -426,9 +428,11 @@ async def test_a_failure_inside_a_subscription_is_retried(efo: Any, store: Any) 
         consumer.events.subscribe(lambda e: kinds.append(e.kind))
         async with consumer:
             await wait_for(lambda: len(processor.seen) >= 30, 30, "records after two failures")
-            view = consumer.state.shards["shardId-000000000000"]
-            await wait_for(lambda: view.status is ShardStatus.ACTIVE, 10, "recovered")
-            assert view.errors["source_error"] == 2
+            shards = consumer.state.shards
+            await wait_for(
+                lambda: shards["shardId-000000000000"].status is ShardStatus.ACTIVE, 10, "recovered"
+            )
+            assert shards["shardId-000000000000"].errors["source_error"] == 2
     assert processor.data() == [d for _, d in sent]
     assert "shard_failed" not in kinds
 

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from console.checkpoints.sqlite import SqliteStore
-from console.engine.consumer import Consumer
+from console.engine.consume.consumer import Consumer
 from console.sources.faults import KINDS, FaultInjector
 from console.sources.kinesis import KinesisSource
 from tests.conftest import FAST, Collect, Kinesis, aws, numbered, unique, wait_for

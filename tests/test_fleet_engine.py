@@ -10,10 +10,10 @@ import boto3
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from console.engine.control import Action, ControlRequest
+from console.cli.wiring import Fleet, open_consumer
+from console.engine.changes.plan import Action, ControlRequest
 from console.model import Position, ShardStatus
 from console.observe.metrics import registry_for
-from console.wiring import Fleet, open_consumer
 from tests.conftest import FAST, Collect, Kinesis, aws, numbered, unique, wait_for
 from tests.test_dynamodb import changes, create_table
 

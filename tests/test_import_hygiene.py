@@ -9,7 +9,7 @@ import pytest
 @pytest.mark.parametrize(
     "module",
     [
-        "console.engine.consumer",
+        "console.engine.consume.consumer",
         "console.sources.kinesis",
         "console.checkpoints.sqlite",
         "console.headless",

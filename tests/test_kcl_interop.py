@@ -187,12 +187,12 @@ async def test_attach_to_a_running_kcl_application(
 ) -> None:
     """The console attached to a live KCL application: what it shows matches the table, and
     its changes are honoured by the KCL worker that holds the lease."""
-    from console.checkpoints.leases.items import TRIM_HORIZON
-    from console.engine.attach import AttachedLeases
-    from console.engine.control import Action, ControlRequest, SkipTo
+    from console.checkpoints.leases import TRIM_HORIZON
+    from console.cli.wiring import Fleet as FleetSettings
+    from console.cli.wiring import make_source, open_lease_store
+    from console.engine.changes.plan import Action, ControlRequest, SkipTo
+    from console.engine.observe.leases import AttachedLeases
     from console.model import Position, ShardStatus
-    from console.wiring import Fleet as FleetSettings
-    from console.wiring import make_source, open_lease_store
     from tests.conftest import aws
 
     stream = unique("kclatt")
@@ -237,7 +237,7 @@ async def test_attach_to_a_running_kcl_application(
                     assert view.owner == item["leaseOwner"]["S"] == "kcl-worker-1"
                     assert view.status is ShardStatus.LEASED
                     assert view.checkpoint == Position.after_sequence(item["checkpoint"]["S"], 0)
-                    assert view.lease_counter == int(item["leaseCounter"]["N"])
+                    assert view.lease.counter == int(item["leaseCounter"]["N"])
 
                 # A rewind to a sequence number on a shard the live KCL worker holds: it drops
                 # the lease, and the next taker (itself) reads again exactly from the target.
@@ -330,8 +330,7 @@ async def test_attach_to_a_running_kcl_application(
                     lambda: (
                         len(state.lineage.children.get(b, ())) == 2
                         and all(
-                            state.shards[k].lease_counter is not None
-                            for k in state.lineage.children[b]
+                            state.shards[k].lease is not None for k in state.lineage.children[b]
                         )
                     ),
                     60,
@@ -350,7 +349,7 @@ async def test_attach_to_a_running_kcl_application(
                 held = {sid for sid, v in state.shards.items() if v.owner == "kcl-worker-1"}
                 assert held
                 await wait_for(
-                    lambda: all(state.shards[sid].lease_expired for sid in held),
+                    lambda: all(state.shards[sid].lease.expired for sid in held),
                     10 + 15,
                     "expired leases",
                 )

@@ -13,16 +13,17 @@ from typing import Any
 import aioboto3
 import pytest
 
-from console.checkpoints.leases.items import (
+from console.checkpoints.leases import (
     Lease,
+    LeaseTable,
+    LeaseTableError,
     UnwritablePosition,
     checkpoint_of,
     kcl_checkpoint,
     lease_of,
     new_item,
 )
-from console.checkpoints.leases.table import LeaseTable, LeaseTableError
-from console.checkpoints.leases.taker import Choice, LeaseObserver, choose
+from console.engine.ownership.taker import Choice, LeaseObserver, choose
 from console.model import Checkpoint, CheckpointStatus, Position, PositionKind
 from tests.conftest import unique
 
@@ -371,66 +372,73 @@ def test_position_kinds_the_resolver_must_handle_are_the_unwritable_ones() -> No
     assert unwritable == {PositionKind.AT_TIMESTAMP, PositionKind.AT_SEQUENCE_NUMBER}
 
 
-class Listener:
-    """What a LeaseStore tells the engine (console.checkpoints.base.OwnershipListener)."""
+class Progress:
+    """What a lease ownership tells the consumer's checkpoints (console.engine.ownership.base
+    .Progress), recorded; a loss fails the test unless it expects one."""
 
     def __init__(self) -> None:
         self.took: list[str] = []
+        self.lost: list[tuple[str, float]] = []
+        self.expect_loss = False
 
-    def taken(self, shard_id: str, checkpoint: Checkpoint, previous: str | None) -> None:
+    def adopt(self, shard_id: str, checkpoint: Checkpoint) -> None:
         self.took.append(shard_id)
 
-    def lost(self, shard_id: str, owner: str | None) -> None:
-        raise AssertionError(f"{shard_id} lost to {owner}")
+    def forget(self, shard_id: str) -> None:
+        if not self.expect_loss:
+            raise AssertionError(f"{shard_id} lost")
+        self.lost.append((shard_id, time.monotonic()))
 
-    def observed(self, leases: Any, workers: Any) -> None:
+    def observe(self, shard_id: str, checkpoint: Checkpoint) -> None:
         pass
 
-    def report(self) -> dict[str, Any]:
-        return {}
+    async def write(self, changes: Any, finish: Any = None) -> int:
+        return 0
 
-    def released(self, shard_ids: Any) -> None:
-        pass
+    async def flush(self) -> int:
+        return 0
 
-    def trouble(self, message: str) -> None:
-        raise AssertionError(message)
 
-    async def flush(self) -> None:
-        pass
+async def ownership(dynamodb: Any, failover: float = 3.0) -> Any:
+    """Worker "me" of a new lease table, not joined yet: its rounds are run by hand, not by
+    start()'s loops."""
+    from console.checkpoints.leases import LeaseStore
+    from console.engine.events import EventLog
+    from console.engine.ownership.leases import LeaseOwnership
+    from console.engine.state import EngineState
 
-    def taking(self) -> bool:
-        return True
+    store = LeaseStore(dynamodb, unique("app"))
+    await store.prepare()
+    state = EngineState("orders", "kinesis", "here")
+    return LeaseOwnership(store, state, EventLog(), worker_id="me", failover=failover)
 
 
 async def test_a_child_is_taken_only_once_every_parent_is_finished(dynamodb: Any) -> None:
-    from console.checkpoints.leases.store import LeaseStore
+    from console.engine.ownership.base import Allowance
 
-    store = LeaseStore(dynamodb, unique("app"), worker_id="me", failover=3.0)
-    await store.prepare()
-    table = store.table
+    worker = await ownership(dynamodb)
+    table = worker.table
     await table.create("shardId-0", SEQ)
     await table.create("shardId-1", "TRIM_HORIZON", ("shardId-0",))
     parent = await table.get("shardId-0", None)
     assert parent is not None and await table.take(parent, "other")
-
-    heard = Listener()
-    # Joined as acquire() leaves it (without its checks), rounds run by hand, not by watch()'s
-    # loops.
-    store.co.stream = "orders"
-    store.co.listener = heard
-    await store.co.take_round()
+    heard = Progress()
+    worker.take_over = True  # "other" is watched as a stranger otherwise
+    await worker.join("orders", heard)
+    await worker.take_round()
     assert heard.took == []  # the parent is still being read by "other": the child waits
     assert await table.checkpoint(parent, "SHARD_END", 0)
-    await store.co.take_round()
+    await worker.take_round()
     assert heard.took == ["shardId-1"]
-    assert store.may_read("orders", "shardId-1")
+    assert worker.allowance("shardId-1") is Allowance.READ
+    assert worker.changed.is_set()  # the consumer reconciles
 
 
 def test_the_default_worker_id_tells_an_operator_where_it_runs() -> None:
     import os
     import socket
 
-    from console.checkpoints.leases.store import default_worker_id
+    from console.engine.ownership.leases import default_worker_id
 
     ids = {default_worker_id() for _ in range(5)}
     host, pid, rand = next(iter(ids)).rsplit("-", 2)
@@ -438,36 +446,36 @@ def test_the_default_worker_id_tells_an_operator_where_it_runs() -> None:
     assert len(rand) == 4 and len(ids) > 1  # two workers of one process differ
 
 
-async def joined(dynamodb: Any, endpoint: str | None = None, failover: float = 3.0) -> Any:
-    """A LeaseStore of worker "me" joined to stream "orders", holding lease shardId-0; its
-    rounds are run by hand, not by watch()'s loops."""
-    from console.checkpoints.leases.store import LeaseStore
+async def joined(dynamodb: Any, failover: float = 3.0) -> Any:
+    """Worker "me" joined to stream "orders", holding lease shardId-0; its rounds are run by
+    hand, not by start()'s loops."""
+    from console.engine.ownership.base import Allowance
 
-    store = LeaseStore(dynamodb, unique("app"), worker_id="me", failover=failover)
-    await store.prepare()
-    await store.table.create("shardId-0", SEQ)
-    store.co.stream = "orders"
-    store.co.listener = Listener()
-    await store.co.take_round()
-    assert store.may_read("orders", "shardId-0")
-    return store
+    worker = await ownership(dynamodb, failover)
+    await worker.table.create("shardId-0", SEQ)
+    await worker.join("orders", Progress())
+    await worker.take_round()
+    assert worker.allowance("shardId-0") is Allowance.READ
+    return worker
 
 
 async def test_a_write_whose_answer_was_lost_does_not_lose_the_lease(dynamodb: Any) -> None:
     """The table moved the counter for us (the answer never came back): the failed condition
     reads the lease again, finds it ours, and goes on."""
-    store = await joined(dynamodb)
+    from console.engine.ownership.base import Allowance
+
+    worker = await joined(dynamodb)
     await dynamodb.update_item(
-        TableName=store.table.name,
+        TableName=worker.table.name,
         Key={"leaseKey": {"S": "shardId-0"}},
         UpdateExpression="ADD leaseCounter :one",
         ExpressionAttributeValues={":one": {"N": "1"}},
     )
-    before = await store.table.get("shardId-0", None)
-    store.co._written.clear()  # due for renewal
-    await store.co.renew_round()  # Listener.lost raises if it is told of a loss
-    assert store.may_read("orders", "shardId-0")
-    after = await store.table.get("shardId-0", None)
+    before = await worker.table.get("shardId-0", None)
+    worker._written.clear()  # due for renewal
+    await worker.renew_round()  # Progress.forget raises if it is told of a loss
+    assert worker.allowance("shardId-0") is Allowance.READ
+    after = await worker.table.get("shardId-0", None)
     assert after is not None and before is not None
     assert (after.owner, after.counter) == ("me", before.counter + 1)
 
@@ -477,6 +485,7 @@ async def test_a_renewal_that_hangs_gives_the_lease_up_before_others_may_take_it
 ) -> None:
     """DynamoDB stops answering: no renewal for 2/3 of the failover time and the shard stops,
     before any other worker can see the lease expired."""
+    from console.engine.ownership.base import Allowance
     from tests.proxy import HOLD, proxy
 
     holding = False
@@ -487,30 +496,29 @@ async def test_a_renewal_that_hangs_gives_the_lease_up_before_others_may_take_it
     with proxy(moto, rule) as p:
         session = aioboto3.Session(aws_access_key_id="x", aws_secret_access_key="x")
         async with session.client("dynamodb", endpoint_url=p.url, region_name="us-east-1") as c:
-            store = await joined(c)
-            lost: list[tuple[str, str | None, float]] = []
-            store.co.listener.lost = lambda sid, owner: lost.append((sid, owner, time.monotonic()))
-            store.co.listener.trouble = lambda message: None
+            worker = await joined(c)
+            progress = worker._progress
+            progress.expect_loss = True
             holding = True
-            last_write = store.co._written["shardId-0"]
-            watchdog = asyncio.create_task(store.co._watchdog())
+            last_write = worker._written["shardId-0"]
+            watchdog = asyncio.create_task(worker._watchdog())
             try:
-                while not lost:
+                while not progress.lost:
                     # A round that hangs on its write, as the renewer's do.
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(0.5):
-                            await store.co.renew_round()
+                            await worker.renew_round()
                     assert time.monotonic() - last_write < 3.0 + 2.0, "never given up"
             finally:
                 watchdog.cancel()
-    (sid, _, at) = lost[0]
-    assert sid == "shardId-0" and not store.may_read("orders", "shardId-0")
+    (sid, at) = progress.lost[0]
+    assert sid == "shardId-0" and worker.allowance("shardId-0") is not Allowance.READ
     # Others may take it once a whole failover time (3 s) passes without a renewal.
     assert at - last_write < 3.0
 
 
 async def test_an_operators_marks_survive_a_listing(dynamodb: Any) -> None:
-    from console.checkpoints.leases.companion import Companion, Marks
+    from console.checkpoints.leases import Companion, Marks
     from console.model import Shard
 
     companion = Companion(dynamodb, unique("app"))

@@ -35,7 +35,7 @@ def test_every_exported_name_resolves_and_import_stays_light() -> None:
     code = "import sys, console; print(sorted(m for m in sys.modules if m.startswith('console.')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-    assert importlib.import_module("console.wiring").open_consumer is console.open_consumer
+    assert importlib.import_module("console.cli.wiring").open_consumer is console.open_consumer
 
 
 def test_the_readme_example_runs_as_written(kinesalite: str, tmp_path: Path) -> None:

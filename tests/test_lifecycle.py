@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from console.checkpoints.sqlite import SqliteStore
-from console.engine.consumer import Consumer, ConsumerStatus
+from console.engine.consume.consumer import Consumer, ConsumerStatus
 from console.model import Record, ShardContext
 from console.processors.base import Processor
 from console.sources.kinesis import KinesisSource
@@ -303,7 +303,7 @@ async def test_an_operator_change_whose_caller_is_cancelled_is_applied_whole(
 ) -> None:
     """The caller gives up while the change is being written: the change still lands, the
     store and the worker agree (the shard is read again from the rewound position)."""
-    from console.engine.control import Action, ControlRequest
+    from console.engine.changes.plan import Action, ControlRequest
     from console.model import Position
     from tests.conftest import Collect
 
@@ -420,7 +420,7 @@ async def test_a_failed_start_keeps_its_error_when_a_stop_comes_during_its_clean
 async def test_an_operator_change_the_store_fails_is_told_and_not_left_pending(
     demo_endpoint: Any, db: str
 ) -> None:
-    from console.engine.control import Action, ControlRequest
+    from console.engine.changes.plan import Action, ControlRequest
 
     demo_endpoint.call(demo_endpoint.kinesis.create_stream, STREAM, 1)
 
@@ -452,7 +452,7 @@ def test_run_from_another_thread_than_the_main_one(tmp_path: Any) -> None:
     import io
     import threading
 
-    from console import cli
+    from console.cli import commands as cli
 
     out: list[int] = []
     err = io.StringIO()

@@ -1,5 +1,6 @@
-from console.engine.discovery import initial_checkpoints, resharding_text
+from console.engine.consume.discovery import resharding_text
 from console.engine.lineage import Lineage
+from console.engine.ownership.lock import initial_checkpoints
 from console.model import CheckpointStatus, Position, Shard
 
 

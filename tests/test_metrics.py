@@ -18,10 +18,10 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from console.checkpoints.sqlite import SqliteStore
-from console.engine.consumer import Consumer
-from console.engine.control import Action, ControlRequest
+from console.engine.changes.plan import Action, ControlRequest
+from console.engine.consume.consumer import Consumer
 from console.engine.events import EventLog
-from console.engine.state import EngineState
+from console.engine.state import EngineState, LeaseInfo
 from console.model import Record, ShardContext, ShardStatus
 from console.observe.endpoint import Endpoint
 from console.observe.metrics import METRICS, registry_for
@@ -224,16 +224,15 @@ def state_with(worker: str | None, rows: dict[str, tuple[ShardStatus, str | None
     class Watched:
         def __init__(self) -> None:
             self.state = EngineState("s", "kinesis", "here")
-            self.state.worker_id = worker
+            self.state.set_watch(worker_id=worker)
             self.events = EventLog()
             self.failure = None
             self.ready = True
 
     watched = Watched()
     for sid, (status, owner) in rows.items():
-        view = watched.state.view(sid)
-        view.status, view.owner = status, owner
-        view.records = 1
+        lease = LeaseInfo(owner) if owner is not None else None
+        watched.state.update(sid, status=status, lease=lease, records=1)
     return watched
 
 
@@ -263,7 +262,7 @@ def test_a_finished_or_lost_shard_drops_its_label_sets_and_fleet_series_name_the
     assert set(shown) == {"a", "b"}
     assert shown["a"] == {"stream": "s", "worker": "w1", "shard_id": "a"}
     # b's lease is lost to w2: its series go at the next scrape.
-    watched.state.shards["b"].owner = "w2"
+    watched.state.update("b", lease=LeaseInfo("w2"))
     watched.events.emit("lease_lost", "lost b", shard_id="b")
     assert set(served_shards(watched)) == {"a"}
     from prometheus_client import generate_latest
@@ -285,11 +284,9 @@ def test_units_and_buckets_are_prometheus_base_units() -> None:
     from prometheus_client import generate_latest
 
     watched = state_with(None, {"a": (ShardStatus.ACTIVE, None)})
-    view = watched.state.shards["a"]
-    view.lag_ms = 1500
-    view.checkpoint_at = time.time() - 7
+    watched.state.update("a", lag_ms=1500, checkpoint_at=time.time() - 7)
     for seconds in (0.0004, 0.01, 0.02, 3.0):  # 0.01 sits on a bucket's upper bound
-        view.timings.observe(seconds)
+        watched.state.processor_time("a", seconds)
     text = generate_latest(registry_for(watched)).decode()
     samples = {
         (s.name, s.labels.get("le")): s.value

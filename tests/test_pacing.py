@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from console.checkpoints.sqlite import SqliteStore
-from console.engine.consumer import Consumer
+from console.engine.consume.consumer import Consumer
 from console.sources.kinesis import KinesisSource
 from tests.conftest import FAST, Collect, aws, wait_for
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from console.engine.control import Action, ControlError, ControlRequest, SkipTo, plan_change
+from console.engine.changes.plan import Action, ControlError, ControlRequest, SkipTo, plan_change
 from console.engine.lineage import Lineage
 from console.model import (
     Checkpoint,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from console.checkpoints.sqlite import SqliteStore
-from console.engine.consumer import Consumer
+from console.engine.consume.consumer import Consumer
 from console.errors import UsageError
 from console.model import Record, ShardContext
 from console.processors import load_processor

@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from console.cli import build_parser
+from console.cli.commands import build_parser
 from console.web.server import COOKIE
 from tests.browser import browser, chromium
 from tests.conftest import run_cli
@@ -190,7 +190,7 @@ def test_a_browser_shows_the_live_consumer(consumer_db: Path, tmp_path: Path) ->
 
 
 def test_a_page_is_read_only_unless_changes_are_allowed(tmp_path: Path) -> None:
-    from console.attach_cli import served_argv
+    from console.cli.attach import served_argv
 
     db = str(tmp_path / "c.db")
     args = build_parser().parse_args(["serve", "--db", db, "--scan-interval", "3"])

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from console.checkpoints.sqlite import SqliteStore
-from console.engine.consumer import Consumer
-from console.engine.control import Action, ControlRequest
+from console.engine.changes.plan import Action, ControlRequest
+from console.engine.consume.consumer import Consumer
 from console.model import CheckpointStatus, ShardStatus
 from console.sources.kinesis import KinesisSource
 from console.ui.app import ShardConsoleApp

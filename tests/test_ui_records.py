@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from console.engine.pacing import Pacer
+from console.engine.read.pacing import Pacer
 from console.model import Position
 from console.processors.base import RecordFailed
 from console.ui.screens.detail import ShardDetailScreen

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from console.engine.browse import Page
-from console.engine.control import ControlError, ControlRequest, Plan, plan_change
+from console.engine.changes.plan import ControlError, ControlRequest, Plan, plan_change
 from console.engine.events import EventLog, Level
 from console.engine.lineage import Lineage
-from console.engine.state import EngineState
+from console.engine.read.browse import Page
+from console.engine.state import EngineState, LeaseInfo
 from console.model import (
     Checkpoint,
     CheckpointStatus,
@@ -83,21 +83,27 @@ class FrozenEngine:
         }  # fmt: skip
         self.checkpoints: dict[str, Checkpoint] = {}
         for sid, (status, lag, rate, n, error) in rows.items():
-            view = self.state.view(sid)
             shard = self.lineage.shards[sid]
-            view.parents = shard.parents
-            view.closed = shard.is_closed
-            view.status = status
-            view.lag_ms = lag
-            view.rate = rate
-            view.last_error = error
-            view.error_at = NOW - 95 if error else None
+            self.state.update(
+                sid,
+                parents=shard.parents,
+                closed=shard.is_closed,
+                status=status,
+                lag_ms=lag,
+                rate=rate,
+                last_error=error,
+                error_at=NOW - 95 if error else None,
+            )
             if n is not None:
                 pos = Position.after_sequence(seq(n))
-                view.position = view.checkpoint = pos
-                view.checkpoint_at = NOW - (3 if status is ShardStatus.ACTIVE else 240)
-                view.last_arrival = NOW - 60
-                view.records = n
+                self.state.update(
+                    sid,
+                    position=pos,
+                    checkpoint=pos,
+                    checkpoint_at=NOW - (3 if status is ShardStatus.ACTIVE else 240),
+                    last_arrival=NOW - 60,
+                    records=n,
+                )
                 finished = status is ShardStatus.DONE
                 self.checkpoints[sid] = Checkpoint(
                     sid,
@@ -106,7 +112,6 @@ class FrozenEngine:
                     paused=status is ShardStatus.PAUSED,
                     arrival=NOW - 60,
                 )
-            self.state.touch(view)
         self.state.records_total = 7063
         self.state.rate = 53.5
         recent = [
@@ -114,7 +119,7 @@ class FrozenEngine:
             Record(seq(1129), "customer-11", b"plain text payload", NOW - 61),
             Record(seq(1130), "customer-02", bytes(range(0, 40)), NOW - 60),
         ]  # fmt: skip
-        self.state.shards["shardId-000000000004"].recent = tuple(recent)
+        self.state.update("shardId-000000000004", recent=tuple(recent))
         for at, level, message in (
             (NOW - 300, Level.INFO, "consuming 'orders' (kinesis, eu-west-1): 9 shards, 4 reading"),
             (NOW - 240, Level.INFO, "resharding: new shardId-000000000004 (from shardId-000000000000), shardId-000000000005 (from shardId-000000000000)"),
@@ -208,38 +213,38 @@ class FrozenEngine:
 
 def in_fleet(engine: FrozenEngine) -> None:
     """Fleet mode: this worker and two others share the stream; one lease nobody renews."""
-    from console.checkpoints.base import WorkerView
+    from console.engine.state import WorkerView
 
     state = engine.state
-    state.worker_id = "ip-10-0-1-17-4242-a1b2"
+    me = "ip-10-0-1-17-4242-a1b2"
+    state.set_watch(worker_id=me)
     owners = {
         "shardId-000000000001": ("ip-10-0-2-31-977-c3d4", False),
-        "shardId-000000000004": (state.worker_id, False),
+        "shardId-000000000004": (me, False),
         "shardId-000000000005": ("ip-10-0-2-31-977-c3d4", False),
         "shardId-000000000006": ("kcl-worker-3", True),
     }
-    ready = state.shards["shardId-000000000008"]  # unowned and ready: nobody has taken it yet
-    ready.status = ShardStatus.READY
+    # unowned and ready: nobody has taken it yet
+    state.update("shardId-000000000008", status=ShardStatus.READY)
     for sid, (owner, expired) in owners.items():
-        view = state.shards[sid]
-        view.owner, view.lease_expired, view.lease_counter = owner, expired, 1234
-        state.touch(view)
-    state.workers = (
-        WorkerView(state.worker_id, "ip-10-0-1-17", 4242, 1, 1130, 41.5, 2.0, {}),
-        WorkerView("ip-10-0-2-31-977-c3d4", "ip-10-0-2-31", 977, 2, 5120, 12.0, 7.0, {}),
+        state.update(sid, lease=LeaseInfo(owner, 1234, None, expired))
+    state.set_watch(
+        workers=(
+            WorkerView(me, "ip-10-0-1-17", 4242, 1, 1130, 41.5, 2.0, {}),
+            WorkerView("ip-10-0-2-31-977-c3d4", "ip-10-0-2-31", 977, 2, 5120, 12.0, 7.0, {}),
+        )
     )
 
 
 def attached(engine: FrozenEngine) -> None:
     """Attached to a KCL application's lease table: its workers, a lease nobody renews, and
     what the real diagnosis makes of the leases."""
-    from console.checkpoints.base import WorkerView
-    from console.engine.diagnosis import LeaseFacts, ShardFacts, diagnose
+    from console.engine.observe.diagnosis import LeaseFacts, ShardFacts, diagnose
+    from console.engine.state import WorkerView
 
     engine.confirm_by_name = True
     state = engine.state
-    state.attached_to = "a KCL application"
-    state.lease_table = "orders-app"
+    state.set_watch(attached_to="a KCL application", lease_table="orders-app")
     state.location = "eu-west-1 · lease table orders-app"
     owners = {
         "shardId-000000000001": ("kcl-worker-1", False),
@@ -247,13 +252,15 @@ def attached(engine: FrozenEngine) -> None:
         "shardId-000000000005": ("kcl-worker-2", False),
         "shardId-000000000006": ("kcl-worker-3", True),
     }
-    for sid, view in state.shards.items():
+    for sid, view in list(state.shards.items()):
         owner, expired = owners.get(sid, (None, False))
-        view.owner, view.lease_expired = owner, expired
-        view.lease_counter = 1234 if owner else 7
-        view.status = ShardStatus.LEASED if owner else view.status
-        view.rate, view.records = 0.0, 0
-        state.touch(view)
+        state.update(
+            sid,
+            lease=LeaseInfo(owner, 1234 if owner else 7, None, expired),
+            status=ShardStatus.LEASED if owner else view.status,
+            rate=0.0,
+            records=0,
+        )
     state.records_total, state.rate = 0, 0.0
     leases = {
         sid: LeaseFacts(
@@ -272,10 +279,12 @@ def attached(engine: FrozenEngine) -> None:
         if sid != "shardId-000000000002"
     }
     state.set_diagnoses(tuple(diagnose(leases, shards, failover=10.0)))
-    state.workers = (
-        WorkerView("kcl-worker-1", "-", 0, 1, 0, 0.0, 2.0, {}),
-        WorkerView("kcl-worker-2", "-", 0, 2, 0, 0.0, 1.0, {}, {"CPU": 41.0, "MEMORY": 63.5}),
-        WorkerView("kcl-worker-3", "-", 0, 1, 0, 0.0, 31.0, {}),
+    state.set_watch(
+        workers=(
+            WorkerView("kcl-worker-1", "-", 0, 1, 0, 0.0, 2.0, {}),
+            WorkerView("kcl-worker-2", "-", 0, 2, 0, 0.0, 1.0, {}, {"CPU": 41.0, "MEMORY": 63.5}),
+            WorkerView("kcl-worker-3", "-", 0, 1, 0, 0.0, 31.0, {}),
+        )
     )
 
 

@@ -1,12 +1,13 @@
-"""Where progress is kept, and who may read which shard. SQLite by default; a DynamoDB lease
-table later."""
+"""Where progress is kept: passive stores behind :class:`CheckpointStore`. SQLite
+(console.checkpoints.sqlite) by default; a KCL lease table (console.checkpoints.leases) for a
+fleet. Who may read which shard is the engine's (console.engine.ownership)."""
 
 from console.checkpoints.base import (
     CheckpointChange,
     CheckpointStore,
     Command,
+    Lockable,
     Owner,
-    ShardOwnership,
     StoreError,
     StoreLockedError,
     StreamRecord,
@@ -18,8 +19,8 @@ __all__ = [
     "CheckpointStore",
     "Command",
     "HistoryEntry",
+    "Lockable",
     "Owner",
-    "ShardOwnership",
     "StoreError",
     "StoreLockedError",
     "StreamRecord",

@@ -1,16 +1,16 @@
 """The store protocol and the values that cross it.
 
-A store keeps a stream's checkpoints, the history of every change and the operator commands,
-and it answers *who may read which shard*: the SQLite store by a whole-stream lock (one process
-reads the stream), a lease table by per-shard leases (many processes share it). The engine asks
-the store; it never assumes it is alone.
+A store keeps a stream's checkpoints, the history of every change and the operator commands:
+SQLite (one process holds a stream whole, by a lock: :class:`Lockable`), or a KCL lease table
+(console.checkpoints.leases). Stores are passive: the engine's ownership strategy decides who
+reads which shard and when progress is written (console.engine.ownership).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from console.errors import Error
 from console.model import Checkpoint, HistoryEntry, Position, Shard
@@ -76,105 +76,28 @@ class Command:
     result: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class LeaseView:
-    """One shard's lease as a shared store last saw it: for the fleet view."""
-
-    shard_id: str
-    owner: str | None
-    counter: int
-    counter_age: float | None  # seconds since the counter was last seen to move (None: never)
-    expired: bool  # nobody renews it (or nobody owns it): any worker may take it
-    checkpoint: Checkpoint
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerView:
-    """One worker of the fleet, from its last heartbeat."""
-
-    worker: str
-    host: str
-    pid: int
-    leases: int
-    records: int
-    rate: float
-    heartbeat_age: float  # seconds since its last heartbeat
-    shards: Mapping[str, Mapping[str, float | None]]  # per shard it reads: lag_ms, rate
-    # A KCL 3.x worker's metric row (WorkerMetricStats): each metric's latest value.
-    metrics: Mapping[str, float] = field(default_factory=dict)
-
-
-class OwnershipListener(Protocol):
-    """What a shared store tells the engine between its calls (console.engine.shards)."""
-
-    def taken(self, shard_id: str, checkpoint: Checkpoint, previous: str | None) -> None:
-        """This process holds the shard now; read it from ``checkpoint``. ``previous``: the
-        worker it was stolen from, None for a lease nobody held (or nobody renewed)."""
-        ...
-
-    def lost(self, shard_id: str, owner: str | None) -> None:
-        """Another worker (``owner``, when known) holds the shard now, or an operator changed
-        it: stop reading it at once, without a checkpoint."""
-        ...
-
-    def observed(self, leases: Mapping[str, LeaseView], workers: Sequence[WorkerView]) -> None:
-        """Every lease of the stream as last scanned, and the workers' last heartbeats."""
-        ...
-
-    def report(self) -> dict[str, Any]:
-        """This process's records, rates and per-shard lag, for its heartbeat."""
-        ...
-
-    async def flush(self) -> None:
-        """Write the progress of the shards this process reads, now (the store renews the
-        leases no checkpoint wrote just after)."""
-        ...
-
-    def taking(self) -> bool:
-        """Whether to take more leases (not while stopping)."""
-        ...
-
-    def released(self, shard_ids: Sequence[str]) -> None:
-        """This process gave these leases back (it is stopping)."""
-        ...
-
-    def trouble(self, message: str) -> None:
-        """The store's own loops failed (renewing, taking) and will try again."""
-        ...
-
-
-class ShardOwnership(Protocol):
-    """Who may read which shard of a stream. ``shared``: several processes read the stream
-    through this store (a lease table), so it says where each shard starts, and operator
-    changes are fencing writes; False for a store one process holds whole (SQLite)."""
-
-    shared: bool
+@runtime_checkable
+class Lockable(Protocol):
+    """A store one process holds a stream of whole (SQLite): a lock the kernel drops when the
+    holder dies. The consumer holds it while it runs; a change made with no consumer running
+    holds it while it is written."""
 
     async def acquire(self, stream: str) -> None:
-        """Join the stream's readers. Raises StoreLockedError when the store admits no more
-        (SQLite: another process holds the stream)."""
+        """Take the stream. Raises StoreLockedError naming the holder when another holds it."""
         ...
 
     async def release(self, stream: str) -> None:
-        """Leave: give back every shard this process holds. Idempotent."""
+        """Give the stream back. Idempotent."""
         ...
 
-    def holds(self, stream: str) -> bool:
-        """Whether this process has joined the stream's readers and not left."""
-        ...
-
-    def may_read(self, stream: str, shard_id: str) -> bool:
-        """Whether this process may read the shard now (SQLite: every shard, while it holds
-        the stream; a lease table: the shards it holds a lease on)."""
-        ...
-
-    def watch(self, stream: str, listener: OwnershipListener) -> None:
-        """Start telling ``listener`` of shards taken and lost (a store one process holds
-        whole has nothing to tell)."""
-        ...
+    def holds(self, stream: str) -> bool: ...
 
 
-class CheckpointStore(ShardOwnership, Protocol):
+class CheckpointStore(Protocol):
+    """Passive persistence: it keeps what it is given and answers what it is asked. Who may
+    read which shard, and when progress is written, is the engine's ownership strategy's
+    (console.engine.ownership); nothing here calls the engine."""
+
     path: str
 
     async def load(self, stream: str) -> dict[str, Checkpoint]: ...
@@ -231,3 +154,7 @@ class CheckpointStore(ShardOwnership, Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class LockedStore(CheckpointStore, Lockable, Protocol):
+    """A store one process holds a stream of whole (SQLite)."""

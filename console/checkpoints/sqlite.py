@@ -23,7 +23,6 @@ from console.checkpoints.base import (
     CheckpointChange,
     Command,
     Owner,
-    OwnershipListener,
     StoreError,
     StoreLockedError,
     StreamRecord,
@@ -54,8 +53,6 @@ log = logging.getLogger(__name__)
 
 class SqliteStore:
     """Use :meth:`open`; one instance per process and database."""
-
-    shared = False  # one process holds a stream whole
 
     def __init__(self, path: str, conn: aiosqlite.Connection) -> None:
         self.path = path
@@ -456,13 +453,6 @@ class SqliteStore:
         return Owner(*row) if row else None
 
     def holds(self, stream: str) -> bool:
-        return self._lock_files.holds(stream)
-
-    def watch(self, stream: str, listener: OwnershipListener) -> None:
-        """One process holds the stream whole: nothing is taken or lost while it runs."""
-
-    def may_read(self, stream: str, shard_id: str) -> bool:
-        """One process reads the whole stream: every shard, while it holds the lock."""
         return self._lock_files.holds(stream)
 
     async def release(self, stream: str) -> None:

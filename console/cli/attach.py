@@ -1,5 +1,5 @@
 """The commands for a consumer this process did not start: ``attach`` (the console over a lease
-table or a local database; console.launch.attach), ``serve`` (that console in a browser, one
+table or a local database; console.cli.launch.attach), ``serve`` (that console in a browser, one
 attach per page; console.web.server) and ``leases list|show`` (a lease table as the KCL, or a
 fleet, wrote it)."""
 
@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from console import launch
-from console.cli_stores import open_store, print_rows, seconds, settings_of, store_flags
+from console.cli import launch
+from console.cli.stores import open_store, print_rows, seconds, settings_of, store_flags
 from console.errors import UsageError
 from console.redact import REDACTOR
 
 if TYPE_CHECKING:
-    from console.signals import SignalStop
+    from console.cli.signals import SignalStop
 
 
 def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
@@ -246,7 +246,7 @@ _ATTACH_FLAGS = (
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
-    from console.signals import before_the_loop
+    from console.cli.signals import before_the_loop
 
     with before_the_loop():
         return _cmd_attach(args)
@@ -285,15 +285,16 @@ def cmd_leases_usage(args: argparse.Namespace) -> int:
 
 
 def cmd_leases(args: argparse.Namespace) -> int:
-    from console.checkpoints.leases.coordinator import stream_name
-    from console.checkpoints.leases.items import lease_of, plain
+    from console.checkpoints.leases import LeaseStore, lease_of, plain, stream_name
 
     if not settings_of(args).lease_table:
         raise UsageError("leases needs --lease-table: the application's lease table")
 
     async def main() -> int:
-        async with open_store(args) as (store, record, _):
-            table = store.table  # type: ignore[attr-defined]
+        async with open_store(args) as target:
+            store, record = target.store, target.record
+            assert isinstance(store, LeaseStore)  # --lease-table
+            table = store.table
             items = await table.scan()
             name = stream_name(record.stream)
             pairs = [(item, lease) for item in items if (lease := lease_of(item, name))]

@@ -16,14 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from console import __version__, launch
-from console.cli_stores import seconds as _seconds
+from console import __version__
+from console.cli import launch
+from console.cli.stores import seconds as _seconds
 from console.errors import ConsoleError, Error, UsageError
 from console.redact import REDACTOR
 
 if TYPE_CHECKING:
+    from console.cli.signals import SignalStop
     from console.config import Settings
-    from console.signals import SignalStop
 
 
 class _Parser(argparse.ArgumentParser):
@@ -208,8 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(demo)
     demo.set_defaults(handler=cmd_demo)
 
-    from console import attach_cli, tail_cli
-    from console.control_cli import add_commands
+    from console.cli import attach as attach_cli
+    from console.cli import tail as tail_cli
+    from console.cli.control import add_commands
 
     attach_cli.add_commands(sub, _Parser)
     tail_cli.add_commands(sub, _Parser)
@@ -265,7 +267,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from console.signals import before_the_loop
+    from console.cli.signals import before_the_loop
 
     with before_the_loop():
         return _cmd_run(args)
@@ -300,7 +302,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from console.signals import before_the_loop
+    from console.cli.signals import before_the_loop
 
     with before_the_loop():
         return _cmd_demo(args)
@@ -456,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     except BaseException as exc:  # a signal before the consumer's loop: nothing was open
-        from console.signals import StartupInterrupted
+        from console.cli.signals import StartupInterrupted
 
         if not isinstance(exc, StartupInterrupted):
             raise

@@ -18,13 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from console.cli_stores import open_store, print_rows, settings_of, store_flags
+from console.cli.stores import open_store, print_rows, settings_of, store_flags
 from console.errors import UsageError
 
 if TYPE_CHECKING:
     from console.checkpoints.base import CheckpointStore, StreamRecord
-    from console.engine.control import ControlRequest, Plan
-    from console.sources.base import StreamSource
+    from console.engine.changes.plan import ControlRequest
 
 # A change handed to a running consumer that had not applied it when --wait ran out: not an
 # error (it stays queued and will be applied), not a success either.
@@ -107,9 +106,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     from console.model import format_ts
 
     async def main() -> int:
-        async with open_store(args) as (store, record, _):
-            checkpoints = await store.load(record.stream)
-            shards = {s.shard_id: s for s in await store.shards(record.stream)}
+        async with open_store(args) as target:
+            key = target.record.stream
+            checkpoints = await target.store.load(key)
+            shards = {s.shard_id: s for s in await target.store.shards(key)}
         rows = []
         for sid in sorted(set(checkpoints) | set(shards)):
             cp = checkpoints.get(sid)
@@ -135,8 +135,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     from console.model import format_ts
 
     async def main() -> int:
-        async with open_store(args) as (store, record, _):
-            entries = await store.history(record.stream, args.shard, args.limit)
+        async with open_store(args) as target:
+            entries = await target.store.history(target.record.stream, args.shard, args.limit)
         rows = [
             {
                 "id": h.id,
@@ -162,8 +162,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 async def _request(
     args: argparse.Namespace, store: CheckpointStore, record: StreamRecord
 ) -> ControlRequest:
-    from console.engine.control import Action, ControlRequest, SkipTo, parse_target
-    from console.engine.offline import checkpoint_position
+    from console.engine.changes.plan import Action, ControlRequest, SkipTo, parse_target
+    from console.engine.changes.service import checkpoint_position
     from console.identity import actor_name
     from console.model import Position, PositionError, parse_when
 
@@ -190,12 +190,6 @@ async def _request(
         raise UsageError(str(exc)) from None
 
 
-def _show_plan(plan: Plan) -> None:
-    from console.engine.control import explain
-
-    print(explain(plan))
-
-
 def _approved(args: argparse.Namespace, name: str | None = None) -> bool:
     """After the plan is shown: False (and said) for a dry run or a No; True to apply.
     ``name``: the operator types it (the stream's) instead of a yes."""
@@ -220,113 +214,32 @@ def _ask(prompt: str, ask: Callable[[str], str] = input) -> str:
 
 
 def cmd_change(args: argparse.Namespace) -> int:
-    from console.engine.control import ControlError, SkipTo
-    from console.engine.offline import apply_if_free, plan_offline
+    """One route, whatever the store: the change service's preview, the operator's yes (or
+    the stream's name, for a lease table), then the change over the store's transport: a
+    database's lock or its running consumer, or a lease table's fencing writes."""
+    from console.engine.changes.plan import ControlError
 
     if settings_of(args).read_only:
         raise UsageError(f"read-only: '{args.action}' changes checkpoints and is refused")
 
     async def main() -> int:
-        async with open_store(args, changes=True) as (store, record, source):
-            request = await _request(args, store, record)
-            if store.shared:
-                return await _change_leases(args, store, record, request, source)
+        async with open_store(args, changes=True) as target:
+            request = await _request(args, target.store, target.record)
             try:
-                # The lock is held only to look and, after the operator said yes, to apply:
+                # The lock is taken only to look and, after the operator said yes, to apply:
                 # never across the question, where it would keep a consumer from starting.
-                running = not await _free(store, record.stream)
-                if not (running and request.skip_to is SkipTo.NEXT_RECORD):
-                    _show_plan(await plan_offline(store, record, request))
-                if not _approved(args):
+                print((await target.changes.preview(request)).text())
+                if not _approved(args, target.record.name if target.confirm_by_name else None):
                     return 0
-                # A consumer holds the stream (or has just started): it applies it.
-                result = await apply_if_free(store, record, request)
-                if result is not None:
-                    print(f"applied as change #{result.command_id}; the next start honours it")
-                    return 0
+                result = await target.changes.control(request)
             except ControlError as exc:
                 raise UsageError(str(exc)) from None
-            return await _send(store, record, request, args.wait)
+        if not result.ok:
+            raise UsageError(result.message)
+        print(result.message)
+        return EXIT_QUEUED if result.queued else 0
 
     return asyncio.run(main())
-
-
-async def _change_leases(
-    args: argparse.Namespace,
-    store: CheckpointStore,
-    record: StreamRecord,
-    request: ControlRequest,
-    source: StreamSource | None,
-) -> int:
-    """A lease table is changed from here, whoever runs: each lease gets a fencing write, so
-    its holder drops it at its next renewal and the next taker reads from the new checkpoint.
-    The plan shows who holds each lease; if a holder changes before the write, nothing is
-    written. The stream's name is typed to confirm."""
-    from console.checkpoints.leases.coordinator import stream_name
-    from console.checkpoints.leases.store import LeaseMovedError, LeaseStore
-    from console.engine.attach_changes import holder_text
-    from console.engine.control import ControlError, SkipTo, explain
-    from console.engine.offline import apply_offline, plan_offline
-    from console.engine.resolve import resolve_plan
-
-    assert isinstance(store, LeaseStore)
-    try:
-        if request.skip_to is SkipTo.NEXT_RECORD:
-            raise ControlError(
-                "skip --to next-record needs the console of the worker that holds the shard: "
-                "only it knows which record the processor fails on"
-            )
-        plan = await plan_offline(store, record, request)
-        if source is not None:
-            plan = await resolve_plan(plan, source)
-        leases = await store.table.leases(stream_name(record.stream))
-        holders = {lease.shard_id: holder_text(lease, False) for lease in leases}
-        print(explain(plan, holders, no_holder=holder_text(None, False)))
-        if not _approved(args, name=record.name):
-            return 0
-        shown: dict[str, str | None] = {lease.shard_id: lease.owner for lease in leases}
-        for change in plan.changes:  # no lease yet: it must still have none, or nobody's
-            shown.setdefault(change.checkpoint.shard_id, None)
-        with store.expecting(shown):
-            result = await apply_offline(store, record, request, source)
-    except (ControlError, LeaseMovedError) as exc:  # SourceError: the opener's (exit 2)
-        raise UsageError(str(exc)) from None
-    print(
-        f"applied as change #{result.command_id}: the worker holding each lease drops it at "
-        "its next renewal, and the next taker reads from the new checkpoint"
-    )
-    return 0
-
-
-async def _free(store: CheckpointStore, stream: str) -> bool:
-    """Whether no consumer holds the stream right now."""
-    from console.checkpoints.base import StoreLockedError
-
-    try:
-        await store.acquire(stream)
-    except StoreLockedError:
-        return False
-    await store.release(stream)
-    return True
-
-
-async def _send(
-    store: CheckpointStore, record: StreamRecord, request: ControlRequest, wait: float
-) -> int:
-    """A consumer runs: hand it the command and wait for its verdict."""
-    from console.engine.offline import send_command
-
-    command_id, command = await send_command(store, record, request, wait)
-    if command is not None:
-        if command.state == "applied":
-            print(f"applied by the running consumer as change #{command_id}: {command.result}")
-            return 0
-        raise UsageError(f"the running consumer refused it: {command.result}")
-    print(
-        f"command #{command_id} is queued, not applied yet: the running consumer applies it "
-        "between batches (see: shard-console checkpoints history)"
-    )
-    return EXIT_QUEUED
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -18,22 +18,22 @@ from typing import TYPE_CHECKING
 from console.errors import RunError, UsageError
 
 if TYPE_CHECKING:
+    from console.cli.signals import SignalStop
+    from console.cli.wiring import Fleet
     from console.config import Settings
     from console.engine.api import Engine
-    from console.engine.consumer import ConsumerOptions
+    from console.engine.consume.consumer import ConsumerOptions
     from console.engine.events import EventLog
     from console.headless import LinePrinter
     from console.model import Position
     from console.observe.endpoint import Endpoint
     from console.processors import Processor
-    from console.signals import SignalStop
     from console.sources.aws import AwsSettings
     from console.sources.base import StreamSource
-    from console.wiring import Fleet
 
 
 def consumer_options(settings: Settings, initial: Position) -> ConsumerOptions:
-    from console.engine.consumer import ConsumerOptions
+    from console.engine.consume.consumer import ConsumerOptions
 
     return ConsumerOptions(
         initial_position=initial,
@@ -96,10 +96,10 @@ async def consume(
 ) -> int:
     """Describe, open the database, then run the console or the headless loop over the
     consumer until it stops. Returns the exit code."""
+    from console.cli.wiring import open_consumer, startup_error
     from console.engine.events import EventLog
     from console.headless import run_headless
     from console.sources.base import SourceError
-    from console.wiring import open_consumer, startup_error
 
     fleet = fleet_of(settings)
     events = events or EventLog()
@@ -177,7 +177,7 @@ async def observed(settings: Settings, events: EventLog) -> AsyncIterator[Endpoi
 
 def fleet_of(settings: Settings) -> Fleet | None:
     """Fleet mode's settings, when ``--lease-table`` is given."""
-    from console.wiring import Fleet
+    from console.cli.wiring import Fleet
 
     if not settings.lease_table:
         return None
@@ -193,8 +193,8 @@ def fleet_of(settings: Settings) -> Fleet | None:
 
 def run_main(main: Callable[[SignalStop], Awaitable[int]], printer: LinePrinter) -> int:
     """Run ``main`` with SIGINT and SIGTERM handled from its first line: a signal before the
-    consumer has started stops the start-up cleanly, exit 0 (see console.signals)."""
-    from console.signals import SignalStop
+    consumer has started stops the start-up cleanly, exit 0 (see console.cli.signals)."""
+    from console.cli.signals import SignalStop
 
     stopper = SignalStop(lambda text: printer.line("error", "forced_exit", text))
 
@@ -245,11 +245,11 @@ def check_ui(settings: Settings) -> None:
 
 
 def source_for(stream: str, kind: str | None, aws: AwsSettings, settings: Settings) -> StreamSource:
-    """The source ``stream`` names (console.wiring.make_source); what is wrong with it, or
+    """The source ``stream`` names (console.cli.wiring.make_source); what is wrong with it, or
     with ``--inject-faults``, is a usage error."""
+    from console.cli.wiring import make_source
     from console.sources.base import FatalSourceError
     from console.sources.faults import FaultInjector
-    from console.wiring import make_source
 
     faults = FaultInjector.parse(settings.inject_faults) if settings.inject_faults else None
     try:
@@ -276,14 +276,14 @@ async def attach(
 ) -> int:
     """The console (or headless lines) over a consumer this process did not start: a lease
     table's (a KCL application, a shard-console fleet) or a local database's."""
+    from console.cli.wiring import Fleet, open_lease_store, startup_error
     from console.sources.aws import AwsSettings
     from console.sources.base import SourceError
-    from console.wiring import Fleet, open_lease_store, startup_error
 
     async with contextlib.AsyncExitStack() as stack:
         engine: Engine
         if settings.lease_table:
-            from console.engine.attach import AttachedLeases
+            from console.engine.observe.leases import AttachedLeases
 
             if not options.stream:
                 raise UsageError("attach --lease-table needs --stream: the stream it leases")
@@ -334,9 +334,9 @@ async def attach(
 @contextlib.asynccontextmanager
 async def _attach_db(settings: Settings, options: AttachOptions) -> AsyncIterator[Engine]:
     from console.checkpoints.sqlite import SqliteStore
+    from console.cli.wiring import pick_stream
     from console.config import default_db_path
-    from console.engine.attach_db import AttachedDb
-    from console.wiring import pick_stream
+    from console.engine.observe.database import AttachedDb
 
     db = settings.db or default_db_path()
     store = await SqliteStore.open(db, create=False)

@@ -9,6 +9,7 @@ import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from console.errors import UsageError
 if TYPE_CHECKING:
     from console.checkpoints.base import CheckpointStore, StreamRecord
     from console.config import Settings
+    from console.engine.changes.service import ChangeService
     from console.sources.base import StreamSource
 
 
@@ -74,28 +76,43 @@ def existing_database(args: argparse.Namespace) -> str:
     return db
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a command reads or changes: the store, the stream in it, the stream's source (with
+    a lease table: times are resolved by reading it), and the change service over the
+    transport this store calls for (console.engine.changes)."""
+
+    store: CheckpointStore
+    record: StreamRecord
+    source: StreamSource | None
+    changes: ChangeService
+    # A change to a lease table touches leases other processes hold: the operator types the
+    # stream's name to confirm, not a yes.
+    confirm_by_name: bool = False
+
+
 @contextlib.asynccontextmanager
-async def open_store(
-    args: argparse.Namespace, changes: bool = False
-) -> AsyncIterator[tuple[CheckpointStore, StreamRecord, StreamSource | None]]:
-    """The store (a database, which must exist, or a lease table), the stream in it the
-    command is about, and with a lease table the stream's source (to resolve times).
-    ``changes``: the command writes (with a lease table, shard-console's table beside it is
-    created to record it; a command that only reads creates nothing)."""
+async def open_store(args: argparse.Namespace, changes: bool = False) -> AsyncIterator[Target]:
+    """The store (a database, which must exist, or a lease table) and the stream in it the
+    command is about. ``changes``: the command writes (with a lease table, shard-console's
+    table beside it is created to record it; a command that only reads creates nothing)."""
     settings = settings_of(args)
     if settings.lease_table:
         async with _open_leases(args, settings, changes) as opened:
             yield opened
         return
     from console.checkpoints.sqlite import SqliteStore
-    from console.wiring import pick_stream
+    from console.cli.wiring import pick_stream
+    from console.engine.changes.database import WAIT, DatabaseTransport
+    from console.engine.changes.service import ChangeService
 
     db = existing_database(args)
     store = await SqliteStore.open(db, create=False)
     try:
         record = pick_stream(await store.streams(), args.stream, f"database {db}")
         assert record is not None  # required
-        yield store, record, None
+        transport = DatabaseTransport(store, record, wait=getattr(args, "wait", WAIT))
+        yield Target(store, record, None, ChangeService(transport))
     finally:
         await store.close()
 
@@ -103,32 +120,39 @@ async def open_store(
 @contextlib.asynccontextmanager
 async def _open_leases(
     args: argparse.Namespace, settings: Settings, changes: bool
-) -> AsyncIterator[tuple[CheckpointStore, StreamRecord, StreamSource | None]]:
+) -> AsyncIterator[Target]:
     """A lease table that must exist; shard-console's table beside it is created if absent
     when ``changes`` (every change is recorded there). A stream the fleet never registered
     (a KCL application's) is described from --stream."""
-    from console.engine.attached import stream_record_of
+    from console.cli.wiring import Fleet, make_source, open_lease_store, pick_stream, startup_error
+    from console.engine.changes.fence import FenceTransport
+    from console.engine.changes.service import ChangeService
+    from console.engine.observe.attached import stream_record_of
     from console.sources.aws import AwsSettings
     from console.sources.base import SourceError
-    from console.wiring import Fleet, make_source, open_lease_store, pick_stream, startup_error
 
     assert settings.lease_table is not None
     aws = AwsSettings(
         region=settings.region, profile=settings.profile, endpoint_url=settings.endpoint_url
     )
     fleet = Fleet(settings.lease_table, endpoint_url=settings.dynamodb_endpoint_url, create=False)
-    try:  # no region, bad credentials, an unknown stream: one line, exit 2
-        async with open_lease_store(fleet, aws, create_companion=changes) as store:
+    async with contextlib.AsyncExitStack() as stack:
+        try:  # no region, bad credentials, an unknown stream: one line, exit 2
+            store = await stack.enter_async_context(
+                open_lease_store(fleet, aws, create_companion=changes)
+            )
             where = f"lease table {settings.lease_table}"
             record = pick_stream(await store.streams(), args.stream, where, required=False)
             name = record.name if record is not None else args.stream
-            source = make_source(name, aws, kind=record.source if record else None)
-            async with source:
-                if record is None:  # a KCL application's: described now
-                    record, _ = await stream_record_of(store, source, await source.describe())
-                yield store, record, source
-    except SourceError as exc:
-        raise startup_error(exc) from None
+            source = await stack.enter_async_context(
+                make_source(name, aws, kind=record.source if record else None)
+            )
+            if record is None:  # a KCL application's: described now
+                record, _ = await stream_record_of(store, source, await source.describe())
+        except SourceError as exc:
+            raise startup_error(exc) from None
+        transport = FenceTransport(store, record, source)
+        yield Target(store, record, source, ChangeService(transport), confirm_by_name=True)
 
 
 def print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:

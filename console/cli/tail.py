@@ -53,7 +53,7 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
 
 
 def start_position(text: str) -> Any:
-    from console.engine.control import ControlError, parse_target
+    from console.engine.changes.plan import ControlError, parse_target
     from console.model import Position
 
     if text.strip().lower() in ("latest", "tip"):
@@ -69,10 +69,10 @@ def start_position(text: str) -> Any:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from console.engine.tail import Tail, TailFailed, TailOptions
+    from console.cli.wiring import make_source
+    from console.engine.read.tail import Tail, TailFailed, TailOptions
     from console.sources.aws import AwsSettings
     from console.sources.base import SourceError
-    from console.wiring import make_source
 
     start = start_position(args.start)
     if start.sequence_number is not None and args.shard is None:

@@ -14,11 +14,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from console.checkpoints.base import CheckpointStore, StreamRecord
-from console.checkpoints.leases.store import LeaseStore
+from console.checkpoints.leases import LeaseStore
 from console.checkpoints.sqlite import SqliteStore
 from console.config import data_dir, default_db_path
-from console.engine.consumer import Consumer, ConsumerOptions
+from console.engine.consume.consumer import Consumer, ConsumerOptions
 from console.engine.events import EventLog
+from console.engine.ownership.base import Ownership
+from console.engine.ownership.leases import LeaseOwnership, check_failover
+from console.engine.state import EngineState
 from console.errors import ConsoleError, RunError, UsageError
 from console.model import Position, Record, ShardContext
 from console.processors.base import CallableProcessor, Processor
@@ -30,6 +33,7 @@ from console.sources.faults import FaultInjector
 from console.sources.kinesis import KinesisSource
 
 ProcessorLike = Processor | Callable[[list[Record], ShardContext], Awaitable[None] | None] | str
+OwnershipFactory = Callable[[EngineState, EventLog], Ownership]
 
 
 def make_source(
@@ -84,16 +88,14 @@ async def open_lease_store(
     of its own. shard-console's table beside it: by default created when the worker joins,
     once the checks of joining have passed; for the control CLI, created now if
     ``create_companion`` (a change is recorded there) or only read if it exists (False)."""
+    check_failover(fleet.failover)
     aws = aws or AwsSettings()
     settings = replace(aws, endpoint_url=fleet.endpoint_url or aws.endpoint_url)
     async with open_client("dynamodb", settings) as client:
         store = LeaseStore(
             client,
             fleet.table,
-            worker_id=fleet.worker_id,
-            failover=fleet.failover,
             create=fleet.create,
-            take_over=fleet.take_over,
             initial=initial,
             create_companion=create_companion,
         )
@@ -102,6 +104,23 @@ async def open_lease_store(
             yield store
         finally:
             await store.close()
+
+
+def lease_ownership(store: LeaseStore, fleet: Fleet) -> OwnershipFactory:
+    """A fleet's worker on ``store``: what a consumer in fleet mode is given."""
+
+    def make(state: EngineState, events: EventLog) -> Ownership:
+        return LeaseOwnership(
+            store,
+            state,
+            events,
+            worker_id=fleet.worker_id,
+            failover=fleet.failover,
+            take_over=fleet.take_over,
+            create_companion=fleet.create,
+        )
+
+    return make
 
 
 def pick_stream(
@@ -185,10 +204,12 @@ async def open_consumer(
     async with source, contextlib.AsyncExitStack() as stack:
         info = await source.describe()
         store: CheckpointStore
+        ownership: OwnershipFactory | None = None  # the database's lock
         if fleet is not None:
-            store = await stack.enter_async_context(
+            leases = await stack.enter_async_context(
                 open_lease_store(fleet, aws_of(source, aws), options.initial_position)
             )
+            store, ownership = leases, lease_ownership(leases, fleet)
         else:
             path = str(db) if db is not None else default_db_path()
             if db is None:
@@ -196,7 +217,7 @@ async def open_consumer(
                 data_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
             store = await SqliteStore.open(path)
             stack.push_async_callback(store.close)
-        consumer = Consumer(source, store, sink, options, events, info)
+        consumer = Consumer(source, store, sink, options, events, info, ownership)
         try:
             if start:
                 await consumer.start()

@@ -1,6 +1,6 @@
 """What a front end (the TUI, the headless runner) may use of a running engine.
 
-:class:`~console.engine.consumer.Consumer` provides it. A front end reads ``state`` and
+:class:`~console.engine.consume.consumer.Consumer` provides it. A front end reads ``state`` and
 ``events`` at its own rate and sends requests through ``control``; it never calls AWS or the
 store itself.
 """
@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from console.engine.browse import Page
-from console.engine.control import ControlRequest, Plan
+from console.engine.changes.plan import ControlRequest
+from console.engine.changes.service import Preview
 from console.engine.events import EventLog
 from console.engine.lineage import Lineage
+from console.engine.read.browse import Page
 from console.engine.state import EngineState
 from console.model import HistoryEntry, Position
 
@@ -55,7 +56,10 @@ class Engine(Protocol):
 
     async def control(self, request: ControlRequest) -> ControlOutcome: ...
 
-    async def preview(self, request: ControlRequest) -> Plan: ...
+    async def preview(self, request: ControlRequest) -> Preview:
+        """What ``request`` would write (its ``summary`` is what a dialog shows); ControlError
+        when it cannot apply."""
+        ...
 
     async def history(self, shard_id: str | None = None, limit: int = 50) -> list[HistoryEntry]: ...
 

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from console.engine.events import Event, EventLog, Level
-from console.engine.state import STATUS_ORDER, EngineState, ShardView
+from console.engine.state import STATUS_ORDER, EngineState, LeaseInfo, ShardView
 from console.model import Position, PositionError, ShardStatus
 
 EVENTS_KEPT = 50  # the newest events travel with the snapshot
@@ -89,7 +89,8 @@ def snapshot_doc(
 
 
 def apply_doc(state: EngineState, doc: dict[str, Any]) -> None:
-    """Bring ``state`` to the document's: rows that changed are touched, rows gone removed."""
+    """Bring ``state`` to the document's: rows that changed get a new version, rows gone are
+    removed."""
     state.records_total = int(doc.get("records_total", 0))
     state.rate = float(doc.get("rate", 0.0))
     state.retries.clear()
@@ -103,30 +104,29 @@ def apply_doc(state: EngineState, doc: dict[str, Any]) -> None:
             status = ShardStatus(row.get("status", "waiting"))
         except ValueError:  # a newer consumer's status: shown as the nearest we know
             status = ShardStatus.ACTIVE
-        fields = {
-            "parents": tuple(row.get("parents") or ()),
-            "status": status,
-            "closed": bool(row.get("closed")),
-            "position": _unpos(row.get("position")),
-            "checkpoint": _unpos(row.get("checkpoint")),
-            "checkpoint_at": row.get("checkpoint_at"),
-            "lag_ms": row.get("lag_ms"),
-            "rate": float(row.get("rate") or 0.0),
-            "records": int(row.get("records") or 0),
-            "last_error": row.get("last_error"),
-            "error_at": row.get("error_at"),
-            "last_arrival": row.get("last_arrival"),
-            "owner": row.get("owner"),
-        }
-        changed = False
-        for name, value in fields.items():
-            if getattr(view, name) != value:
-                setattr(view, name, value)
-                changed = True
-        if changed:
-            state.touch(view)
+        lease = view.lease
+        owner = row.get("owner")
+        if owner != (lease.owner if lease is not None else None):
+            lease = LeaseInfo(owner) if owner is not None else None
+        state.put(
+            view._replace(
+                parents=tuple(row.get("parents") or ()),
+                status=status,
+                closed=bool(row.get("closed")),
+                position=_unpos(row.get("position")),
+                checkpoint=_unpos(row.get("checkpoint")),
+                checkpoint_at=row.get("checkpoint_at"),
+                lag_ms=row.get("lag_ms"),
+                rate=float(row.get("rate") or 0.0),
+                records=int(row.get("records") or 0),
+                last_error=row.get("last_error"),
+                error_at=row.get("error_at"),
+                last_arrival=row.get("last_arrival"),
+                lease=lease,
+            )
+        )
     for sid in [s for s in state.shards if s not in seen]:
-        del state.shards[sid]
+        state.remove(sid)
 
 
 def replay_events(doc: dict[str, Any], events: EventLog, after: int) -> int:

@@ -1,9 +1,15 @@
 """The versioned snapshot the UI and the headless status line read, at their own rate.
 
-The engine owns and mutates it on the event loop; readers run on the same loop and only read.
-Every change to a shard's row bumps the global version and stamps the row with it, so a reader
-that remembers the version it last drew asks :meth:`EngineState.changed_since` for exactly the
-rows to redraw. Nothing here is pushed per record: workers update a row once per batch.
+A shard's row (:class:`ShardView`) is a frozen value. Writers hand :class:`EngineState` the
+next value of a row (:meth:`EngineState.put`, :meth:`EngineState.update`, or one of the named
+updates below); the state stamps it with the next version, so a reader that remembers the
+version it last drew asks :meth:`EngineState.changed_since` for exactly the rows to redraw, and
+no writer can forget to bump a version. A row handed back unchanged keeps its version.
+
+The engine writes on the event loop; readers run on the same loop and only read. Nothing here is
+pushed per record: a worker updates its row once per batch. What only a fleet's worker or an
+attached console knows (who holds each lease, the workers, what is wrong) lives apart: a row's
+:class:`LeaseInfo`, the state's :class:`Watch`.
 """
 
 from __future__ import annotations
@@ -11,10 +17,12 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
-from console.checkpoints.base import WorkerView
-from console.engine.diagnosis import Diagnosis
+from console.engine.findings import Diagnosis
 from console.engine.lineage import Lineage
 from console.model import Position, Record, ShardStatus
 from console.sources.base import StreamInfo
@@ -36,20 +44,22 @@ PEEK_RECORDS = 10
 PEEK_BYTES = 4096
 # Upper bounds (seconds) of the processor-time histogram's buckets; the last bucket is +Inf.
 PROCESS_BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)
+_NO_ERRORS: Mapping[str, int] = MappingProxyType({})
 
 
+@dataclass(frozen=True, slots=True)
 class Timings:
-    """How long the processor took per batch, as a histogram: one bucket bump per batch."""
+    """How long the processor took per batch, as a histogram: one bucket count per bound, and
+    the last for longer ones."""
 
-    __slots__ = ("counts", "total")
+    counts: tuple[int, ...] = (0,) * (len(PROCESS_BUCKETS) + 1)
+    total: float = 0.0
 
-    def __init__(self) -> None:
-        self.counts = [0] * (len(PROCESS_BUCKETS) + 1)
-        self.total = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(PROCESS_BUCKETS, seconds)] += 1
-        self.total += seconds
+    def observe(self, seconds: float) -> Timings:
+        """The histogram with one more batch."""
+        i = bisect_left(PROCESS_BUCKETS, seconds)
+        counts = self.counts
+        return Timings((*counts[:i], counts[i] + 1, *counts[i + 1 :]), self.total + seconds)
 
     @property
     def count(self) -> int:
@@ -74,8 +84,27 @@ def peek(records: list[Record]) -> tuple[Record, ...]:
     )
 
 
-@dataclass(slots=True, eq=False)
-class ShardView:
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """A shard's lease, as a fleet's worker or a console attached to a lease table sees it."""
+
+    owner: str | None = None  # the worker holding it (None: nobody)
+    counter: int | None = None  # leaseCounter as last read
+    # When a scan first saw the counter at its value (wall time; None: not seen to move). A
+    # time, not an age: the row changes when the counter moves, not at every scan.
+    moved_at: float | None = None
+    expired: bool = False  # its owner stopped renewing it: any worker may take it
+
+    def counter_age(self, now: float) -> float | None:
+        """Seconds since the counter was seen to move."""
+        return None if self.moved_at is None else max(0.0, now - self.moved_at)
+
+
+class ShardView(NamedTuple):
+    """One shard's row: a value. A tuple, not a frozen dataclass, because rows are remade
+    once per batch and, in the console's benchmark, a thousand times every 250 ms: a tuple
+    is remade in about a microsecond, a frozen dataclass in eight."""
+
     shard_id: str
     parents: tuple[str, ...] = ()
     status: ShardStatus = ShardStatus.WAITING
@@ -87,22 +116,53 @@ class ShardView:
     rate: float = 0.0  # records per second, over the last tick
     records: int = 0  # processed by this run
     bytes: int = 0  # their data's bytes
-    errors: Counter[str] = field(default_factory=Counter)  # met and retried, by kind
-    timings: Timings = field(default_factory=Timings)  # processor time per batch
+    errors: Mapping[str, int] = _NO_ERRORS  # met and retried, by kind
+    timings: Timings = Timings()  # processor time per batch
     last_error: str | None = None
     error_at: float | None = None
     last_arrival: float | None = None  # approximate arrival time of the last record read
     # The last few records read, for the detail screen's peek. Data is cut to PEEK_BYTES: a
     # thousand shards of 1 MB records must not pin gigabytes.
     recent: tuple[Record, ...] = ()
-    # Fleet mode (a lease table): who holds the shard's lease, its counter, and how long ago
-    # the counter last moved; expired: nobody renews it.
-    owner: str | None = None
-    lease_counter: int | None = None
-    counter_age: float | None = None
-    lease_expired: bool = False
     mode: str | None = None  # how its worker reads (or read): "polling" or "fan-out"
-    version: int = 0
+    lease: LeaseInfo | None = None  # fleet mode and attached consoles only
+    version: int = 0  # stamped by EngineState; always the last field
+
+    @property
+    def owner(self) -> str | None:
+        """Who holds the shard's lease (None: nobody, or no lease table)."""
+        return self.lease.owner if self.lease is not None else None
+
+
+_FIELD = {name: i for i, name in enumerate(ShardView._fields)}
+_VERSION = _FIELD["version"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """One worker of a fleet or of a watched KCL application, from its last heartbeat (or
+    renewal)."""
+
+    worker: str
+    host: str
+    pid: int
+    leases: int
+    records: int
+    rate: float
+    heartbeat_age: float  # seconds since its last heartbeat
+    shards: Mapping[str, Mapping[str, float | None]]  # per shard it reads: lag_ms, rate
+    # A KCL 3.x worker's metric row (WorkerMetricStats): each metric's latest value.
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """What a fleet's worker or an attached console knows besides the rows."""
+
+    worker_id: str | None = None  # this process's name in the lease table (a fleet's worker)
+    workers: tuple[WorkerView, ...] = ()  # every worker's last heartbeat (or renewal)
+    attached_to: str | None = None  # an attached console: what it watches, in words
+    lease_table: str | None = None  # attached to a lease table (not a database)
 
 
 class EngineState:
@@ -122,24 +182,43 @@ class EngineState:
         # Errors met and retried, by kind (throttled, source_error, expired, processor_error):
         # the status line shows them, so injected or real faults are visible.
         self.retries: Counter[str] = Counter()
-        # Fleet mode: this worker's id in the lease table, and every worker's last heartbeat.
-        self.worker_id: str | None = None
-        self.workers: tuple[WorkerView, ...] = ()
+        self.watch = Watch()
         # Enhanced fan-out: the stream consumer this process reads as (None: polling).
         self.fan_out: str | None = None
-        # An attached console (console.engine.attach): what it watches, in words; None when
-        # this process is the consumer.
-        self.attached_to: str | None = None
-        self.lease_table: str | None = None  # attached to a lease table (not a database)
-        # What an attached console finds wrong (console.engine.diagnosis), worst first; its
-        # version moves only when the findings change.
+        # What an attached console finds wrong (console.engine.observe.diagnosis), worst
+        # first; its version moves only when the findings change.
         self.diagnoses: tuple[Diagnosis, ...] = ()
         self.diagnoses_version = 0
+
+    # -- fleet and attached consoles ----------------------------------------------------------
+
+    @property
+    def worker_id(self) -> str | None:
+        return self.watch.worker_id
+
+    @property
+    def workers(self) -> tuple[WorkerView, ...]:
+        return self.watch.workers
+
+    @property
+    def attached_to(self) -> str | None:
+        return self.watch.attached_to
+
+    @property
+    def lease_table(self) -> str | None:
+        return self.watch.lease_table
 
     @property
     def leased(self) -> bool:
         """Shards are held by leases: a fleet's worker, or a console attached to a table."""
         return self.worker_id is not None or self.lease_table is not None
+
+    def set_watch(self, **changes: Any) -> None:
+        """``worker_id``, ``workers``, ``attached_to``, ``lease_table`` (Watch's fields)."""
+        watch = replace(self.watch, **changes)
+        if watch != self.watch:
+            self.watch = watch
+            self.version += 1
 
     def set_diagnoses(self, found: tuple[Diagnosis, ...]) -> None:
         if found != self.diagnoses:
@@ -147,28 +226,103 @@ class EngineState:
             self.version += 1
             self.diagnoses_version = self.version
 
-    def touch(self, view: ShardView) -> None:
-        self.version += 1
-        view.version = self.version
+    # -- rows -----------------------------------------------------------------------------------
 
     def view(self, shard_id: str) -> ShardView:
+        """The shard's row (a new one, waiting, the first time it is asked for)."""
         view = self.shards.get(shard_id)
         if view is None:
-            view = self.shards[shard_id] = ShardView(shard_id)
-            self.touch(view)
+            view = self._stamp(ShardView(shard_id))
         return view
 
-    def set_status(self, view: ShardView, status: ShardStatus, error: str | None = None) -> None:
+    def put(self, view: ShardView) -> ShardView:
+        """The row's next value: stamped with the next version when it differs from the row
+        held now (else the row held now is kept, version and all)."""
+        old = self.shards.get(view.shard_id)
+        if old is not None and view[:_VERSION] == old[:_VERSION]:
+            return old
+        return self._stamp(view)
+
+    def update(self, shard_id: str, **changes: Any) -> ShardView:
+        """The row with ``changes`` (ShardView's fields), as :meth:`put` takes it."""
+        old = self.view(shard_id)
+        fields = list(old)
+        for name, value in changes.items():
+            fields[_FIELD[name]] = value
+        if fields == list(old):
+            return old
+        self.version += 1
+        fields[_VERSION] = self.version
+        new = self.shards[shard_id] = ShardView._make(fields)
+        return new
+
+    def remove(self, shard_id: str) -> None:
+        if self.shards.pop(shard_id, None) is not None:
+            self.version += 1
+
+    def _stamp(self, view: ShardView) -> ShardView:
+        self.version += 1
+        stamped = self.shards[view.shard_id] = view._replace(version=self.version)
+        return stamped
+
+    def set_status(self, shard_id: str, status: ShardStatus, error: str | None = None) -> None:
+        """A status, and its reason when it is an error; leaving the error statuses clears the
+        reason."""
+        view = self.view(shard_id)
         if view.status is status and view.last_error == error:
             return
-        view.status = status
         if error is not None:
-            view.last_error = error
-            view.error_at = time.time()
+            self.put(view._replace(status=status, last_error=error, error_at=time.time()))
         elif status is not ShardStatus.FAILING and status is not ShardStatus.FAILED:
-            view.last_error = None
-            view.error_at = None
-        self.touch(view)
+            self.put(view._replace(status=status, last_error=None, error_at=None))
+        else:
+            self.put(view._replace(status=status))
+
+    def processed(
+        self,
+        shard_id: str,
+        *,
+        records: list[Record],
+        position: Position,
+        arrival: float | None,
+        lag_ms: int | None,
+    ) -> None:
+        """A batch handed to the processor and returned from: once per batch."""
+        view = self.view(shard_id)
+        size = sum([len(r.data) for r in records])
+        self.records_total += len(records)
+        self.bytes_total += size
+        recent = (
+            peek(records)
+            if len(records) >= PEEK_RECORDS
+            else (*view.recent, *peek(records))[-PEEK_RECORDS:]
+        )
+        self.put(
+            view._replace(
+                records=view.records + len(records),
+                bytes=view.bytes + size,
+                position=position,
+                last_arrival=arrival,
+                recent=recent,
+                lag_ms=lag_ms,
+            )
+        )
+
+    def count_error(self, shard_id: str, kind: str) -> None:
+        """An error met and retried on a shard (throttled, source_error, expired,
+        processor_error)."""
+        self.retries[kind] += 1
+        view = self.view(shard_id)
+        errors = dict(view.errors)
+        errors[kind] = errors.get(kind, 0) + 1
+        self.put(view._replace(errors=MappingProxyType(errors)))
+
+    def processor_time(self, shard_id: str, seconds: float) -> None:
+        view = self.view(shard_id)
+        self.put(view._replace(timings=view.timings.observe(seconds)))
+
+    def count_get_records(self) -> None:
+        self.get_records_calls += 1
 
     def set_lineage(self, lineage: Lineage) -> None:
         self.lineage = lineage
@@ -178,11 +332,7 @@ class EngineState:
     def changed_since(self, version: int) -> list[ShardView]:
         return [v for v in self.shards.values() if v.version > version]
 
-    def count_error(self, view: ShardView, kind: str) -> None:
-        """An error met and retried on a shard (throttled, source_error, expired,
-        processor_error)."""
-        self.retries[kind] += 1
-        view.errors[kind] += 1
+    # -- what the status line says ------------------------------------------------------------
 
     def retries_text(self) -> str:
         """What the stream has put us through, in one phrase: ``throttled=3 expired=1``."""
@@ -217,13 +367,12 @@ class Rates:
     def tick(self, dt: float) -> None:
         state, previous = self.state, self.previous
         me = state.worker_id
-        for sid, view in state.shards.items():
+        for sid, view in list(state.shards.items()):
             if me is not None and view.owner != me:
                 continue
             rate = (view.records - previous.get(sid, view.records)) / dt
             previous[sid] = view.records
             if rate != view.rate:
-                view.rate = rate
-                state.touch(view)
+                state.put(view._replace(rate=rate))
         state.rate = (state.records_total - self.previous_total) / dt
         self.previous_total = state.records_total

@@ -181,7 +181,8 @@ def _help(name: str) -> str:
 
 
 class Observed(Protocol):
-    """What the metrics and the health endpoints read: a consumer (console.engine.consumer)."""
+    """What the metrics and the health endpoints read: a consumer
+    (console.engine.consume.consumer)."""
 
     @property
     def state(self) -> EngineState: ...

@@ -25,7 +25,7 @@ from textual.worker import Worker, WorkerState
 
 from console.config import Settings
 from console.engine.api import Engine
-from console.engine.control import (
+from console.engine.changes.plan import (
     Action,
     ControlError,
     ControlRequest,
@@ -414,7 +414,7 @@ async def run_tui(engine: Engine, settings: Settings) -> int:
     """Start the engine, run the console over it, stop the engine. Returns the exit code.
 
     Start-up errors (the stream's lock, say) raise before the screen is taken, so they print
-    as one line like everywhere else. Signals are the caller's (console.signals): they stop
+    as one line like everywhere else. Signals are the caller's (console.cli.signals): they stop
     the engine, which closes the console."""
     import sys
 

@@ -2,9 +2,9 @@
 
 :func:`plan_change` turns a request and the current checkpoints into the exact rows to write
 (checkpoints and their history) in one transaction. The running consumer applies a plan between
-batches; an offline command could apply the same plan to the store. Either way the same
-validation runs and the same history is written, so the TUI, the CLI and headless runs cannot
-drift apart.
+batches; a change made with no consumer running applies the same plan to the store. Either way
+the same validation runs and the same history is written, so the TUI, the CLI and headless runs
+cannot drift apart.
 """
 
 from __future__ import annotations
@@ -134,6 +134,9 @@ class ControlResult:
     command_id: int
     ok: bool
     message: str
+    # Handed to a consumer in another process that had not applied it yet: it stays queued
+    # and is applied between its batches.
+    queued: bool = False
 
 
 @dataclass(frozen=True, slots=True)

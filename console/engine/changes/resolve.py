@@ -14,7 +14,7 @@ import asyncio
 from dataclasses import replace
 
 from console.checkpoints.base import CheckpointChange
-from console.engine.control import ControlError, Plan
+from console.engine.changes.plan import ControlError, Plan
 from console.model import Position, PositionKind, Record, seq_int
 from console.sources.base import StreamSource
 

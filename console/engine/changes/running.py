@@ -1,10 +1,12 @@
-"""Operator changes on a running consumer: preview, apply, and the commands other processes
-write into the store.
+"""The transport to the consumer of this process: changes applied between its batches, and the
+commands other processes queue in its database.
 
 Every change, from a key in the console or a CLI command in another process, becomes a row in
 the store's ``commands`` and is applied here, one at a time, between batches: the shards it
-touches stop (each finishes its batch in hand), the plan (:func:`plan_change`, the same as
-offline) is written in one transaction with the command marked applied, and the shards restart
+touches stop (each finishes its batch in hand), the plan (:func:`plan_change`, from the
+consumer's own newest progress and the record its processor fails on) is written with the
+command marked applied, by the consumer's ownership strategy (one transaction in a database,
+fencing writes on a lease table, positions resolved to records first), and the shards restart
 from their new checkpoints. The consumer holds them meanwhile, so nothing restarts a shard from
 its old position half-way through.
 """
@@ -14,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
-from console.checkpoints.base import CheckpointStore
-from console.engine.checkpointing import Checkpointer
-from console.engine.control import (
+from console.checkpoints.base import CheckpointChange, CheckpointStore
+from console.engine.changes.plan import (
     Action,
     ControlError,
     ControlRequest,
@@ -26,11 +28,11 @@ from console.engine.control import (
     Plan,
     plan_change,
 )
+from console.engine.changes.resolve import resolve_plan
+from console.engine.changes.service import Preview, undo_scope
 from console.engine.events import EventLog, Level
 from console.engine.lineage import Lineage
-from console.engine.offline import checkpoint_position, undo_scope
-from console.engine.resolve import resolve_plan
-from console.model import HistoryEntry, Position, Record
+from console.model import Checkpoint, HistoryEntry, Position, Record
 from console.sources.base import StreamSource
 from console.tasks import run_to_end
 
@@ -70,16 +72,34 @@ class Runner(Protocol):
         ...
 
 
-class OperatorChanges:
+class Progress(Protocol):
+    """What a change needs of the consumer's checkpoints
+    (console.engine.consume.checkpointing.Checkpointer)."""
+
+    def get(self, shard_id: str) -> Checkpoint | None: ...
+
+    def all(self) -> dict[str, Checkpoint]: ...
+
+    async def write(
+        self, changes: Sequence[CheckpointChange], finish: tuple[int, str] | None = None
+    ) -> int: ...
+
+
+class RunningTransport:
     def __init__(
         self,
         runner: Runner,
         store: CheckpointStore,
-        checkpointer: Checkpointer,
+        checkpointer: Progress,
         events: EventLog,
         *,
         read_only: bool = False,
+        resolve: bool = False,
     ) -> None:
+        """``resolve``: positions must be records or sentinels (a lease table): times and "at"
+        positions are resolved to the record before them first. ``read_only``: commands queued
+        by other processes are left for a writable consumer."""
+        self.resolve = resolve
         self.runner = runner
         self.store = store
         self.checkpointer = checkpointer
@@ -88,13 +108,9 @@ class OperatorChanges:
         # One change at a time; the consumer's shutdown takes it too, so it waits for one.
         self.lock = asyncio.Lock()
 
-    async def control(self, request: ControlRequest) -> ControlResult:
+    async def apply(self, request: ControlRequest) -> ControlResult:
         """Apply an operator request now: recorded as a command, applied, its result recorded.
         The console and the CLI both end here."""
-        if self.read_only:
-            reason = "read-only: operator changes are refused"
-            self._refused(request, reason)
-            return ControlResult(0, False, reason)
         # Once recorded, a change is applied to its end, whatever happens to the caller (a
         # dialog closed, a timeout around this call): the store and the workers must agree.
         return await run_to_end(self._control(request))
@@ -133,17 +149,11 @@ class OperatorChanges:
                     continue
                 await self._apply(command.id, request)
 
-    async def preview(self, request: ControlRequest) -> Plan:
+    async def preview(self, request: ControlRequest) -> Preview:
         """What ``request`` would write, validated, without writing it (dialogs, --dry-run)."""
         _, undo_entries = await self._scope(request, None)
         failing = self.runner.failing_record(request.shard_id or "")
-        return self._plan(request, None, undo_entries, failing)
-
-    async def history(self, shard_id: str | None = None, limit: int = 50) -> list[HistoryEntry]:
-        return await self.store.history(self.runner.key, shard_id, limit)
-
-    async def checkpoint_position(self, shard_id: str, entry_id: int) -> Position:
-        return await checkpoint_position(self.store, self.runner.key, shard_id, entry_id)
+        return Preview(self._plan(request, None, undo_entries, failing))
 
     async def _scope(
         self, request: ControlRequest, command_id: int | None
@@ -197,7 +207,7 @@ class OperatorChanges:
                 if sid == request.shard_id:
                     failing = record
             plan = self._plan(request, command_id, undo_entries, failing)
-            if self.store.shared:  # a lease table holds records and sentinels only
+            if self.resolve:  # a lease table holds records and sentinels only
                 plan = await resolve_plan(plan, self.runner.source)
             await self.checkpointer.write(plan.changes, finish=(command_id, plan.summary))
             applied = True

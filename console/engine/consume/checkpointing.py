@@ -1,9 +1,11 @@
-"""Checkpoints kept in memory per batch and written to the store in batches.
+"""Checkpoints kept in memory per batch and written in batches.
 
 Workers call :meth:`Checkpointer.advance` once per processed batch: a dict assignment, no await.
-:meth:`Checkpointer.flush` writes every shard that moved in one transaction (on an interval, at
-shard end, before any control change, and at shutdown), after the processor's own ``flush`` so
-output is durable before the checkpoint that covers it.
+:meth:`Checkpointer.flush` writes every shard that moved at once (when the ownership strategy
+says: on an interval, at each lease renewal; and at shard end, before any control change, at
+shutdown), after the processor's own ``flush`` so output is durable before the checkpoint that
+covers it. How a batch reaches the store is the strategy's (:class:`Sink`): one transaction, or a
+conditional write per held lease, whose progress is dropped when the lease was lost.
 """
 
 from __future__ import annotations
@@ -12,24 +14,34 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Protocol
 
-from console.checkpoints.base import CheckpointChange, CheckpointStore
+from console.checkpoints.base import CheckpointChange
 from console.engine.state import EngineState
 from console.model import Checkpoint, CheckpointStatus, HistoryEntry, Position
 from console.tasks import run_to_end
 
 
+class Sink(Protocol):
+    """Where a batch of checkpoints goes (console.engine.ownership.base.Ownership.write)."""
+
+    async def write(
+        self, changes: Sequence[CheckpointChange], finish: tuple[int, str] | None
+    ) -> set[str]:
+        """Write them; returns the shards whose checkpoint was written."""
+        ...
+
+
 class Checkpointer:
     def __init__(
         self,
-        store: CheckpointStore,
+        sink: Sink,
         state: EngineState,
         before_write: Callable[[], Awaitable[None]],
         *,
         history_interval: float = 60.0,
     ) -> None:
-        self._store = store
-        self._stream = ""  # the store's key for the stream, from load()
+        self._sink = sink
         self._state = state
         self._before_write = before_write
         self._history_interval = history_interval
@@ -41,20 +53,20 @@ class Checkpointer:
         # Shards whose checkpoint says done or skipped: what lineage readiness is computed from.
         self.finished: set[str] = set()
 
-    def load(self, stream: str, checkpoints: Mapping[str, Checkpoint]) -> None:
-        """What the store holds for ``stream`` (its key in the store), before any write."""
-        self._stream = stream
+    def load(self, checkpoints: Mapping[str, Checkpoint]) -> None:
+        """What the store holds for the stream, before any write."""
         self._saved = dict(checkpoints)
         self.finished = {sid for sid, cp in checkpoints.items() if cp.status.finished}
         now = time.time()
         for sid, cp in checkpoints.items():
             self._history_pos[sid] = cp.position
             self._history_at[sid] = now
-            view = self._state.view(sid)
-            view.checkpoint = cp.position
-            view.checkpoint_at = cp.updated_at or None  # a lease table keeps no time
-            view.position = cp.position
-            self._state.touch(view)
+            self._state.update(
+                sid,
+                checkpoint=cp.position,
+                checkpoint_at=cp.updated_at or None,  # a lease table keeps no time
+                position=cp.position,
+            )
 
     def adopt(self, shard_id: str, cp: Checkpoint) -> None:
         """A shard this process takes over in a shared store: ``cp`` is the truth now, and
@@ -64,10 +76,9 @@ class Checkpointer:
         self._history_pos[shard_id] = cp.position
         self._history_at.setdefault(shard_id, time.time())
         self._mark_finished(shard_id, cp)
-        view = self._state.view(shard_id)
-        view.checkpoint = view.position = cp.position
-        view.checkpoint_at = time.time()
-        self._state.touch(view)
+        self._state.update(
+            shard_id, checkpoint=cp.position, position=cp.position, checkpoint_at=time.time()
+        )
 
     def forget(self, shard_id: str) -> None:
         """A shard lost to another worker: what it read since its last checkpoint is not ours
@@ -84,9 +95,7 @@ class Checkpointer:
             return
         self._saved[shard_id] = cp
         self._mark_finished(shard_id, cp)
-        view = self._state.view(shard_id)
-        view.checkpoint = view.position = cp.position
-        self._state.touch(view)
+        self._state.update(shard_id, checkpoint=cp.position, position=cp.position)
 
     def _mark_finished(self, shard_id: str, cp: Checkpoint) -> None:
         if cp.status.finished:
@@ -158,31 +167,26 @@ class Checkpointer:
                 )
             try:
                 await self._before_write()
-                await self._store.save(self._stream, batch, finish)
+                written = await self._sink.write(batch, finish)
             except BaseException:
                 for sid, value in pending.items():
                     self._pending.setdefault(sid, value)
                 raise
-            shared = self._store.shared
             for change in batch:
                 cp = change.checkpoint
-                if (
-                    shared
-                    and cp.shard_id not in explicit
-                    and not self._store.may_read(self._stream, cp.shard_id)
-                ):
-                    continue  # a lease lost meanwhile: the store dropped this progress
+                if cp.shard_id not in written:
+                    continue  # a lease lost meanwhile: its progress is not ours to write
                 self._saved[cp.shard_id] = cp
                 self._mark_finished(cp.shard_id, cp)
                 if change.history is not None:
                     self._history_at[cp.shard_id] = now
                     self._history_pos[cp.shard_id] = cp.position
-                view = self._state.view(cp.shard_id)
-                view.checkpoint = cp.position
-                view.checkpoint_at = now
                 if cp.shard_id in explicit:
-                    view.position = cp.position
-                self._state.touch(view)
+                    self._state.update(
+                        cp.shard_id, checkpoint=cp.position, checkpoint_at=now, position=cp.position
+                    )
+                else:
+                    self._state.update(cp.shard_id, checkpoint=cp.position, checkpoint_at=now)
             return len(batch)
 
     def _progress_entry(self, sid: str, position: Position, now: float) -> HistoryEntry | None:

@@ -4,13 +4,16 @@
         await consumer.run(duration=60)
 
 The parts have modules of their own: :mod:`discovery` lists shards and keeps the lineage,
-:mod:`shards` decides which shard may read and runs its :mod:`worker`, :mod:`checkpointing`
-batches checkpoints into the store, :mod:`changes` applies operator changes. The consumer
-starts and stops them, runs the background loops (discovery, flush, rates, commands) and
-keeps ``state``, the versioned snapshot front ends read.
+:mod:`scheduling` decides which shard may read and :mod:`runner` runs its :mod:`worker`,
+:mod:`checkpointing` batches checkpoints, console.engine.changes applies operator changes, and
+the ownership strategy (console.engine.ownership: a SQLite database's lock, or a fleet's
+leases) decides which shards are this process's, when progress is flushed and how a change is
+written. The consumer starts and stops them, runs its loops (discovery, rates, following the
+ownership) and keeps ``state``, the versioned snapshot front ends read.
 
 ``stop()`` is idempotent, and safe at any moment, during ``start()`` too: workers stop fetching,
-finish the batch in hand, checkpoints are flushed, the store's hold on the stream is released.
+finish the batch in hand, checkpoints are flushed, the stream is left (a lock given back,
+leases given back).
 ``request_stop()`` is its synchronous form, for signal handlers.
 """
 
@@ -20,28 +23,31 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from console.checkpoints.base import CheckpointStore, StreamRecord
-from console.engine.browse import PAGE, Page, browse
-from console.engine.changes import OperatorChanges
-from console.engine.checkpointing import Checkpointer
-from console.engine.control import ControlRequest, ControlResult, Plan
-from console.engine.discovery import Discovery, initial_checkpoints
-from console.engine.events import EventLog, Level
-from console.engine.fanout import FanOut
-from console.engine.lineage import Lineage
-from console.engine.options import ConsumerOptions as ConsumerOptions  # noqa: PLC0414 - re-export
-from console.engine.options import worker_options
-from console.engine.retry import Backoff
-from console.engine.shards import ShardRunner
-from console.engine.snapshot import snapshot_doc
-from console.engine.state import EngineState, Rates
-from console.engine.worker import (
+from console.checkpoints.base import CheckpointStore, Lockable, LockedStore, StreamRecord
+from console.engine.changes.plan import ControlRequest, ControlResult
+from console.engine.changes.running import RunningTransport
+from console.engine.changes.service import ChangeService, Preview, checkpoint_position
+from console.engine.consume.checkpointing import Checkpointer
+from console.engine.consume.discovery import Discovery
+from console.engine.consume.fanout import FanOut
+from console.engine.consume.options import ConsumerOptions as ConsumerOptions  # noqa: PLC0414
+from console.engine.consume.options import worker_options
+from console.engine.consume.runner import ShardRunner
+from console.engine.consume.worker import (
     RecordBudget,
 )
+from console.engine.events import EventLog, Level
+from console.engine.lineage import Lineage
+from console.engine.ownership.base import Duties, Ownership
+from console.engine.ownership.lock import StreamLock
+from console.engine.read.browse import PAGE, Page, browse
+from console.engine.retry import Backoff
+from console.engine.snapshot import snapshot_doc
+from console.engine.state import EngineState, Rates
 from console.model import (
     HistoryEntry,
     Position,
@@ -71,8 +77,12 @@ class Consumer:
         options: ConsumerOptions | None = None,
         events: EventLog | None = None,
         info: StreamInfo | None = None,
+        ownership: Callable[[EngineState, EventLog], Ownership] | None = None,
     ) -> None:
-        """``info``: what ``source.describe()`` said, when the caller has asked already."""
+        """``info``: what ``source.describe()`` said, when the caller has asked already.
+        ``ownership``: makes the strategy that decides who reads which shard, given the
+        consumer's snapshot and events (console.cli.wiring chooses it); by default the store's
+        whole-stream lock (the store must be a SQLite one: console.engine.ownership.lock)."""
         self.source = source
         self.store = store
         self.processor = processor
@@ -82,10 +92,14 @@ class Consumer:
         self.state.info = info
         self.status = ConsumerStatus.CREATED
         self.failure: str | None = None  # why the run failed, if it did
+        self.ownership: Ownership = (ownership or self._stream_lock)(self.state, self.events)
         self.checkpointer = Checkpointer(
-            store, self.state, processor.flush, history_interval=self.options.history_interval
+            self.ownership,
+            self.state,
+            processor.flush,
+            history_interval=self.options.history_interval,
         )
-        self.discovery = Discovery(source, store, self.events)
+        self.discovery = Discovery(source, self.events)
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
         self._discover_now = asyncio.Event()
@@ -115,6 +129,7 @@ class Consumer:
         self.shards = ShardRunner(
             source=source,
             store=store,
+            ownership=self.ownership,
             processor=processor,
             checkpointer=self.checkpointer,
             discovery=self.discovery,
@@ -125,8 +140,33 @@ class Consumer:
             fail=self._fail_run,
             discover_now=self._discover_now.set,
         )
-        self.changes = OperatorChanges(
-            self.shards, store, self.checkpointer, self.events, read_only=self.options.read_only
+        # Operator changes reach this consumer's shards between its batches, written as its
+        # ownership strategy writes (times resolved to records first on a lease table).
+        self.transport = RunningTransport(
+            self.shards,
+            store,
+            self.checkpointer,
+            self.events,
+            read_only=self.options.read_only,
+            resolve=self.ownership.resolves,
+        )
+        self.changes = ChangeService(
+            self.transport, events=self.events, read_only=self.options.read_only
+        )
+
+    def _stream_lock(self, state: EngineState, events: EventLog) -> Ownership:
+        store = self.store
+        if not isinstance(store, Lockable):
+            raise TypeError(
+                f"{type(store).__name__} is not a store one process holds whole: pass the "
+                "ownership strategy that goes with it (console.engine.ownership)"
+            )
+        return StreamLock(
+            cast(LockedStore, store),
+            events,
+            initial=self.options.initial_position,
+            flush_interval=self.options.flush_interval,
+            command_interval=self.options.command_interval,
         )
 
     @property
@@ -181,26 +221,22 @@ class Consumer:
             info = self.state.info or await self.source.describe()
             self.state.info = info
             self.discovery.key = info.arn or self.source.stream
-            await self.store.acquire(self.key)
-            self._acquired = True  # ours to release (a failed acquire leaves nothing held)
+            await self.ownership.join(self.key, self.checkpointer)
+            self._acquired = True  # ours to leave (a failed join leaves nothing held)
             if self.fan_out is not None:  # only once the stream is ours to read
                 await self.fan_out.register(info)
                 self.shards.feed_for = self.fan_out.feed
             record = await self.store.stream_record(self.key)
             checkpoints = await self.store.load(self.key)
-            self.checkpointer.load(self.key, checkpoints)
-            self.shards.worker_id = getattr(self.store, "worker_id", None)
-            self.state.worker_id = self.shards.worker_id
-            self.store.watch(self.key, self.shards)
+            self.checkpointer.load(checkpoints)
             self._opened = True
             for warning in await self.processor.open() or ():
                 self.events.emit("processor_warning", warning, level=Level.WARNING)
             backoff = Backoff(self.options.backoff_base, max(self.options.backoff_cap, 1.0))
             shards = await self.discovery.first_list(backoff)
             self.shards.set_lineage(self.discovery.lineage)
-            if record is None and not checkpoints and not self.store.shared:
-                initial = self.options.initial_position
-                await self.checkpointer.write(initial_checkpoints(shards, initial, time.time()))
+            await self.ownership.listed(shards)
+            await self.ownership.prime(shards, fresh=record is None and not checkpoints)
             await self.store.register_stream(
                 StreamRecord(
                     self.key,
@@ -211,10 +247,15 @@ class Consumer:
                     info.retention_hours,
                 )
             )
-            # Commands written while no consumer ran are honoured before anything is read.
-            # (A shared store has none: the CLI writes each change to the lease table itself.)
-            if not self.store.shared:
-                await self.changes.apply_pending()
+            # Commands written while no consumer ran are honoured before anything is read (where
+            # the store queues them); then the strategy's loops: flushes, renewals, takes.
+            await self.ownership.start(
+                Duties(
+                    publish=lambda: self._publish(running=True),
+                    apply_commands=self.transport.apply_pending,
+                    fail=self._fail_run,
+                )
+            )
         except BaseException:
             # The start is over: a stop now must not cancel the clean-up, nor replace the error
             # it is about to raise with a CancelledError.
@@ -227,12 +268,8 @@ class Consumer:
         self._tasks = [
             self._loop_task(self._discovery_loop(), "discovery"),
             self._loop_task(self._tick_loop(), "rates"),
+            self._loop_task(self._ownership_loop(), "ownership"),
         ]
-        if not self.store.shared:
-            # A shared store flushes at its renewal rate (each checkpoint renews a lease), and
-            # the CLI writes changes to it itself: neither loop has work there.
-            self._tasks.append(self._loop_task(self._flush_loop(), "checkpoint flush"))
-            self._tasks.append(self._loop_task(self._command_loop(), "operator commands"))
         self.events.emit(
             "started",
             f"consuming '{self.source.stream}' ({self.source.kind}, {self.source.location}): "
@@ -293,6 +330,7 @@ class Consumer:
             started = self.status is ConsumerStatus.RUNNING
             self.status = ConsumerStatus.STOPPING
             self.shards.running = self.shards.enabled = False
+            self.ownership.quiesce()  # take nothing more
             self._closing = asyncio.create_task(self._close(started), name="consumer stop")
         await asyncio.shield(self._closing)
 
@@ -302,7 +340,7 @@ class Consumer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         try:
-            async with self.changes.lock:
+            async with self.transport.lock:
                 await self.shards.stop_all()
                 if self.fan_out is not None and self._acquired:
                     await self.fan_out.close()
@@ -321,7 +359,7 @@ class Consumer:
                 self._fail_run(f"the processor failed to close: {type(exc).__name__}: {exc}")
             finally:
                 if self._acquired:
-                    await self.store.release(self.key)
+                    await self.ownership.leave()
                 self._set_stopped()
                 if started:
                     self.events.emit(
@@ -383,19 +421,20 @@ class Consumer:
     async def control(self, request: ControlRequest) -> ControlResult:
         return await self.changes.control(request)
 
-    async def preview(self, request: ControlRequest) -> Plan:
+    async def preview(self, request: ControlRequest) -> Preview:
         return await self.changes.preview(request)
 
     async def history(self, shard_id: str | None = None, limit: int = 50) -> list[HistoryEntry]:
-        return await self.changes.history(shard_id, limit)
+        return await self.store.history(self.key, shard_id, limit)
 
     async def checkpoint_position(self, shard_id: str, entry_id: int) -> Position:
-        return await self.changes.checkpoint_position(shard_id, entry_id)
+        return await checkpoint_position(self.store, self.key, shard_id, entry_id)
 
     # -- discovery ----------------------------------------------------------------------------
 
     async def browse(self, shard_id: str, start: Position | None = None, limit: int = PAGE) -> Page:
-        """A page of the shard's records (console.engine.browse), read without moving anything."""
+        """A page of the shard's records (console.engine.read.browse), read without moving
+        anything."""
         view = self.state.shards.get(shard_id)
         return await browse(
             self.source, self.shards.pacers[shard_id], shard_id, start, limit,
@@ -414,7 +453,9 @@ class Consumer:
                     await self._discover_now.wait()
             self._discover_now.clear()
             try:
-                _, lineage = await self.discovery.refresh()
+                changed, lineage = await self.discovery.refresh()
+                if changed:
+                    await self.ownership.listed(changed)
             except FatalSourceError as exc:
                 self._fail_run(f"shard discovery failed: {exc}")
                 return
@@ -430,19 +471,6 @@ class Consumer:
             self.shards.reconcile()
 
     # -- background loops -------------------------------------------------------------------
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.options.flush_interval)
-            try:
-                await self.checkpointer.flush()
-            except Exception as exc:
-                self.events.emit(
-                    "flush_error",
-                    f"checkpoint flush failed, will retry: {exc}",
-                    level=Level.ERROR,
-                )
-            await self._publish(running=True)
 
     async def _publish(self, running: bool) -> None:
         """The state, for a console in another process (attach --db). A convenience: a failure
@@ -465,15 +493,11 @@ class Consumer:
             rates.tick(max(now - last, 1e-6))
             last = now
 
-    async def _command_loop(self) -> None:
-        """Commands written by other processes (the CLI) are applied here, between batches."""
+    async def _ownership_loop(self) -> None:
+        """What this process may read changed (a lease taken or lost, the fleet scanned): the
+        workers follow at once."""
+        changed = self.ownership.changed
         while True:
-            await asyncio.sleep(self.options.command_interval)
-            try:
-                await asyncio.shield(self.changes.apply_pending())
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.events.emit(
-                    "command_error", f"reading operator commands failed: {exc}", level=Level.ERROR
-                )
+            await changed.wait()
+            changed.clear()
+            self.shards.reconcile()

@@ -1,10 +1,9 @@
 """Shard discovery: list the stream's shards, keep the lineage, tell what changed.
 
 The consumer lists on an interval, at every shard end, and at once when a worker meets
-ChildShards. An unchanged listing costs one comparison and no rework; a changed one saves the
-changed shards to the store (offline commands check lineage and ranges against it) and
-announces the resharding. The first start of a stream in a store writes a checkpoint for every
-shard at the initial position (:func:`initial_checkpoints`), so a shard without one later is new.
+ChildShards. An unchanged listing costs one comparison and no rework; a changed one returns the
+shards that changed (the consumer hands them to its ownership strategy, which saves the shard map
+and, with a lease table, creates their leases) and announces the resharding.
 """
 
 from __future__ import annotations
@@ -12,11 +11,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 
-from console.checkpoints.base import CheckpointChange, CheckpointStore
 from console.engine.events import EventLog, Level
 from console.engine.lineage import Lineage
 from console.engine.retry import Backoff
-from console.model import Checkpoint, CheckpointStatus, HistoryEntry, Position, PositionKind, Shard
+from console.model import Shard
 from console.sources.base import RetryableError, StreamSource
 
 FIRST_LISTING_ATTEMPTS = 8
@@ -34,43 +32,12 @@ def resharding_text(new: Iterable[Shard], closed: Iterable[str] = ()) -> str | N
     return "resharding: " + "; ".join(parts) if parts else None
 
 
-def initial_checkpoints(
-    shards: Iterable[Shard], initial: Position, now: float
-) -> list[CheckpointChange]:
-    """The first start of a stream in a store: a checkpoint for every shard.
-
-    LATEST is stored as AT_TIMESTAMP(now): a restart before the first record then resumes from
-    the same instant instead of skipping what arrived meanwhile. With LATEST, closed shards are
-    not read at all."""
-    latest = initial.kind is PositionKind.LATEST
-    position = Position.at_timestamp(now) if latest else initial
-    changes = []
-    for shard in shards:
-        if latest and shard.is_closed:
-            cp = Checkpoint(shard.shard_id, position, CheckpointStatus.DONE)
-            note = "closed before the first start; initial position is latest"
-        else:
-            cp = Checkpoint(shard.shard_id, position)
-            note = f"first start; initial position {initial.encode()}"
-        entry = HistoryEntry(
-            shard_id=shard.shard_id,
-            cause="start",
-            actor="engine",
-            new_position=cp.position,
-            new_status=cp.status.value,
-            note=note,
-        )
-        changes.append(CheckpointChange(cp, entry))
-    return changes
-
-
 class Discovery:
     """The stream's shards as last listed (plus children learned from ChildShards that no
     listing has shown yet), as a :class:`Lineage`."""
 
-    def __init__(self, source: StreamSource, store: CheckpointStore, events: EventLog) -> None:
+    def __init__(self, source: StreamSource, events: EventLog) -> None:
         self.source = source
-        self.store = store
         self.events = events
         self.key = source.stream  # the store's key for the stream; the consumer sets the ARN
         self.lineage = Lineage.build(())
@@ -78,17 +45,16 @@ class Discovery:
         self._learned: dict[str, Shard] = {}  # children seen in ChildShards, not listed yet
 
     async def refresh(self) -> tuple[list[Shard], Lineage | None]:
-        """List the shards. Returns them, and the new lineage if anything changed (else None)."""
+        """List the shards. Returns the shards new or changed since the last listing, and the
+        new lineage if anything changed (else nothing and None)."""
         shards = await self.source.list_shards()
         fingerprint = tuple((s.shard_id, s.ending_sequence_number) for s in shards)
         if fingerprint == self._fingerprint:
-            return shards, None
+            return [], None
         first = self._fingerprint is None
         self._fingerprint = fingerprint
         known = self.lineage.shards
         changed = [s for s in shards if known.get(s.shard_id) != s]
-        if changed:
-            await self.store.save_shards(self.key, changed)
         listed = {s.shard_id for s in shards}
         for sid in [sid for sid in self._learned if sid in listed]:
             del self._learned[sid]
@@ -101,11 +67,12 @@ class Discovery:
                 if s.is_closed and s.shard_id in known and not known[s.shard_id].is_closed
             ]
             self._announce(new, closed)
-        return shards, self.lineage
+        return changed, self.lineage
 
     async def first_list(self, backoff: Backoff) -> list[Shard]:
         """The first listing must succeed before anything runs: throttling or a 5xx at start-up
-        is retried with backoff (about half a minute in all) before the start fails."""
+        is retried with backoff (about half a minute in all) before the start fails. Returns
+        every shard."""
         for attempt in range(1, FIRST_LISTING_ATTEMPTS + 1):
             try:
                 shards, _ = await self.refresh()

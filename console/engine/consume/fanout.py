@@ -20,8 +20,8 @@ import random
 import time
 from dataclasses import dataclass
 
+from console.engine.consume.feeds import Feed
 from console.engine.events import EventLog, Level
-from console.engine.feeds import Feed
 from console.engine.state import EngineState
 from console.model import Batch, Position
 from console.sources.base import (

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from console.engine.pacing import Pacer
+from console.engine.read.pacing import Pacer
 from console.engine.state import EngineState
 from console.model import Batch, Position
 from console.sources.base import StreamSource
@@ -51,7 +51,7 @@ class PollingFeed:
         wait = self.pacer.reserve()
         if wait > 0:
             await asyncio.sleep(wait)
-        self.state.get_records_calls += 1
+        self.state.count_get_records()
         batch = await self.source.get_records(self._iterator, limit)
         self._iterator = batch.next_iterator
         return batch

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from console.engine.fanout import FanOutOptions
-from console.engine.worker import WorkerOptions
+from console.engine.consume.fanout import FanOutOptions
+from console.engine.consume.worker import WorkerOptions
 from console.model import Position
 from console.sources.base import StreamSource
 

@@ -1,12 +1,12 @@
-"""The shards and their workers: which shard may read now, and the one worker reading it.
+"""The shards' workers: the one task reading each shard, started and stopped as the scheduling
+decision (console.engine.consume.scheduling) says.
 
-A shard reads when its checkpoint is not finished or paused, every parent is done (or left
-the stream), the store lets this process read it, no operator change holds it, and it has not
-failed. :meth:`ShardRunner.reconcile` gives each shard the status that follows and starts a
-worker where one may read; it runs after every listing, shard end and operator change. It also
-stops and holds shards for operator changes (console.engine.changes.Runner), and tells loudly of
-data lost to retention: a checkpoint older than the stream keeps, a shard that left the stream
-before it was read to its end.
+:meth:`ShardRunner.reconcile` gathers each shard's facts (checkpoint, parents, what the
+ownership strategy allows, its worker, an operator change holding it, a failure) and applies
+the decision; it runs after every listing, shard end, operator change and change of ownership.
+The runner also stops and holds shards for operator changes (console.engine.changes.running
+.Runner), and tells loudly of data lost to retention: a checkpoint older than the stream keeps,
+a shard that left the stream before it was read to its end.
 """
 
 from __future__ import annotations
@@ -14,24 +14,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from console.checkpoints.base import CheckpointStore, LeaseView, WorkerView
-from console.engine.checkpointing import Checkpointer
-from console.engine.discovery import Discovery
-from console.engine.events import EventLog, ExpiryTeller, Level
-from console.engine.feeds import Feed
-from console.engine.lineage import Lineage
-from console.engine.pacing import Pacers
-from console.engine.state import EngineState
-from console.engine.worker import (
+from console.checkpoints.base import CheckpointStore
+from console.engine.consume.checkpointing import Checkpointer
+from console.engine.consume.discovery import Discovery
+from console.engine.consume.feeds import Feed
+from console.engine.consume.scheduling import Act, ShardFacts, decide, start_position
+from console.engine.consume.worker import (
     ProcessorHung,
     RecordBudget,
     ShardWorker,
     WorkerExit,
     WorkerOptions,
 )
+from console.engine.events import EventLog, Level
+from console.engine.lineage import Lineage
+from console.engine.ownership.base import Allowance, Ownership
+from console.engine.read.pacing import Pacers
+from console.engine.state import EngineState
 from console.model import (
     Checkpoint,
     CheckpointStatus,
@@ -41,7 +43,6 @@ from console.model import (
     Shard,
     ShardContext,
     ShardStatus,
-    format_ts,
 )
 from console.processors.base import Processor
 from console.sources.base import StreamSource
@@ -55,6 +56,7 @@ class ShardRunner:
         *,
         source: StreamSource,
         store: CheckpointStore,
+        ownership: Ownership,
         processor: Processor,
         checkpointer: Checkpointer,
         discovery: Discovery,
@@ -68,6 +70,7 @@ class ShardRunner:
         """``fail(reason)`` fails the whole run; ``discover_now()`` asks for a listing."""
         self.source = source
         self.store = store
+        self.ownership = ownership
         self.processor = processor
         self.checkpointer = checkpointer
         self.discovery = discovery
@@ -84,11 +87,10 @@ class ShardRunner:
         self.running = False  # changes.Runner: far enough into the start to apply commands
         self._workers: dict[str, tuple[ShardWorker, asyncio.Task[WorkerExit]]] = {}
         self._failed: set[str] = set()
+        self._allowed: set[str] = set()  # shards ours to read at the last reconcile
         self._lost_reported: set[str] = set()
         self._changing: set[str] = set()  # shards an operator change is rewriting: no worker
         self._background: set[asyncio.Task[Any]] = set()
-        self.worker_id: str | None = None  # fleet mode: this process's name in the lease table
-        self._expiries = ExpiryTeller(self.events)
         # Enhanced fan-out: each worker's feed (None: GetRecords polling).
         self.feed_for: Callable[[str], Feed] | None = None
 
@@ -135,11 +137,7 @@ class ShardRunner:
         closed shard's range to its worker; forget shards that left the stream."""
         state = self.state
         for sid, shard in lineage.shards.items():
-            view = state.view(sid)
-            if view.parents != shard.parents or view.closed != shard.is_closed:
-                view.parents = shard.parents
-                view.closed = shard.is_closed
-                state.touch(view)
+            state.update(sid, parents=shard.parents, closed=shard.is_closed)
             entry = self._workers.get(sid)
             if entry is not None:
                 entry[0].shard = shard
@@ -149,7 +147,7 @@ class ShardRunner:
             cp = self.checkpointer.get(sid)
             if cp is not None and not cp.status.finished:
                 self._report_lost(sid, cp)
-            del state.shards[sid]
+            state.remove(sid)
         state.set_lineage(lineage)
 
     def _report_lost(self, sid: str, cp: Checkpoint) -> None:
@@ -182,52 +180,51 @@ class ShardRunner:
     # -- workers ----------------------------------------------------------------------------
 
     def reconcile(self) -> None:
-        """Give every shard the status its checkpoint and parents call for, and start a worker
-        for each shard that may read and has none."""
+        """Every shard as the scheduling decision says: a worker started where one may read,
+        stopped where the shard is no longer ours, the status shown otherwise."""
         if not self.enabled:
             return
         lineage = self.lineage
         finished = self.checkpointer.finished
-        state = self.state
+        ownership = self.ownership
+        allowed: set[str] = set()
         for sid, shard in lineage.shards.items():
-            if sid in self._workers or sid in self._changing:
-                continue
-            view = state.view(sid)
-            cp = self.checkpointer.get(sid)
-            if cp is not None and cp.status.finished:
-                status = (
-                    ShardStatus.DONE if cp.status is CheckpointStatus.DONE else ShardStatus.SKIPPED
-                )
-                state.set_status(view, status)
-            elif sid in self._failed:
-                continue
-            elif cp is not None and cp.paused:
-                state.set_status(view, ShardStatus.PAUSED)
-            elif not lineage.is_ready(sid, finished):
-                state.set_status(view, ShardStatus.WAITING)
-            elif self.store.may_read(self.key, sid):
-                self._start_worker(shard, cp)
-            elif self.store.shared:  # another worker of the fleet reads it, or will
-                state.set_status(view, ShardStatus.LEASED if view.owner else ShardStatus.READY)
+            allowance = ownership.allowance(sid)
+            if allowance is Allowance.READ:
+                allowed.add(sid)
+                if sid not in self._allowed:
+                    self._failed.discard(sid)  # taken anew: it may read again
+            facts = ShardFacts(
+                checkpoint=self.checkpointer.get(sid),
+                ready=lineage.is_ready(sid, finished),
+                allowance=allowance,
+                reading=sid in self._workers,
+                changing=sid in self._changing,
+                failed=sid in self._failed,
+            )
+            decision = decide(facts)
+            if decision.act is Act.START:
+                self._start_worker(shard, facts.checkpoint)
+            elif decision.act is Act.ABANDON:
+                self._abandon(sid)
+            if decision.status is not None:
+                self.state.set_status(sid, decision.status)
+        self._allowed = allowed
+        if any(sid not in lineage for sid in ownership.claims()):
+            self._discover_now()  # a shard no listing has shown yet: list, then read it
+
+    def _abandon(self, sid: str) -> None:
+        """At once and without a checkpoint: the batch in hand is the next holder's to read."""
+        entry = self._workers.pop(sid, None)
+        if entry is not None:
+            entry[1].cancel()
 
     def _start_worker(self, shard: Shard, cp: Checkpoint | None) -> None:
         sid = shard.shard_id
-        position = cp.position if cp is not None else Position.trim_horizon()
-        retention = self.retention_hours
-        if (
-            cp is not None
-            and cp.arrival is not None
-            and retention is not None
-            and position.sequence_number is not None
-            and cp.arrival < time.time() - retention * 3600
-        ):
-            message = (
-                f"{sid}: checkpoint from {format_ts(cp.arrival)} is older than the stream's "
-                f"retention ({retention:g} h); continuing at TRIM_HORIZON: records "
-                "after it may have been lost"
-            )
-            self._retention_loss(sid, message, position, Position.trim_horizon())
-            position = Position.trim_horizon()
+        position, lost = start_position(sid, cp, self.retention_hours, time.time())
+        if lost is not None:
+            assert cp is not None
+            self._retention_loss(sid, lost, cp.position, position)
         for parent in self.lineage.gone_parents(sid):
             parent_cp = self.checkpointer.get(parent)
             if parent_cp is not None and not parent_cp.status.finished:
@@ -261,24 +258,23 @@ class ShardRunner:
             del self._workers[sid]
         if task.cancelled():
             return
-        view = self.state.view(sid)
         exc = task.exception()
         if isinstance(exc, ProcessorHung):
             self._failed.add(sid)
-            self.state.set_status(view, ShardStatus.FAILED, str(exc))
+            self.state.set_status(sid, ShardStatus.FAILED, str(exc))
             self._fail(str(exc))
             return
         if exc is not None:
             self._failed.add(sid)
             reason = f"internal error: {type(exc).__name__}: {exc}"
-            self.state.set_status(view, ShardStatus.FAILED, reason)
+            self.state.set_status(sid, ShardStatus.FAILED, reason)
             log.error("worker for %s crashed", sid, exc_info=exc)
             self.events.emit("shard_failed", f"{sid} stopped: {reason}", level=Level.ERROR)
             return
         outcome = task.result()
         if outcome is WorkerExit.ENDED:
-            view.lag_ms = None  # nothing left to be behind on
-            self.state.set_status(view, ShardStatus.DONE)
+            self.state.update(sid, lag_ms=None)  # nothing left to be behind on
+            self.state.set_status(sid, ShardStatus.DONE)
             kids = self.lineage.children.get(sid, ())
             self.events.emit(
                 "shard_done",
@@ -290,7 +286,7 @@ class ShardRunner:
         elif outcome is WorkerExit.FAILED:
             self._failed.add(sid)
 
-    # -- what operator changes need (console.engine.changes.Runner) ---------------------------
+    # -- what operator changes need (console.engine.changes.running.Runner) ----------------
 
     def failing_record(self, shard_id: str) -> Record | None:
         entry = self._workers.get(shard_id)
@@ -313,111 +309,11 @@ class ShardRunner:
         if changed:
             self._failed -= shard_ids
             for sid in shard_ids:
-                view = self.state.view(sid)
-                if view.status is ShardStatus.FAILED:
-                    self.state.set_status(view, ShardStatus.READY)
+                if self.state.view(sid).status is ShardStatus.FAILED:
+                    self.state.set_status(sid, ShardStatus.READY)
         self.reconcile()
 
-    # -- leases (a shared store's console.checkpoints.base.OwnershipListener) ---------------
-
-    def taken(self, shard_id: str, checkpoint: Checkpoint, previous: str | None) -> None:
-        self.checkpointer.adopt(shard_id, checkpoint)
-        if shard_id not in self.lineage:
-            self._discover_now()  # a shard no listing has shown yet: list, then read it
-        view = self.state.view(shard_id)
-        view.owner, view.lease_expired = self.worker_id, False
-        self._failed.discard(shard_id)
-        self.state.touch(view)
-        how = f"stolen from worker {previous}" if previous else "taken"
-        self.events.emit(
-            "lease_taken",
-            f"lease on {shard_id} {how}; reading {checkpoint.position.describe()}",
-            shard_id=shard_id,
-        )
-        self.reconcile()
-
-    def lost(self, shard_id: str, owner: str | None) -> None:
-        """At once and without a checkpoint: the batch in hand is the new owner's to read."""
-        entry = self._workers.pop(shard_id, None)
-        if entry is not None:
-            entry[1].cancel()
-        self.checkpointer.forget(shard_id)
-        view = self.state.view(shard_id)
-        view.owner = owner
-        view.lag_ms = None
-        self.state.set_status(view, ShardStatus.LEASED if owner else ShardStatus.READY)
-        self.state.touch(view)
-        whom = (
-            f"to worker {owner}"
-            if owner
-            else "(an operator changed it, or it expired: nobody holds it now)"
-        )
-        self.events.emit(
-            "lease_lost",
-            f"lease on {shard_id} lost {whom}; stopped without a checkpoint",
-            level=Level.WARNING,
-            shard_id=shard_id,
-        )
-
-    def observed(self, leases: Mapping[str, LeaseView], workers: Sequence[WorkerView]) -> None:
-        state = self.state
-        if workers:
-            state.workers = tuple(workers)
-        reported = {sid: (w, figures) for w in workers for sid, figures in w.shards.items()}
-        for sid, lease in leases.items():
-            view = state.view(sid)
-            mine = sid in self._workers or lease.owner == self.worker_id
-            if not mine:
-                self.checkpointer.observe(sid, lease.checkpoint)
-                # Lag and rate of a shard another worker reads: from that worker's heartbeat.
-                holder = reported.get(sid)
-                lag, rate = None, 0.0
-                if holder is not None and holder[0].worker == lease.owner:
-                    lag = holder[1].get("lag_ms")
-                    rate = holder[1].get("rate") or 0.0
-                if (view.lag_ms, view.rate) != (lag, rate):
-                    view.lag_ms = None if lag is None else int(lag)
-                    view.rate = rate
-                    state.touch(view)
-            self._expiries.see(sid, lease.owner, lease.expired)
-            changed = (view.owner, view.lease_counter, view.lease_expired) != (
-                lease.owner,
-                lease.counter,
-                lease.expired,
-            )
-            view.owner, view.lease_counter = lease.owner, lease.counter
-            view.counter_age, view.lease_expired = lease.counter_age, lease.expired
-            if changed:
-                state.touch(view)
-        self.reconcile()
-
-    def released(self, shard_ids: Sequence[str]) -> None:
-        for sid in shard_ids:
-            view = self.state.view(sid)
-            view.owner = None
-            self.state.touch(view)
-        self.events.emit(
-            "lease_released", f"gave back {len(shard_ids)} lease(s): {', '.join(sorted(shard_ids))}"
-        )
-
-    async def flush(self) -> None:
-        await self.checkpointer.flush()
-
-    def taking(self) -> bool:
-        return self.running
-
-    def trouble(self, message: str) -> None:
-        self.events.emit("lease_error", message, level=Level.WARNING)
-
-    def report(self) -> dict[str, Any]:
-        shards = {
-            sid: {"lag_ms": view.lag_ms, "rate": view.rate}
-            for sid in self._workers
-            if (view := self.state.shards.get(sid)) is not None
-        }
-        return {"records": self.state.records_total, "rate": self.state.rate, "shards": shards}
-
-    # -- background loops -------------------------------------------------------------------
+    # -- background work --------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
         task = asyncio.create_task(coro, name=what)

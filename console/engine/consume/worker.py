@@ -17,12 +17,13 @@ from enum import Enum
 from typing import TypeVar
 
 from console.checkpoints.base import CheckpointChange
-from console.engine.checkpointing import Checkpointer
+from console.engine.consume.checkpointing import Checkpointer
+from console.engine.consume.feeds import Feed, PollingFeed
 from console.engine.events import EventLog, Level
-from console.engine.feeds import Feed, PollingFeed
-from console.engine.pacing import Pacer
+from console.engine.read.pacing import Pacer
+from console.engine.read.resume import drop_through, fetch_plan
 from console.engine.retry import Backoff
-from console.engine.state import PEEK_RECORDS, EngineState, ShardView, peek
+from console.engine.state import EngineState, ShardView
 from console.model import (
     Batch,
     Checkpoint,
@@ -86,32 +87,6 @@ class RecordBudget:
         return k
 
 
-def fetch_plan(position: Position) -> tuple[Position, tuple[str, int] | None]:
-    """Where to point the iterator, and which sub-records to drop, to resume ``position``.
-
-    A checkpoint inside a KPL-aggregated record (after seq/sub) re-reads that record and drops
-    its user records up to ``sub``, as the KCL does."""
-    if (
-        position.kind is PositionKind.AFTER_SEQUENCE_NUMBER
-        and position.sub_sequence_number is not None
-    ):
-        assert position.sequence_number is not None
-        return (
-            Position.at_sequence(position.sequence_number),
-            (position.sequence_number, position.sub_sequence_number),
-        )
-    return position, None
-
-
-def drop_through(records: list[Record], seq: str, sub: int) -> list[Record]:
-    i = 0
-    for record in records:
-        if record.sequence_number != seq or (record.sub_sequence_number or 0) > sub:
-            break
-        i += 1
-    return records[i:] if i else records
-
-
 class ShardWorker:
     def __init__(
         self,
@@ -141,7 +116,6 @@ class ShardWorker:
         self.processor = processor
         self.checkpointer = checkpointer
         self.state = state
-        self.view: ShardView = state.view(shard.shard_id)
         self.events = events
         self.options = options
         self.ctx = ctx
@@ -152,13 +126,17 @@ class ShardWorker:
         self._stop = asyncio.Event()
         self.pacer = pacer or Pacer(options.min_call_interval)
         self.feed: Feed = feed or PollingFeed(source, shard.shard_id, self.pacer, state)
-        self.view.mode = self.feed.mode
+        state.update(shard.shard_id, mode=self.feed.mode)
         self.position = start
         self.arrival: float | None = None
 
     @property
     def shard_id(self) -> str:
         return self.shard.shard_id
+
+    @property
+    def view(self) -> ShardView:
+        return self.state.view(self.shard.shard_id)
 
     def stop(self) -> None:
         self._stop.set()
@@ -173,9 +151,9 @@ class ShardWorker:
             await self.feed.aclose()
 
     async def _run(self) -> WorkerExit:
-        view = self.view
-        self.state.set_status(view, ShardStatus.ACTIVE)
-        view.position = self.position
+        sid = self.shard_id
+        self.state.set_status(sid, ShardStatus.ACTIVE)
+        self.state.update(sid, position=self.position)
         if self._past_end():
             await self._finish()
             return WorkerExit.ENDED
@@ -193,7 +171,7 @@ class ShardWorker:
                 # A new iterator after the last record delivered to the processor.
                 feed.restart()
                 fetch_at, drop = fetch_plan(self.position)
-                self.state.count_error(view, "expired")
+                self.state.count_error(sid, "expired")
                 self.events.emit(
                     "iterator_expired",
                     f"{self.shard_id}: iterator expired; renewed {self.position.describe()}",
@@ -227,7 +205,7 @@ class ShardWorker:
                 self._fail(exc)
                 return WorkerExit.FAILED
 
-            if view.status is ShardStatus.FAILING and self.failing_record is None:
+            if self.view.status is ShardStatus.FAILING and self.failing_record is None:
                 self._recovered()
             backoff.reset()
             raw = batch.records
@@ -236,6 +214,7 @@ class ShardWorker:
                 records = drop_through(records, *drop)
                 drop = None
             cut = False  # --max-records ended inside this batch: the rest is read next time
+            processed = False
             if records:
                 if self.budget is not None:
                     n = self.budget.take(len(records))
@@ -250,20 +229,16 @@ class ShardWorker:
                     )
                     self.arrival = last.approximate_arrival
                     self.checkpointer.advance(self.shard_id, self.position, self.arrival)
-                    view.records += len(records)
-                    size = sum([len(r.data) for r in records])
-                    view.bytes += size
-                    self.state.bytes_total += size
-                    view.position = self.position
-                    view.last_arrival = self.arrival
-                    view.recent = (
-                        peek(records)
-                        if len(records) >= PEEK_RECORDS
-                        else ((*view.recent, *peek(records))[-PEEK_RECORDS:])
+                    self.state.processed(
+                        sid,
+                        records=records,
+                        position=self.position,
+                        arrival=self.arrival,
+                        lag_ms=batch.millis_behind_latest,
                     )
-                    self.state.records_total += len(records)
-            view.lag_ms = batch.millis_behind_latest
-            self.state.touch(view)
+                    processed = True
+            if not processed:
+                self.state.update(sid, lag_ms=batch.millis_behind_latest)
             if cut:
                 break  # not the shard's end, whatever the iterator says
             if batch.child_shards and self.on_children is not None:
@@ -320,7 +295,7 @@ class ShardWorker:
             except Exception as exc:
                 self._processor_failed(records[0], exc)
             else:
-                self.view.timings.observe(time.perf_counter() - began)
+                self.state.processor_time(self.shard_id, time.perf_counter() - began)
                 if self.failing_record is not None:
                     self.failing_record = None
                     self._recovered()
@@ -330,10 +305,10 @@ class ShardWorker:
 
     def _processor_failed(self, record: Record, exc: BaseException) -> None:
         reason = f"processor raised {type(exc).__name__}: {exc}"
-        self.state.count_error(self.view, "processor_error")
+        self.state.count_error(self.shard_id, "processor_error")
         first = self.failing_record is None or self.view.last_error != reason
         self.failing_record = record
-        self.state.set_status(self.view, ShardStatus.FAILING, reason)
+        self.state.set_status(self.shard_id, ShardStatus.FAILING, reason)
         if first:
             self.events.emit(
                 "processor_error",
@@ -346,7 +321,7 @@ class ShardWorker:
         """Show the error, wait with jitter. True if stopped meanwhile."""
         reason = str(exc)
         kind = "throttled" if exc.throttled else "source_error"
-        self.state.count_error(self.view, kind)
+        self.state.count_error(self.shard_id, kind)
         if self.view.status is not ShardStatus.FAILING or self.view.last_error != reason:
             self.events.emit(
                 kind,
@@ -354,16 +329,16 @@ class ShardWorker:
                 level=Level.WARNING,
                 shard_id=self.shard_id,
             )
-        self.state.set_status(self.view, ShardStatus.FAILING, reason)
+        self.state.set_status(self.shard_id, ShardStatus.FAILING, reason)
         return await self._sleep(backoff.next_delay())
 
     def _recovered(self) -> None:
-        self.state.set_status(self.view, ShardStatus.ACTIVE)
+        self.state.set_status(self.shard_id, ShardStatus.ACTIVE)
         self.events.emit("recovered", f"{self.shard_id}: recovered", shard_id=self.shard_id)
 
     def _fail(self, exc: BaseException) -> None:
         reason = str(exc)
-        self.state.set_status(self.view, ShardStatus.FAILED, reason)
+        self.state.set_status(self.shard_id, ShardStatus.FAILED, reason)
         self.events.emit(
             "shard_failed",
             f"{self.shard_id} stopped: {reason}",

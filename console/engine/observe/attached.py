@@ -1,6 +1,7 @@
 """What every attached console shares (``shard-console attach``): an
 :class:`~console.engine.api.Engine` that consumes nothing, over a store another process writes.
-console.engine.attach watches a lease table, console.engine.attach_db a local database.
+console.engine.observe.leases watches a lease table, console.engine.observe.database a local
+database.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from collections.abc import Coroutine
 from typing import Any
 
 from console.checkpoints.base import CheckpointStore, StreamRecord
-from console.engine.browse import PAGE, Page, read_page
-from console.engine.control import ControlError
+from console.engine.changes.plan import ControlError
+from console.engine.changes.service import checkpoint_position
 from console.engine.events import EventLog
 from console.engine.lineage import Lineage
-from console.engine.offline import checkpoint_position
-from console.engine.pacing import Pacers
+from console.engine.read.browse import PAGE, Page, read_page
+from console.engine.read.pacing import Pacers
 from console.engine.state import EngineState
 from console.model import HistoryEntry, Position
 from console.sources.base import StreamInfo, StreamSource

@@ -15,13 +15,14 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from console.checkpoints.base import CheckpointStore, StoreError, StreamRecord
-from console.engine.attached import Attached
-from console.engine.control import ControlError, ControlRequest, ControlResult, Plan
-from console.engine.diagnosis import Diagnosis, Finding
+from console.checkpoints.base import LockedStore, StoreError, StreamRecord
+from console.engine.changes.database import WAIT, DatabaseTransport
+from console.engine.changes.plan import ControlError, ControlRequest, ControlResult
+from console.engine.changes.service import ChangeService, Preview
 from console.engine.events import Level
+from console.engine.findings import Diagnosis, Finding
 from console.engine.lineage import Lineage
-from console.engine.offline import apply_if_free, plan_offline, send_command
+from console.engine.observe.attached import Attached
 from console.engine.snapshot import apply_doc, replay_events
 from console.engine.state import EngineState
 from console.model import CheckpointStatus, ShardStatus, format_duration
@@ -34,20 +35,22 @@ class AttachedDb(Attached):
 
     def __init__(
         self,
-        store: CheckpointStore,
+        store: LockedStore,
         record: StreamRecord,
         *,
         read_only: bool = False,
         interval: float = 1.0,
         stale_after: float = STALE_AFTER,
-        wait: float = 10.0,
+        wait: float = WAIT,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(store, EngineState(record.name, record.source, store.path), read_only)
         self.record = record
         self.interval = interval
         self.stale_after = stale_after
-        self.wait = wait
+        self.changes = ChangeService(
+            DatabaseTransport(store, record, wait=wait), events=self.events, read_only=read_only
+        )
         self.clock = clock
         self.live = False  # a consumer published within stale_after
         self._published_at: float | None = None
@@ -61,7 +64,7 @@ class AttachedDb(Attached):
             return
         self._started = True
         await self.refresh()
-        self.state.attached_to = f"the consumer of {self.store.path}"
+        self.state.set_watch(attached_to=f"the consumer of {self.store.path}")
         self._loop(self._refresh_loop(), "snapshot reads")
 
     async def _refresh_loop(self) -> None:
@@ -123,23 +126,27 @@ class AttachedDb(Attached):
         checkpoints = await self.store.load(self.record.stream)
         self.state.rate = 0.0
         idle = (ShardStatus.WAITING, ShardStatus.READY)
-        for sid, view in self.state.shards.items():
+        for sid, view in list(self.state.shards.items()):
             if sid not in checkpoints and view.status not in idle:
-                view.status, view.rate = ShardStatus.READY, 0.0  # nothing reads it now
-                self.state.touch(view)
+                self.state.update(sid, status=ShardStatus.READY, rate=0.0)  # nothing reads it
         for sid, cp in checkpoints.items():
-            view = self.state.view(sid)
             if cp.status is CheckpointStatus.SKIPPED:
                 status = ShardStatus.SKIPPED
             elif cp.status is CheckpointStatus.DONE:
                 status = ShardStatus.DONE
             else:
                 status = ShardStatus.PAUSED if cp.paused else ShardStatus.READY
+            view = self.state.view(sid)
             if (view.status, view.checkpoint, view.position) != (status, cp.position, cp.position):
-                view.status, view.checkpoint = status, cp.position
-                view.position, view.checkpoint_at = cp.position, cp.updated_at
-                view.rate = 0.0
-                self.state.touch(view)
+                self.state.put(
+                    view._replace(
+                        status=status,
+                        checkpoint=cp.position,
+                        position=cp.position,
+                        checkpoint_at=cp.updated_at,
+                        rate=0.0,
+                    )
+                )
 
     async def _lineage(self) -> None:
         assert self.record is not None
@@ -150,40 +157,24 @@ class AttachedDb(Attached):
         known = {s.shard_id: s for s in await self.store.shards(self.record.stream)}
         self.state.set_lineage(Lineage.build(known.values()))
         for sid, shard in known.items():
-            view = self.state.shards.get(sid)
-            if view is not None and view.parents != shard.parents:
-                view.parents = shard.parents
-                self.state.touch(view)
+            if sid in self.state.shards:
+                self.state.update(sid, parents=shard.parents)
 
-    async def preview(self, request: ControlRequest) -> Plan:
-        assert self.record is not None
-        if self._read_only:
-            raise ControlError("read-only: operator changes are refused")
+    async def preview(self, request: ControlRequest) -> Preview:
         try:
-            return await plan_offline(self.store, self.record, request)
+            return await self.changes.preview(request)
         except StoreError as exc:  # a locked database, say: the dialog says so
             raise ControlError(f"could not look: {exc}") from exc
 
     async def control(self, request: ControlRequest) -> ControlResult:
-        """Handed to the running consumer, or applied here when none runs."""
-        assert self.record is not None
-        if self._read_only:
-            return ControlResult(0, False, "read-only: operator changes are refused")
+        """Applied here when no consumer runs, else handed to the running one."""
         try:
-            if not self.live:
-                result = await apply_if_free(self.store, self.record, request)
-                if result is not None:
-                    with contextlib.suppress(Exception):  # applied: shown at the next read
-                        await self.refresh()
-                    return result
-                # A consumer has just started: it applies it.
-            command_id, command = await send_command(self.store, self.record, request, self.wait)
+            result = await self.changes.control(request)
         except (ControlError, StoreError) as exc:
             return ControlResult(0, False, str(exc))
-        if command is None:
-            message = f"command #{command_id} is queued: the consumer applies it between batches"
-            self.events.emit("change_queued", message, level=Level.WARNING)
-            return ControlResult(command_id, True, message)
-        with contextlib.suppress(Exception):
-            await self.refresh()
-        return ControlResult(command_id, command.state == "applied", command.result or "")
+        if result.queued:
+            self.events.emit("change_queued", result.message, level=Level.WARNING)
+        elif result.ok:
+            with contextlib.suppress(Exception):  # shown at the next read anyway
+                await self.refresh()
+        return result

@@ -1,7 +1,7 @@
 """What is wrong with a consumer, in words, from what an observer sees of its leases.
 
-Pure: the attached console (console.engine.attach) gathers the facts (the lease table as last
-scanned, how long each counter has stood still, the stream's shard listing, what the lag reads
+Pure: the attached console (console.engine.observe.leases) gathers the facts (the lease table as
+last scanned, how long each counter has stood still, the stream's shard listing, what the lag reads
 found) and :func:`diagnose` turns them into findings for the first screen. Each finding names
 what it is about and says why, in an operator's words, and what usually fixes it.
 """
@@ -10,41 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 
+from console.engine.findings import Diagnosis, Finding
 from console.model import format_duration
 
 HANDOFF_TIMEOUT = 30.0  # the KCL's default gracefulLeaseHandoffTimeoutMillis, in seconds
-
-
-class Finding(StrEnum):
-    STUCK_CHILD = "stuck child"
-    NO_LEASE = "no lease"
-    ORPHAN_LEASE = "lease without shard"
-    EXPIRED = "expired"
-    UNOWNED = "unowned"
-    HANDOFF_STUCK = "handoff stuck"
-    IDLE_WORKER = "idle worker"
-    DATA_LOST = "data lost"
-    RETENTION = "leaving retention"
-    NOT_RUNNING = "not running"
-
-
-@dataclass(frozen=True, slots=True)
-class Diagnosis:
-    finding: Finding
-    subject: str  # the shard (or the worker) it is about
-    text: str
-    severe: bool = False  # data is lost, or will be if nobody acts
-    about: str = ""  # what else it is about (the parent a child waits on)
-
-    def line(self) -> str:
-        return f"{self.finding.value}: {self.text}"
-
-    @property
-    def key(self) -> tuple[Finding, str, str]:
-        """What it is about (its text may change, durations in it grow)."""
-        return (self.finding, self.subject, self.about)
 
 
 @dataclass(frozen=True, slots=True)

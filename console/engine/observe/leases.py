@@ -5,42 +5,51 @@ seen through its lease table.
 scans the lease table every ``scan_interval`` (one paged scan: the KCL's own leases, as the KCL
 wrote them), lists the stream's shards every ``sync_interval``, reads shard-console's table
 beside it when there is one (operator marks, heartbeats, history), and reads a little after each
-checkpoint for lag (console.engine.lag_probe). From that it keeps the same versioned snapshot a
-running consumer keeps, an event for every lease change it sees, and the findings of
-console.engine.diagnosis.
+checkpoint for lag (console.engine.observe.lag_probe). From that it keeps the same versioned
+snapshot a running consumer keeps, an event for every lease change it sees, and the findings of
+console.engine.observe.diagnosis.
 
-Operator changes (console.engine.attach_changes) are the fencing writes of
-console.checkpoints.leases.store; the workers screen's rows come from
-console.engine.attach_workers.
+Operator changes go through the change service over the lease table's transport
+(console.engine.changes.fence: fencing writes, refused if a lease moved since it was shown); the
+workers screen's rows come from console.engine.observe.workers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from console.checkpoints.leases.companion import Heartbeat, Marks
-from console.checkpoints.leases.coordinator import stream_name
-from console.checkpoints.leases.items import Lease, checkpoint_of, lease_of, shard_of
-from console.checkpoints.leases.store import LeaseStore
-from console.checkpoints.leases.table import LeaseTableError
-from console.checkpoints.leases.taker import LeaseObserver, Seen
-from console.engine.attach_changes import LeaseChanges
-from console.engine.attach_workers import (
+from console.checkpoints.leases import (
+    Heartbeat,
+    Lease,
+    LeaseStore,
+    LeaseTableError,
+    Marks,
+    checkpoint_of,
+    lease_of,
+    shard_of,
+    stream_name,
+)
+from console.engine.changes.fence import FenceTransport
+from console.engine.changes.plan import Action, ControlError, ControlRequest, ControlResult
+from console.engine.changes.service import ChangeService, Preview
+from console.engine.events import ExpiryTeller, Level
+from console.engine.lineage import Lineage
+from console.engine.observe.attached import Attached, stream_record_of
+from console.engine.observe.diagnosis import LeaseFacts, ShardFacts, diagnose
+from console.engine.observe.lag_probe import DEFAULT_INTERVAL, LagProbe, Probe, start_of
+from console.engine.observe.workers import (
     WORKER_METRIC_STATS,
     MetricRow,
     metric_rows,
     read_metric_table,
     workers_of,
 )
-from console.engine.attached import Attached, stream_record_of
-from console.engine.diagnosis import LeaseFacts, ShardFacts, diagnose
-from console.engine.events import ExpiryTeller, Level
-from console.engine.lag_probe import DEFAULT_INTERVAL, LagProbe, Probe, start_of
-from console.engine.lineage import Lineage
-from console.engine.state import EngineState, ShardView
+from console.engine.ownership.taker import LeaseObserver, Seen, lease_info
+from console.engine.state import EngineState, LeaseInfo
 from console.errors import UsageError
 from console.model import (
     Position,
@@ -51,7 +60,7 @@ from console.model import (
 from console.sources.base import SourceError, StreamSource
 
 
-class AttachedLeases(LeaseChanges, Attached):
+class AttachedLeases(Attached):
     """An engine over a lease table: what the consumer does, seen from outside."""
 
     def __init__(
@@ -81,6 +90,8 @@ class AttachedLeases(LeaseChanges, Attached):
         self.failover = failover
         self.clock = clock
         self.mono = mono
+        # The scans' clock to wall time, once: a lease's "counter moved at" must not jitter.
+        self._wall_offset = clock() - mono()
         self.probe = LagProbe(source, interval=probe_interval, clock=clock, mono=mono)
         self.observer = LeaseObserver()
         self.kcl = True  # a KCL application, until shard-console's table says it is a fleet
@@ -99,8 +110,7 @@ class AttachedLeases(LeaseChanges, Attached):
         self._checkpoint_seen: dict[str, tuple[str, int, float]] = {}  # text, sub, wall time
         self._handoff_seen: dict[str, float] = {}
         self._expiries = ExpiryTeller(self.events)
-        self._previewed: dict[tuple[str, str | None], dict[str, str | None]] = {}
-        self._counts: dict[tuple[str, Position, str], str] = {}
+        self._changes: ChangeService | None = None  # once the stream is known
         self._lock = asyncio.Lock()
 
     @property
@@ -116,11 +126,15 @@ class AttachedLeases(LeaseChanges, Attached):
         self.state.info = info
         self.record, registered = await stream_record_of(self.store, self.source, info)
         self.kcl = not registered
+        transport = FenceTransport(self.leases, self.record, self.source, expired=self._expired)
+        self._changes = ChangeService(
+            transport, events=self.events, read_only=self._read_only, refuse=self._refusal
+        )
         await self._sync_shards()
         await self.refresh()
         self._check_stream()
-        kind = self.state.attached_to = "a KCL application" if self.kcl else "a shard-console fleet"
-        self.state.lease_table = self.leases.table.name
+        kind = "a KCL application" if self.kcl else "a shard-console fleet"
+        self.state.set_watch(attached_to=kind, lease_table=self.leases.table.name)
         self.events.emit(
             "attached",
             f"attached to {kind} on lease table {self.leases.table.name}: "
@@ -302,55 +316,62 @@ class AttachedLeases(LeaseChanges, Attached):
         for sid, shard in shards.items():
             view = state.view(sid)
             seen = leases.get(sid)
-            before = _shown(view)
-            view.parents = shard.parents
-            view.closed = shard.is_closed
             status, error = self._status(sid, shard, seen, leases, shards)
-            view.status = status
-            view.last_error = error
-            if seen is None:
-                view.owner, view.lease_counter, view.lease_expired = None, None, False
-                view.checkpoint = view.position = None
-            else:
+            info: LeaseInfo | None = None
+            checkpoint: Position | None = None
+            checkpoint_at = view.checkpoint_at
+            if seen is not None:
                 lease = seen.lease
-                cp = checkpoint_of(lease)
-                view.owner = lease.owner
-                view.lease_counter = lease.counter
-                view.counter_age = now - seen.changed_at if seen.changed_at else None
-                view.lease_expired = lease.owner is not None and self.observer.expired(
-                    seen, self.failover, now
+                checkpoint = checkpoint_of(lease).position
+                info = lease_info(
+                    seen, self.observer.expired(seen, self.failover, now), self._wall_offset
                 )
-                view.checkpoint = view.position = cp.position
-                view.checkpoint_at = self._checkpoint_time(lease, wall)
-                if not lease.finished and start_of(cp.position) is not None:
-                    targets[sid] = cp.position
+                checkpoint_at = self._checkpoint_time(lease, wall)
+                if not lease.finished and start_of(checkpoint) is not None:
+                    targets[sid] = checkpoint
+            lag_ms, recent = view.lag_ms, view.recent
             probe = self.probe.results.get(sid)
-            if probe is not None and seen is not None and probe.after == view.checkpoint:
-                view.lag_ms = probe.lag_ms(wall)
-                view.recent = (probe.next_record,) if probe.next_record is not None else ()
+            if probe is not None and seen is not None and probe.after == checkpoint:
+                lag_ms = probe.lag_ms(wall)
+                recent = (probe.next_record,) if probe.next_record is not None else ()
                 if probe.error is not None:
-                    view.last_error = f"lag read: {probe.error}"
+                    error = f"lag read: {probe.error}"
             elif seen is not None and seen.lease.finished:
-                view.lag_ms, view.recent = None, ()
+                lag_ms, recent = None, ()
             else:
-                view.recent = ()  # read before the checkpoint moved: processed since
+                recent = ()  # read before the checkpoint moved: processed since
+            rate = 0.0  # a KCL worker reports none
             reported = self._reported(sid, seen)
-            view.rate = 0.0  # a KCL worker reports none
             if reported is not None:  # a shard-console worker's own figures
-                lag, view.rate = reported
+                lag, rate = reported
                 if lag is not None:
-                    view.lag_ms = int(lag)
-            if before != _shown(view):
-                state.touch(view)
+                    lag_ms = int(lag)
+            state.put(
+                view._replace(
+                    parents=shard.parents,
+                    closed=shard.is_closed,
+                    status=status,
+                    last_error=error,
+                    lease=info,
+                    checkpoint=checkpoint,
+                    position=checkpoint,
+                    checkpoint_at=checkpoint_at if seen is not None else view.checkpoint_at,
+                    lag_ms=lag_ms,
+                    recent=recent,
+                    rate=rate,
+                )
+            )
         for sid in [s for s in state.shards if s not in shards]:
-            del state.shards[sid]
+            state.remove(sid)
         self.probe.set_targets(targets)
-        state.workers = workers_of(
-            self.observer.seen.values(),
-            self._beats,
-            {**self._own_table_metrics, **self._table_metrics},
-            now,
-            self.clock(),
+        state.set_watch(
+            workers=workers_of(
+                self.observer.seen.values(),
+                self._beats,
+                {**self._own_table_metrics, **self._table_metrics},
+                now,
+                self.clock(),
+            )
         )
         # A fleet's workers say how many records they process; a KCL application does not.
         state.rate = sum(b.rate for b in self._beats)
@@ -386,6 +407,51 @@ class AttachedLeases(LeaseChanges, Attached):
             return ShardStatus.LEASED, None
         waiting = any(p in leases and not leases[p].lease.finished for p in lease.parents)
         return (ShardStatus.WAITING if waiting else ShardStatus.READY), None
+
+    # -- operator changes -----------------------------------------------------------------------
+
+    def _refusal(self, request: ControlRequest) -> str | None:
+        if self.kcl and request.action in (Action.PAUSE, Action.RESUME):
+            return (
+                f"{request.action.value} is refused for a KCL application: a KCL worker does not "
+                "know pauses and would read the shard on; rewind, skip or stop its workers instead"
+            )
+        return None
+
+    def _expired(self, lease: Lease) -> bool:
+        """Whether its holder stopped renewing it, as this console has watched."""
+        seen = self.observer.seen.get(lease.key)
+        return (
+            seen is not None
+            and seen.lease.owner == lease.owner
+            and self.observer.expired(seen, self.failover, self.mono())
+        )
+
+    async def preview(self, request: ControlRequest) -> Preview:
+        assert self._changes is not None
+        return await self._changes.preview(request)
+
+    async def control(self, request: ControlRequest) -> ControlResult:
+        assert self._changes is not None and self.record is not None
+        async with self._lock:
+            try:
+                result = await self._changes.control(request)
+            except ControlError as exc:  # nothing was written
+                return ControlResult(0, False, str(exc))
+        if not result.ok:
+            return result
+        # A scan that starts from now sees these leases lose their owner: say it was this change.
+        written = self.mono()
+        holders = {s.lease.shard_id: s.lease.owner for s in self.observer.seen.values()}
+        for entry in await self.leases.history_for_command(self.record.stream, result.command_id):
+            if holders.get(entry.shard_id):
+                self._fenced[entry.shard_id] = (result.command_id, written)
+        self.events.emit(
+            "change_applied", f"change #{result.command_id}: {result.message}", level=Level.WARNING
+        )
+        with contextlib.suppress(LeaseTableError, SourceError):
+            await self.refresh()
+        return result
 
     def _checkpoint_time(self, lease: Lease, wall: float) -> float | None:
         """When the checkpoint was written, as far as we can tell: the KCL stores no time, so
@@ -462,21 +528,6 @@ class AttachedLeases(LeaseChanges, Attached):
                     f"{max(0, int(left))} s: process or skip it now"
                 )
         return None
-
-
-def _shown(view: ShardView) -> tuple[object, ...]:
-    """What a row shows that the rebuild may change: compared to stamp only changed rows."""
-    return (
-        view.status,
-        view.owner,
-        view.lease_counter,
-        view.lease_expired,
-        view.checkpoint,
-        view.lag_ms,
-        view.rate,
-        view.last_error,
-        view.closed,
-    )
 
 
 def _moved_back(old: Lease, new: Lease) -> bool:

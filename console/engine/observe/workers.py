@@ -8,9 +8,9 @@ import contextlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from console.checkpoints.base import WorkerView
-from console.checkpoints.leases.companion import Heartbeat
-from console.checkpoints.leases.taker import Seen
+from console.checkpoints.leases import Heartbeat
+from console.engine.ownership.taker import Seen
+from console.engine.state import WorkerView
 
 WORKER_METRIC_STATS = "WORKER_METRIC_STATS"
 

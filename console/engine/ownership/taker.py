@@ -26,7 +26,8 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from console.checkpoints.leases.items import Lease
+from console.checkpoints.leases import Lease
+from console.engine.state import LeaseInfo
 
 
 @dataclass(slots=True)
@@ -144,3 +145,11 @@ def choose(
     ]
     rng.shuffle(theirs)
     return Choice((), tuple(theirs[:steal_n]), target, workers)
+
+
+def lease_info(seen: Seen, expired: bool, wall_offset: float) -> LeaseInfo:
+    """A shard's lease as its row shows it, from the scan that saw it: a fleet's worker and an
+    attached console alike. ``wall_offset`` turns the scans' clock into wall time."""
+    lease = seen.lease
+    moved = seen.changed_at + wall_offset if seen.changed_at else None
+    return LeaseInfo(lease.owner, lease.counter, moved, expired and lease.owner is not None)

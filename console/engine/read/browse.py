@@ -1,5 +1,5 @@
 """The console's records browser: a page of a shard's records from any position, read without
-moving the checkpoint, within the shard's read budget (console.engine.pacing: one budget shared
+moving the checkpoint, within the shard's read budget (console.engine.read.pacing: one budget shared
 by the shard's worker and the browser, so browsing slows reading a little and never gets the
 shard throttled).
 """
@@ -10,8 +10,8 @@ import asyncio
 import dataclasses
 from dataclasses import dataclass
 
-from console.engine.pacing import Pacer
-from console.engine.worker import drop_through, fetch_plan
+from console.engine.read.pacing import Pacer
+from console.engine.read.resume import drop_through, fetch_plan
 from console.model import Checkpoint, Position, Record
 from console.sources.base import StreamSource
 

@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
 from console.engine.api import Engine
-from console.engine.diagnosis import Diagnosis
+from console.engine.findings import Diagnosis
 from console.ui.actions import command_help
 from console.ui.widgets.events import EventPane
 from console.ui.widgets.header import HeaderBar

@@ -27,17 +27,19 @@ def _compact(position: Position | None, status: str | None) -> str:
     return f"{text} {status}" if status and status != "open" else text
 
 
-def lease_text(view: ShardView, me: str | None) -> Text:
+def lease_text(view: ShardView, me: str | None, now: float) -> Text:
     """Fleet mode: who holds the shard's lease, its counter and when it last moved."""
-    if view.owner is None:
+    lease = view.lease
+    if lease is None or lease.owner is None:
         text = Text("nobody holds it: the next worker to look takes it")
     else:
-        who = "this worker" if view.owner == me else f"worker {view.owner}"
+        who = "this worker" if lease.owner == me else f"worker {lease.owner}"
         text = Text(f"held by {who}")
-    if view.lease_counter is not None:
-        moved = "" if view.counter_age is None else f", moved {age(view.counter_age)} ago"
-        text.append(f" · counter {view.lease_counter}{moved}")
-    if view.lease_expired and view.owner is not None:
+    if lease is not None and lease.counter is not None:
+        ago = lease.counter_age(now)
+        moved = "" if ago is None else f", moved {age(ago)} ago"
+        text.append(f" · counter {lease.counter}{moved}")
+    if lease is not None and lease.expired and lease.owner is not None:
         text.append("  expired: its owner stopped renewing it", style="bold")
     return text
 
@@ -129,7 +131,7 @@ class ShardDetailScreen(Screen[None]):
                 t.add_row("reads", read_text(view.mode, self.engine.state.fan_out))
             state = self.engine.state
             if state.leased:
-                t.add_row("lease", lease_text(view, state.worker_id))
+                t.add_row("lease", lease_text(view, state.worker_id, now))
             rate, lag = rate_text(view.rate), lag_text(view.lag_ms)
             if state.lease_table is not None:
                 t.add_row("lag", f"{lag} (the age of the oldest record not processed yet)")

@@ -20,7 +20,7 @@ from textual.widgets import Button, Input, Label, OptionList, RadioButton, Radio
 from textual.widgets.option_list import Option
 
 from console.engine.api import Engine
-from console.engine.control import Action, ControlError, ControlRequest, SkipTo
+from console.engine.changes.plan import Action, ControlError, ControlRequest, SkipTo
 from console.model import HistoryEntry, Position, PositionError, PositionKind, format_ts, parse_when
 from console.ui.format import age, position_text
 

@@ -21,8 +21,8 @@ from textual.widgets import DataTable, Footer, Input, Static
 
 from console.decode import Decoded, decode, printable
 from console.engine.api import Engine
-from console.engine.browse import Page
-from console.engine.control import ControlError, parse_target
+from console.engine.changes.plan import ControlError, parse_target
+from console.engine.read.browse import Page
 from console.model import Position, Record, format_ts
 from console.redact import REDACTOR
 from console.sources.base import SourceError

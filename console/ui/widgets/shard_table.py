@@ -413,7 +413,7 @@ class ShardTable(ScrollView, can_focus=True):
             text = "this worker"
         else:
             text = owner
-        if view is not None and view.lease_expired and owner is not None:
+        if view is not None and view.lease is not None and view.lease.expired and owner:
             text = "! " + text
             style = component_style(self, "shard-table--error")
         else:
