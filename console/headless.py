@@ -26,7 +26,10 @@ from console.redact import REDACTOR
 def status_text(state: EngineState) -> str:
     f = status_fields(state)
     shards = " ".join(f"{k}={v}" for k, v in f["shards"].items()) or "no shards"
-    lag = "-" if f["max_lag_ms"] is None else f"{f['max_lag_ms']} ms"
+    if f["all_failing_s"] is not None:
+        lag = f"unknown: every shard failing for {f['all_failing_s']:g} s"
+    else:
+        lag = "-" if f["max_lag_ms"] is None else f"{f['max_lag_ms']} ms"
     parts = [shards, f"{f['records_per_s']:g} rec/s", f"max lag {lag}", f"{f['records']} records"]
     if f["oldest_checkpoint_s"] is not None:
         parts.append(f"oldest checkpoint {f['oldest_checkpoint_s']:g} s")
@@ -49,8 +52,12 @@ class LinePrinter:
         out.write(REDACTOR(line) + "\n")
         out.flush()
 
-    def line(self, level: str, kind: str, message: str, **fields: Any) -> None:
-        now = time.time()
+    def line(
+        self, level: str, kind: str, message: str, *, at: float | None = None, **fields: Any
+    ) -> None:
+        """One line; ``at``: when it happened (an event told late, a console attached to a
+        consumer's past, keeps its own time), else now."""
+        now = time.time() if at is None else at
         if self.fmt == "json":
             payload = {"ts": format_ts(now), "level": level, "event": kind, "message": message}
             payload.update(fields)
@@ -62,7 +69,7 @@ class LinePrinter:
         extra: dict[str, Any] = dict(event.fields)
         if event.shard_id:
             extra["shard_id"] = event.shard_id
-        self.line(event.level.value, event.kind, event.message, **extra)
+        self.line(event.level.value, event.kind, event.message, at=event.at, **extra)
 
     def status(self, state: EngineState) -> None:
         if self.fmt == "json":

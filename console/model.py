@@ -41,6 +41,10 @@ class PositionError(ValueError):
     """A position, timestamp or sequence number that cannot be understood."""
 
 
+class TooOld(PositionError):
+    """A time before 1970: understood, and no stream holds records that old."""
+
+
 def seq_int(sequence_number: str) -> int:
     return int(sequence_number)
 
@@ -94,13 +98,17 @@ def parse_when(text: str, now: float | None = None) -> float:
     match = _RELATIVE.match(raw)
     if match:
         amount, unit = match.groups()
-        return (time.time() if now is None else now) - float(amount) * _UNITS[unit]
-    try:
-        return parse_ts(raw)
-    except PositionError:
-        raise PositionError(
-            f"'{text}' is not a time: use ISO 8601 (2026-11-23T08:00:00Z) or -15m, -2h, -1d"
-        ) from None
+        when = (time.time() if now is None else now) - float(amount) * _UNITS[unit]
+    else:
+        try:
+            when = parse_ts(raw)
+        except PositionError:
+            raise PositionError(
+                f"'{text}' is not a time: use ISO 8601 (2026-11-23T08:00:00Z) or -15m, -2h, -1d"
+            ) from None
+    if not when >= 0:  # before 1970 (no stream holds a record that old), or not a number
+        raise TooOld(f"'{text}' is before 1970: no stream holds records that old")
+    return when
 
 
 class PositionKind(StrEnum):

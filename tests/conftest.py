@@ -92,6 +92,15 @@ def kinesalite() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def stock_kinesalite() -> Iterator[str]:
+    """kinesalite as users run it: GetShardIterator AT_TIMESTAMP with no record that new never
+    answers (the kinesalite fixture mends that)."""
+    _install(KINESALITE, "kinesalite")
+    with node_server(KINESALITE / "start.js", "0", "stock") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def kinesis_mock() -> Iterator[str]:
     """kinesis-mock (npm kinesis-local): the emulator with enhanced fan-out."""
     _install(KINESIS_MOCK, "kinesis-local")

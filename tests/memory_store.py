@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 from console.checkpoints.base import (
     CheckpointChange,
     Command,
+    Owner,
     StoreLockedError,
     StreamRecord,
 )
@@ -50,6 +53,11 @@ class MemoryStore:
 
     def holds(self, stream: str) -> bool:
         return stream in self.held
+
+    async def owner(self, stream: str) -> Owner | None:
+        if stream not in self.held:
+            return None
+        return Owner(os.getpid(), socket.gethostname(), "tests", 0.0)
 
     async def publish(self, stream: str, doc: Mapping[str, Any]) -> None:
         self.published[stream] = (time.time(), dict(doc))

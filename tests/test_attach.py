@@ -471,6 +471,67 @@ async def test_attach_db_shows_a_local_consumer_live_and_changes_go_through_it(
             await k.delete_stream(StreamName=stream)
 
 
+async def test_attach_db_beside_a_consumer_that_has_not_flushed_yet_knows_it_runs(
+    kinesalite: str, tmp_path: Path
+) -> None:
+    """A consumer has the stream but has published nothing yet (its first flush is a minute
+    away): it runs all the same, and a change goes to it, never straight to the database."""
+    import dataclasses
+
+    from console.checkpoints.sqlite import SqliteStore
+    from console.engine.consume.consumer import Consumer
+    from console.engine.observe.database import AttachedDb
+    from console.sources.kinesis import KinesisSource
+    from tests.conftest import FAST, Collect
+
+    stream = unique("attdb")
+    kinesis = Kinesis(kinesalite)
+    await kinesis.create(stream, 1)
+    await kinesis.put(stream, numbered(5, keys=1))
+    db = str(tmp_path / "c.db")
+    slow = dataclasses.replace(FAST, flush_interval=600.0)
+    ours = await SqliteStore.open(db)
+    theirs: SqliteStore | None = None
+    try:
+        async with KinesisSource(stream, aws(kinesalite)) as source:
+            async with Consumer(source, ours, Collect(), slow) as consumer:
+                await wait_for(lambda: consumer.state.records_total == 5, what="read")
+                theirs = await SqliteStore.open(db, create=False)
+                [record] = await theirs.streams()
+                assert await theirs.snapshot(record.stream) is None  # nothing published yet
+                engine = AttachedDb(theirs, record, interval=0.2, wait=0.5)
+                await engine.start()
+                try:
+                    assert engine.live
+                    assert not engine.state.diagnoses  # not "no consumer is running"
+                    result = await engine.control(
+                        ControlRequest(Action.PAUSE, shard(0), actor="op")
+                    )
+                    # Handed to the consumer (which applies it between batches), not applied
+                    # to the database under it.
+                    assert result.ok and "applied by the running consumer" in result.message
+                finally:
+                    await engine.stop()
+        assert not (await AttachedDb(theirs, record)._is_running())
+    finally:
+        await ours.close()
+        if theirs is not None:
+            await theirs.close()
+
+
+def test_a_headless_line_tells_an_event_at_its_own_time() -> None:
+    import io
+
+    from console.engine.events import EventLog
+    from console.headless import LinePrinter
+
+    out = io.StringIO()
+    printer = LinePrinter("json", out)
+    events = EventLog()
+    printer.event(events.emit("shard_done", "s done", at=1_700_000_000.0))
+    assert '"ts": "2023-11-14T22:13:20.000Z"' in out.getvalue()
+
+
 async def test_history_records_what_the_table_held_when_it_was_rewritten(app: App) -> None:
     """A worker checkpointed between the plan and the write: the history (and so undo) has the
     checkpoint that was overwritten, not the one the plan saw."""

@@ -5,11 +5,15 @@ configuration, 1 for a run that fails), and the checkpoints left exactly as they
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -43,6 +47,65 @@ class Case:
 
 
 def test_the_catalogue(kinesalite: str, tmp_path: Path) -> None:
+    silent, failing = Silent(), Failing()
+    try:
+        catalogue(kinesalite, tmp_path, silent, failing)
+    finally:
+        silent.stop()
+        failing.stop()
+
+
+class Silent:
+    """An endpoint that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def start(self) -> None:
+        self.sock.listen()
+        self.thread.start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.held.append(self.sock.accept()[0])
+
+    def stop(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+class Failing:
+    """An endpoint that answers every call with a 500."""
+
+    def __init__(self) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(500)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> None:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def catalogue(kinesalite: str, tmp_path: Path, silent: Silent, failing: Failing) -> None:
     name = unique("bad")
     k = Kinesis(kinesalite)
     asyncio.run(k.create(name, 2))
@@ -63,6 +126,13 @@ def test_the_catalogue(kinesalite: str, tmp_path: Path) -> None:
     (tmp_path / "hang_proc.py").write_text(
         "import asyncio\n\nasync def handle(records, ctx):\n    await asyncio.sleep(3600)\n"
     )
+    # A plain function that hangs: its thread must not keep the stopped run alive.
+    (tmp_path / "hang_plain.py").write_text(
+        "import time\n\ndef handle(records, ctx):\n    time.sleep(3600)\n"
+    )
+    (tmp_path / "out").mkdir()
+    locked = tmp_path / "locked"
+    locked.mkdir()
     newer = tmp_path / "newer.db"
     shutil.copy(db, newer)
     conn = sqlite3.connect(newer)
@@ -110,9 +180,28 @@ def test_the_catalogue(kinesalite: str, tmp_path: Path) -> None:
         Case("processor that hangs", [*run, "--processor", "hang_proc:handle",
              "--processor-timeout", "1"], "did not return within 1 s", code=1,
              env={"PYTHONPATH": str(tmp_path)}),
+        Case("plain function that hangs", [*run, "--processor", "hang_plain:handle",
+             "--processor-timeout", "1"], "did not return within 1 s", code=1,
+             env={"PYTHONPATH": str(tmp_path)}),
+        Case("jsonl into a folder", [*run, "--processor", f"jsonl:{tmp_path / 'out'}"],
+             "is a folder: name a file in it"),
+        Case("jsonl into a folder it cannot write", [*run, "--processor",
+             f"jsonl:{locked / 'o.jsonl'}"], "is not writable", around=lambda: read_only(locked)),
+        Case("endpoint that never answers", ["run", name, "--endpoint-url", silent.url,
+             "--db", str(db), "--no-ui"], "accepted the connection but did not answer"),
+        Case("endpoint answering 500", ["run", name, "--endpoint-url", failing.url,
+             "--db", str(db), "--no-ui"], "(3 tries): check --endpoint-url"),
+        Case("malformed region", [*run, "--region", "us east"], "pass a region name"),
+        Case("misspelt variable", run, "unknown environment variable SHARD_CONSOLE_DB_PATH",
+             env={"SHARD_CONSOLE_DB_PATH": "x"}),
+        Case("infinite interval", [*run, "--flush-interval", "inf"], "--flush-interval must be"),
+        Case("a time before 1970", ["rewind", shard, "--to=-99999999d", "--db", str(db),
+             "--yes"], "is before 1970"),
     ]  # fmt: skip
     assert len(cases) >= 15
     before = tables(db)
+    silent.start()
+    failing.start()
     files = {p: p.read_bytes() for p in (newer, corrupt)}
     for case in cases:
         env = {k: v for k, v in os.environ.items() if k not in case.unset}

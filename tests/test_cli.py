@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -428,3 +429,40 @@ def test_the_default_database_lives_in_a_private_folder(
     assert len(checkpoints_in(db)) == 2
     info = run_cli("info", env={"XDG_DATA_HOME": str(data)})
     assert str(db) in info.stdout
+
+
+def test_every_flag_of_every_command_says_what_it_does() -> None:
+    """--help is the first thing a newcomer reads: no option without a line of help."""
+    import argparse
+
+    from console.cli.commands import build_parser
+
+    def parsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+        yield parser.prog, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    silent = [
+        f"{prog} {'/'.join(action.option_strings) or action.dest}"
+        for prog, parser in parsers(build_parser())
+        for action in parser._actions
+        if not isinstance(action, argparse._HelpAction | argparse._SubParsersAction)
+        and action.help is None
+    ]
+    assert silent == []
+
+
+def test_a_dumb_terminal_is_told_to_run_headless(monkeypatch: pytest.MonkeyPatch) -> None:
+    from console.cli.launch import check_ui
+    from console.errors import UsageError
+    from console.settings import Settings
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setenv("TERM", "dumb")
+    with pytest.raises(UsageError, match=r"dumb terminal.*--no-ui"):
+        check_ui(Settings())
+    monkeypatch.setenv("TERM", "xterm-256color")
+    check_ui(Settings())
+    check_ui(Settings(no_ui=True))  # headless needs no terminal at all

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from console.config import load_settings
 from console.errors import UsageError
+from console.settings import load_settings
 
 
 def test_defaults_without_any_layer(tmp_path: Path) -> None:
@@ -92,3 +92,65 @@ def test_bad_values_are_usage_errors(
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="does not exist"):
         load_settings({}, env={}, config=str(tmp_path / "nope.toml"))
+
+
+def test_the_readmes_table_of_settings_is_the_table() -> None:
+    from console.settings import markdown
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index("<!-- settings: made by python -m console.settings -->\n")
+    end = readme.index("<!-- /settings -->")
+    assert readme[start:end].split("\n", 1)[1] == markdown()
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e999"])
+def test_an_infinite_or_undefined_interval_is_refused(value: str) -> None:
+    with pytest.raises(UsageError, match="number of seconds"):
+        load_settings({}, env={"SHARD_CONSOLE_FLUSH_INTERVAL": value})
+    with pytest.raises(UsageError, match="number of seconds"):
+        load_settings({"processor_timeout": value}, env={})
+    with pytest.raises(UsageError, match="refreshes per second"):
+        load_settings({"refresh_rate": value}, env={})
+
+
+def test_a_misspelt_environment_variable_is_said_not_ignored() -> None:
+    with pytest.raises(UsageError, match=r"SHARD_CONSOLE_FLUSH_INTERVALL.*FLUSH_INTERVAL"):
+        load_settings({}, env={"SHARD_CONSOLE_FLUSH_INTERVALL": "5"})
+    with pytest.raises(UsageError, match="unknown environment variable SHARD_CONSOLE_NOPE"):
+        load_settings({}, env={"SHARD_CONSOLE_NOPE": "1"})
+    # Ours that are not settings are known.
+    load_settings({}, env={"SHARD_CONSOLE_TOKEN": "t", "SHARD_CONSOLE_DEBUG": "1"})
+
+
+def test_every_setting_has_help_a_parser_and_a_flag_unless_it_lives_in_the_file() -> None:
+    from console.settings import rows
+
+    for f, row in rows():
+        assert row.help.strip(), f.name
+        assert callable(row.parse), f.name
+        assert row.scope or f.name == "keys", f.name
+
+
+def test_flags_are_parsed_as_the_environment_is(tmp_path: Path) -> None:
+    """One parser, one message, whichever layer the value came from."""
+    for flags, env in (({"duration": "-1"}, {}), ({}, {"SHARD_CONSOLE_DURATION": "-1"})):
+        with pytest.raises(UsageError, match="must be a positive number of seconds"):
+            load_settings(flags, env=env)
+
+
+def test_info_names_the_file_the_settings_come_from(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    cfg = tmp_path / "elsewhere.toml"
+    cfg.write_text("flush_interval = 7\n")
+    out = run_cli(
+        "info", env={"SHARD_CONSOLE_CONFIG": str(cfg), "SHARD_CONSOLE_IDLE_INTERVAL": "2"}
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"config file     {cfg} (read)" in out.stdout
+    lines = {
+        line.split()[0]: line.split()[1:] for line in out.stdout.splitlines() if line[:2] == "  "
+    }
+    assert lines["flush_interval"] == ["7.0", "file"]
+    assert lines["idle_interval"] == ["2.0", "environment"]
+    assert lines["discovery_interval"] == ["30.0", "default"]

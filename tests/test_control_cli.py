@@ -376,12 +376,14 @@ def test_a_rewind_to_a_checkpoint_of_the_history_goes_back_to_its_position(
 
     (start,) = [h for h in history(shard) if h["cause"] == "start"]
     assert run_cli("skip", shard, "--to", "latest", "--db", str(db), "--yes").returncode == 0
-    back = run_cli("rewind", shard, "--to", f"checkpoint:{start['id']}", "--db", str(db), "--yes")
+    back = run_cli(
+        "rewind", shard, "--to", f"checkpoint:{start['entry']}", "--db", str(db), "--yes"
+    )
     assert back.returncode == 0, back.stderr
     listing = json.loads(run_cli("checkpoints", "list", "--db", str(db), "--json").stdout)
     assert next(r for r in listing if r["shard"] == shard)["position"] == start["to"]
     foreign = run_cli(
-        "rewind", other, "--to", f"checkpoint:{start['id']}", "--db", str(db), "--yes"
+        "rewind", other, "--to", f"checkpoint:{start['entry']}", "--db", str(db), "--yes"
     )
     assert foreign.returncode == 2 and "not a checkpoint of" in foreign.stderr
 
@@ -436,3 +438,52 @@ def test_wait_is_ten_seconds_unless_told() -> None:
     for args in (["pause", "s"], ["rewind", "s", "--to", "latest"], ["undo"]):
         assert parser.parse_args(args).wait == 10.0, args
     assert parser.parse_args(["pause", "s", "--wait", "2.5"]).wait == 2.5
+
+
+def test_a_sequence_number_of_another_shard_is_refused_before_it_is_written(
+    kinesalite: str, stream: str, tmp_path: Path
+) -> None:
+    """Kinesis says whose a sequence number is only when it is read: asked before the rewind
+    is written, or the next start would stop the shard."""
+    db, _, first = consumed(stream, kinesalite, tmp_path)
+    shard = first[0]["shard_id"]
+    mine = next(r["sequence_number"] for r in first if r["shard_id"] == shard)
+    theirs = next(r["sequence_number"] for r in first if r["shard_id"] != shard)
+    before = tables(db)
+    where = ("--db", str(db), "--endpoint-url", kinesalite)
+    wrong = run_cli("rewind", shard, "--to", f"sequence:{theirs}", *where, "--yes")
+    assert wrong.returncode == 2, wrong.stderr
+    assert wrong.stderr.startswith(f"shard-console: error: sequence number {theirs} is not one ")
+    assert len(wrong.stderr.strip().splitlines()) == 1
+    unreachable = run_cli(
+        "rewind", shard, "--to", f"sequence:{mine}", "--db", str(db), "--endpoint-url",
+        "http://127.0.0.1:9", "--yes",
+    )  # fmt: skip
+    assert unreachable.returncode == 2 and "could not check sequence number" in unreachable.stderr
+    assert tables(db)[0] == before[0]  # no checkpoint moved
+    right = run_cli("rewind", shard, "--to", f"sequence:{mine}", *where, "--yes")
+    assert right.returncode == 0, right.stderr
+    listing = json.loads(run_cli("checkpoints", "list", "--db", str(db), "--json").stdout)
+    assert next(r for r in listing if r["shard"] == shard)["position"] == f"at_sequence:{mine}"
+
+
+def test_a_dry_run_always_prints_what_it_would_do(
+    kinesalite: str, stream: str, tmp_path: Path
+) -> None:
+    """With a consumer running, a skip past the failing record is the consumer's to plan: the
+    dry run says what it would ask, and changes nothing."""
+    db, out = tmp_path / "c.db", tmp_path / "out.jsonl"
+    proc = consumer_process(stream, kinesalite, db, out)
+    try:
+        first = wait_rows(out, 60)
+        shard = first[0]["shard_id"]
+        before = tables(db)[1:]  # history and commands (checkpoints move with the run)
+        dry = run_cli("skip", shard, "--to", "next-record", "--db", str(db), "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert dry.stdout.splitlines() == [
+            f"skip {shard} past the record its processor fails on",
+            "dry run: nothing changed",
+        ]
+        assert tables(db)[1:] == before
+    finally:
+        stop(proc)

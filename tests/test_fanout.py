@@ -16,7 +16,7 @@ import pytest
 from console.engine.changes.plan import Action, ControlRequest
 from console.engine.consume.consumer import Consumer
 from console.engine.consume.fanout import FanOutOptions
-from console.model import CheckpointStatus, Position, ShardStatus
+from console.model import Batch, CheckpointStatus, Position, ShardStatus
 from console.sources.kinesis import KinesisSource
 from tests.conftest import FAST, Collect, Kinesis, aws, numbered, run_cli, unique, wait_for
 
@@ -452,3 +452,47 @@ async def test_faults_injected_on_subscribe_lose_nothing(efo: Any, store: Any) -
             await wait_for(lambda: len(processor.seen) >= 60, 60, "records through the faults")
     assert_once_in_order(processor, sent)
     assert faults.calls["SubscribeToShard"] >= 3 and sum(faults.counts.values()) >= 1
+
+
+async def test_a_feed_restarted_after_a_retention_loss_subscribes_where_it_is_told(
+    efo: Any,
+) -> None:
+    """The worker restarts its feed when the position it read from is gone (retention) or its
+    iterator expired, and reads from the position it names: the continuation of the
+    subscription before the restart must not win over it."""
+    from console.engine.consume.fanout import SubscriptionFeed
+    from console.engine.state import EngineState
+    from console.sources.fanout import register
+
+    name = unique()
+    k = Kinesis(efo.url)
+    await k.create(name, 1)
+    sent = numbered(6)
+    await k.put(name, sent)
+    sid = "shardId-000000000000"
+    async with KinesisSource(name, aws(efo.url)) as source:
+        info = await source.describe()
+        assert info.arn is not None
+        consumer = await register(source, info.arn, "reader")
+        feed = SubscriptionFeed(source, consumer, sid, EngineState(name, "kinesis", efo.url))
+        try:
+            first: list[bytes] = []
+            while len(first) < len(sent):
+                first += [r.data for r in (await feed.read(Position.trim_horizon(), 100)).records]
+            feed.restart()
+            await k.put(name, numbered(1, start=6))  # a stale continuation would find only this
+
+            async def records() -> Batch:
+                while not (batch := await feed.read(Position.trim_horizon(), 100)).records:
+                    pass
+                return batch
+
+            again = await asyncio.wait_for(records(), 30)
+        finally:
+            await feed.aclose()
+    assert first == [d for _, d in sent]
+    assert again.records[0].data == sent[0][1]  # from the start again, as told
+    # Every subscribe (the first, and after the restart each try while the service still
+    # held the last subscription) from the start.
+    starts = [start for _, shard, start in efo.subscribed if shard == sid]
+    assert len(starts) >= 2 and all(s == {"Type": "TRIM_HORIZON"} for s in starts), starts

@@ -445,6 +445,37 @@ async def test_an_operator_change_the_store_fails_is_told_and_not_left_pending(
         await store.close()
 
 
+async def test_a_final_flush_that_fails_is_said_and_not_called_flushed(
+    demo_endpoint: Any, db: str
+) -> None:
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, STREAM, 1)
+    for data in (b"a", b"b"):
+        demo_endpoint.call(demo_endpoint.kinesis.put, STREAM, "k", data)
+
+    class FullAtTheEnd(SqliteStore):
+        full = False
+
+        async def save(self, stream: str, changes: Any, finish: Any = None) -> None:
+            if self.full:
+                raise OSError("disk full")
+            await super().save(stream, changes, finish)
+
+    store = await FullAtTheEnd.open(db)
+    seen = Counted(Gate(-1, "stop"))
+    try:
+        async with KinesisSource(STREAM, aws(demo_endpoint.url)) as source:
+            consumer = Consumer(source, store, seen, FAST)
+            async with consumer:
+                await wait_for(lambda: consumer.state.records_total == 2, what="read")
+                store.full = True
+        [stopped] = [e.message for e in consumer.events.since(0) if e.kind == "stopped"]
+        assert "checkpoints flushed" not in stopped
+        assert "the final checkpoint flush failed" in stopped
+        assert consumer.failure is not None and "disk full" in consumer.failure
+    finally:
+        await store.close()
+
+
 def test_run_from_another_thread_than_the_main_one(tmp_path: Any) -> None:
     """Signals reach the main thread only; a program that runs the command elsewhere gets the
     command, not an error about signals."""

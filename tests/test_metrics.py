@@ -26,6 +26,7 @@ from console.model import Record, ShardContext, ShardStatus
 from console.observe.endpoint import Endpoint
 from console.observe.metrics import METRICS, registry_for
 from console.processors.base import Processor
+from console.processors.builtin import NullProcessor
 from console.sources.faults import FaultInjector
 from console.sources.kinesis import KinesisSource
 from tests.conftest import FAST, Collect, Kinesis, aws, numbered, run_cli, unique, wait_for
@@ -211,12 +212,72 @@ async def test_health_and_readiness_before_during_and_after_a_fatal_error(
             assert code == 503 and text.startswith("failed: processor hang")
             code, body = await get(f"{endpoint.url}/status")
             assert json.loads(body)["failure"] == consumer.failure
+            # An error's text may quote a key: /status says it masked, as the log does.
+            key_id = "AKIA" + "Z" * 16
+            consumer.events.emit("source_error", f"denied for {key_id}")
+            code, body = await get(f"{endpoint.url}/status")
+            assert key_id not in body and "AKIA****" in body
             samples = await scrape(endpoint)
             assert total(samples, "shard_console_ready") == 0
             processor.release.set()
             await consumer.stop()
     finally:
         processor.release.set()
+        await endpoint.close()
+
+
+async def test_an_outage_is_said_not_shown_as_no_lag(kinesalite: str, store: SqliteStore) -> None:
+    """Every call of the stream fails (a dead endpoint, a revoked role): the lag is not "0 ms",
+    the status line says every shard is failing, the process is not ready, and after a while
+    not healthy either (a restart may help; the operator is told either way)."""
+    from console.headless import status_text
+    from tests.proxy import Reply, proxy
+
+    name = unique()
+    k = Kinesis(kinesalite)
+    await k.create(name, 2)
+    await k.put(name, numbered(20))
+    down = False
+
+    def rule(operation: str, body: dict[str, Any], headers: dict[str, str]) -> Reply | None:
+        return Reply(503, "ServiceUnavailable", "down") if down else None
+
+    endpoint = Endpoint("127.0.0.1", 0, stalled_after=1.0)
+    await endpoint.open()
+    try:
+        with proxy(kinesalite, rule) as p:
+            async with KinesisSource(name, aws(p.url)) as source:
+                consumer = Consumer(source, store, NullProcessor(), FAST)
+                endpoint.watch(consumer)
+                async with consumer:
+                    await wait_for(lambda: consumer.state.records_total == 20, what="read")
+                    await wait_for(lambda: consumer.state.max_lag_ms() == 0, what="caught up")
+                    assert await get(f"{endpoint.url}/healthz") == (200, "ok\n")
+                    down = True
+                    await wait_for(
+                        lambda: all(
+                            v.status is ShardStatus.FAILING for v in consumer.state.shards.values()
+                        ),
+                        what="every shard failing",
+                    )
+                    assert consumer.state.max_lag_ms() is None
+                    assert "max lag unknown: every shard failing for" in status_text(consumer.state)
+                    code, text = await get(f"{endpoint.url}/readyz")
+                    assert code == 503 and text.startswith("every shard failing: ")
+                    await asyncio.sleep(1.1)
+                    code, text = await get(f"{endpoint.url}/healthz")
+                    assert code == 503 and "every shard failing for" in text
+                    assert "ServiceUnavailable" in text
+                    down = False
+                    await wait_for(
+                        lambda: all(
+                            v.status is ShardStatus.ACTIVE for v in consumer.state.shards.values()
+                        ),
+                        what="recovered",
+                    )
+                    assert await get(f"{endpoint.url}/healthz") == (200, "ok\n")
+                    assert await get(f"{endpoint.url}/readyz") == (200, "ready\n")
+    finally:
         await endpoint.close()
 
 

@@ -46,3 +46,14 @@ def test_initial_position_grammar() -> None:
 def test_timestamps_without_offset_are_utc() -> None:
     assert parse_ts("2026-11-23T08:00:00") == parse_ts("2026-11-23T08:00:00+00:00")
     assert parse_ts("2026-11-23T09:00:00+01:00") == parse_ts("2026-11-23T08:00:00Z")
+
+
+def test_a_time_before_1970_is_said_not_an_internal_error() -> None:
+    import pytest
+
+    from console.model import PositionError, parse_when
+
+    for text in ("-99999999d", "0001-01-01T00:00:00Z", "1969-12-31T23:59:59Z"):
+        with pytest.raises(PositionError, match="before 1970"):
+            parse_when(text)
+    assert parse_when("-1d", now=100_000.0) == 100_000.0 - 86_400

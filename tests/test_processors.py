@@ -252,3 +252,50 @@ async def test_the_consumer_tells_the_operator_what_the_processor_found_on_open(
         await store.close()
     [event] = [e for e in consumer.events.since(0) if e.kind == "processor_warning"]
     assert event.level.value == "warning" and "out.jsonl.torn-" in event.message
+
+
+async def test_a_full_disk_leaves_no_torn_line_in_the_middle_of_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills half-way through a batch (ENOSPC at the OS boundary): the file is cut
+    back to where the batch began, so when there is room again the batch comes whole, and no
+    line is ever glued to a piece of another."""
+    import errno
+    import os
+
+    out = tmp_path / "o.jsonl"
+    p = JsonlProcessor(str(out), "orders")
+    await p.open()
+    first = [Record("1", "k", b"one", 1.0)]
+    await p.process(first, CTX)
+    before = out.read_bytes()
+    real_write = os.write
+    calls = 0
+
+    def full(fd: int, data: bytes | memoryview) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return real_write(fd, bytes(data[: len(data) // 2]))  # half the batch fits
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    batch = [Record(str(i), "k", b"x" * 100, 2.0) for i in range(2, 12)]
+    monkeypatch.setattr("console.processors.builtin.os.write", full)
+    with pytest.raises(OSError, match="No space left"):
+        await p.process(batch, CTX)
+    assert out.read_bytes() == before  # not half a batch, not half a line
+    monkeypatch.setattr("console.processors.builtin.os.write", real_write)
+    await p.process(batch, CTX)  # retried, as the worker does: whole
+    await p.close()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["sequence_number"] for r in rows] == [str(i) for i in range(1, 12)]
+
+
+def test_a_jsonl_file_that_cannot_be_written_is_said_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(UsageError, match="is a folder"):
+        load_processor(f"jsonl:{tmp_path}", "orders")
+    with pytest.raises(UsageError, match="does not exist"):
+        load_processor(f"jsonl:{tmp_path / 'nope' / 'o.jsonl'}", "orders")
+    assert load_processor(f"jsonl:{tmp_path / 'o.jsonl'}", "orders").name == "jsonl"

@@ -143,6 +143,13 @@ def test_on_loopback_a_rebound_name_is_refused(tmp_path: Path) -> None:
             rebound = {"Host": f"attacker.example:{port}"}
             assert (await status_of(base + "/", headers=rebound))[0] == 403
             assert (await status_of(base + "/ws", headers=rebound))[0] == 403
+            # Its own page is let in; another local web app's page (another port) is not.
+            own = {"Origin": f"http://127.0.0.1:{port}"}
+            assert (await status_of(base + "/", headers=own))[0] == 200
+            other_port = 3000 if port != "3000" else 3001
+            neighbour = {"Origin": f"http://127.0.0.1:{other_port}"}
+            assert (await status_of(base + "/", headers=neighbour))[0] == 403
+            assert (await status_of(base + "/ws", headers=neighbour))[0] == 403
 
         asyncio.run(check())
     finally:
@@ -196,15 +203,8 @@ def test_a_page_is_read_only_unless_changes_are_allowed(tmp_path: Path) -> None:
     args = build_parser().parse_args(["serve", "--db", db, "--scan-interval", "3"])
     argv = served_argv(args)
     assert argv[:4] == [sys.executable, "-m", "console", "attach"]
-    assert argv[4:] == [
-        "--db",
-        db,
-        "--scan-interval",
-        "3.0",
-        "--lag-interval",
-        "10.0",
-        "--read-only",
-    ]
+    # What was given, as given: the page's attach reads the environment and the file itself.
+    assert argv[4:] == ["--db", db, "--scan-interval", "3", "--read-only"]
     args = build_parser().parse_args(["serve", "--db", db, "--allow-changes"])
     assert "--read-only" not in served_argv(args)
 
@@ -226,6 +226,20 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         (
             ("--lease-table", "app"),
             "serve --lease-table needs --stream: the stream it leases",
+        ),
+        (
+            ("--db", str(db), "--host", "0.0.0.0", "--token", "x"),
+            "the token is 1 character(s): use one of 16 or more, as from python3 -c 'import "
+            "secrets; print(secrets.token_urlsafe())'",
+        ),
+        (
+            ("--db", str(db), "--host", "not an address", "--token", "t" * 16),
+            "--host 'not an address' is not an address: give an IP address (0.0.0.0, "
+            "127.0.0.1) or a name",
+        ),
+        (
+            ("--db", str(db), "--lease-table", "app"),
+            "--lease-table and --db name two consumers: pass one",
         ),
     ]
     for args, message in cases:

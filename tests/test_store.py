@@ -212,3 +212,16 @@ async def test_a_version_1_database_is_migrated_in_place(db: str) -> None:
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()
+
+
+def test_a_full_disk_is_said_as_such_not_as_a_corrupt_database(tmp_path: Path) -> None:
+    import sqlite3
+
+    from console.checkpoints.sqlite_file import explain
+
+    db = str(tmp_path / "c.db")
+    for message in ("database or disk is full", "disk I/O error"):
+        text = str(explain(db, sqlite3.OperationalError(message)))
+        assert "corrupt" not in text and "checkpoints are intact" in text, text
+        assert "free space" in text
+    assert "corrupt" in str(explain(db, sqlite3.DatabaseError("file is not a database")))

@@ -186,8 +186,16 @@ async def test_tail_writes_nothing_and_ctrl_c_exits_0_at_once(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--from", "yesterday"), "--from: 'yesterday' is not a target"),
-        (("--from", "checkpoint:3"), "tail --from takes no checkpoint:ID"),
+        (
+            ("--from", "yesterday"),
+            "--from 'yesterday' is not a position: use trim_horizon, latest, -15m, an ISO time "
+            "or sequence:N",
+        ),
+        (
+            ("--from", "checkpoint:3"),
+            "tail --from takes no checkpoint: tail reads no database; use trim_horizon",
+        ),
+        (("--from", "-99999999d"), "is before 1970"),
         (("--grep", "(x"), "--grep '(x' is not a regular expression"),
         (("--limit", "0"), "--limit must be 1 or more, not 0"),
         (("--shard", "shardId-000000000009"), "has no shard shardId-000000000009"),
@@ -341,6 +349,28 @@ def test_decode_says_how() -> None:
     assert decode(gzip.compress(b"one ") + gzip.compress(b"two")).text == "one two"
     big = gzip.compress(b"0" * (17 * 1024 * 1024))
     assert "more than 16 MB" in (decode(big).problem or "")
+
+
+def test_a_compression_bomb_is_stopped_while_it_inflates() -> None:
+    """A record of 250 KB that inflates to 256 MB: refused, and never held whole in memory."""
+    import tracemalloc
+    import zlib
+
+    from console.decode import MAX_INFLATED, decode
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip
+    chunk = bytes(1024 * 1024)
+    bomb = b"".join(packer.compress(chunk) for _ in range(256)) + packer.flush()
+    assert len(bomb) < 300_000
+    tracemalloc.start()
+    try:
+        shown = decode(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert shown.how == "binary" and "more than 16 MB" in (shown.problem or "")
+    assert shown.raw == bomb  # shown raw, not dropped
+    assert peak < 3 * MAX_INFLATED, f"{peak / 2**20:.0f} MB held while inflating"
 
 
 async def test_control_characters_never_reach_the_terminal_raw(kinesalite: str) -> None:

@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from console.checkpoints.sqlite import SqliteStore
 from console.engine.changes.plan import Action, ControlRequest
 from console.engine.consume.consumer import Consumer
@@ -414,7 +416,7 @@ async def test_every_colon_command_does_what_its_key_does(demo_endpoint, db) -> 
 
 
 async def test_keys_remapped_in_the_config_file_drive_the_bindings(tmp_path) -> None:
-    from console.config import load_settings
+    from console.settings import load_settings
     from tests.ui_data import frozen_app
 
     config = tmp_path / "config.toml"
@@ -430,6 +432,26 @@ async def test_keys_remapped_in_the_config_file_drive_the_bindings(tmp_path) -> 
         help_screen = app.screen  # type: ignore[attr-defined]
         assert isinstance(help_screen, HelpScreen)
         assert help_screen.keys["rewind"] == "^r" and help_screen.keys["help"] == "f1"
+
+
+def test_keys_that_name_no_binding_or_take_anothers_key_are_refused() -> None:
+    from console.errors import UsageError
+    from console.ui.keymap import check_keymap
+
+    check_keymap({"rewind": "ctrl+r", "help": "f1", "records-next": "right"})
+    with pytest.raises(UsageError, match=r"unknown binding id.*rewnd"):
+        check_keymap({"rewnd": "ctrl+r"})
+    # "q" is quit's: giving it to rewind would lose one of them.
+    with pytest.raises(UsageError, match="q would be both rewind and quit"):
+        check_keymap({"rewind": "q"})
+    with pytest.raises(UsageError, match="j would be both pause and down in the shard table"):
+        check_keymap({"pause": "p,j"})
+    # Swapped, they are each other's old key: no conflict.
+    check_keymap({"rewind": "s", "skip": "r"})
+    # Where both are active: n pages on in the records browser, where pause is a key too.
+    with pytest.raises(UsageError, match="n would be both pause and records-next in the records"):
+        check_keymap({"pause": "n"})
+    check_keymap({"pause": "n", "records-next": "right"})
 
 
 async def test_a_theme_in_the_users_themes_folder_is_offered_and_applies() -> None:
@@ -513,3 +535,15 @@ async def test_attached_every_change_needs_the_stream_name_and_shows_the_finding
         assert pause.query_one("#yes").disabled
         pause.query_one("#confirm-input").value = "orders"
         await wait_for(lambda: not pause.query_one("#yes").disabled, timeout=5)
+
+
+async def test_a_small_terminal_still_shows_shard_rows() -> None:
+    """40 x 12: the header, a few shard rows, the events squeezed, the footer."""
+    from tests.ui_data import frozen_app
+
+    app = frozen_app()
+    async with app.run_test(size=(40, 12)) as pilot:  # type: ignore[attr-defined]
+        await pilot.pause()
+        table = app.dashboard.table  # type: ignore[attr-defined]
+        assert table.size.height >= 4, table.size  # its header and three rows at least
+        assert app.dashboard.events.size.height <= 3  # type: ignore[attr-defined]

@@ -8,6 +8,8 @@ reads which shard and when progress is written (console.engine.ownership).
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -60,6 +62,18 @@ class Owner:
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host} (user {self.user})"
 
+    def alive(self) -> bool:
+        """Whether its process still runs: known on this host; another host's is taken to."""
+        if self.host != socket.gethostname():
+            return True
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # another user's process: it runs
+        return True
+
 
 @dataclass(frozen=True, slots=True)
 class Command:
@@ -91,6 +105,10 @@ class Lockable(Protocol):
         ...
 
     def holds(self, stream: str) -> bool: ...
+
+    async def owner(self, stream: str) -> Owner | None:
+        """Who took the stream last (a crashed holder leaves its row: see Owner.alive)."""
+        ...
 
 
 class CheckpointStore(Protocol):

@@ -132,6 +132,12 @@ def explain(path: str, exc: sqlite3.Error) -> StoreError:
         return StoreError(
             f"cannot open database {path} ({text}): check the path, or use another database"
         )
+    if "disk is full" in text or "disk I/O error" in text:
+        # SQLITE_FULL, SQLITE_IOERR: the file is intact (the transaction was rolled back).
+        return StoreError(
+            f"cannot write database {path}: {text}; its checkpoints are intact: free space on "
+            "its disk (or fix the disk), then start again"
+        )
     return StoreError(
         f"database {path} is corrupt ({text}): refusing to touch it; restore it from a backup "
         "or use another database"

@@ -13,9 +13,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from console.cli import launch
-from console.cli.stores import open_store, print_rows, seconds, settings_of, store_flags
+from console.cli.stores import open_store, print_rows, settings_of, store_flags
 from console.errors import UsageError
 from console.redact import REDACTOR
+from console.settings import (
+    ATTACH,
+    LEASES,
+    SERVE,
+    Settings,
+    add_flags,
+    flag_of,
+    flags_given,
+    load_settings,
+)
 
 if TYPE_CHECKING:
     from console.cli.signals import SignalStop
@@ -27,17 +37,8 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
         help="the console over a consumer this process did not start: a KCL application or a "
         "shard-console fleet (--lease-table), or a local consumer (--db); consumes nothing",
     )
-    _target_flags(attach)
-    attach.add_argument("--no-ui", action="store_const", const=True, help="log lines instead")
-    attach.add_argument("--duration", type=seconds, metavar="SECONDS", help="stop after this long")
-    attach.add_argument("--status-interval", type=seconds, metavar="SECONDS")
-    attach.add_argument("--log-format", choices=("text", "json"))
-    attach.add_argument(
-        "--read-only",
-        action="store_const",
-        const=True,
-        help="watch only: every change is refused",
-    )
+    _stream_flag(attach)
+    add_flags(attach, ATTACH)
     attach.set_defaults(handler=cmd_attach)
 
     serve = sub.add_parser(
@@ -45,7 +46,8 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
         help="the console in a browser: each page is an attach of its own (--db or "
         "--lease-table), read-only unless --allow-changes",
     )
-    _target_flags(serve)
+    _stream_flag(serve)
+    add_flags(serve, SERVE)
     serve.add_argument(
         "--host",
         default="127.0.0.1",
@@ -71,77 +73,31 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     )
     leases_sub = leases.add_subparsers(dest="what", metavar="list|show", parser_class=parser_class)
     lease_list = leases_sub.add_parser("list", help="one line per lease")
-    store_flags(lease_list)
-    lease_list.add_argument("--json", action="store_true")
+    store_flags(lease_list, LEASES)
+    lease_list.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     lease_list.set_defaults(handler=cmd_leases)
     lease_show = leases_sub.add_parser("show", help="every attribute of one lease, and its history")
-    lease_show.add_argument("shard", metavar="SHARD")
-    store_flags(lease_show)
-    lease_show.add_argument("--json", action="store_true")
+    lease_show.add_argument("shard", metavar="SHARD", help="the lease's shard id")
+    store_flags(lease_show, LEASES)
+    lease_show.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     lease_show.set_defaults(handler=cmd_leases)
     leases.set_defaults(handler=cmd_leases_usage)
 
 
-def _target_flags(p: argparse.ArgumentParser) -> None:
-    """What to attach to, and how to show it: shared by attach and serve."""
-    where = p.add_mutually_exclusive_group()
-    where.add_argument(
-        "--lease-table", metavar="TABLE", help="the application's lease table (its name)"
-    )
-    where.add_argument("--db", metavar="PATH", help="a local consumer's database")
+def _stream_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stream",
         metavar="STREAM",
         help="the stream (needed with --lease-table; with --db when it holds several)",
     )
-    p.add_argument("--endpoint-url", metavar="URL", help="the stream's endpoint")
-    p.add_argument(
-        "--dynamodb-endpoint-url", metavar="URL", help="DynamoDB endpoint (default: --endpoint-url)"
-    )
-    p.add_argument("--region", metavar="R")
-    p.add_argument("--profile", metavar="P")
-    p.add_argument(
-        "--failover-time",
-        type=seconds,
-        metavar="SECONDS",
-        help="the application's failover time: a lease not renewed this long shows as expired "
-        "(default 10, the KCL's)",
-    )
-    p.add_argument(
-        "--scan-interval",
-        type=seconds,
-        default=2.0,
-        metavar="SECONDS",
-        help="seconds between two scans of the lease table (default 2)",
-    )
-    p.add_argument(
-        "--lag-interval",
-        type=seconds,
-        default=10.0,
-        metavar="SECONDS",
-        help="seconds between two lag reads of one shard (default 10: 2%% of its read limit)",
-    )
-    p.add_argument("--theme", metavar="NAME")
-    p.add_argument("--refresh-rate", type=float, metavar="HZ")
-    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
 
 
-# attach's flags a served page's attach is given, as the operator gave them to serve.
-_SERVED_FLAGS = (
-    "lease_table",
-    "db",
-    "stream",
-    "endpoint_url",
-    "dynamodb_endpoint_url",
-    "region",
-    "profile",
-    "failover_time",
-    "scan_interval",
-    "lag_interval",
-    "theme",
-    "refresh_rate",
-    "config",
-)
+def _settings(args: argparse.Namespace) -> Settings:
+    """attach's and serve's settings: a lease table or a database, not both."""
+    settings = load_settings(flags_given(args), config=args.config)[0]
+    if args.lease_table is not None and args.db is not None:
+        raise UsageError("--lease-table and --db name two consumers: pass one")
+    return settings
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -150,11 +106,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
     from console.observe.endpoint import bind_error
-    from console.web.server import ConsoleServer, is_loopback
+    from console.web.server import MIN_TOKEN, ConsoleServer, host_error, is_loopback
 
     # Out of the environment, so no page's attach inherits it.
     env_token = os.environ.pop("SHARD_CONSOLE_TOKEN", None)
     token = args.token or env_token or None
+    problem = host_error(args.host)
+    if problem is not None:
+        raise UsageError(problem)
+    if token is not None and len(token) < MIN_TOKEN:
+        raise UsageError(
+            f"the token is {len(token)} character(s): use one of {MIN_TOKEN} or more, as from "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe())'"
+        )
     if token is None and not is_loopback(args.host):
         raise UsageError(
             f"serving on {args.host} needs a token: pass --token or set SHARD_CONSOLE_TOKEN "
@@ -198,12 +162,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def served_argv(args: argparse.Namespace) -> list[str]:
-    """The attach each page runs: serve's flags passed on, read-only unless allowed."""
+    """The attach each page runs: serve's flags passed on (every setting serve takes is
+    attach's too), read-only unless allowed."""
     argv = [sys.executable, "-m", "console", "attach"]
-    for name in _SERVED_FLAGS:
+    for name in ("stream", "config", *(n for n, v in flags_given(args).items() if v is not None)):
         value = getattr(args, name, None)
         if value is not None:
-            argv += ["--" + name.replace("_", "-"), str(value)]
+            argv += [flag_of(name), str(value)]
     if not args.allow_changes:
         argv.append("--read-only")
     return argv
@@ -211,10 +176,9 @@ def served_argv(args: argparse.Namespace) -> list[str]:
 
 def _check_target(args: argparse.Namespace) -> None:
     """What a page would attach to must be there now, rather than fail in every page."""
-    from console.config import default_db_path, load_settings
+    from console.config import default_db_path
 
-    flags = {"db": args.db, "lease_table": args.lease_table}
-    settings, _ = load_settings(flags, config=args.config)
+    settings = _settings(args)
     if settings.lease_table:
         if not args.stream:
             raise UsageError("serve --lease-table needs --stream: the stream it leases")
@@ -226,25 +190,6 @@ def _check_target(args: argparse.Namespace) -> None:
         )
 
 
-# The settings attach reads from its flags (then the environment and the config file).
-_ATTACH_FLAGS = (
-    "db",
-    "lease_table",
-    "endpoint_url",
-    "dynamodb_endpoint_url",
-    "region",
-    "profile",
-    "failover_time",
-    "no_ui",
-    "duration",
-    "status_interval",
-    "log_format",
-    "theme",
-    "refresh_rate",
-    "read_only",
-)
-
-
 def cmd_attach(args: argparse.Namespace) -> int:
     from console.cli.signals import before_the_loop
 
@@ -253,16 +198,10 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 
 def _cmd_attach(args: argparse.Namespace) -> int:
-    from console.config import load_settings
     from console.headless import LinePrinter
 
-    flags = {name: getattr(args, name, None) for name in _ATTACH_FLAGS}
-    settings, _ = load_settings(flags, config=args.config)
+    settings = _settings(args)
     launch.check_ui(settings)
-    for name in ("scan_interval", "lag_interval"):
-        if not getattr(args, name) > 0:
-            flag = "--" + name.replace("_", "-")
-            raise UsageError(f"{flag} must be a positive number of seconds")
     if not settings.lease_table:
         from console.config import default_db_path
 
@@ -271,7 +210,7 @@ def _cmd_attach(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"no database at {db}: pass --db with a consumer's database, or --lease-table"
             )
-    options = launch.AttachOptions(args.stream, args.scan_interval, args.lag_interval)
+    options = launch.AttachOptions(args.stream, settings.scan_interval, settings.lag_interval)
     printer = LinePrinter(settings.log_format)
 
     async def main(stopper: SignalStop) -> int:
@@ -285,10 +224,18 @@ def cmd_leases_usage(args: argparse.Namespace) -> int:
 
 
 def cmd_leases(args: argparse.Namespace) -> int:
-    from console.checkpoints.leases import LeaseStore, lease_of, plain, stream_name
+    from console.checkpoints.leases import LeaseStore, MalformedLease, lease_of, plain, stream_name
 
     if not settings_of(args).lease_table:
         raise UsageError("leases needs --lease-table: the application's lease table")
+
+    def read(item: dict[str, Any], name: str) -> tuple[str, Any] | None:
+        """(shard id, the lease or why the item is not a valid one), for the stream's items."""
+        try:
+            lease = lease_of(item, name)
+        except MalformedLease as bad:
+            return bad.shard_id, bad
+        return (lease.shard_id, lease) if lease is not None else None
 
     async def main() -> int:
         async with open_store(args) as target:
@@ -297,15 +244,16 @@ def cmd_leases(args: argparse.Namespace) -> int:
             table = store.table
             items = await table.scan()
             name = stream_name(record.stream)
-            pairs = [(item, lease) for item in items if (lease := lease_of(item, name))]
+            found = [(item, got) for item in items if (got := read(item, name)) is not None]
             if args.what == "show":
-                found = [(i, lease) for i, lease in pairs if lease.shard_id == args.shard]
-                if not found:
+                mine = [(i, got) for i, got in found if got[0] == args.shard]
+                if not mine:
                     raise UsageError(f"lease table {table.name} has no lease for {args.shard}")
-                item, _ = found[0]
+                item, (_, lease) = mine[0]
                 history = await store.history(record.stream, args.shard, 10)
                 doc: dict[str, Any] = {
                     "lease": plain(item),
+                    "malformed": lease.reason if isinstance(lease, MalformedLease) else None,
                     "history": [
                         f"#{h.id} {h.cause} by {h.actor}: "
                         f"{h.old_position.encode() if h.old_position else '-'} -> "
@@ -319,22 +267,31 @@ def cmd_leases(args: argparse.Namespace) -> int:
                 else:
                     for key, value in sorted(doc["lease"].items()):
                         print(f"{key:<34} {value}")
+                    if doc["malformed"] is not None:
+                        print(f"{'malformed':<34} {doc['malformed']}")
                     for line in doc["history"]:
                         print(f"history  {line}")
                 return 0
-        rows = [
-            {
-                "shard": lease.shard_id,
-                "owner": lease.owner or "",
-                "counter": lease.counter,
-                "checkpoint": lease.checkpoint + (f"/{lease.sub}" if lease.sub else ""),
-                "parents": ",".join(lease.parents),
-                "children": ",".join(lease.children),
-                "handoff": lease.checkpoint_owner or "",
-            }
-            for _, lease in sorted(pairs, key=lambda p: p[1].shard_id)
-        ]
+        rows = []
+        for _, (sid, lease) in sorted(found, key=lambda f: f[1][0]):
+            if isinstance(lease, MalformedLease):
+                rows.append({"shard": sid, "malformed": lease.reason})
+                continue
+            rows.append(
+                {
+                    "shard": sid,
+                    "owner": lease.owner or "",
+                    "counter": lease.counter,
+                    "checkpoint": lease.checkpoint + (f"/{lease.sub}" if lease.sub else ""),
+                    "parents": ",".join(lease.parents),
+                    "children": ",".join(lease.children),
+                    "handoff": lease.checkpoint_owner or "",
+                    "malformed": "",
+                }
+            )
         cols = ["shard", "owner", "counter", "checkpoint", "parents", "children", "handoff"]
+        if any(r["malformed"] for r in rows):
+            cols.append("malformed")
         print_rows(rows, cols, args.json)
         return 0
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import shutil
 import sys
@@ -21,10 +20,11 @@ from console.cli import launch
 from console.cli.stores import seconds as _seconds
 from console.errors import ConsoleError, Error, UsageError
 from console.redact import REDACTOR
+from console.settings import DEMO, RUN, add_flags, flags_given, load_settings
 
 if TYPE_CHECKING:
     from console.cli.signals import SignalStop
-    from console.config import Settings
+    from console.settings import Settings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,86 +37,6 @@ def _whole(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    """Flags shared by run and demo. Defaults are None: a flag not given leaves the
-    environment and the config file to decide."""
-    p.add_argument("--db", metavar="PATH", help="SQLite checkpoint database")
-    p.add_argument(
-        "--processor",
-        metavar="SPEC",
-        help="null, print, jsonl:PATH or package.module:function (default: null)",
-    )
-    p.add_argument("--no-ui", action="store_const", const=True, help="run headless")
-    p.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after this long")
-    p.add_argument(
-        "--max-records", type=_whole, metavar="N", help="stop after processing N records"
-    )
-    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
-    p.add_argument("--log-format", choices=("text", "json"), help="headless log lines")
-    p.add_argument("--flush-interval", type=_seconds, metavar="SECONDS")
-    p.add_argument("--discovery-interval", type=_seconds, metavar="SECONDS")
-    p.add_argument("--idle-interval", type=_seconds, metavar="SECONDS")
-    p.add_argument("--status-interval", type=_seconds, metavar="SECONDS")
-    p.add_argument(
-        "--processor-timeout",
-        type=_seconds,
-        metavar="SECONDS",
-        help="a batch not processed within this stops the run (0: wait forever; default 300)",
-    )
-    p.add_argument("--records-per-call", type=_whole, metavar="N")
-    p.add_argument(
-        "--theme", metavar="NAME", help="shard-dark (default), shard-light, or a Textual theme"
-    )
-    p.add_argument(
-        "--refresh-rate", type=float, metavar="HZ", help="UI redraws per second (default 4)"
-    )
-    p.add_argument(
-        "--read-only",
-        action="store_const",
-        const=True,
-        help="watch only: every change (rewind, skip, pause, undo, replay) is refused",
-    )
-    p.add_argument(
-        "--read-path",
-        choices=("fast", "botocore"),
-        help="GetRecords and shard listings: fast (default; signed by botocore, decoded "
-        "past its parser) or botocore (its client methods)",
-    )
-    p.add_argument(
-        "--fan-out",
-        nargs="?",
-        const=True,  # the default name
-        metavar="NAME",
-        help="read through enhanced fan-out (SubscribeToShard) as the stream consumer NAME, "
-        "registered if absent (default: the lease table's name, or shard-console)",
-    )
-    p.add_argument(
-        "--deregister-on-exit",
-        action="store_const",
-        const=True,
-        help="with --fan-out: deregister the stream consumer when the run ends",
-    )
-    p.add_argument(
-        "--metrics-port",
-        type=_whole,
-        metavar="PORT",
-        help="serve /metrics (Prometheus), /healthz, /readyz and /status on this port "
-        "(0: any free one; the address is logged)",
-    )
-    p.add_argument(
-        "--metrics-host",
-        metavar="ADDR",
-        help="the address they listen on (default 127.0.0.1; 0.0.0.0 for a container)",
-    )
-    p.add_argument(
-        "--inject-faults",
-        metavar="SPEC",
-        help="rehearse incidents: throttle=0.1,http500=0.05,reset=0.05,timeout=0.05,"
-        "expired=0.05[,seed=N] (fraction of the read calls: GetRecords, GetShardIterator, "
-        "ListShards, DescribeStream, SubscribeToShard)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,51 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="what STREAM names; default: a DynamoDB stream ARN is read as one, anything "
         "else as a Kinesis stream",
     )
-    run.add_argument("--endpoint-url", metavar="URL", help="a local or private endpoint")
-    run.add_argument("--region", metavar="R")
-    run.add_argument("--profile", metavar="P", help="AWS profile (credentials as boto3 finds them)")
-    run.add_argument(
-        "--initial-position",
-        metavar="POS",
-        help="where a stream new to the database starts: trim_horizon (default), latest, "
-        "at_timestamp:ISO8601",
-    )
-    _common(run)
-    fleet = run.add_argument_group(
-        "fleet mode", "several processes share the stream through a KCL lease table in DynamoDB"
-    )
-    fleet.add_argument(
-        "--lease-table",
-        metavar="TABLE",
-        help="the lease table (the KCL application name); created if absent",
-    )
-    fleet.add_argument(
-        "--worker-id",
-        metavar="ID",
-        help="this worker's name in leaseOwner (default: host-pid-random)",
-    )
-    fleet.add_argument(
-        "--failover-time",
-        type=_seconds,
-        metavar="SECONDS",
-        help="a lease not renewed for this long is taken over (default 10, minimum 3)",
-    )
-    fleet.add_argument(
-        "--dynamodb-endpoint-url", metavar="URL", help="DynamoDB endpoint (default: --endpoint-url)"
-    )
-    fleet.add_argument(
-        "--no-create-table",
-        action="store_const",
-        const=True,
-        help="refuse to start when the lease table does not exist",
-    )
-    fleet.add_argument(
-        "--take-over",
-        action="store_const",
-        const=True,
-        help="run even though live workers that are not shard-console's (or a KCL 3.x "
-        "application) use the table",
-    )
+    add_flags(run, RUN)
     run.set_defaults(handler=cmd_run)
 
     demo = sub.add_parser("demo", help="run against an embedded endpoint; no AWS account needed")
@@ -195,9 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="a Kinesis stream (default), or a DynamoDB table's stream with puts, updates "
         "and deletes",
     )
-    demo.add_argument("--shards", type=_whole, default=4, metavar="N", help="default 4")
     demo.add_argument(
-        "--rate", type=float, default=100.0, metavar="RECORDS_PER_S", help="default 100"
+        "--shards", type=_whole, default=4, metavar="N", help="shards of the stream (default 4)"
+    )
+    demo.add_argument(
+        "--rate",
+        type=float,
+        default=100.0,
+        metavar="RECORDS_PER_S",
+        help="records the producer writes per second (default 100)",
     )
     demo.add_argument(
         "--rollover",
@@ -206,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="dynamodb: seconds between shard roll-overs (default 20)",
     )
-    _common(demo)
+    add_flags(demo, DEMO)
     demo.set_defaults(handler=cmd_demo)
 
     from console.cli import attach as attach_cli
@@ -219,51 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_SETTING_FLAGS = (
-    "endpoint_url",
-    "region",
-    "profile",
-    "db",
-    "processor",
-    "initial_position",
-    "no_ui",
-    "duration",
-    "max_records",
-    "log_format",
-    "discovery_interval",
-    "flush_interval",
-    "idle_interval",
-    "status_interval",
-    "processor_timeout",
-    "records_per_call",
-    "inject_faults",
-    "theme",
-    "refresh_rate",
-    "read_only",
-    "lease_table",
-    "worker_id",
-    "failover_time",
-    "dynamodb_endpoint_url",
-    "no_create_table",
-    "take_over",
-    "metrics_port",
-    "metrics_host",
-    "read_path",
-    "fan_out",
-    "deregister_on_exit",
-)
-
-
 def _settings(args: argparse.Namespace) -> Settings:
-    from console.config import load_settings
-
-    flags = {name: getattr(args, name, None) for name in _SETTING_FLAGS}
-    settings, _ = load_settings(flags, config=args.config)
-    if isinstance(getattr(args, "fan_out", None), str):
-        # A name on the command line is a name, even "no": only the file and the environment
-        # say true or false.
-        settings = dataclasses.replace(settings, fan_out=args.fan_out)
-    return settings
+    return load_settings(flags_given(args), config=args.config)[0]
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -15,11 +15,12 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from console.cli.stores import open_store, print_rows, settings_of, store_flags
+from console.cli.stores import open_store, print_rows, seconds, settings_of, store_flags
+from console.engine.changes.database import WAIT
 from console.errors import UsageError
+from console.settings import CHANGE, READ, add_flags
 
 if TYPE_CHECKING:
     from console.checkpoints.base import CheckpointStore, StreamRecord
@@ -30,59 +31,69 @@ if TYPE_CHECKING:
 EXIT_QUEUED = 3
 
 
+JSON_HELP = "one JSON document, for scripts"
+SHARD_HELP = "the shard's id, as checkpoints list shows it"
+
+
 def _change_flags(p: argparse.ArgumentParser) -> None:
-    store_flags(p)
+    store_flags(p, CHANGE)
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument(
-        "--read-only", action="store_const", const=True, help="refuse (for scripts that must not)"
-    )
-    p.add_argument(
         "--wait",
-        type=float,
-        default=10.0,
+        type=seconds,
+        default=WAIT,
         metavar="SECONDS",
-        help="how long to wait for a running consumer to apply it (default 10)",
+        help=f"how long to wait for a running consumer to apply it (default {WAIT:g})",
     )
 
 
 def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     cp = sub.add_parser("checkpoints", help="list checkpoints (the default) and their history")
-    store_flags(cp)
-    cp.add_argument("--json", action="store_true")
+    store_flags(cp, READ)
+    cp.add_argument("--json", action="store_true", help=JSON_HELP)
     cp.set_defaults(handler=cmd_list)
     cp_sub = cp.add_subparsers(dest="what", metavar="list|history", parser_class=parser_class)
     listing = cp_sub.add_parser("list", help="one line per shard")
-    store_flags(listing, given_only=True)
-    listing.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    store_flags(listing, READ, given_only=True)
+    listing.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
     listing.set_defaults(handler=cmd_list)
     history = cp_sub.add_parser("history", help="every change, newest first")
-    history.add_argument("shard", nargs="?", metavar="SHARD")
-    store_flags(history, given_only=True)
-    history.add_argument("--limit", type=int, default=50, metavar="N")
-    history.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    history.add_argument("shard", nargs="?", metavar="SHARD", help="only this shard's entries")
+    store_flags(history, READ, given_only=True)
+    history.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="the newest N entries (default 50)"
+    )
+    history.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
     history.set_defaults(handler=cmd_history)
 
     rewind = sub.add_parser("rewind", help="read a shard again from an earlier position")
-    rewind.add_argument("shard", metavar="SHARD")
+    rewind.add_argument("shard", metavar="SHARD", help=SHARD_HELP)
     rewind.add_argument(
         "--to",
         required=True,
         metavar="TARGET",
-        help="trim_horizon | latest | timestamp:ISO | -15m | sequence:N | checkpoint:ID",
+        help="trim_horizon | latest | timestamp:ISO | -15m | sequence:N | checkpoint:ENTRY "
+        "(an entry of checkpoints history: its entry column)",
     )
     _change_flags(rewind)
     rewind.set_defaults(handler=cmd_change, action="rewind")
 
     skip = sub.add_parser("skip", help="move a shard forward, or mark it done")
-    skip.add_argument("shard", metavar="SHARD")
-    skip.add_argument("--to", required=True, choices=("latest", "next-record", "done"))
+    skip.add_argument("shard", metavar="SHARD", help=SHARD_HELP)
+    skip.add_argument(
+        "--to",
+        required=True,
+        choices=("latest", "next-record", "done"),
+        help="latest: only records from now on; next-record: past the record the processor "
+        "fails on (a running consumer's); done: mark the shard finished, its children start",
+    )
     _change_flags(skip)
     skip.set_defaults(handler=cmd_change, action="skip")
 
     for name, text in (("pause", "stop reading a shard"), ("resume", "read a paused shard")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("shard", metavar="SHARD")
+        p.add_argument("shard", metavar="SHARD", help=SHARD_HELP)
         _change_flags(p)
         p.set_defaults(handler=cmd_change, action=name)
 
@@ -92,13 +103,21 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     replay.set_defaults(handler=cmd_change, action="replay")
 
     undo = sub.add_parser("undo", help="take back a change (the last one by default)")
-    undo.add_argument("change", nargs="?", type=int, metavar="CHANGE_ID")
+    undo.add_argument(
+        "change",
+        nargs="?",
+        type=int,
+        metavar="CHANGE",
+        help="the change to take back: the change column of checkpoints history (default: "
+        "the last change)",
+    )
     _change_flags(undo)
     undo.set_defaults(handler=cmd_change, action="undo")
 
-    info = sub.add_parser("info", help="where config, data and themes live")
-    info.add_argument("--db", metavar="PATH")
-    info.add_argument("--config", metavar="FILE")
+    info = sub.add_parser(
+        "info", help="where config, data and themes live, and every setting and its source"
+    )
+    add_flags(info, "info")
     info.set_defaults(handler=cmd_info)
 
 
@@ -139,7 +158,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             entries = await target.store.history(target.record.stream, args.shard, args.limit)
         rows = [
             {
-                "id": h.id,
+                "entry": h.id,
                 "at": format_ts(h.at),
                 "shard": h.shard_id,
                 "cause": h.cause,
@@ -152,7 +171,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             }
             for h in entries
         ]
-        cols = ["id", "at", "shard", "cause", "who", "from", "to", "status", "change", "note"]
+        cols = ["entry", "at", "shard", "cause", "who", "from", "to", "status", "change", "note"]
         print_rows(rows, cols, args.json)
         return 0
 
@@ -243,19 +262,23 @@ def cmd_change(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    """Where things live, and every setting's value and where it came from (the settings'
+    table: console.settings)."""
     from console import __version__
-    from console.config import config_dir, data_dir, default_config_path, default_db_path
+    from console.config import config_dir, data_dir, default_db_path
+    from console.redact import REDACTOR
+    from console.settings import config_path, flags_given, load, rows
 
-    settings = settings_of(args)
-    config = Path(args.config) if args.config else default_config_path()
-    themes_dir = config_dir() / "themes"
+    loaded = load(flags_given(args), config=args.config)
+    path, named = config_path(args.config, os.environ)
+    found = "read" if loaded.path is not None else ("missing" if named else "none")
     lines = [
         f"shard-console {__version__}",
-        f"config file     {config} ({'found' if config.is_file() else 'none'})",
-        f"database        {settings.db or default_db_path()}",
+        f"config file     {path} ({found})",
+        f"database        {loaded.settings.db or default_db_path()}",
         f"data folder     {data_dir()}",
         "logs            stderr (headless: --log-format text|json); the console shows events",
-        f"user themes     {themes_dir}",
+        f"user themes     {config_dir() / 'themes'}",
     ]
     try:
         from console.ui.theme import available_themes
@@ -263,7 +286,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         lines.append(f"themes          {', '.join(available_themes())}")
     except Exception as exc:  # a broken user theme must not hide the rest
         lines.append(f"themes          unavailable: {exc}")
-    env = [k for k in sorted(os.environ) if k.startswith("SHARD_CONSOLE_")]
-    lines.append(f"environment     {', '.join(env) or 'no SHARD_CONSOLE_* set'}")
+    lines.append("settings        (flag > SHARD_CONSOLE_* > file > default)")
+    for f, _ in rows():
+        value = getattr(loaded.settings, f.name)
+        source = loaded.sources.get(f.name, "default")
+        lines.append(f"  {f.name:<22} {REDACTOR(repr(value)):<24} {source}")
     print("\n".join(lines))
     return 0

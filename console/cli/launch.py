@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from console.errors import RunError, UsageError
+from console.settings import default
 
 if TYPE_CHECKING:
     from console.cli.signals import SignalStop
     from console.cli.wiring import Fleet
-    from console.config import Settings
     from console.engine.api import Engine
     from console.engine.consume.consumer import ConsumerOptions
     from console.engine.events import EventLog
@@ -28,25 +28,27 @@ if TYPE_CHECKING:
     from console.model import Position
     from console.observe.endpoint import Endpoint
     from console.processors import Processor
+    from console.settings import Settings
     from console.sources.aws import AwsSettings
     from console.sources.base import StreamSource
 
 
 def consumer_options(settings: Settings, initial: Position) -> ConsumerOptions:
-    from console.engine.consume.consumer import ConsumerOptions
+    """The consumer's options: every setting that is one (same name), the initial position
+    parsed, a processor timeout of 0 as none, the fan-out consumer's name decided."""
+    from dataclasses import fields
 
-    return ConsumerOptions(
+    from console.engine.consume.consumer import ConsumerOptions
+    from console.settings import Settings
+
+    names = {f.name for f in fields(ConsumerOptions)} & {f.name for f in fields(Settings)}
+    values = {name: getattr(settings, name) for name in names}
+    values.update(
         initial_position=initial,
-        discovery_interval=settings.discovery_interval,
-        flush_interval=settings.flush_interval,
-        idle_interval=settings.idle_interval,
-        records_per_call=settings.records_per_call,
-        max_records=settings.max_records,
         processor_timeout=settings.processor_timeout or None,
-        read_only=settings.read_only,
         fan_out=fan_out_name(settings),
-        deregister_on_exit=settings.deregister_on_exit,
     )
+    return ConsumerOptions(**values)
 
 
 def fan_out_name(settings: Settings) -> str | None:
@@ -227,16 +229,25 @@ def initial_position(settings: Settings) -> Position:
 
 
 def check_ui(settings: Settings) -> None:
-    """The theme must exist and the terminal must be one, before anything starts."""
+    """The theme must exist, the key bindings make sense, and the terminal must be one that
+    draws, before anything starts."""
     if settings.no_ui:
         return
+    from console.ui.keymap import check_keymap
     from console.ui.theme import check_theme
 
     check_theme(settings.theme)
+    check_keymap(settings.keys)
     # Textual draws on stderr, which leaves stdout free for a processor's output; under
     # textual-serve (shard-console serve) it draws to the browser instead.
-    if not sys.stderr.isatty() and "web_driver" not in os.environ.get("TEXTUAL_DRIVER", ""):
+    served = "web_driver" in os.environ.get("TEXTUAL_DRIVER", "")
+    if not served and not sys.stderr.isatty():
         raise UsageError("the console needs a terminal: pass --no-ui to run headless")
+    if not served and os.environ.get("TERM") == "dumb":
+        raise UsageError(
+            "the console cannot draw on a dumb terminal (TERM=dumb): pass --no-ui to run "
+            "headless, or use a terminal that draws"
+        )
     if settings.processor == "print" and sys.stdout.isatty():
         raise UsageError(
             "--processor print would write over the console: redirect stdout "
@@ -267,8 +278,8 @@ def source_for(stream: str, kind: str | None, aws: AwsSettings, settings: Settin
 @dataclass(frozen=True, slots=True)
 class AttachOptions:
     stream: str | None
-    scan_interval: float = 2.0
-    lag_interval: float = 10.0
+    scan_interval: float = default("scan_interval")
+    lag_interval: float = default("lag_interval")
 
 
 async def attach(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,54 +18,39 @@ from console.errors import UsageError
 
 if TYPE_CHECKING:
     from console.checkpoints.base import CheckpointStore, StreamRecord
-    from console.config import Settings
     from console.engine.changes.service import ChangeService
+    from console.settings import Settings
     from console.sources.base import StreamSource
 
 
 def seconds(text: str) -> float:
     """An argparse type: a number of seconds."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds")
+    return value
 
 
-def store_flags(p: argparse.ArgumentParser, given_only: bool = False) -> None:
-    """``given_only``: a sub-command's copy of its parent's flags, set only when given there,
-    so ``checkpoints --db X list`` and ``checkpoints list --db X`` both work."""
+def store_flags(p: argparse.ArgumentParser, command: str, given_only: bool = False) -> None:
+    """``--stream`` and the settings ``command`` takes (console.settings). ``given_only``: a
+    sub-command's copy of its parent's flags, set only when given there, so
+    ``checkpoints --db X list`` and ``checkpoints list --db X`` both work."""
+    from console.settings import add_flags
+
     extra: dict[str, Any] = {"default": argparse.SUPPRESS} if given_only else {}
     p.add_argument(
-        "--db", metavar="PATH", help="the checkpoint database (default: the usual one)", **extra
+        "--stream", metavar="S", help="the stream, when the store holds several", **extra
     )
-    p.add_argument(
-        "--stream", metavar="S", help="the stream, when the database holds several", **extra
-    )
-    p.add_argument("--config", metavar="FILE", help="TOML configuration file", **extra)
-    p.add_argument(
-        "--lease-table",
-        metavar="TABLE",
-        help="a fleet's (or a KCL application's) lease table in DynamoDB, instead of --db",
-        **extra,
-    )
-    p.add_argument("--dynamodb-endpoint-url", metavar="URL", **extra)
-    p.add_argument(
-        "--endpoint-url",
-        metavar="URL",
-        help="the stream's endpoint (with --lease-table, times are resolved by reading it)",
-        **extra,
-    )
-    p.add_argument("--region", metavar="R", **extra)
-    p.add_argument("--profile", metavar="P", **extra)
+    add_flags(p, command, given_only=given_only)
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
-    from console.config import load_settings
+    from console.settings import flags_given, load_settings
 
-    names = ("db", "read_only", "lease_table", "dynamodb_endpoint_url", "endpoint_url")
-    flags = {name: getattr(args, name, None) for name in (*names, "region", "profile")}
-    settings, _ = load_settings(flags, config=getattr(args, "config", None))
-    return settings
+    return load_settings(flags_given(args), config=getattr(args, "config", None))[0]
 
 
 def existing_database(args: argparse.Namespace) -> str:
@@ -111,10 +97,42 @@ async def open_store(args: argparse.Namespace, changes: bool = False) -> AsyncIt
     try:
         record = pick_stream(await store.streams(), args.stream, f"database {db}")
         assert record is not None  # required
-        transport = DatabaseTransport(store, record, wait=getattr(args, "wait", WAIT))
+        transport = DatabaseTransport(
+            store, record, wait=getattr(args, "wait", WAIT), stream=_opener(record, settings)
+        )
         yield Target(store, record, None, ChangeService(transport))
     finally:
         await store.close()
+
+
+def _opener(record: StreamRecord, settings: Settings) -> Any:
+    """Opens the database's stream when a change needs to read it (a sequence number checked
+    against its shard): the endpoint, region and profile as given, the region of its ARN."""
+    from console.cli.wiring import make_source, startup_error
+    from console.sources.aws import AwsSettings
+    from console.sources.base import SourceError
+
+    @contextlib.asynccontextmanager
+    async def opened() -> AsyncIterator[StreamSource]:
+        parts = record.stream.split(":")
+        region = settings.region or (parts[3] if record.stream.startswith("arn:") else None)
+        aws = AwsSettings(
+            region=region, profile=settings.profile, endpoint_url=settings.endpoint_url
+        )
+        # A Kinesis stream by its name (emulators know no ARN), a DynamoDB one by its ARN.
+        named = record.name if record.source == "kinesis" else record.stream
+        try:
+            async with make_source(named, aws, kind=record.source) as source:
+                yield source
+        except SourceError as exc:  # no credentials, an unknown profile: said, nothing written
+            from console.engine.changes.plan import ControlError
+
+            raise ControlError(
+                f"could not read stream {record.name} to check the change ({startup_error(exc)}): "
+                "pass --endpoint-url, --region or --profile to reach it"
+            ) from None
+
+    return opened
 
 
 @contextlib.asynccontextmanager
@@ -129,7 +147,7 @@ async def _open_leases(
     from console.engine.changes.service import ChangeService
     from console.engine.observe.attached import stream_record_of
     from console.sources.aws import AwsSettings
-    from console.sources.base import SourceError
+    from console.sources.base import SourceError, describe_at_start
 
     assert settings.lease_table is not None
     aws = AwsSettings(
@@ -148,7 +166,8 @@ async def _open_leases(
                 make_source(name, aws, kind=record.source if record else None)
             )
             if record is None:  # a KCL application's: described now
-                record, _ = await stream_record_of(store, source, await source.describe())
+                described = await describe_at_start(source)
+                record, _ = await stream_record_of(store, source, described)
         except SourceError as exc:
             raise startup_error(exc) from None
         transport = FenceTransport(store, record, source)

@@ -15,6 +15,7 @@ from typing import Any
 from console.decode import C1_AS_JSON
 from console.errors import RunError, UsageError
 from console.redact import REDACTOR
+from console.settings import TAIL, add_flags, flags_given, load_settings
 
 
 def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
@@ -43,27 +44,34 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     tail.add_argument("--grep", metavar="REGEX", help="only records whose decoded text matches")
     tail.add_argument("--key", metavar="PARTITION_KEY", help="only records with this key")
     tail.add_argument("--pretty", action="store_true", help="for people: indented, one per block")
-    tail.add_argument("--source", choices=("kinesis", "dynamodb"))
+    tail.add_argument(
+        "--source",
+        choices=("kinesis", "dynamodb"),
+        help="what STREAM names (default: a DynamoDB stream ARN is read as one)",
+    )
     # Following: seconds between two listings of the stream's shards (tests shorten it).
     tail.add_argument("--relist", type=float, default=10.0, help=argparse.SUPPRESS)
-    tail.add_argument("--endpoint-url", metavar="URL")
-    tail.add_argument("--region", metavar="R")
-    tail.add_argument("--profile", metavar="P")
+    add_flags(tail, TAIL)
     tail.set_defaults(handler=cmd_tail)
 
 
+FROM = "trim_horizon, latest, -15m, an ISO time or sequence:N"
+
+
 def start_position(text: str) -> Any:
-    from console.engine.changes.plan import ControlError, parse_target
+    from console.engine.changes.plan import ControlError, TargetTooOld, parse_target
     from console.model import Position
 
     if text.strip().lower() in ("latest", "tip"):
         return Position.latest()
     if text.strip().lower().startswith("checkpoint:"):
-        raise UsageError("tail --from takes no checkpoint:ID (tail reads no database)")
+        raise UsageError(f"tail --from takes no checkpoint: tail reads no database; use {FROM}")
     try:
         target = parse_target(text)
-    except ControlError as exc:
-        raise UsageError(f"--from: {exc}") from None
+    except TargetTooOld as exc:
+        raise UsageError(f"--from {exc}") from None
+    except ControlError:
+        raise UsageError(f"--from {text!r} is not a position: use {FROM}") from None
     assert target.position is not None
     return target.position
 
@@ -72,7 +80,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from console.cli.wiring import make_source
     from console.engine.read.tail import Tail, TailFailed, TailOptions
     from console.sources.aws import AwsSettings
-    from console.sources.base import SourceError
+    from console.sources.base import SourceError, describe_at_start
 
     start = start_position(args.start)
     if start.sequence_number is not None and args.shard is None:
@@ -86,7 +94,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
     except re.error as exc:
         raise UsageError(f"--grep '{args.grep}' is not a regular expression: {exc}") from None
     follow = args.follow if args.follow is not None else start.kind.value == "LATEST"
-    aws = AwsSettings(region=args.region, profile=args.profile, endpoint_url=args.endpoint_url)
+    settings = load_settings(flags_given(args), config=args.config)[0]
+    aws = AwsSettings(
+        region=settings.region, profile=settings.profile, endpoint_url=settings.endpoint_url
+    )
     try:
         source = make_source(args.stream, aws, kind=args.source)
     except SourceError as exc:
@@ -104,7 +115,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, me.cancel)
         try:
             async with source:
-                await source.describe()
+                await describe_at_start(source)
                 if args.shard is not None:
                     ids = {s.shard_id for s in await source.list_shards()}
                     if args.shard not in ids:

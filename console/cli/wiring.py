@@ -26,8 +26,9 @@ from console.errors import ConsoleError, RunError, UsageError
 from console.model import Position, Record, ShardContext
 from console.processors.base import CallableProcessor, Processor
 from console.processors.loader import load_processor
+from console.settings import default
 from console.sources.aws import AwsSettings, open_client
-from console.sources.base import FatalSourceError, SourceError, StreamSource
+from console.sources.base import FatalSourceError, SourceError, StreamSource, describe_at_start
 from console.sources.dynamodb import DynamoDBSource, is_stream_arn
 from console.sources.faults import FaultInjector
 from console.sources.kinesis import KinesisSource
@@ -70,7 +71,7 @@ class Fleet:
 
     table: str
     worker_id: str | None = None  # default: host-pid-random
-    failover: float = 10.0
+    failover: float = default("failover_time")
     endpoint_url: str | None = None  # DynamoDB's; default: the stream's endpoint
     create: bool = True
     take_over: bool = False
@@ -202,7 +203,7 @@ async def open_consumer(
     sink = as_processor(processor, source.stream)
     options = options or ConsumerOptions()
     async with source, contextlib.AsyncExitStack() as stack:
-        info = await source.describe()
+        info = await describe_at_start(source)
         store: CheckpointStore
         ownership: OwnershipFactory | None = None  # the database's lock
         if fleet is not None:

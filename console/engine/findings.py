@@ -18,6 +18,7 @@ class Finding(StrEnum):
     DATA_LOST = "data lost"
     RETENTION = "leaving retention"
     NOT_RUNNING = "not running"
+    MALFORMED = "malformed lease"
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,9 +154,11 @@ __all__ = ["Event", "apply_doc", "replay_events", "snapshot_doc", "status_fields
 
 
 def status_fields(state: EngineState) -> dict[str, Any]:
-    """What the status line says (headless) and ``/status`` serves: counts, rate, lag."""
+    """What the status line says (headless) and ``/status`` serves: counts, rate, lag, and
+    since when every shard this process reads has been failing (an outage), if it has."""
     counts = state.counts()
     oldest = state.oldest_checkpoint_at()
+    stalled = failing_since(state)
     return {
         "shards": {s.value: counts[s] for s in STATUS_ORDER if counts[s]},
         "records_per_s": round(state.rate, 1),
@@ -164,7 +166,24 @@ def status_fields(state: EngineState) -> dict[str, Any]:
         "records": state.records_total,
         "oldest_checkpoint_s": round(time.time() - oldest, 1) if oldest else None,
         "retries": dict(state.retries),
+        "all_failing_s": round(time.time() - stalled[0], 1) if stalled else None,
     } | _fleet_fields(state)
+
+
+def failing_since(state: EngineState) -> tuple[float, str] | None:
+    """When every shard this process reads started failing, and the newest reason: an outage
+    (the endpoint, the network, credentials), not a bad record. None while one reads on."""
+    me = state.worker_id
+    reading = [
+        v
+        for v in state.shards.values()
+        if v.status in (ShardStatus.ACTIVE, ShardStatus.FAILING) and (me is None or v.owner == me)
+    ]
+    if not reading or any(v.status is not ShardStatus.FAILING for v in reading):
+        return None
+    since = min(v.error_at or time.time() for v in reading)
+    newest = max(reading, key=lambda v: v.error_at or 0.0)
+    return since, newest.last_error or "failing"
 
 
 def _fleet_fields(state: EngineState) -> dict[str, Any]:

@@ -5,9 +5,11 @@ It is bound before anything else starts (a port in use is a usage error, exit 2,
 stream is described) and answers from then on, on the consumer's own event loop:
 
 - ``/healthz``: 200 while the loop answers and the run has not failed; 503 with the reason after a
-  fatal error (a hung processor, a lost store).
+  fatal error (a hung processor, a lost store), and while every shard it reads has been failing
+  for STALLED_AFTER seconds (an outage: the endpoint, the network, the credentials).
 - ``/readyz``: 200 once the consumer has started (stream described, checkpoints loaded, workers
-  running); 503 before that, while stopping and after a failure.
+  running); 503 before that, while stopping, after a failure, and while every shard it reads is
+  failing.
 - ``/metrics``: the Prometheus text format (console.observe.metrics).
 - ``/status``: the snapshot as JSON, the one an attached console reads (console.engine.snapshot),
   with the status line's summary and the two answers above.
@@ -17,21 +19,27 @@ from __future__ import annotations
 
 import errno
 import json
+import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from console.engine.snapshot import snapshot_doc, status_fields
+from console.engine.snapshot import failing_since, snapshot_doc, status_fields
 from console.errors import UsageError
 from console.observe.metrics import Observed, registry_for
 from console.redact import REDACTOR
 
+STALLED_AFTER = 60.0  # seconds every shard may fail before the process is reported unhealthy
+
 
 class Endpoint:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, stalled_after: float = STALLED_AFTER
+    ) -> None:
         self.host = host
         self.port = port
+        self.stalled_after = stalled_after
         self.consumer: Observed | None = None
         self._registry: CollectorRegistry | None = None
         self._runner: web.AppRunner | None = None
@@ -76,9 +84,15 @@ class Endpoint:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        failure = self.consumer.failure if self.consumer is not None else None
+        consumer = self.consumer
+        failure = consumer.failure if consumer is not None else None
         if failure is not None:
             return web.Response(status=503, text=REDACTOR(f"failed: {failure}\n"))
+        stalled = failing_since(consumer.state) if consumer is not None else None
+        if stalled is not None and time.time() - stalled[0] >= self.stalled_after:
+            since = time.time() - stalled[0]
+            text = f"every shard failing for {since:.0f} s: {stalled[1]}\n"
+            return web.Response(status=503, text=REDACTOR(text))
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
@@ -106,6 +120,9 @@ class Endpoint:
             return False, "starting: describing the stream"
         if consumer.failure is not None:
             return False, f"failed: {consumer.failure}"
+        stalled = failing_since(consumer.state)
+        if stalled is not None:
+            return False, f"every shard failing: {stalled[1]}"
         if consumer.ready:
             return True, "ready"
         return False, "not reading: starting or stopping"

@@ -12,7 +12,7 @@ from typing import IO, Any
 
 from console.decode import printable
 from console.model import ChangeRecord, Record, ShardContext, format_ts, json_safe
-from console.processors.base import Processor
+from console.processors.base import Processor, ProcessorError
 
 
 def data_as_json(data: bytes) -> str | dict[str, str]:
@@ -124,23 +124,34 @@ def set_torn_tail_aside(fd: int, path: str) -> str | None:
 class JsonlProcessor(Processor):
     """Appends one JSON object per record. ``flush`` fsyncs, and the engine flushes before
     every checkpoint write, so the file is never behind its checkpoint. The file is created
-    0600: records are data, and data may be private."""
+    0600: records are data, and data may be private.
+
+    A batch is written whole or not at all: it goes to the file in one append, and a write that
+    fails part-way (a full disk) is cut back to where the batch began before the error is
+    raised, so no torn line is ever left in the middle of the file (the batch is retried, and
+    written whole once there is room)."""
 
     name = "jsonl"
 
     def __init__(self, path: str, stream: str) -> None:
         self.path = path
         self.stream = stream
-        self._fh: IO[str] | None = None
+        self._fd: int | None = None
 
     async def open(self) -> list[str]:
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ProcessorError(f"processor jsonl:{self.path}: {exc.strerror}") from None
         try:
             aside = set_torn_tail_aside(fd, self.path)
-        except OSError:
+        except OSError as exc:
             os.close(fd)
-            raise
-        self._fh = os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
+            raise ProcessorError(
+                f"processor jsonl:{self.path}: its torn last line could not be moved aside: "
+                f"{exc.strerror or exc}"
+            ) from None
+        self._fd = fd
         if aside is None:
             return []
         return [
@@ -149,21 +160,27 @@ class JsonlProcessor(Processor):
         ]
 
     async def process(self, records: list[Record], ctx: ShardContext) -> None:
-        assert self._fh is not None, "open() first"
+        fd = self._fd
+        assert fd is not None, "open() first"
         dumps = json.dumps
-        self._fh.write(
-            "".join(dumps(record_as_json(r, ctx), ensure_ascii=False) + "\n" for r in records)
-        )
+        data = "".join(
+            dumps(record_as_json(r, ctx), ensure_ascii=False) + "\n" for r in records
+        ).encode("utf-8")
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError:
+            os.ftruncate(fd, start)  # nothing of this batch stays: it comes again, whole
+            raise
 
     async def flush(self) -> None:
-        fh = self._fh
-        if fh is None:
-            return
-        fh.flush()
-        await asyncio.to_thread(os.fsync, fh.fileno())
+        if self._fd is not None:
+            await asyncio.to_thread(os.fsync, self._fd)
 
     async def close(self) -> None:
-        if self._fh is not None:
+        if self._fd is not None:
             await self.flush()
-            self._fh.close()
-            self._fh = None
+            os.close(self._fd)
+            self._fd = None

@@ -7,6 +7,7 @@ nothing implicit.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,23 @@ from console.processors.base import CallableProcessor, Processor
 from console.processors.builtin import JsonlProcessor, NullProcessor, PrintProcessor
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def check_writable(spec: str, path: Path) -> None:
+    """A file a processor appends to must be one it can write: checked before anything is
+    written anywhere (the database included), one line each."""
+    target = path.resolve()
+    if target.is_dir():
+        raise UsageError(f"processor {spec}: {target} is a folder: name a file in it")
+    if target.exists():
+        if not os.access(target, os.W_OK):
+            raise UsageError(f"processor {spec}: {target} is not writable: fix its permissions")
+        return
+    parent = target.parent
+    if not parent.is_dir():
+        raise UsageError(f"processor {spec}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"processor {spec}: folder {parent} is not writable: fix its permissions")
 
 
 def load_processor(spec: str, stream: str) -> Processor:
@@ -29,9 +47,7 @@ def load_processor(spec: str, stream: str) -> Processor:
         path = text[len("jsonl:") :]
         if not path:
             raise UsageError("processor 'jsonl:' needs a file path, as in jsonl:out.jsonl")
-        parent = Path(path).expanduser().resolve().parent
-        if not parent.is_dir():
-            raise UsageError(f"processor {text}: folder {parent} does not exist")
+        check_writable(text, Path(path).expanduser())
         return JsonlProcessor(str(Path(path).expanduser()), stream)
     module_name, sep, attr = text.partition(":")
     if not sep or not _IDENT.match(module_name) or not _IDENT.match(attr):

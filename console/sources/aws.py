@@ -31,6 +31,7 @@ from console.sources.base import (
     StreamNotFoundError,
     TrimmedDataError,
 )
+from console.sources.seek import ANSWER_WITHIN
 from console.sources.wire import Wire
 
 Hook = tuple[str, Callable[..., Any]]
@@ -89,6 +90,9 @@ class AwsSettings:
     read_path: str = "fast"
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    # GetShardIterator AT_TIMESTAMP is given this long before the time is found by reading the
+    # shard instead (console.sources.seek): Kinesis answers at once, stock kinesalite may never.
+    at_timestamp_within: float = ANSWER_WITHIN
 
     @property
     def location(self) -> str:
@@ -305,6 +309,10 @@ def classify(exc: BaseException, action: str, missing: SourceError | None = None
         if code == "ResourceNotFoundException":
             return missing if missing is not None else StreamNotFoundError(reason)
         return FatalSourceError(reason)
+    if isinstance(exc, bce.InvalidRegionError):
+        return CredentialsError(
+            f"{exc}: pass a region name such as eu-west-1 (--region, AWS_REGION, or the profile)"
+        )
     if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
         return CredentialsError(
             "no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID and "

@@ -7,6 +7,7 @@ TRIM_HORIZON, or stop the shard).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
@@ -92,3 +93,36 @@ class StreamSource(Protocol):
     async def get_iterator(self, shard_id: str, position: Position) -> str: ...
 
     async def get_records(self, iterator: str, limit: int) -> Batch: ...
+
+
+DESCRIBE_WITHIN = 10.0  # seconds a start-up description is given before the endpoint is blamed
+DESCRIBE_TRIES = 3  # a throttled or failing description is tried this often at start-up
+
+
+async def describe_at_start(
+    source: StreamSource, *, within: float = DESCRIBE_WITHIN, tries: int = DESCRIBE_TRIES
+) -> StreamInfo:
+    """The stream's description, when nothing has started yet: each try bounded, a passing
+    fault tried again; an endpoint that accepts and never answers, or that keeps failing, is
+    said in one line that tells the operator where to look (a usage error at start-up: the
+    endpoint or its region is theirs to fix)."""
+    where = getattr(source, "location", "the endpoint")
+    for attempt in range(1, tries + 1):
+        try:
+            async with asyncio.timeout(within):
+                return await source.describe()
+        except TimeoutError:
+            raise EndpointUnreachableError(
+                f"{where} accepted the connection but did not answer within {within:g} s: is "
+                "it a Kinesis (or DynamoDB Streams) endpoint? check --endpoint-url"
+            ) from None
+        except EndpointUnreachableError:
+            raise
+        except RetryableError as exc:
+            if attempt == tries:
+                raise FatalSourceError(
+                    f"{exc} ({tries} tries): check --endpoint-url and --region, or the "
+                    "service's health, then start again"
+                ) from None
+            await asyncio.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from binascii import a2b_base64
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -14,6 +16,7 @@ from console.sources.base import (
     StreamInfo,
     StreamNotFoundError,
 )
+from console.sources.seek import NOT_ASKED_FOR, resume_after, seek_time
 
 _PAGE = 1000
 
@@ -108,6 +111,9 @@ class KinesisSource(ClientSource):
         # Real AWS pages ListShards with NextToken alone; moto wants the stream name repeated.
         self._token_alone = True
         self._page = page_size
+        # When GetShardIterator AT_TIMESTAMP is asked again, after it did not answer (stock
+        # kinesalite does not when no record is that new).
+        self._ask_at_timestamp_from = 0.0
 
     def _not_found(self) -> StreamNotFoundError:
         return StreamNotFoundError(
@@ -175,6 +181,23 @@ class KinesisSource(ClientSource):
         return list(shards.values())
 
     async def get_iterator(self, shard_id: str, position: Position) -> str:
+        """An iterator at ``position``. AT_TIMESTAMP is given ANSWER_WITHIN seconds (Kinesis
+        answers at once); an endpoint that does not answer it (stock kinesalite, when no record
+        is that new) has the time found by reading the shard instead (console.sources.seek),
+        and is not asked again for the next NOT_ASKED_FOR seconds."""
+        if position.kind is PositionKind.AT_TIMESTAMP and position.timestamp is not None:
+            if time.monotonic() >= self._ask_at_timestamp_from:
+                try:
+                    async with asyncio.timeout(self.settings.at_timestamp_within):
+                        return await self.raw_iterator(shard_id, position)
+                except TimeoutError:
+                    self._ask_at_timestamp_from = time.monotonic() + NOT_ASKED_FOR
+            found = await seek_time(self, shard_id, position.timestamp)
+            return await self.raw_iterator(shard_id, resume_after(found))
+        return await self.raw_iterator(shard_id, position)
+
+    async def raw_iterator(self, shard_id: str, position: Position) -> str:
+        """GetShardIterator at ``position``, as the service answers it."""
         kwargs: dict[str, Any] = {
             **self._ident,
             "ShardId": shard_id,

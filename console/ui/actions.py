@@ -39,7 +39,7 @@ ACTIONS: tuple[Action, ...] = (
         "rewind the shard: start, a time, a sequence number, a previous checkpoint",
         palette="Rewind the selected shard…",
         changes=True,
-        command="rewind [SHARD] TARGET (trim_horizon, -15m, ISO time, sequence:N, checkpoint:ID)",
+        command="rewind [SHARD] TARGET (trim_horizon, -15m, time, sequence:N, checkpoint:ENTRY)",
     ),
     Action(
         "skip",

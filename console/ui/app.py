@@ -23,7 +23,6 @@ from textual.screen import ModalScreen
 from textual.system_commands import SystemCommandsProvider
 from textual.worker import Worker, WorkerState
 
-from console.config import Settings
 from console.engine.api import Engine
 from console.engine.changes.plan import (
     Action,
@@ -34,6 +33,7 @@ from console.engine.changes.plan import (
 )
 from console.identity import actor_name
 from console.model import PositionError, ShardStatus, parse_when
+from console.settings import Settings
 from console.ui.actions import ACTIONS, BY_ID, NAVIGATION, allowed, app_bindings, command_help
 from console.ui.screens.dashboard import DashboardScreen
 from console.ui.screens.detail import ShardDetailScreen

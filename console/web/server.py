@@ -20,6 +20,7 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -31,6 +32,27 @@ TEMPLATES = Path(__file__).parent / "templates"
 COOKIE = "shard_console_token"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+MIN_TOKEN = 16  # characters: a token a browser carries must not be guessable
+
+
+def host_error(host: str) -> str | None:
+    """What is wrong with an address to listen on (None: nothing): an IP address, or a name
+    made of letters, digits, dots and dashes."""
+    bare = host.strip("[]")
+    try:
+        ipaddress.ip_address(bare)
+        return None
+    except ValueError:
+        pass
+    labels = bare.rstrip(".").split(".")
+    if bare and all(label and _LABEL.fullmatch(label) for label in labels):
+        return None
+    return f"--host {host!r} is not an address: give an IP address (0.0.0.0, 127.0.0.1) or a name"
+
+
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 def is_loopback(host: str | None) -> bool:

@@ -13,6 +13,7 @@ from its modules (an import contract in pyproject.toml keeps it so).
 """
 
 from console.checkpoints.leases.companion import Companion, Heartbeat, Marks, companion_name
+from console.checkpoints.leases.errors import LeaseTableError, LeaseTableUnavailable, MalformedLease
 from console.checkpoints.leases.items import (
     AT_TIMESTAMP,
     LATEST,
@@ -42,9 +43,8 @@ from console.checkpoints.leases.table import (
     GSI,
     KCL3_VERSIONS,
     LeaseTable,
-    LeaseTableError,
-    LeaseTableUnavailable,
     error_code,
+    read_leases,
 )
 
 __all__ = [
@@ -63,6 +63,7 @@ __all__ = [
     "LeaseTable",
     "LeaseTableError",
     "LeaseTableUnavailable",
+    "MalformedLease",
     "Marks",
     "PartlyApplied",
     "UnwritablePosition",
@@ -76,6 +77,7 @@ __all__ = [
     "lease_of",
     "new_item",
     "plain",
+    "read_leases",
     "shard_of",
     "shard_range",
     "stream_name",

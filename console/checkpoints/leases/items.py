@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from console.checkpoints.leases.errors import MalformedLease
 from console.model import (
     Checkpoint,
     CheckpointStatus,
@@ -70,22 +71,56 @@ def _s(item: Mapping[str, Any], name: str) -> str | None:
     return None if value is None else value.get("S")
 
 
-def _n(item: Mapping[str, Any], name: str) -> int:
-    value = item.get(name)
-    if value is None or "N" not in value:
-        return 0
-    return int(value["N"])
+class _Reader:
+    """An item's attributes, each of the type the KCL writes: one that is not says why."""
+
+    def __init__(self, item: Mapping[str, Any], key: str, shard_id: str) -> None:
+        self.item = item
+        self.key = key
+        self.shard_id = shard_id
+
+    def bad(self, reason: str) -> MalformedLease:
+        return MalformedLease(self.key, self.shard_id, reason)
+
+    def text(self, name: str, required: bool = False) -> str | None:
+        value = self.item.get(name)
+        if value is None:
+            if required:
+                raise self.bad(f"it has no {name}")
+            return None
+        if "S" not in value:
+            raise self.bad(f"{name} is {_type(value)}, not a string")
+        return str(value["S"])
+
+    def number(self, name: str, required: bool = False) -> int:
+        value = self.item.get(name)
+        if value is None:
+            if required:
+                raise self.bad(f"it has no {name}")
+            return 0
+        if "N" not in value:
+            raise self.bad(f"{name} is {_type(value)}, not a number")
+        raw = str(value["N"])
+        if not raw.lstrip("-").isdigit():
+            raise self.bad(f"{name} {raw!r} is not a whole number")
+        return int(raw)
+
+    def shards(self, name: str) -> tuple[str, ...]:
+        value = self.item.get(name)
+        if value is None:
+            return ()
+        if "SS" in value:
+            return tuple(sorted(value["SS"]))
+        if "S" in value:  # never written so, but read generously
+            return (value["S"],)
+        raise self.bad(f"{name} is {_type(value)}, not a string set")
 
 
-def _ss(item: Mapping[str, Any], name: str) -> tuple[str, ...]:
-    value = item.get(name)
-    if value is None:
-        return ()
-    if "SS" in value:
-        return tuple(sorted(value["SS"]))
-    if "S" in value:  # never written so, but read generously
-        return (value["S"],)
-    return ()
+def _type(value: Mapping[str, Any]) -> str:
+    kinds = {"S": "a string", "N": "a number", "B": "binary", "SS": "a string set",
+             "NS": "a number set", "BS": "a binary set", "M": "a map", "L": "a list",
+             "BOOL": "a boolean", "NULL": "null"}  # fmt: skip
+    return kinds.get(next(iter(value), ""), "of an unknown type")
 
 
 def is_lease(item: Mapping[str, Any]) -> bool:
@@ -97,7 +132,9 @@ def is_lease(item: Mapping[str, Any]) -> bool:
 def lease_of(item: Mapping[str, Any], stream: str | None) -> Lease | None:
     """The lease an item holds, or None when it is not a lease of ``stream`` (another
     entity, another stream of a multi-stream application). ``stream`` None: single-stream
-    keys only."""
+    keys only. A lease item whose attributes are not what the KCL writes (a counter that is
+    not a number, no checkpoint, a checkpoint that is neither a sentinel nor a sequence
+    number) raises MalformedLease: it is never read as a position it does not hold."""
     if not is_lease(item):
         return None
     key = _s(item, "leaseKey")
@@ -106,20 +143,25 @@ def lease_of(item: Mapping[str, Any], stream: str | None) -> Lease | None:
     named, shard_id = stream_part(key)
     if named is not None and named != stream:  # the key says which stream: it is authoritative
         return None
-    start, end = _s(item, "startingHashKey"), _s(item, "endingHashKey")
+    read = _Reader(item, key, shard_id)
+    checkpoint = read.text("checkpoint", required=True)
+    assert checkpoint is not None
+    if not valid_checkpoint(checkpoint):
+        raise read.bad(f"checkpoint {checkpoint!r} is neither a sequence number nor a sentinel")
+    start, end = read.text("startingHashKey"), read.text("endingHashKey")
     return Lease(
         key=key,
         shard_id=shard_id,
-        owner=_s(item, "leaseOwner"),
-        counter=_n(item, "leaseCounter"),
-        checkpoint=_s(item, "checkpoint") or TRIM_HORIZON,
-        sub=_n(item, "checkpointSubSequenceNumber"),
-        parents=_ss(item, "parentShardId"),
-        children=_ss(item, "childShardIds"),
-        owner_switches=_n(item, "ownerSwitchesSinceCheckpoint"),
-        checkpoint_owner=_s(item, "checkpointOwner"),
+        owner=read.text("leaseOwner"),
+        counter=read.number("leaseCounter", required=True),
+        checkpoint=checkpoint,
+        sub=read.number("checkpointSubSequenceNumber"),
+        parents=read.shards("parentShardId"),
+        children=read.shards("childShardIds"),
+        owner_switches=read.number("ownerSwitchesSinceCheckpoint"),
+        checkpoint_owner=read.text("checkpointOwner"),
         hash_range=(start, end) if start is not None and end is not None else None,
-        pending=_s(item, "pendingCheckpoint"),
+        pending=read.text("pendingCheckpoint"),
     )
 
 

@@ -19,6 +19,11 @@ from typing import Any
 
 from console.checkpoints.base import CheckpointChange, Command, StreamRecord
 from console.checkpoints.leases.companion import Companion, Marks
+from console.checkpoints.leases.errors import (
+    LeaseTableError,
+    LeaseTableUnavailable,
+    MalformedLease,
+)
 from console.checkpoints.leases.items import (
     SHARD_END,
     TRIM_HORIZON,
@@ -27,7 +32,7 @@ from console.checkpoints.leases.items import (
     kcl_checkpoint,
     shard_of,
 )
-from console.checkpoints.leases.table import LeaseTable, LeaseTableError, LeaseTableUnavailable
+from console.checkpoints.leases.table import LeaseTable
 from console.model import (
     Checkpoint,
     CheckpointStatus,
@@ -102,6 +107,7 @@ class LeaseStore:
         self._keys: dict[str, str] = {}  # shard id -> lease key, as last read
         self._template: Lease | None = None  # a lease of the stream: the key format
         self.marks: dict[str, Marks] = {}  # the operator's marks, as last read
+        self.malformed: dict[str, MalformedLease] = {}  # as last scanned: shard id -> why
 
     async def prepare(self) -> None:
         """The lease table, used as it is or created; shard-console's table as the control
@@ -115,9 +121,11 @@ class LeaseStore:
     # -- leases -------------------------------------------------------------------------------
 
     async def leases(self, stream: str) -> list[Lease]:
-        """Every lease of the stream: one consistent, paged scan."""
-        found = await self.table.leases(stream_name(stream))
+        """Every lease of the stream: one consistent, paged scan. Items that claim to be its
+        leases and are not valid ones are kept apart (:attr:`malformed`), never used."""
+        found, bad = await self.table.leases(stream_name(stream))
         self.remember(found)
+        self.malformed = {b.shard_id: b for b in bad}
         return found
 
     def remember(self, leases: Sequence[Lease]) -> None:

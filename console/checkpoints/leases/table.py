@@ -11,7 +11,11 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from console.checkpoints.base import StoreError
+from console.checkpoints.leases.errors import (
+    LeaseTableError,
+    LeaseTableUnavailable,
+    MalformedLease,
+)
 from console.checkpoints.leases.items import Lease, lease_of, new_item
 
 GSI = "LeaseOwnerToLeaseKeyIndex"
@@ -29,14 +33,6 @@ _RETRYABLE = frozenset(
         "TransactionConflictException",
     }
 )
-
-
-class LeaseTableError(StoreError):
-    """The lease table cannot be used as asked."""
-
-
-class LeaseTableUnavailable(LeaseTableError):
-    """A failure that may pass: throttling, a 5xx, the endpoint not answering."""
 
 
 def error_code(exc: BaseException) -> str | None:
@@ -187,8 +183,10 @@ class LeaseTable:
                 return items
             kwargs["ExclusiveStartKey"] = last
 
-    async def leases(self, stream: str | None) -> list[Lease]:
-        return [lease for item in await self.scan() if (lease := lease_of(item, stream))]
+    async def leases(self, stream: str | None) -> tuple[list[Lease], list[MalformedLease]]:
+        """The stream's leases, and the items that claim to be leases of it but are not valid
+        ones (shown, never used nor written)."""
+        return read_leases(await self.scan(), stream)
 
     async def get(self, key: str, stream: str | None) -> Lease | None:
         resp = await self._call(
@@ -379,6 +377,22 @@ class LeaseTable:
             raise table_error(exc, f"{self.name}-CoordinatorState", "reading it") from exc
         item = resp.get("Item")
         return str(item["cv"]["S"]) if item and "cv" in item else None
+
+
+def read_leases(
+    items: list[dict[str, Any]], stream: str | None
+) -> tuple[list[Lease], list[MalformedLease]]:
+    good: list[Lease] = []
+    bad: list[MalformedLease] = []
+    for item in items:
+        try:
+            lease = lease_of(item, stream)
+        except MalformedLease as exc:
+            bad.append(exc)
+            continue
+        if lease is not None:
+            good.append(lease)
+    return good, bad
 
 
 def check_key_schema(table: Mapping[str, Any], name: str) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 from console.checkpoints.base import Command, LockedStore, StoreLockedError, StreamRecord
 from console.engine.changes.plan import (
@@ -23,17 +25,40 @@ from console.engine.changes.plan import (
     Plan,
     SkipTo,
 )
+from console.engine.changes.resolve import check_sequences
 from console.engine.changes.service import Preview, StoredPlans
+from console.sources.base import StreamSource
 
 WAIT = 10.0  # seconds a change handed to a running consumer is awaited, unless told
 
 
+StreamOpener = Callable[[], AbstractAsyncContextManager[StreamSource]]
+
+
 class DatabaseTransport:
-    def __init__(self, store: LockedStore, record: StreamRecord, *, wait: float = WAIT) -> None:
+    def __init__(
+        self,
+        store: LockedStore,
+        record: StreamRecord,
+        *,
+        wait: float = WAIT,
+        stream: StreamOpener | None = None,
+    ) -> None:
+        """``stream``: opens the stream, to check a sequence number an operator rewinds to
+        against its shard before it is written (None: not checked)."""
         self.store = store
         self.record = record
         self.wait = wait
+        self.stream = stream
         self.plans = StoredPlans(store, record)
+
+    async def _checked(self, plan: Plan) -> Plan:
+        if self.stream is not None and any(
+            c.checkpoint.position.sequence_number for c in plan.changes
+        ):
+            async with self.stream() as source:
+                await check_sequences(plan, source)
+        return plan
 
     async def running(self) -> bool:
         """Whether a consumer holds the stream right now."""
@@ -50,7 +75,7 @@ class DatabaseTransport:
             # Only the consumer knows which record its processor fails on.
             summary = f"skip {request.shard_id} past the record its processor fails on"
             return Preview(Plan((), summary))
-        return Preview(await self.plans.plan(request))
+        return Preview(await self._checked(await self.plans.plan(request)))
 
     async def apply(self, request: ControlRequest) -> ControlResult:
         """Applied under the lock when no consumer holds the stream, else handed to the one
@@ -70,7 +95,7 @@ class DatabaseTransport:
         store = self.store
         command_id = await self.plans.add_command(request)
         try:
-            plan = await self.plans.plan(request, command_id)
+            plan = await self._checked(await self.plans.plan(request, command_id))
         except Exception as exc:  # refused: recorded, not left pending
             await store.finish_command(command_id, False, str(exc))
             raise

@@ -26,6 +26,7 @@ from console.model import (
     PositionError,
     PositionKind,
     Record,
+    TooOld,
     format_ts,
     is_sequence_number,
     parse_when,
@@ -35,6 +36,10 @@ from console.model import (
 
 class ControlError(Error):
     """A request that cannot be applied; nothing was changed."""
+
+
+class TargetTooOld(ControlError):
+    """A target time before 1970: said as it is, whatever the command's list of targets."""
 
 
 class Action(StrEnum):
@@ -101,7 +106,7 @@ class Target:
 
 
 def parse_target(text: str, now: float | None = None) -> Target:
-    """trim_horizon | latest | timestamp:ISO | ISO | -15m | sequence:N | checkpoint:ID"""
+    """trim_horizon | latest | timestamp:ISO | ISO | -15m | sequence:N | checkpoint:ENTRY"""
     raw = text.strip()
     lowered = raw.lower()
     if lowered in ("trim_horizon", "start"):
@@ -122,10 +127,12 @@ def parse_target(text: str, now: float | None = None) -> Target:
         raw = arg
     try:
         return Target(Position.at_timestamp(parse_when(raw, now)))
+    except TooOld as exc:
+        raise TargetTooOld(str(exc)) from None
     except PositionError:
         raise ControlError(
             f"'{text}' is not a target: use trim_horizon, latest, timestamp:ISO, -15m, "
-            "sequence:N or checkpoint:ID"
+            "sequence:N or checkpoint:ENTRY"
         ) from None
 
 

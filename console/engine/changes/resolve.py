@@ -16,10 +16,11 @@ from dataclasses import replace
 from console.checkpoints.base import CheckpointChange
 from console.engine.changes.plan import ControlError, Plan
 from console.model import Position, PositionKind, Record, seq_int
-from console.sources.base import StreamSource
+from console.sources.base import FatalSourceError, SourceError, StreamSource
 
 WINDOWS = (60.0, 3600.0, 86400.0, None)  # seconds looked back before the target; None: all
 MAX_CALLS = 500
+RESOLVE_WITHIN = 120.0  # seconds one position may take to resolve
 
 
 async def resolve_plan(plan: Plan, source: StreamSource) -> Plan:
@@ -34,12 +35,33 @@ async def resolve_plan(plan: Plan, source: StreamSource) -> Plan:
         ):
             changes.append(change)
             continue
-        position = await resolve_position(source, cp.shard_id, cp.position)
+        position = await resolve_bounded(source, cp.shard_id, cp.position)
         history = change.history
         if history is not None:
             history = replace(history, new_position=position)
         changes.append(CheckpointChange(replace(cp, position=position), history))
     return Plan(tuple(changes), plan.summary)
+
+
+async def resolve_bounded(source: StreamSource, shard_id: str, position: Position) -> Position:
+    """:func:`resolve_position` within RESOLVE_WITHIN seconds; what fails is a ControlError in
+    an operator's words (nothing has been written yet)."""
+    bound = asyncio.timeout(RESOLVE_WITHIN)
+    try:
+        async with bound:
+            return await resolve_position(source, shard_id, position)
+    except TimeoutError:
+        if bound.expired():
+            reason = f"the stream did not give the records within {RESOLVE_WITHIN:g} s"
+        else:
+            reason = "a read of the stream timed out"
+    except SourceError as exc:
+        reason = str(exc)
+    raise ControlError(
+        f"could not find the record before {position.target()} in shard {shard_id}: {reason}; "
+        "nothing was changed: try again, or give a sequence number (shard-console tail STREAM "
+        f"--shard {shard_id} --from ... shows them)"
+    )
 
 
 async def resolve_position(source: StreamSource, shard_id: str, position: Position) -> Position:
@@ -140,3 +162,36 @@ async def count_between(
         iterator = batch.next_iterator
         await asyncio.sleep(source.min_call_interval)
     return count, True
+
+
+async def check_sequences(plan: Plan, source: StreamSource) -> None:
+    """Every sequence number an operator's change moves a shard to must be one of that shard's
+    (Kinesis refuses another shard's, or one past its records, only when it is read: the next
+    start would stop the shard). Asked of the stream; ControlError, in an operator's words,
+    when it is not one, or when the stream cannot be asked."""
+    for change in plan.changes:
+        history = change.history
+        if history is None or history.cause != "rewind":
+            continue
+        position = change.checkpoint.position
+        seq = position.sequence_number
+        if seq is None or change.checkpoint.status.finished:
+            continue
+        sid = change.checkpoint.shard_id
+        try:
+            async with asyncio.timeout(RESOLVE_WITHIN):
+                await source.get_iterator(sid, Position.at_sequence(seq))
+        except TimeoutError:
+            raise ControlError(
+                f"could not check sequence number {seq} against shard {sid}: the stream did not "
+                "answer; nothing was changed"
+            ) from None
+        except FatalSourceError as exc:
+            raise ControlError(
+                f"sequence number {seq} is not one of shard {sid}'s: {exc}; nothing was changed"
+            ) from None
+        except SourceError as exc:
+            raise ControlError(
+                f"could not check sequence number {seq} against shard {sid} ({exc}): pass "
+                "--endpoint-url, --region or --profile to reach the stream; nothing was changed"
+            ) from None

@@ -28,7 +28,7 @@ from console.engine.changes.plan import (
     Plan,
     plan_change,
 )
-from console.engine.changes.resolve import resolve_plan
+from console.engine.changes.resolve import check_sequences, resolve_plan
 from console.engine.changes.service import Preview, undo_scope
 from console.engine.events import EventLog, Level
 from console.engine.lineage import Lineage
@@ -207,6 +207,7 @@ class RunningTransport:
                 if sid == request.shard_id:
                     failing = record
             plan = self._plan(request, command_id, undo_entries, failing)
+            await check_sequences(plan, self.runner.source)  # another shard's is refused now
             if self.resolve:  # a lease table holds records and sentinels only
                 plan = await resolve_plan(plan, self.runner.source)
             await self.checkpointer.write(plan.changes, finish=(command_id, plan.summary))

@@ -129,7 +129,7 @@ async def undo_scope(
 async def checkpoint_position(
     store: CheckpointStore, key: str, shard_id: str, entry_id: int
 ) -> Position:
-    """The position a history entry of ``shard_id`` recorded: what ``--to checkpoint:ID``
+    """The position a history entry of ``shard_id`` recorded: what ``--to checkpoint:ENTRY``
     rewinds to."""
     entry = await store.history_entry(key, entry_id)
     if entry is None or entry.shard_id != shard_id or entry.new_position is None:

@@ -53,7 +53,7 @@ from console.model import (
     Position,
 )
 from console.processors.base import Processor
-from console.sources.base import FatalSourceError, StreamInfo, StreamSource
+from console.sources.base import FatalSourceError, StreamInfo, StreamSource, describe_at_start
 
 log = logging.getLogger("shard_console.engine")
 
@@ -218,7 +218,7 @@ class Consumer:
 
     async def _start(self) -> None:
         try:
-            info = self.state.info or await self.source.describe()
+            info = self.state.info or await describe_at_start(self.source)
             self.state.info = info
             self.discovery.key = info.arn or self.source.stream
             await self.ownership.join(self.key, self.checkpointer)
@@ -339,6 +339,7 @@ class Consumer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        flushed = False
         try:
             async with self.transport.lock:
                 await self.shards.stop_all()
@@ -347,6 +348,7 @@ class Consumer:
                 try:
                     if self._opened and self._acquired:
                         await self.checkpointer.flush()
+                        flushed = True
                 except Exception as exc:
                     self._fail_run(f"the final checkpoint flush failed: {exc}")
                 if self._opened and self._acquired:
@@ -362,9 +364,14 @@ class Consumer:
                     await self.ownership.leave()
                 self._set_stopped()
                 if started:
+                    how = (
+                        "checkpoints flushed"
+                        if flushed
+                        else "the final checkpoint flush failed: what came after the last "
+                        "flushed checkpoint is read again at the next start"
+                    )
                     self.events.emit(
-                        "stopped",
-                        f"stopped after {self.state.records_total} records; checkpoints flushed",
+                        "stopped", f"stopped after {self.state.records_total} records; {how}"
                     )
 
     def _set_stopped(self) -> None:

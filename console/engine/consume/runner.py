@@ -201,6 +201,7 @@ class ShardRunner:
                 reading=sid in self._workers,
                 changing=sid in self._changing,
                 failed=sid in self._failed,
+                problem=ownership.problem(sid),
             )
             decision = decide(facts)
             if decision.act is Act.START:
@@ -208,7 +209,7 @@ class ShardRunner:
             elif decision.act is Act.ABANDON:
                 self._abandon(sid)
             if decision.status is not None:
-                self.state.set_status(sid, decision.status)
+                self.state.set_status(sid, decision.status, decision.error)
         self._allowed = allowed
         if any(sid not in lineage for sid in ownership.claims()):
             self._discover_now()  # a shard no listing has shown yet: list, then read it

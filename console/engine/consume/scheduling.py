@@ -31,12 +31,14 @@ class ShardFacts:
     reading: bool = False  # a worker reads it now
     changing: bool = False  # an operator change is rewriting it
     failed: bool = False  # an error stopped it; a change or a new lease clears that
+    problem: str | None = None  # what keeps anyone from reading it (a malformed lease)
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     act: Act
     status: ShardStatus | None = None  # what the row shows (SHOW, and after ABANDON)
+    error: str | None = None  # and why, when something is wrong
 
 
 KEEP = Decision(Act.KEEP)
@@ -64,6 +66,8 @@ def decide(facts: ShardFacts) -> Decision:
         return Decision(Act.SHOW, ShardStatus.PAUSED)
     if not facts.ready:
         return Decision(Act.SHOW, ShardStatus.WAITING)
+    if facts.problem is not None:
+        return Decision(Act.SHOW, ShardStatus.READY, facts.problem)
     if facts.allowance is Allowance.READ:
         return START
     return Decision(Act.SHOW, _AWAY[facts.allowance])

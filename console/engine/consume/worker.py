@@ -38,6 +38,7 @@ from console.model import (
     seq_int,
 )
 from console.processors.base import Processor, RecordFailed
+from console.settings import default
 from console.sources.base import (
     ExpiredIteratorError,
     FatalSourceError,
@@ -65,11 +66,11 @@ class ProcessorHung(Exception):
 class WorkerOptions:
     limit: int
     min_call_interval: float
-    idle_interval: float = 1.0
+    idle_interval: float = default("idle_interval")
     backoff_base: float = 0.2
     backoff_cap: float = 10.0
     processor_backoff_cap: float = 30.0
-    processor_timeout: float | None = 300.0
+    processor_timeout: float | None = default("processor_timeout")
 
 
 class RecordBudget:
@@ -330,6 +331,8 @@ class ShardWorker:
                 shard_id=self.shard_id,
             )
         self.state.set_status(self.shard_id, ShardStatus.FAILING, reason)
+        # Nothing is read: how far behind the shard is is not known any more (never "0 ms").
+        self.state.update(self.shard_id, lag_ms=None)
         return await self._sleep(backoff.next_delay())
 
     def _recovered(self) -> None:

@@ -27,8 +27,6 @@ from console.engine.snapshot import apply_doc, replay_events
 from console.engine.state import EngineState
 from console.model import CheckpointStatus, ShardStatus, format_duration
 
-STALE_AFTER = 30.0  # a consumer that has not published for this long is not running
-
 
 class AttachedDb(Attached):
     confirm_by_name = False  # a consumer of this machine, as its own console would ask
@@ -40,19 +38,18 @@ class AttachedDb(Attached):
         *,
         read_only: bool = False,
         interval: float = 1.0,
-        stale_after: float = STALE_AFTER,
         wait: float = WAIT,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(store, EngineState(record.name, record.source, store.path), read_only)
+        self.database = store
         self.record = record
         self.interval = interval
-        self.stale_after = stale_after
         self.changes = ChangeService(
             DatabaseTransport(store, record, wait=wait), events=self.events, read_only=read_only
         )
         self.clock = clock
-        self.live = False  # a consumer published within stale_after
+        self.live = False  # a consumer holds the stream (its process runs)
         self._published_at: float | None = None
         self._events_seen = 0
         self._run: object = None  # the publishing consumer's run: its events number anew
@@ -83,6 +80,10 @@ class AttachedDb(Attached):
     async def refresh(self) -> None:
         assert self.record is not None
         stream = self.record.stream
+        # Running is holding the stream (a consumer that has not flushed yet has published
+        # nothing; one killed left its last snapshot): the owner row, and its process. Asked
+        # before the snapshot is read: a consumer publishes its last one, then lets go.
+        self.live = await self._is_running()
         published = await self.store.snapshot(stream)
         now = self.clock()
         if published is not None:
@@ -93,11 +94,6 @@ class AttachedDb(Attached):
                 if doc.get("run") != self._run:
                     self._run, self._events_seen = doc.get("run"), 0
                 self._events_seen = replay_events(doc, self.events, self._events_seen)
-        self.live = (
-            published is not None
-            and bool(published[1].get("running", True))
-            and now - published[0] < self.stale_after
-        )
         if not self.live:
             await self._from_checkpoints()  # what the next start will read from
         await self._lineage()
@@ -118,6 +114,11 @@ class AttachedDb(Attached):
                 ),
             )
         self.state.set_diagnoses(found)
+
+    async def _is_running(self) -> bool:
+        assert self.record is not None
+        holder = await self.database.owner(self.record.stream)
+        return holder is not None and holder.alive()
 
     async def _from_checkpoints(self) -> None:
         """No consumer runs: the checkpoints, as ``checkpoints list`` shows them (over its

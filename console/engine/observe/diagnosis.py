@@ -8,8 +8,9 @@ what it is about and says why, in an operator's words, and what usually fixes it
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from console.engine.findings import Diagnosis, Finding
 from console.model import format_duration
@@ -207,4 +208,24 @@ def _idle_workers(leases: Collection[LeaseFacts]) -> list[Diagnosis]:
         )
         for worker, count in sorted(finished.items())
         if worker not in live
+    ]
+
+
+class Malformed(Protocol):
+    shard_id: str
+    reason: str
+
+
+def malformed_findings(items: Iterable[Malformed]) -> list[Diagnosis]:
+    """A lease item that is not a valid lease (a counter that is not a number, no checkpoint):
+    nobody reads its shard and its children wait, until it is fixed."""
+    return [
+        Diagnosis(
+            Finding.MALFORMED,
+            item.shard_id,
+            f"lease {item.shard_id} is malformed ({item.reason}): no worker reads its shard and "
+            "its children wait; shard-console leaves it untouched: fix or delete the item",
+            severe=True,
+        )
+        for item in sorted(items, key=lambda i: i.shard_id)
     ]

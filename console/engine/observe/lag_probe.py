@@ -15,10 +15,11 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from console.model import Position, PositionKind, Record
+from console.settings import default
 from console.sources.base import (
     ExpiredIteratorError,
     FatalSourceError,
@@ -27,7 +28,6 @@ from console.sources.base import (
     TrimmedDataError,
 )
 
-DEFAULT_INTERVAL = 10.0
 ITERATOR_LIFE = 240.0  # Kinesis iterators last 5 minutes: renew well before
 
 
@@ -72,15 +72,17 @@ class LagProbe:
         self,
         source: StreamSource,
         *,
-        interval: float = DEFAULT_INTERVAL,
+        interval: float = default("lag_interval"),
         concurrency: int = 4,
         clock: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.source = source
         self.interval = interval
         self.clock = clock
         self.mono = mono
+        self.sleep = sleep
         self.calls: Counter[str] = Counter()
         self.results: dict[str, Probe] = {}
         self.targets: dict[str, Position] = {}
@@ -125,7 +127,7 @@ class LagProbe:
     async def _until(self, when: float) -> None:
         delay = when - self.mono()
         if delay > 0:
-            await asyncio.sleep(delay)
+            await self.sleep(delay)
 
     async def _probe_released(self, sid: str, checkpoint: Position) -> None:
         try:

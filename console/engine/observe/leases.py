@@ -27,9 +27,10 @@ from console.checkpoints.leases import (
     Lease,
     LeaseStore,
     LeaseTableError,
+    MalformedLease,
     Marks,
     checkpoint_of,
-    lease_of,
+    read_leases,
     shard_of,
     stream_name,
 )
@@ -39,8 +40,13 @@ from console.engine.changes.service import ChangeService, Preview
 from console.engine.events import ExpiryTeller, Level
 from console.engine.lineage import Lineage
 from console.engine.observe.attached import Attached, stream_record_of
-from console.engine.observe.diagnosis import LeaseFacts, ShardFacts, diagnose
-from console.engine.observe.lag_probe import DEFAULT_INTERVAL, LagProbe, Probe, start_of
+from console.engine.observe.diagnosis import (
+    LeaseFacts,
+    ShardFacts,
+    diagnose,
+    malformed_findings,
+)
+from console.engine.observe.lag_probe import LagProbe, Probe, start_of
 from console.engine.observe.workers import (
     WORKER_METRIC_STATS,
     MetricRow,
@@ -57,7 +63,8 @@ from console.model import (
     ShardStatus,
     seq_int,
 )
-from console.sources.base import SourceError, StreamSource
+from console.settings import default
+from console.sources.base import SourceError, StreamSource, describe_at_start
 
 
 class AttachedLeases(Attached):
@@ -69,10 +76,10 @@ class AttachedLeases(Attached):
         source: StreamSource,
         *,
         read_only: bool = False,
-        scan_interval: float = 2.0,
+        scan_interval: float = default("scan_interval"),
         sync_interval: float = 30.0,
-        probe_interval: float = DEFAULT_INTERVAL,
-        failover: float = 10.0,
+        probe_interval: float = default("lag_interval"),
+        failover: float = default("failover_time"),
         clock: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -111,6 +118,7 @@ class AttachedLeases(Attached):
         self._handoff_seen: dict[str, float] = {}
         self._expiries = ExpiryTeller(self.events)
         self._changes: ChangeService | None = None  # once the stream is known
+        self._malformed: dict[str, MalformedLease] = {}  # shard -> why, as last scanned
         self._lock = asyncio.Lock()
 
     @property
@@ -122,7 +130,7 @@ class AttachedLeases(Attached):
         if self._started:
             return
         self._started = True
-        info = await self.source.describe()
+        info = await describe_at_start(self.source)
         self.state.info = info
         self.record, registered = await stream_record_of(self.store, self.source, info)
         self.kcl = not registered
@@ -200,7 +208,8 @@ class AttachedLeases(Attached):
         scan_started = self.mono()
         items = await self.leases.table.scan()
         name = stream_name(self.record.stream)
-        leases = [lease for item in items if (lease := lease_of(item, name))]
+        leases, malformed = read_leases(items, name)
+        self._malformed = {bad.shard_id: bad for bad in malformed}
         self._table_metrics = metric_rows(
             i for i in items if i.get("entityType", {}).get("S") == WORKER_METRIC_STATS
         )
@@ -387,6 +396,9 @@ class AttachedLeases(Attached):
         shards: Mapping[str, Shard],
     ) -> tuple[ShardStatus, str | None]:
         mark = self._marks.get(sid, Marks())
+        bad = self._malformed.get(sid)
+        if bad is not None:
+            return ShardStatus.READY, f"malformed lease: {bad.reason}"
         if seen is None:
             if shard.is_closed:
                 return ShardStatus.DONE, None  # never leased, or finished and cleaned up
@@ -513,7 +525,8 @@ class AttachedLeases(Attached):
                 )
         # A taker runs every 2 x failover; one scan more before nobody taking it is a finding.
         take_within = 2 * self.failover + self.scan_interval
-        return diagnose(facts, listed, failover=self.failover, take_within=take_within)
+        found = diagnose(facts, listed, failover=self.failover, take_within=take_within)
+        return [*malformed_findings(self._malformed.values()), *found]
 
     def _at_risk(self, probe: Probe | None) -> str | None:
         if probe is None or probe.lost is not None:

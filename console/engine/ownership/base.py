@@ -116,6 +116,11 @@ class Ownership(Protocol):
         stream whole."""
         ...
 
+    def problem(self, shard_id: str) -> str | None:
+        """What keeps the shard from being read by anyone, when something is wrong with it in
+        the store (a malformed lease); None when nothing is."""
+        ...
+
     async def listed(self, shards: Sequence[Shard]) -> None:
         """Shards new or changed in a listing (the KCL's shard sync: leases for new shards)."""
         ...

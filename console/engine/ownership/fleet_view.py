@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator, Mapping
 
 from console.checkpoints.leases import Heartbeat, Lease, LeaseStore
-from console.engine.events import EventLog, ExpiryTeller
+from console.engine.events import EventLog, ExpiryTeller, Level
 from console.engine.ownership.taker import LeaseObserver, lease_info
 from console.engine.state import EngineState, WorkerView
 from console.model import Checkpoint
@@ -35,7 +35,9 @@ class FleetView:
         self.wall_offset = wall_offset
         self.failover = failover
         self.heartbeats: list[Heartbeat] = []  # as last read
+        self.events = events
         self._expiries = ExpiryTeller(events)
+        self._malformed: set[str] = set()
         self._host = socket.gethostname()
         self._started_at = time.time()
 
@@ -74,6 +76,7 @@ class FleetView:
                 state.update(sid, lag_ms=None if lag is None else int(lag), rate=rate)
             self._expiries.see(sid, lease.owner, expired)
             state.update(sid, lease=lease_info(seen, expired, self.wall_offset))
+        self._tell_malformed(store)
         workers = tuple(
             WorkerView(
                 hb.worker, hb.host, hb.pid, len(hb.leases), hb.records, hb.rate, wall - hb.at,
@@ -83,6 +86,14 @@ class FleetView:
         )  # fmt: skip
         if workers:
             state.set_watch(workers=workers)
+
+    def _tell_malformed(self, store: LeaseStore) -> None:
+        """A lease item that is not a valid lease: said once (again once fixed and broken
+        anew); it is never taken, read or written (its row says why: LeaseOwnership.problem)."""
+        bad = store.malformed
+        for sid in sorted(set(bad) - self._malformed):
+            self.events.emit("lease_malformed", str(bad[sid]), level=Level.ERROR, shard_id=sid)
+        self._malformed = set(bad)
 
     def heartbeat(self, held: Mapping[str, Lease]) -> Heartbeat:
         """This worker's, from the snapshot: its leases, records, rate, each shard's lag."""

@@ -52,6 +52,7 @@ from console.engine.ownership.shard_sync import create_children, sync_leases
 from console.engine.ownership.taker import LeaseObserver, choose
 from console.engine.state import EngineState, LeaseInfo
 from console.model import Shard
+from console.settings import default
 
 log = logging.getLogger("shard_console.leases")
 
@@ -90,7 +91,7 @@ class LeaseOwnership:
         events: EventLog,
         *,
         worker_id: str | None = None,
-        failover: float = 10.0,
+        failover: float = default("failover_time"),
         take_over: bool = False,
         create_companion: bool = True,
         clock: Callable[[], float] = time.monotonic,
@@ -192,6 +193,10 @@ class LeaseOwnership:
 
     def claims(self) -> Collection[str]:
         return self.held.keys()
+
+    def problem(self, shard_id: str) -> str | None:
+        bad = self.store.malformed.get(shard_id)
+        return f"malformed lease: {bad.reason}" if bad is not None else None
 
     async def listed(self, shards: Sequence[Shard]) -> None:
         """The shard map saved; leases for the shards that have none (console.engine.ownership
@@ -375,10 +380,13 @@ class LeaseOwnership:
         if not self._taking:
             return  # stopping: take nothing more
 
+        malformed = self.store.malformed  # not finished, whatever they say: children wait
+
         def ready(lease: Lease) -> bool:
             seen = self.observer.seen
             return all(
-                (p := key_of(lease, parent)) not in seen or seen[p].lease.finished
+                ((p := key_of(lease, parent)) not in seen or seen[p].lease.finished)
+                and parent not in malformed
                 for parent in lease.parents
             )
 

@@ -98,6 +98,9 @@ class StreamLock:
     def claims(self) -> Collection[str]:
         return ()
 
+    def problem(self, shard_id: str) -> str | None:
+        return None
+
     async def listed(self, shards: Sequence[Shard]) -> None:
         if self._key is not None:
             await self.store.save_shards(self._key, shards)

@@ -18,6 +18,7 @@ from console.checkpoints.leases import (
     TRIM_HORIZON,
     Lease,
     LeaseStore,
+    MalformedLease,
     key_of,
     shard_range,
     stream_name,
@@ -63,7 +64,10 @@ async def record_children(store: LeaseStore, key: str, children: Sequence[Shard]
     reach its end before any listing has shown its children."""
     known = store.known_shards
     for parent in sorted({p for child in children for p in child.parents}):
-        lease = await store.table.get(store.lease_key(parent), stream_name(key))
+        try:
+            lease = await store.table.get(store.lease_key(parent), stream_name(key))
+        except MalformedLease:
+            continue  # left untouched (said where it is scanned)
         kids = tuple(s.shard_id for s in known.values() if parent in s.parents)
         if lease is not None and lease.finished and not set(kids) <= set(lease.children):
             await store.table.set_children(lease.key, kids)

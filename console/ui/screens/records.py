@@ -194,7 +194,7 @@ class RecordsScreen(Screen[None]):
                 self.notify(str(exc), severity="error", markup=False)
                 return
             if start is None:
-                self.notify("checkpoint:ID: use the detail screen's history", severity="error")
+                self.notify("checkpoint:ENTRY: use the detail screen's history", severity="error")
                 return
             self.starts.clear()
             self.note = None
