@@ -138,3 +138,206 @@ def test_data_lost_is_severe_and_first() -> None:
         (Finding.EXPIRED, "a"),
     ]
     assert result[0].severe and result[1].severe and not result[2].severe
+
+
+def test_every_finding_in_the_words_the_first_screen_shows() -> None:
+    """The whole diagnosis of one troubled application, word for word: what each finding says,
+    how severe it is, what it is about, and in what order the first screen lists them."""
+    from console.engine.findings import Diagnosis
+    from console.engine.observe.diagnosis import malformed_findings
+
+    leases = [
+        lease("exp", owner="w1", still=F),  # exactly the failover time: expired
+        lease("free", owner=None, still=2 * F),  # exactly two taker rounds: unowned
+        lease("hand", owner="w2", handoff="w3", handoff_for=30.0),  # exactly the timeout
+        lease("orphan", owner="w2"),  # the stream no longer has it
+        lease("p-end", owner="w1"),  # read to its end, never finished
+        lease("c-end", owner=None, parents=("p-end",), still=None),
+        lease("p-nobody", owner=None, still=2 * F),
+        lease("c-nobody", owner=None, parents=("p-nobody",), still=None),
+        lease("p-dead", owner="w1", still=F),  # its owner stopped renewing
+        lease("c-dead", owner=None, parents=("p-dead",), still=None),
+        lease("c-gone", owner=None, parents=("orphan",), still=None),
+        lease("fin", owner="idle", finished=True),
+        lease("lost", owner="w1"),
+        lease("risk", owner="w1"),
+    ]
+    shards = [
+        shard(s)
+        for s in ("exp", "free", "hand", "c-end", "p-nobody", "c-nobody", "c-dead", "c-gone")
+    ] + [
+        shard("p-end", closed=True, caught_up=True),
+        shard("p-dead"),
+        shard("fin", closed=True),
+        shard("nolease"),
+        shard("lost", lost="its records after the checkpoint are gone"),
+        shard("risk", at_risk="its next record leaves retention in 2h"),
+    ]
+    by_lease = {x.shard_id: x for x in leases}
+    by_shard = {s.shard_id: s for s in shards}
+    got = diagnose(by_lease, by_shard, failover=F)
+    assert got == [
+        Diagnosis(
+            Finding.STUCK_CHILD,
+            "c-dead",
+            "child c-dead waits on parent p-dead: nobody reads it",
+            severe=True,
+            about="p-dead",
+        ),
+        Diagnosis(
+            Finding.STUCK_CHILD,
+            "c-end",
+            "child c-end waits on parent p-end: it is read to its end but never checkpointed "
+            "SHARD_END (its processor must checkpoint in shard_ended)",
+            severe=True,
+            about="p-end",
+        ),
+        Diagnosis(
+            Finding.STUCK_CHILD,
+            "c-gone",
+            "child c-gone waits on parent orphan: the stream no longer has it, but its lease "
+            "never reached SHARD_END",
+            severe=True,
+            about="orphan",
+        ),
+        Diagnosis(
+            Finding.STUCK_CHILD,
+            "c-nobody",
+            "child c-nobody waits on parent p-nobody: nobody reads it",
+            severe=True,
+            about="p-nobody",
+        ),
+        Diagnosis(
+            Finding.DATA_LOST,
+            "lost",
+            "shard lost: its records after the checkpoint are gone",
+            severe=True,
+        ),
+        Diagnosis(
+            Finding.NO_LEASE,
+            "nolease",
+            "shard nolease of the stream has no lease: no worker reads it (the application's "
+            "shard sync has not run since it appeared, or ignores it)",
+            severe=True,
+        ),
+        Diagnosis(
+            Finding.ORPHAN_LEASE,
+            "orphan",
+            "lease orphan is for a shard the stream no longer has, and never reached "
+            "SHARD_END: what it had not read is gone with retention, and its children wait on "
+            "it until the lease is deleted or marked done",
+            severe=True,
+        ),
+        Diagnosis(
+            Finding.RETENTION,
+            "risk",
+            "shard risk: its next record leaves retention in 2h",
+            severe=True,
+        ),
+        Diagnosis(
+            Finding.EXPIRED,
+            "exp",
+            "nobody renews lease exp: worker w1 last renewed it 10s ago (failover 10s); a live "
+            "worker takes it at its next lease round; if none does, no worker is running",
+        ),
+        Diagnosis(
+            Finding.UNOWNED,
+            "free",
+            "nobody holds lease free: no worker reads it (are the workers running, and is there "
+            "one with room for it?)",
+        ),
+        Diagnosis(
+            Finding.HANDOFF_STUCK,
+            "hand",
+            "lease hand has been handed over to w3 for 30s, past the 30s timeout: w2 never "
+            "checkpointed its last batch; changes to it are refused until it ends",
+        ),
+        Diagnosis(
+            Finding.IDLE_WORKER,
+            "idle",
+            "worker idle holds only finished leases (1) while another holds 5 live ones: "
+            "finished leases count toward its share, so it takes no work until they are "
+            "cleaned up",
+        ),
+        Diagnosis(
+            Finding.EXPIRED,
+            "p-dead",
+            "nobody renews lease p-dead: worker w1 last renewed it 10s ago (failover 10s); a "
+            "live worker takes it at its next lease round; if none does, no worker is running",
+        ),
+        Diagnosis(
+            Finding.UNOWNED,
+            "p-nobody",
+            "nobody holds lease p-nobody: no worker reads it (are the workers running, and is "
+            "there one with room for it?)",
+        ),
+    ]
+    assert malformed_findings(
+        [Bad("z", "leaseCounter 'x' is not a number"), Bad("a", "no checkpoint")]
+    ) == [
+        Diagnosis(
+            Finding.MALFORMED,
+            "a",
+            "lease a is malformed (no checkpoint): no worker reads its shard and its children "
+            "wait; shard-console leaves it untouched: fix or delete the item",
+            severe=True,
+        ),
+        Diagnosis(
+            Finding.MALFORMED,
+            "z",
+            "lease z is malformed (leaseCounter 'x' is not a number): no worker reads its shard "
+            "and its children wait; shard-console leaves it untouched: fix or delete the item",
+            severe=True,
+        ),
+    ]
+
+
+class Bad:
+    def __init__(self, shard_id: str, reason: str) -> None:
+        self.shard_id = shard_id
+        self.reason = reason
+
+
+def test_just_short_of_each_threshold_is_no_finding() -> None:
+    leases = [
+        lease("exp", owner="w1", still=F - 0.1),
+        lease("free", owner=None, still=2 * F - 0.1),
+        lease("hand", owner="w2", handoff="w3", handoff_for=29.9),
+        lease("hand-unseen", owner="w2", handoff="w3", handoff_for=None),
+        lease("p", owner=None, still=2 * F - 0.1),  # unowned: the taker's wait applies
+        lease("c", owner=None, parents=("p",), still=None),
+        lease("q", owner="w1", still=F - 0.1),  # owned: the failover time applies
+        lease("d", owner=None, parents=("q",), still=None),
+    ]
+    shards = [shard(x.shard_id) for x in leases]
+    assert found(leases, shards) == set()
+    # A given take_within replaces two failover times, for leases and parents alike.
+    by_lease = {x.shard_id: x for x in leases}
+    by_shard = {s.shard_id: s for s in shards}
+    sooner = diagnose(by_lease, by_shard, failover=F, take_within=F)
+    assert {(d.finding, d.subject) for d in sooner} == {
+        (Finding.UNOWNED, "free"),
+        (Finding.UNOWNED, "p"),
+        (Finding.STUCK_CHILD, "c"),
+    }
+
+
+def test_one_busy_worker_with_a_single_live_lease_is_no_imbalance() -> None:
+    leases = [lease("d", owner="idle", finished=True), lease("a", owner="busy")]
+    assert found(leases, [shard("a"), shard("d", closed=True)]) == set()
+    # The idle worker's count and the busiest's, in words.
+    two = [*leases, lease("b", owner="busy"), lease("e", owner="idle", finished=True)]
+    text = [d.text for d in diagnose({x.shard_id: x for x in two}, None, failover=F)]
+    assert text == [
+        "worker idle holds only finished leases (2) while another holds 2 live ones: finished "
+        "leases count toward its share, so it takes no work until they are cleaned up"
+    ]
+
+
+def test_a_handoff_whose_owner_already_let_go() -> None:
+    leases = [lease("h", owner=None, handoff="w3", handoff_for=31.0)]
+    [stuck] = diagnose({"h": leases[0]}, {"h": shard("h")}, failover=F)
+    assert stuck.text == (
+        "lease h has been handed over to w3 for 31s, past the 30s timeout: its owner never "
+        "checkpointed its last batch; changes to it are refused until it ends"
+    )

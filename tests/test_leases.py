@@ -213,6 +213,105 @@ def test_finished_leases_are_no_work_and_unready_children_wait() -> None:
     assert choice.workers == 1  # "a" holds only a finished lease: it does not count
 
 
+class InOrder(random.Random):
+    """The table's order kept: a choice's leases compared whole, not as sets."""
+
+    def shuffle(self, x: Any) -> None:
+        pass
+
+
+def keys(*numbers: int) -> tuple[str, ...]:
+    return tuple(f"shard-{n}" for n in numbers)
+
+
+def chosen(choice: Choice) -> tuple[tuple[str, ...], tuple[str, ...], int, int]:
+    return (
+        tuple(lease.key for lease in choice.take),
+        tuple(lease.key for lease in choice.steal),
+        choice.target,
+        choice.workers,
+    )
+
+
+def ready_unless_child(lease: Lease) -> bool:
+    return not lease.parents
+
+
+@pytest.mark.parametrize(
+    ("owners", "others", "held", "max_steal", "expected"),
+    [
+        # Nothing to read: no target; the workers known are still counted.
+        ([], ["b"], [], 1, ((), (), 0, 2)),
+        # More workers than leases: one each; the unowned one is taken.
+        (["a", None], ["b", "c"], [], 1, (keys(1), (), 1, 4)),
+        # Holding more than the target: nothing.
+        (["me"] * 3, ["b"], keys(0, 1, 2), 1, ((), (), 2, 2)),
+        # An idle worker counts; the busiest (not the first listed) is stolen from, one a round.
+        (["b", "b", "a", "a", "a", "a"], [], [], 1, ((), keys(2), 2, 3)),
+        (["a"] * 4, ["b"], [], 1, ((), keys(0), 2, 3)),
+        (["a"] * 4, ["b"], [], 2, ((), keys(0, 1), 2, 3)),
+        # The busiest one over the target: one stolen though two are needed.
+        (["a", "a", "a", "b", "b"], [], [], 2, ((), keys(0), 2, 3)),
+        # Needing two while the busiest is at the target: one, whatever max_steal allows.
+        (["a", "a", "b", "b"], [], [], 2, ((), keys(0), 2, 3)),
+        # Needing one while nobody is over the target: nothing.
+        (["a", "a", "b", "b", "me"], [], keys(4), 1, ((), (), 2, 3)),
+    ],
+)
+def test_each_choice_in_full(
+    owners: list[str | None],
+    others: list[str],
+    held: tuple[str, ...],
+    max_steal: int,
+    expected: tuple[tuple[str, ...], tuple[str, ...], int, int],
+) -> None:
+    obs = LeaseObserver()
+    obs.update(leases(owners), now=0.0)
+    choice = choose(
+        obs, "me", 10.0, 1.0, ready_unless_child, max_steal, InOrder(), others=others, held=held
+    )
+    assert chosen(choice) == expected
+
+
+def test_nothing_ready_and_nobody_to_steal_from_is_no_choice() -> None:
+    obs = LeaseObserver()
+    children = leases([None, None])
+    for child in children:
+        child.parents = ("parent",)
+    obs.update(children, now=0.0)
+    choice = choose(obs, "me", 10.0, 1.0, ready_unless_child, rng=InOrder())
+    assert chosen(choice) == ((), (), 2, 1)
+    # A worker's unready leases are not stolen either.
+    theirs = leases(["a", "a", "a", "a"])
+    for lease in theirs[:3]:
+        lease.parents = ("parent",)
+    obs.update(theirs, now=0.0)
+    choice = choose(obs, "me", 10.0, 1.0, ready_unless_child, rng=InOrder())
+    assert chosen(choice) == ((), keys(3), 2, 2)
+
+
+def test_a_lease_first_seen_owned_counts_as_renewed_then_unowned_as_never() -> None:
+    obs = LeaseObserver()
+    obs.update(leases(["a", None]), now=7.0)
+    assert [s.changed_at for s in obs.seen.values()] == [7.0, 0.0]
+    obs.update(leases(["a", None]), now=9.0)  # unchanged: as first seen
+    assert [s.changed_at for s in obs.seen.values()] == [7.0, 0.0]
+    obs.update(leases(["a", "b"]), now=12.0)  # taken: a change
+    assert [s.changed_at for s in obs.seen.values()] == [7.0, 12.0]
+
+
+def test_a_lease_as_its_row_shows_it() -> None:
+    from console.engine.ownership.taker import Seen, lease_info
+    from console.engine.state import LeaseInfo
+
+    owned, unowned = leases(["a", None], counter=4)
+    # changed_at is on the scans' clock; the row shows wall time.
+    assert lease_info(Seen(owned, 5.0), False, 1000.0) == LeaseInfo("a", 4, 1005.0, False)
+    assert lease_info(Seen(owned, 5.0), True, 1000.0) == LeaseInfo("a", 4, 1005.0, True)
+    # Never seen to move: no time. Nobody's lease is not "expired": it is free.
+    assert lease_info(Seen(unowned, 0.0), True, 1000.0) == LeaseInfo(None, 4, None, False)
+
+
 # -- the protocol's writes, on moto ----------------------------------------------------------------
 
 

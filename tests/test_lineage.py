@@ -46,6 +46,20 @@ def test_descendants_and_tree_order() -> None:
     assert [sid for sid, _ in walk].count("s6") == 1
 
 
+def test_a_merge_below_a_split_is_one_descendant() -> None:
+    # 0 split into 1 and 2, which merged again into 3: 3 is reached twice, listed once.
+    t = Lineage.build(
+        [
+            Shard("s0", ending_sequence_number="9"),
+            Shard("s1", parent_id="s0", ending_sequence_number="9"),
+            Shard("s2", parent_id="s0", ending_sequence_number="9"),
+            Shard("s3", parent_id="s1", adjacent_parent_id="s2"),
+            Shard("s4", parent_id="s3"),
+        ]
+    )
+    assert t.descendants("s0") == ["s1", "s2", "s3", "s4"]
+
+
 def test_ten_thousand_shards_build() -> None:
     shards = [Shard(f"r{i:05d}", ending_sequence_number="1") for i in range(5000)]
     shards += [Shard(f"c{i:05d}", parent_id=f"r{i:05d}") for i in range(5000)]

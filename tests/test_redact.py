@@ -20,6 +20,22 @@ def test_redactor_masks_known_secrets_and_key_shapes() -> None:
     assert r("short words stay") == "short words stay"
 
 
+def test_the_longest_secret_is_masked_first_and_eight_characters_are_enough() -> None:
+    token = "t" * 30
+    r = Redactor([token[:8], token])  # a secret that is the start of a longer one
+    assert r(f"x {token} y") == f"x {MASK} y"  # whole, not "****" followed by the rest
+    r = Redactor(["12345678", "1234567"])
+    assert r("a 12345678 b 1234567") == f"a {MASK} b 1234567"
+    # An access key id keeps its prefix (AKIA, ASIA: long-term or temporary), nothing more.
+    assert Redactor()("AKIAZZZZZZZZZZZZZZZZ") == "AKIA" + MASK
+
+
+def test_the_environment_s_credentials_are_registered() -> None:
+    r = Redactor()
+    r.add_environment({"AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": TOKEN, "HOME": "/r"})
+    assert r(f"{SECRET} {TOKEN} /r") == f"{MASK} {MASK} /r"
+
+
 def echo_credentials(headers: dict[str, str]) -> str:
     """What AWS's signature errors do: quote the request's credential back."""
     return (

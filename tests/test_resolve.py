@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 import time
 from typing import Any
 
@@ -116,3 +117,237 @@ def test_skip_to_the_tip_of_a_lease_on_a_stock_kinesalite(stock_kinesalite: str,
             return (await app.lease(w, sid)).checkpoint
 
     assert asyncio.run(checkpoint()) == last
+
+
+# -- against the embedded endpoint: records at chosen times, checked against the plain answer -----
+
+
+class Shards:
+    """A 64-shard stream on the embedded endpoint (real HTTP, in-process): each case fills a
+    fresh shard with records arriving at chosen times."""
+
+    def __init__(self, endpoint: Any, stream: Any, source: KinesisSource) -> None:
+        self.endpoint = endpoint
+        self.stream = stream
+        self.source = source
+        self.used = 0
+
+    def fill(self, arrivals: list[float]) -> tuple[str, list[str]]:
+        sid = f"shardId-{self.used:012d}"
+        self.used += 1
+        shard = self.stream.shards[sid]
+
+        def append() -> list[str]:
+            return [str(shard.append("k", b"x", t)) for t in arrivals]
+
+        return sid, self.endpoint.call(append)
+
+
+@pytest.fixture
+async def shards(demo_endpoint: Any) -> Any:
+    stream = demo_endpoint.call(demo_endpoint.kinesis.create_stream, "resolve", 64)
+    async with KinesisSource("resolve", aws(demo_endpoint.url)) as source:
+        # Small pages, no pause between them: many calls in little time (the pace is the
+        # worker's business, tested with it).
+        source.max_records_per_call = 3
+        source.min_call_interval = 0.0
+        yield Shards(demo_endpoint, stream, source)
+
+
+NOW = float(int(time.time()))
+GAPS = [0.0, 0.5, 1.0, 30.0, 59.5, 60.0, 61.0, 1800.0, 3600.0, 7200.0, 86400.0, 90000.0]
+
+
+def arrivals_for(rng: random.Random) -> list[float]:
+    """Up to 12 records over up to three days, ending before now; gaps around each window."""
+    gaps = [rng.choice(GAPS) for _ in range(rng.randint(0, 12))]
+    out, t = [], NOW - 3 * 86400 - 100_000
+    for gap in gaps:
+        t += gap
+        out.append(t)
+    return out
+
+
+def targets_for(rng: random.Random, arrivals: list[float]) -> list[float]:
+    """Times at, just before and after records, and far from them."""
+    near = [a + d for a in arrivals[:2] + arrivals[-1:] for d in (-60.5, -0.5, 0.0, 0.5)]
+    return [*near, NOW - 10 * 86400, NOW, rng.uniform(NOW - 4 * 86400, NOW)]
+
+
+def expected_before(arrivals: list[float], seqs: list[str], when: float) -> Position:
+    before = [s for a, s in zip(arrivals, seqs, strict=True) if a < when]
+    return Position.after_sequence(before[-1]) if before else Position.trim_horizon()
+
+
+async def test_a_time_resolves_to_the_last_record_before_it_whatever_the_gaps(
+    shards: Shards,
+) -> None:
+    from console.engine.changes.resolve import resolve_position
+
+    rng = random.Random(24)
+    for case in range(10):
+        arrivals = arrivals_for(rng)
+        sid, seqs = shards.fill(arrivals)
+        for when in targets_for(rng, arrivals):
+            got = await resolve_position(shards.source, sid, Position.at_timestamp(when))
+            want = expected_before(arrivals, seqs, when)
+            assert got == want, (case, arrivals, when)
+
+
+async def test_a_sequence_number_resolves_to_the_record_before_it(shards: Shards) -> None:
+    from console.engine.changes.resolve import resolve_position
+
+    rng = random.Random(7)
+    for _ in range(10):
+        arrivals = arrivals_for(rng) or [NOW - 10]
+        sid, seqs = shards.fill(arrivals)
+        for i, seq in enumerate(seqs):
+            got = await resolve_position(shards.source, sid, Position.at_sequence(seq))
+            want = Position.after_sequence(seqs[i - 1]) if i else Position.trim_horizon()
+            assert got == want, (arrivals, i)
+    # Within an aggregate: the user record before it, with no read at all.
+    got = await resolve_position(shards.source, "nowhere", Position.at_sequence("515", 3))
+    assert got == Position.after_sequence("515", 2)
+    # Positions a lease table holds as they are.
+    for position in (Position.trim_horizon(), Position.after_sequence("9")):
+        assert await resolve_position(shards.source, "nowhere", position) == position
+
+
+async def test_a_sequence_number_past_the_shard_s_records_is_refused(shards: Shards) -> None:
+    from console.engine.changes.resolve import resolve_bounded
+
+    sid, seqs = shards.fill([NOW - 30, NOW - 20])
+    past = str(int(seqs[-1]) + 1)
+    with pytest.raises(ControlError) as caught:
+        await resolve_bounded(shards.source, sid, Position.at_sequence(past))
+    assert str(caught.value) == f"sequence number {past} is not in shard {sid}"
+
+
+async def test_what_a_rewind_reads_again_is_counted_up_to_a_cap(shards: Shards) -> None:
+    from console.engine.changes.resolve import count_between
+
+    arrivals = [NOW - 100 + i for i in range(8)]
+    sid, seqs = shards.fill(arrivals)
+    source = shards.source
+    cases = [
+        (Position.trim_horizon(), seqs[4], 100, (5, False)),
+        (Position.trim_horizon(), seqs[-1], 100, (8, False)),
+        (Position.trim_horizon(), seqs[-1], 8, (8, False)),
+        (Position.trim_horizon(), seqs[-1], 7, (7, True)),
+        (Position.trim_horizon(), seqs[-1], 3, (3, True)),
+        (Position.after_sequence(seqs[1]), seqs[4], 100, (3, False)),
+        (Position.after_sequence(seqs[4]), seqs[4], 100, (0, False)),  # nothing read again
+        (Position.at_timestamp(arrivals[6]), seqs[-1], 100, (2, False)),
+        (Position.at_timestamp(NOW), seqs[-1], 100, (0, False)),
+    ]
+    for start, upto, cap, want in cases:
+        assert await count_between(source, sid, start, upto, cap) == want, (start, upto, cap)
+
+
+async def test_a_read_that_finds_nothing_within_its_calls_says_so(
+    shards: Shards, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from console.engine.changes import resolve
+
+    sid, seqs = shards.fill([NOW - 100 + i for i in range(12)])  # 4 pages of 3
+    monkeypatch.setattr(resolve, "MAX_CALLS", 3)
+    with pytest.raises(ControlError) as caught:
+        await resolve.resolve_position(shards.source, sid, Position.at_timestamp(NOW))
+    assert str(caught.value) == (
+        f"shard {sid}: no record found within 3 reads; choose a position closer to the shard's "
+        "records"
+    )
+    # Counting stops there too, and says there may be more.
+    assert await resolve.count_between(
+        shards.source, sid, Position.trim_horizon(), seqs[-1], 100
+    ) == (9, True)
+    monkeypatch.setattr(resolve, "MAX_CALLS", 5)
+    assert await resolve.count_between(
+        shards.source, sid, Position.trim_horizon(), seqs[-1], 100
+    ) == (12, False)
+
+
+async def test_what_fails_is_said_with_the_shard_and_what_to_do(
+    shards: Shards, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from console.engine.changes import resolve
+
+    when = Position.at_timestamp(NOW - 60)
+    with pytest.raises(ControlError) as caught:
+        await resolve.resolve_bounded(shards.source, "shardId-000000000999", when)
+    assert str(caught.value).startswith(
+        f"could not find the record before {when.target()} in shard shardId-000000000999: "
+    )
+    assert str(caught.value).endswith(
+        "; nothing was changed: try again, or give a sequence number (shard-console tail "
+        "STREAM --shard shardId-000000000999 --from ... shows them)"
+    )
+    sid, _ = shards.fill([NOW - 30])
+    monkeypatch.setattr(resolve, "RESOLVE_WITHIN", 0.0)
+    with pytest.raises(ControlError) as caught:
+        await resolve.resolve_bounded(shards.source, sid, when)
+    assert f"in shard {sid}: the stream did not give the records within 0 s;" in str(caught.value)
+
+
+async def test_a_plan_s_positions_resolved_for_a_lease_table(shards: Shards) -> None:
+    from console.checkpoints.base import CheckpointChange
+    from console.engine.changes.plan import Plan
+    from console.engine.changes.resolve import resolve_plan
+    from console.model import Checkpoint, CheckpointStatus, HistoryEntry
+
+    sid, seqs = shards.fill([NOW - 300, NOW - 200, NOW - 100])
+    at = Position.at_timestamp(NOW - 150)
+
+    def change(position: Position, status: CheckpointStatus = CheckpointStatus.OPEN) -> Any:
+        history = HistoryEntry(sid, "rewind", "me", position, "open")
+        return CheckpointChange(Checkpoint(sid, position, status), history)
+
+    plan = Plan(
+        (
+            change(at),
+            change(Position.at_sequence(seqs[2])),
+            change(at, CheckpointStatus.DONE),  # finished: no position to resolve
+            change(Position.after_sequence(seqs[0])),
+            CheckpointChange(Checkpoint(sid, at), None),
+        ),
+        "summary",
+    )
+    resolved = await resolve_plan(plan, shards.source)
+    before = Position.after_sequence(seqs[1])
+    assert resolved.summary == "summary"
+    assert [c.checkpoint.position for c in resolved.changes] == [
+        before,
+        before,
+        at,
+        Position.after_sequence(seqs[0]),
+        before,
+    ]
+    histories = [c.history.new_position if c.history else None for c in resolved.changes]
+    assert histories == [before, before, at, Position.after_sequence(seqs[0]), None]
+    assert [c.checkpoint.status for c in resolved.changes][2] is CheckpointStatus.DONE
+
+
+async def test_a_rewind_s_sequence_number_is_checked_against_its_shard(shards: Shards) -> None:
+    from console.checkpoints.base import CheckpointChange
+    from console.engine.changes.plan import Plan
+    from console.engine.changes.resolve import check_sequences
+    from console.model import Checkpoint, CheckpointStatus, HistoryEntry
+
+    mine, my_seqs = shards.fill([NOW - 30])
+    _, other_seqs = shards.fill([NOW - 20])
+
+    def plan(sid: str, seq: str, cause: str = "rewind", **kw: Any) -> Plan:
+        cp = Checkpoint(sid, Position.at_sequence(seq), **kw)
+        return Plan((CheckpointChange(cp, HistoryEntry(sid, cause, "me", cp.position, None)),), "p")
+
+    await check_sequences(plan(mine, my_seqs[0]), shards.source)
+    # Not checked: what no rewind moves to, a finished row, a row with no history.
+    await check_sequences(plan(mine, other_seqs[0], cause="skip"), shards.source)
+    await check_sequences(plan(mine, other_seqs[0], status=CheckpointStatus.DONE), shards.source)
+    cp = Checkpoint(mine, Position.at_sequence(other_seqs[0]))
+    await check_sequences(Plan((CheckpointChange(cp, None),), "p"), shards.source)
+    with pytest.raises(ControlError) as caught:
+        await check_sequences(plan(mine, other_seqs[0]), shards.source)
+    text = str(caught.value)
+    assert text.startswith(f"sequence number {other_seqs[0]} is not one of shard {mine}'s: ")
+    assert text.endswith("; nothing was changed")

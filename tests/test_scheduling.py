@@ -54,6 +54,16 @@ CASES = [
         "lost while a change holds it: stopped all the same",
     ),
     (ShardFacts(OPEN, True, READ, changing=True), Decision(Act.KEEP), "a change rewrites it"),
+    (
+        ShardFacts(OPEN, True, READ, problem="leaseCounter 'x' is not a number"),
+        Decision(Act.SHOW, ShardStatus.READY, "leaseCounter 'x' is not a number"),
+        "its lease is malformed: nobody may read it, and the row says why",
+    ),
+    (
+        ShardFacts(PAUSED, True, READ, problem="malformed"),
+        show(ShardStatus.PAUSED),
+        "paused wins over a malformed lease",
+    ),
     (ShardFacts(DONE, True, READ, changing=True), Decision(Act.KEEP), "a change rewrites it"),
 ]
 
@@ -77,7 +87,10 @@ def test_a_checkpoint_past_the_retention_reads_on_from_the_start_and_says_so() -
     old = Checkpoint("s", Position.after_sequence("7"), arrival=now - 24 * 3600 - 1)
     position, lost = start_position("s", old, 24.0, now)
     assert position == Position.trim_horizon()
-    assert lost is not None and "older than the stream's retention (24 h)" in lost
+    assert lost == (
+        "s: checkpoint from 2001-09-08T01:46:39.000Z is older than the stream's retention (24 h); "
+        "continuing at TRIM_HORIZON: records after it may have been lost"
+    )
     # Exactly at the edge it is still held; a time (not a record) is never "lost" so.
     edge = Checkpoint("s", Position.after_sequence("7"), arrival=now - 24 * 3600)
     assert start_position("s", edge, 24.0, now) == (Position.after_sequence("7"), None)

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from console.decode import decode
 from tests.conftest import Kinesis, numbered, run_cli, unique
 from tests.test_dynamodb import changes, create_table
 
@@ -335,42 +334,6 @@ async def test_following_from_latest_reads_the_children_of_a_split_whole(kinesal
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
     assert sorted(seen[1:]) == sorted(d.decode() for _, d in numbered(30, keys=6))
-
-
-def test_decode_says_how() -> None:
-    assert decode(b'{"a": 1}').how == "json"
-    assert decode(b"plain words").how == "text"
-    assert decode(gzip.compress(b"gz text")).how == "gzip > text"
-    bomb = decode(b"\x1f\x8b" + b"not gzip at all")
-    assert bomb.how == "binary" and bomb.problem is not None
-    assert decode(b"x\x9cnot zlib").problem is not None
-    assert decode(b"x^ is text").how == "text"  # looks like a zlib header, reads as text
-    assert decode(b"[" * 100_000).how == "text"  # nested past Python's stack: still shown
-    assert decode(gzip.compress(b"one ") + gzip.compress(b"two")).text == "one two"
-    big = gzip.compress(b"0" * (17 * 1024 * 1024))
-    assert "more than 16 MB" in (decode(big).problem or "")
-
-
-def test_a_compression_bomb_is_stopped_while_it_inflates() -> None:
-    """A record of 250 KB that inflates to 256 MB: refused, and never held whole in memory."""
-    import tracemalloc
-    import zlib
-
-    from console.decode import MAX_INFLATED, decode
-
-    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip
-    chunk = bytes(1024 * 1024)
-    bomb = b"".join(packer.compress(chunk) for _ in range(256)) + packer.flush()
-    assert len(bomb) < 300_000
-    tracemalloc.start()
-    try:
-        shown = decode(bomb)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert shown.how == "binary" and "more than 16 MB" in (shown.problem or "")
-    assert shown.raw == bomb  # shown raw, not dropped
-    assert peak < 3 * MAX_INFLATED, f"{peak / 2**20:.0f} MB held while inflating"
 
 
 async def test_control_characters_never_reach_the_terminal_raw(kinesalite: str) -> None:

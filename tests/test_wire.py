@@ -103,6 +103,29 @@ def test_error_answers_become_the_classes_botocore_answers_do(
         assert isinstance(err, RetryableError) and err.throttled
 
 
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "code", "message"),
+    [
+        (400, {}, b'{"__type":"a.b#c#Throttled:x:y","message":"m"}', "Throttled", "m"),
+        (400, {"x-amzn-errortype": "Denied:http://x:y"}, b"{}", "Denied", "Bad Request"),
+        (503, {}, b"[1]", "503", "Service Unavailable"),  # JSON, not an object
+        (502, {}, b"<html>", "502", "Bad Gateway"),
+        (599, {}, b"", "599", ""),  # no reason phrase known
+    ],
+)
+def test_an_error_answer_read_as_botocore_reads_it(
+    status: int, headers: dict[str, str], body: bytes, code: str, message: str
+) -> None:
+    from botocore.exceptions import ClientError
+
+    err = client_error("GetRecords", status, headers, body)
+    assert isinstance(err, ClientError) and err.operation_name == "GetRecords"
+    assert err.response == {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+
+
 def _authorization(headers: dict[str, str]) -> dict[str, str]:
     scheme, _, rest = headers["Authorization"].partition(" ")
     assert scheme == "AWS4-HMAC-SHA256"
@@ -126,13 +149,21 @@ def _expected_signature(url: str, body: bytes, headers: dict[str, str]) -> str:
 
 
 async def test_the_fast_path_sends_what_botocore_sends_signed_alike(kinesalite: str) -> None:
+    await sends_what_botocore_sends(kinesalite)
+
+
+async def test_the_same_to_the_embedded_endpoint(demo_endpoint: Any) -> None:
+    await sends_what_botocore_sends(demo_endpoint.url)
+
+
+async def sends_what_botocore_sends(url: str) -> None:
     name = unique()
-    k = Kinesis(kinesalite)
+    k = Kinesis(url)
     await k.create(name, 1)
     sent = numbered(5)
     await k.put(name, sent)
     got: dict[str, list[bytes]] = {}
-    with proxy(kinesalite, lambda *_: None) as p:
+    with proxy(url, lambda *_: None) as p:
         for path in ("botocore", "fast"):
             async with KinesisSource(name, aws(p.url, path)) as source:
                 [shard] = await source.list_shards()

@@ -112,7 +112,7 @@ def choose(
     workers = len(counts)
     if not work:
         return Choice((), (), 0, workers)
-    target = 1 if workers >= len(work) else math.ceil(len(work) / workers)
+    target = math.ceil(len(work) / workers)  # 1 when there are more workers than leases
     need = target - counts[me]
     if need <= 0:
         return Choice((), (), target, workers)
