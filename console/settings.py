@@ -18,7 +18,6 @@ credentials are never read here: boto3's credential chain finds them, as it alwa
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -28,6 +27,20 @@ from typing import Any
 
 from console.config import default_config_path
 from console.errors import UsageError
+from console.setting_values import (
+    choice,
+    failover,
+    fan_out,
+    flag,
+    keymap,
+    max_records,
+    non_negative,
+    port,
+    positive,
+    records_per_call,
+    refresh_rate,
+    text,
+)
 
 ENV_PREFIX = "SHARD_CONSOLE_"
 # Variables of ours that are not settings: where the settings are, a serve token, tracebacks.
@@ -43,131 +56,6 @@ CONSUMERS = frozenset({RUN, DEMO})
 CONSOLES = frozenset({RUN, DEMO, ATTACH})
 STORES = frozenset({RUN, ATTACH, SERVE, CHANGE, READ, LEASES})
 AWS = STORES | {TAIL}
-
-
-# -- value parsers: each takes a flag's or a variable's text, or a TOML value -------------------
-
-
-def text(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise UsageError(f"{name} must be a non-empty string")
-    return value.strip()
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError
-    return number
-
-
-def positive(name: str, value: Any) -> float:
-    try:
-        number = _number(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{name} must be a number of seconds, not {value!r}") from None
-    if not number > 0:
-        raise UsageError(f"{name} must be a positive number of seconds, not {value!r}")
-    return number
-
-
-def non_negative(name: str, value: Any) -> float:
-    try:
-        number = _number(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{name} must be a number of seconds, not {value!r}") from None
-    if number < 0:
-        raise UsageError(f"{name} must be zero or more seconds, not {value!r}")
-    return number
-
-
-def count(name: str, value: Any, high: int | None = None) -> int:
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError
-        number = int(value)
-    except (TypeError, ValueError, OverflowError):
-        raise UsageError(f"{name} must be a whole number, not {value!r}") from None
-    if number < 1 or (high is not None and number > high):
-        bound = f"between 1 and {high}" if high else "1 or more"
-        raise UsageError(f"{name} must be {bound}, not {value!r}")
-    return number
-
-
-def flag(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    word = str(value).strip().lower()
-    if word in ("1", "true", "yes", "on"):
-        return True
-    if word in ("0", "false", "no", "off", ""):
-        return False
-    raise UsageError(f"{name} must be true or false, not {value!r}")
-
-
-def choice(*choices: str) -> Callable[[str, Any], str]:
-    def parse(name: str, value: Any) -> str:
-        word = str(value).strip().lower()
-        if word not in choices:
-            raise UsageError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-        return word
-
-    parse.choices = choices  # type: ignore[attr-defined]
-    return parse
-
-
-def fan_out(name: str, value: Any) -> str | None:
-    """A stream consumer's name, or true for the default one; false for polling."""
-    if isinstance(value, bool):
-        return "" if value else None
-    word = str(value).strip()
-    if word.lower() in ("1", "true", "yes", "on"):
-        return ""
-    if word.lower() in ("0", "false", "no", "off", ""):
-        return None
-    return word
-
-
-def records_per_call(name: str, value: Any) -> int:
-    return count(name, value, 10_000)
-
-
-def max_records(name: str, value: Any) -> int:
-    return count(name, value)
-
-
-def refresh_rate(name: str, value: Any) -> float:
-    try:
-        number = _number(value)
-    except (TypeError, ValueError):
-        raise UsageError(
-            f"{name} must be a number of refreshes per second, not {value!r}"
-        ) from None
-    if not 0.2 <= number <= 60:
-        raise UsageError(f"{name} must be between 0.2 and 60 per second, not {value!r}")
-    return number
-
-
-def port(name: str, value: Any) -> int:
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError
-        number = int(value)
-    except (TypeError, ValueError, OverflowError):
-        raise UsageError(f"{name} must be a port number, not {value!r}") from None
-    if not 0 <= number <= 65535:
-        raise UsageError(f"{name} must be a port between 0 and 65535 (0: any free one)")
-    return number
-
-
-def keymap(name: str, value: Any) -> dict[str, str]:
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise UsageError(f'[{name}] must map binding ids to keys, as in quit = "ctrl+q"')
-    return dict(value)
 
 
 # -- the table ------------------------------------------------------------------------------------
@@ -284,15 +172,16 @@ class Settings:
         },
     )  # fmt: skip
     lease_table: str | None = setting(
-        None, text, "a KCL lease table in DynamoDB (the KCL's application name): fleet mode, "
-        "created if absent", STORES, "TABLE", group=FLEET,
+        None, text, "a KCL lease table in DynamoDB (the KCL's application name): run shares the "
+        "stream through it (fleet mode; created if absent, unless --no-create-table), the other "
+        "commands read and change it", STORES, "TABLE", group=FLEET,
     )  # fmt: skip
     worker_id: str | None = setting(
         None, text, "this worker's name in leaseOwner", {RUN}, "ID", group=FLEET,
         shown="host-pid-random",
     )  # fmt: skip
     failover_time: float = setting(
-        10.0, positive, "a lease not renewed for this long is taken over (minimum 3)",
+        10.0, failover, "a lease not renewed for this long is taken over (minimum 3)",
         {RUN, ATTACH, SERVE}, "SECONDS", group=FLEET,
     )  # fmt: skip
     dynamodb_endpoint_url: str | None = setting(
@@ -385,9 +274,8 @@ def add_flags(parser: argparse.ArgumentParser, command: str, *, given_only: bool
             continue
         kwargs: dict[str, Any] = {"metavar": row.metavar, "help": _help(f, row)}
         choices = getattr(row.parse, "choices", None)
-        if choices is not None:
-            kwargs["choices"] = choices
-            kwargs.pop("metavar")
+        if choices is not None:  # shown as argparse shows choices; checked by the setting's parser
+            kwargs["metavar"] = "{" + ",".join(choices) + "}"
         if row.const is not None:
             kwargs.update(nargs="?", const=row.const)
         target.add_argument(name, **kwargs, **extra)
@@ -482,13 +370,16 @@ def load(
     flags: Mapping[str, Any],
     env: Mapping[str, str] | None = None,
     config: str | None = None,
+    *,
+    read_file: bool = True,
 ) -> Loaded:
     """Merge the three layers over the defaults. ``flags`` holds what was given on the command
-    line (None: not given)."""
+    line (None: not given). ``read_file`` False: no file at all (``info`` showing the rest
+    when the named one is missing)."""
     env = os.environ if env is None else env
     check_environment(env)
     candidate, named = config_path(config, env)
-    path = candidate if named or candidate.is_file() else None
+    path = candidate if read_file and (named or candidate.is_file()) else None
     file_values = read_toml(path) if path is not None else {}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}

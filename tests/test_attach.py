@@ -689,3 +689,45 @@ async def test_a_lease_created_and_taken_since_the_preview_is_not_written(app: A
             assert "held by nobody, now w3" in result.message
             lease = await app.lease(w, s1)
             assert (lease.checkpoint, lease.owner) == (app.puts[s1][-1], "w3")
+
+
+async def test_attach_db_checks_a_rewinds_sequence_number_against_its_shard(
+    demo_endpoint: Any, db: str
+) -> None:
+    """With no consumer running, a change from the attached console is written to the database
+    itself: a sequence number of another shard is refused first, as the command line does."""
+    from console.checkpoints.sqlite import SqliteStore
+    from console.engine.consume.consumer import Consumer
+    from console.engine.observe.database import AttachedDb
+    from console.sources.kinesis import KinesisSource
+    from tests.conftest import FAST, Collect
+
+    e = demo_endpoint
+    stream = e.call(e.kinesis.create_stream, "s", 2)
+    for i in range(10):
+        e.call(e.kinesis.put, "s", f"k{i}", b"x")
+    store = await SqliteStore.open(db)
+    try:
+        async with KinesisSource("s", aws(e.url)) as source:
+            processor = Collect()
+            async with Consumer(source, store, processor, FAST) as consumer:
+                await wait_for(lambda: consumer.state.records_total == 10, what="read")
+        [record] = await store.streams()
+        before = await store.load(record.stream)
+        s0, s1 = sorted(stream.shards)
+        theirs = str(stream.shards[s1].seqs[0])
+        mine = str(stream.shards[s0].seqs[0])
+        engine = AttachedDb(store, record, stream=lambda: KinesisSource("s", aws(e.url)))
+        refused = await engine.control(
+            ControlRequest(Action.REWIND, s0, Position.at_sequence(theirs), actor="op")
+        )
+        assert not refused.ok
+        assert refused.message.startswith(f"sequence number {theirs} is not one of shard {s0}'s")
+        assert await store.load(record.stream) == before
+        applied = await engine.control(
+            ControlRequest(Action.REWIND, s0, Position.at_sequence(mine), actor="op")
+        )
+        assert applied.ok, applied.message
+        assert (await store.load(record.stream))[s0].position == Position.at_sequence(mine)
+    finally:
+        await store.close()

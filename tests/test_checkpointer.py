@@ -191,3 +191,41 @@ def test_drop_through_drops_the_aggregates_records_already_processed() -> None:
         ("43", None),
     ]
     assert drop_through(batch, "41", 0) == batch  # nothing of it in this batch
+
+
+async def test_progress_being_written_is_still_the_truth_while_the_store_takes_it() -> None:
+    """A change planned, a page opened, during a flush's write: they see the progress in
+    flight, not the checkpoint before it (the flush emptied its pending progress already)."""
+    gate, in_store = asyncio.Event(), asyncio.Event()
+
+    class SlowSave(MemoryStore):
+        async def save(self, stream, changes, finish=None):  # type: ignore[no-untyped-def]
+            in_store.set()
+            await gate.wait()
+            await super().save(stream, changes, finish)
+
+    store = SlowSave()
+    cp, _ = await checkpointer(store, {"a": Checkpoint("a", AFTER("1"))})
+    cp.advance("a", AFTER("5"), 5.0)
+    flush = asyncio.create_task(cp.flush())
+    await in_store.wait()
+    got = cp.get("a")
+    assert got is not None and got.position == AFTER("5")
+    assert cp.all()["a"].position == AFTER("5")
+    cp.advance("a", AFTER("6"), 6.0)  # newer progress meanwhile wins
+    assert cp.get("a").position == AFTER("6")  # type: ignore[union-attr]
+    gate.set()
+    assert await flush == 1
+    assert cp.get("a").position == AFTER("6")  # type: ignore[union-attr]
+    await cp.flush()
+    assert (await store.load(KEY))["a"].position == AFTER("6")
+    # A shard lost to another worker while its progress is written: not ours any more.
+    gate.clear()
+    in_store.clear()
+    cp.advance("a", AFTER("7"), 7.0)
+    flush = asyncio.create_task(cp.flush())
+    await in_store.wait()
+    cp.forget("a")
+    assert cp.get("a").position == AFTER("6")  # type: ignore[union-attr]
+    gate.set()
+    await flush

@@ -454,6 +454,23 @@ def test_every_flag_of_every_command_says_what_it_does() -> None:
     assert silent == []
 
 
+def test_a_word_flag_is_parsed_as_its_variable_is() -> None:
+    """--log-format JSON is SHARD_CONSOLE_LOG_FORMAT=JSON: one parser for both, not argparse's
+    choices for one of them."""
+    from console.cli.commands import build_parser
+    from console.errors import UsageError
+    from console.settings import flags_given, load_settings
+
+    parser = build_parser()
+    args = parser.parse_args(["run", "s", "--log-format", "JSON", "--read-path", "Botocore"])
+    settings = load_settings(flags_given(args), env={})[0]
+    assert (settings.log_format, settings.read_path) == ("json", "botocore")
+    bad = parser.parse_args(["run", "s", "--log-format", "xml"])
+    with pytest.raises(UsageError, match="--log-format must be one of text, json, not 'xml'"):
+        load_settings(flags_given(bad), env={})
+    assert "{text,json}" in parser._subparsers._group_actions[0].choices["run"].format_help()  # type: ignore[union-attr]
+
+
 def test_a_dumb_terminal_is_told_to_run_headless(monkeypatch: pytest.MonkeyPatch) -> None:
     from console.cli.launch import check_ui
     from console.errors import UsageError
@@ -466,3 +483,6 @@ def test_a_dumb_terminal_is_told_to_run_headless(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("TERM", "xterm-256color")
     check_ui(Settings())
     check_ui(Settings(no_ui=True))  # headless needs no terminal at all
+    # ... but a configuration is refused whole, headless too.
+    with pytest.raises(UsageError, match="nonsense"):
+        check_ui(Settings(no_ui=True, keys={"nonsense": "x"}))

@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 from aws_kinesis_agg.aggregator import RecordAggregator
@@ -185,3 +186,41 @@ async def test_missing_credentials(
             await source.describe()
         with pytest.raises(CredentialsError, match="no AWS credentials"):
             await source.get_records("an-iterator", 10)  # signing on the read path needs them
+
+
+async def test_the_description_at_start_waits_out_throttling_and_blames_a_failing_endpoint(
+    demo_endpoint: Any,
+) -> None:
+    """A fleet starting at once is throttled on DescribeStreamSummary: that passes, and is
+    waited out. An endpoint that keeps failing is the operator's to fix: said after 3 tries."""
+    from console.sources.base import FatalSourceError, RetryableError, describe_at_start
+    from tests.proxy import Reply, proxy
+
+    demo_endpoint.call(demo_endpoint.kinesis.create_stream, "s", 1)
+    answers: list[Reply] = []
+    seen: list[str] = []
+
+    def rule(operation: str, body: dict[str, Any], headers: dict[str, str]) -> Reply | None:
+        seen.append(operation)
+        return answers.pop(0) if answers and operation.startswith("DescribeStream") else None
+
+    throttled = Reply(400, "LimitExceededException", "Rate exceeded for stream s")
+    failing = Reply(500, "InternalFailure", "oops")
+    with proxy(demo_endpoint.url, rule) as p:
+        async with KinesisSource("s", aws(p.url)) as source:
+            answers[:] = [throttled] * 3  # as many as the tries a failure gets
+            info = await describe_at_start(source)
+            assert info.name == "s" and answers == []
+            answers[:] = [failing, throttled, failing]  # throttling does not use up the tries
+            assert (await describe_at_start(source)).name == "s"
+            answers[:] = [failing] * 3
+            with pytest.raises(FatalSourceError) as caught:
+                await describe_at_start(source)
+            assert str(caught.value).endswith(
+                "(3 tries): check --endpoint-url and --region, or the service's health, then "
+                "start again"
+            )
+            answers[:] = [throttled] * 100
+            with pytest.raises(RetryableError) as throttled_out:
+                await describe_at_start(source, throttled_for=0.5)
+            assert throttled_out.value.throttled

@@ -527,6 +527,15 @@ async def test_a_child_is_taken_only_once_every_parent_is_finished(dynamodb: Any
     await worker.take_round()
     assert heard.took == []  # the parent is still being read by "other": the child waits
     assert await table.checkpoint(parent, "SHARD_END", 0)
+    take = worker.table.take
+
+    async def take_after_a_reconcile(lease: Any, owner: str) -> bool:
+        # The consumer follows the round's scan while the take is on its way (it clears the
+        # signal as it reconciles): the take itself must signal again.
+        worker.changed.clear()
+        return await take(lease, owner)
+
+    worker.table.take = take_after_a_reconcile  # type: ignore[method-assign]
     await worker.take_round()
     assert heard.took == ["shardId-1"]
     assert worker.allowance("shardId-1") is Allowance.READ

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import re
 import socket
@@ -238,9 +239,15 @@ async def test_an_outage_is_said_not_shown_as_no_lag(kinesalite: str, store: Sql
     await k.create(name, 2)
     await k.put(name, numbered(20))
     down = False
+    calls = itertools.count()
 
     def rule(operation: str, body: dict[str, Any], headers: dict[str, str]) -> Reply | None:
-        return Reply(503, "ServiceUnavailable", "down") if down else None
+        if not down:
+            return None
+        # The errors change from call to call (an outage rarely says one thing): still one.
+        if next(calls) % 2:
+            return Reply(400, "ProvisionedThroughputExceededException", "Rate exceeded")
+        return Reply(503, "ServiceUnavailable", "down")
 
     endpoint = Endpoint("127.0.0.1", 0, stalled_after=1.0)
     await endpoint.open()
@@ -264,10 +271,19 @@ async def test_an_outage_is_said_not_shown_as_no_lag(kinesalite: str, store: Sql
                     assert "max lag unknown: every shard failing for" in status_text(consumer.state)
                     code, text = await get(f"{endpoint.url}/readyz")
                     assert code == 503 and text.startswith("every shard failing: ")
-                    await asyncio.sleep(1.1)
-                    code, text = await get(f"{endpoint.url}/healthz")
-                    assert code == 503 and "every shard failing for" in text
-                    assert "ServiceUnavailable" in text
+                    healthz: list[tuple[int, str]] = []
+
+                    async def unhealthy() -> bool:
+                        healthz.append(await get(f"{endpoint.url}/healthz"))
+                        return healthz[-1][0] == 503
+
+                    deadline = time.monotonic() + 10
+                    while not await unhealthy():
+                        assert time.monotonic() < deadline, healthz[-1]
+                        await asyncio.sleep(0.1)
+                    code, text = healthz[-1]
+                    assert "every shard failing for" in text
+                    assert "ServiceUnavailable" in text or "Rate exceeded" in text
                     down = False
                     await wait_for(
                         lambda: all(
@@ -279,6 +295,27 @@ async def test_an_outage_is_said_not_shown_as_no_lag(kinesalite: str, store: Sql
                     assert await get(f"{endpoint.url}/readyz") == (200, "ready\n")
     finally:
         await endpoint.close()
+
+
+def test_an_outage_is_reads_failing_everywhere_not_a_processor_failing() -> None:
+    """A processor failing on its records (a poison record, a sink down) on every shard is not
+    an outage: a restart would meet the same records. Only reads that fail everywhere are."""
+    from console.engine.snapshot import failing_since
+
+    state = EngineState("s", "kinesis", "here")
+    for sid in ("a", "b", "c"):
+        state.update(sid, status=ShardStatus.ACTIVE)
+    state.update("c", status=ShardStatus.PAUSED)  # not read: not counted either way
+    assert failing_since(state) is None
+    failing = ShardStatus.FAILING
+    state.update("a", status=failing, last_error="503", error_at=130.0, read_failing_since=100.0)
+    assert failing_since(state) is None  # b reads on
+    state.update("b", status=failing, last_error="throttled", error_at=140.0)
+    assert failing_since(state) is None  # b's processor fails: its reads get through
+    state.update("b", read_failing_since=120.0)
+    assert failing_since(state) == (100.0, "throttled")
+    state.update("a", read_failing_since=None)  # a read of a got through
+    assert failing_since(state) is None
 
 
 def state_with(worker: str | None, rows: dict[str, tuple[ShardStatus, str | None]]) -> Any:

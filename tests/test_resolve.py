@@ -351,3 +351,84 @@ async def test_a_rewind_s_sequence_number_is_checked_against_its_shard(shards: S
     text = str(caught.value)
     assert text.startswith(f"sequence number {other_seqs[0]} is not one of shard {mine}'s: ")
     assert text.endswith("; nothing was changed")
+
+
+# -- a time found by reading, when the endpoint does not answer AT_TIMESTAMP ---------------------
+
+
+async def test_a_time_found_by_reading_the_shard(shards: Shards) -> None:
+    from console.sources.seek import Found, resume_after, seek_time
+
+    rng = random.Random(5)
+    for _ in range(6):
+        arrivals = arrivals_for(rng)
+        sid, seqs = shards.fill(arrivals)
+        for when in targets_for(rng, arrivals):
+            found = await seek_time(shards.source, sid, when)
+            before = [i for i, a in enumerate(arrivals) if a < when]
+            first = len(before)
+            assert (
+                found.before.sequence_number if found.before else None,
+                found.first.sequence_number if found.first else None,
+            ) == (
+                seqs[before[-1]] if before else None,
+                seqs[first] if first < len(seqs) else None,
+            ), (arrivals, when)
+            if found.first is not None:
+                assert resume_after(found) == Position.at_sequence(found.first.sequence_number)
+            elif found.before is not None:
+                assert resume_after(found) == Position.after_sequence(found.before.sequence_number)
+            else:
+                assert resume_after(found) == Position.trim_horizon()
+    assert resume_after(Found(None, None)) == Position.trim_horizon()
+
+
+async def test_a_time_beyond_the_reads_allowed_says_what_to_do(
+    shards: Shards, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from console.model import format_ts
+    from console.sources import seek
+    from console.sources.base import FatalSourceError
+
+    sid, _ = shards.fill([NOW - 100 + i for i in range(7)])  # 3 pages of 3
+    monkeypatch.setattr(seek, "MAX_CALLS", 2)
+    with pytest.raises(FatalSourceError) as caught:
+        await seek.seek_time(shards.source, sid, NOW)
+    assert str(caught.value) == (
+        f"shard {sid}: the endpoint does not answer GetShardIterator AT_TIMESTAMP, and "
+        f"{format_ts(NOW)} is not within the first 2 reads of the shard: rewind it to a sequence "
+        f"number instead (shard-console tail STREAM --shard {sid} --from trim_horizon shows them)"
+    )
+    monkeypatch.setattr(seek, "MAX_CALLS", 4)  # three pages, and the empty read at the tip
+    found = await seek.seek_time(shards.source, sid, NOW)
+    assert found.first is None and found.before is not None
+
+
+async def test_an_endpoint_that_does_not_answer_at_timestamp_is_read_and_not_asked_again(
+    demo_endpoint: Any,
+) -> None:
+    stream = demo_endpoint.call(demo_endpoint.kinesis.create_stream, "quiet", 1)
+    shard = stream.shards["shardId-000000000000"]
+    arrivals = [NOW - 50 + 10 * i for i in range(5)]
+    seqs = demo_endpoint.call(lambda: [str(shard.append("k", b"x", t)) for t in arrivals])
+    asked: list[float] = []
+
+    async def never_at_timestamp(request: Any, **_: Any) -> None:
+        if b"AT_TIMESTAMP" in (request.body or b""):
+            asked.append(time.monotonic())
+            await asyncio.sleep(60)  # as stock kinesalite: no answer
+
+    settings = dataclasses.replace(aws(demo_endpoint.url), at_timestamp_within=0.2)
+    hooks = [("before-send.kinesis.GetShardIterator", never_at_timestamp)]
+    async with KinesisSource("quiet", settings, hooks) as source:
+        source.max_records_per_call = 2
+        source.min_call_interval = 0.0
+        sid = "shardId-000000000000"
+        async with asyncio.timeout(20):
+            it = await source.get_iterator(sid, Position.at_timestamp(arrivals[2] - 1))
+            assert [r.sequence_number for r in (await source.get_records(it, 10)).records] == (
+                seqs[2:]
+            )
+            tip = await source.get_iterator(sid, Position.at_timestamp(NOW))  # after them all
+            assert (await source.get_records(tip, 10)).records == []
+    assert len(asked) == 1  # given its chance once; read the second time at once

@@ -74,6 +74,8 @@ async def console(
         try:
             async with app.run_test(size=SIZE) as pilot:
                 await wait_for(lambda: len(processor.seen) == records)
+                # ... and the worker has taken its progress (the processor returns first).
+                await wait_for(lambda: consumer.state.records_total == records)
                 # Until the console has drawn a snapshot taken after the last record.
                 read = consumer.state.version
                 await wait_for(lambda: app._seen_version >= read, what="the console's redraw")

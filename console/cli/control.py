@@ -269,9 +269,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     from console.redact import REDACTOR
     from console.settings import config_path, flags_given, load, rows
 
-    loaded = load(flags_given(args), config=args.config)
     path, named = config_path(args.config, os.environ)
-    found = "read" if loaded.path is not None else ("missing" if named else "none")
+    missing = named and not path.is_file()
+    # A named file that is not there: everything else is shown all the same, then said.
+    loaded = load(flags_given(args), config=args.config, read_file=not missing)
+    found = "read" if loaded.path is not None else ("missing" if missing else "none")
     lines = [
         f"shard-console {__version__}",
         f"config file     {path} ({found})",
@@ -292,4 +294,6 @@ def cmd_info(args: argparse.Namespace) -> int:
         source = loaded.sources.get(f.name, "default")
         lines.append(f"  {f.name:<22} {REDACTOR(repr(value)):<24} {source}")
     print("\n".join(lines))
+    if missing:
+        raise UsageError(f"config file {path} does not exist (the settings above are without it)")
     return 0

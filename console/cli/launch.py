@@ -1,6 +1,7 @@
 """From settings to a running consumer: what ``run`` and ``demo`` share once their flags are
-read. The source and its errors at start-up (usage errors, exit 2, or a passing fault, exit 1),
-the consumer under the console or headless, and SIGINT/SIGTERM from the loop's first step.
+read. The source and its errors at start-up (usage errors, exit 2, or throttling that outlasts
+its wait, exit 1), the consumer under the console or headless, and SIGINT/SIGTERM from the
+loop's first step.
 """
 
 from __future__ import annotations
@@ -229,15 +230,16 @@ def initial_position(settings: Settings) -> Position:
 
 
 def check_ui(settings: Settings) -> None:
-    """The theme must exist, the key bindings make sense, and the terminal must be one that
-    draws, before anything starts."""
-    if settings.no_ui:
-        return
+    """The theme must exist and the key bindings make sense (headless too: a configuration
+    is refused whole, wherever it will be used), and the terminal must be one that draws,
+    before anything starts."""
     from console.ui.keymap import check_keymap
     from console.ui.theme import check_theme
 
     check_theme(settings.theme)
     check_keymap(settings.keys)
+    if settings.no_ui:
+        return
     # Textual draws on stderr, which leaves stdout free for a processor's output; under
     # textual-serve (shard-console serve) it draws to the browser instead.
     served = "web_driver" in os.environ.get("TEXTUAL_DRIVER", "")
@@ -345,6 +347,7 @@ async def attach(
 @contextlib.asynccontextmanager
 async def _attach_db(settings: Settings, options: AttachOptions) -> AsyncIterator[Engine]:
     from console.checkpoints.sqlite import SqliteStore
+    from console.cli.stores import stream_opener
     from console.cli.wiring import pick_stream
     from console.config import default_db_path
     from console.engine.observe.database import AttachedDb
@@ -354,6 +357,7 @@ async def _attach_db(settings: Settings, options: AttachOptions) -> AsyncIterato
     try:
         record = pick_stream(await store.streams(), options.stream, f"database {db}")
         assert record is not None  # required
-        yield AttachedDb(store, record, read_only=settings.read_only)
+        stream = stream_opener(record, settings)
+        yield AttachedDb(store, record, read_only=settings.read_only, stream=stream)
     finally:
         await store.close()

@@ -98,14 +98,14 @@ async def open_store(args: argparse.Namespace, changes: bool = False) -> AsyncIt
         record = pick_stream(await store.streams(), args.stream, f"database {db}")
         assert record is not None  # required
         transport = DatabaseTransport(
-            store, record, wait=getattr(args, "wait", WAIT), stream=_opener(record, settings)
+            store, record, wait=getattr(args, "wait", WAIT), stream=stream_opener(record, settings)
         )
         yield Target(store, record, None, ChangeService(transport))
     finally:
         await store.close()
 
 
-def _opener(record: StreamRecord, settings: Settings) -> Any:
+def stream_opener(record: StreamRecord, settings: Settings) -> Any:
     """Opens the database's stream when a change needs to read it (a sequence number checked
     against its shard): the endpoint, region and profile as given, the region of its ARN."""
     from console.cli.wiring import make_source, startup_error

@@ -142,8 +142,9 @@ def pick_stream(
 
 
 def startup_error(exc: SourceError) -> ConsoleError:
-    """What fails before anything is read: bad names, credentials, endpoints and flags are
-    usage errors (exit 2); a passing fault (throttling, a 5xx) is a run error (exit 1)."""
+    """What fails before anything is read: bad names, credentials, endpoints and flags, and an
+    endpoint that keeps failing, are usage errors (exit 2); throttling that outlasts its wait
+    (console.sources.base.describe_at_start) is a run error (exit 1): try again later."""
     from console.sources.base import EndpointUnreachableError, FatalSourceError, RetryableError
 
     if isinstance(exc, FatalSourceError | EndpointUnreachableError):

@@ -46,6 +46,7 @@ def shard_doc(view: ShardView) -> dict[str, Any]:
         "records": view.records,
         "last_error": view.last_error,
         "error_at": view.error_at,
+        "read_failing_since": view.read_failing_since,
         "last_arrival": view.last_arrival,
         "owner": view.owner,
     }
@@ -121,6 +122,7 @@ def apply_doc(state: EngineState, doc: dict[str, Any]) -> None:
                 records=int(row.get("records") or 0),
                 last_error=row.get("last_error"),
                 error_at=row.get("error_at"),
+                read_failing_since=row.get("read_failing_since"),
                 last_arrival=row.get("last_arrival"),
                 lease=lease,
             )
@@ -171,17 +173,19 @@ def status_fields(state: EngineState) -> dict[str, Any]:
 
 
 def failing_since(state: EngineState) -> tuple[float, str] | None:
-    """When every shard this process reads started failing, and the newest reason: an outage
-    (the endpoint, the network, credentials), not a bad record. None while one reads on."""
+    """Since when no read of any shard this process reads has got through, and the newest
+    reason: an outage (the endpoint, the network, credentials), whatever errors came and went
+    meanwhile. A processor failing on its records is not one: its shards read. None while any
+    shard's reads get through."""
     me = state.worker_id
     reading = [
         v
         for v in state.shards.values()
         if v.status in (ShardStatus.ACTIVE, ShardStatus.FAILING) and (me is None or v.owner == me)
     ]
-    if not reading or any(v.status is not ShardStatus.FAILING for v in reading):
+    if not reading or any(v.read_failing_since is None for v in reading):
         return None
-    since = min(v.error_at or time.time() for v in reading)
+    since = min(v.read_failing_since or time.time() for v in reading)
     newest = max(reading, key=lambda v: v.error_at or 0.0)
     return since, newest.last_error or "failing"
 

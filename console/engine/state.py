@@ -14,6 +14,7 @@ attached console knows (who holds each lease, the workers, what is wrong) lives 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from bisect import bisect_left
 from collections import Counter
@@ -120,6 +121,9 @@ class ShardView(NamedTuple):
     timings: Timings = Timings()  # processor time per batch
     last_error: str | None = None
     error_at: float | None = None
+    # Since when its reads have failed without a read getting through (None: they get
+    # through), whatever the errors were: an outage is told by this, not by a processor failing.
+    read_failing_since: float | None = None
     last_arrival: float | None = None  # approximate arrival time of the last record read
     # The last few records read, for the detail screen's peek. Data is cut to PEEK_BYTES: a
     # thousand shards of 1 MB records must not pin gigabytes.
@@ -376,3 +380,12 @@ class Rates:
                 state.put(view._replace(rate=rate))
         state.rate = (state.records_total - self.previous_total) / dt
         self.previous_total = state.records_total
+
+    async def run(self, interval: float) -> None:
+        """``tick`` every ``interval`` seconds (the time that really passed), for ever."""
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            self.tick(max(now - last, 1e-6))
+            last = now

@@ -8,6 +8,8 @@ TRIM_HORIZON, or stop the shard).
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
@@ -96,18 +98,30 @@ class StreamSource(Protocol):
 
 
 DESCRIBE_WITHIN = 10.0  # seconds a start-up description is given before the endpoint is blamed
-DESCRIBE_TRIES = 3  # a throttled or failing description is tried this often at start-up
+DESCRIBE_TRIES = 3  # a failing (5xx, dropped) description is tried this often at start-up
+THROTTLED_FOR = 60.0  # seconds a throttled description is waited out at start-up
 
 
 async def describe_at_start(
-    source: StreamSource, *, within: float = DESCRIBE_WITHIN, tries: int = DESCRIBE_TRIES
+    source: StreamSource,
+    *,
+    within: float = DESCRIBE_WITHIN,
+    tries: int = DESCRIBE_TRIES,
+    throttled_for: float = THROTTLED_FOR,
 ) -> StreamInfo:
-    """The stream's description, when nothing has started yet: each try bounded, a passing
-    fault tried again; an endpoint that accepts and never answers, or that keeps failing, is
-    said in one line that tells the operator where to look (a usage error at start-up: the
-    endpoint or its region is theirs to fix)."""
+    """The stream's description, when nothing has started yet, each try bounded.
+
+    * An endpoint that accepts and never answers, or that keeps failing (``tries`` times: a
+      5xx, a dropped connection), is a usage error (exit 2) whose line says where to look: the
+      endpoint or its region is the operator's to fix.
+    * Throttling is passing, whatever the endpoint (a fleet starting at once shares the
+      account's DescribeStreamSummary allowance): tried again with backoff for up to
+      ``throttled_for`` seconds; past that it stays a RetryableError, a run error (exit 1)."""
     where = getattr(source, "location", "the endpoint")
-    for attempt in range(1, tries + 1):
+    failures = 0
+    throttled_since: float | None = None
+    delay = 0.2
+    while True:
         try:
             async with asyncio.timeout(within):
                 return await source.describe()
@@ -119,10 +133,18 @@ async def describe_at_start(
         except EndpointUnreachableError:
             raise
         except RetryableError as exc:
-            if attempt == tries:
-                raise FatalSourceError(
-                    f"{exc} ({tries} tries): check --endpoint-url and --region, or the "
-                    "service's health, then start again"
-                ) from None
-            await asyncio.sleep(0.2 * attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
+            if exc.throttled:
+                now = time.monotonic()
+                throttled_since = throttled_since or now
+                if now - throttled_since >= throttled_for:
+                    raise
+                delay = min(delay * 2, 5.0)
+            else:
+                failures += 1
+                if failures >= tries:
+                    raise FatalSourceError(
+                        f"{exc} ({tries} tries): check --endpoint-url and --region, or the "
+                        "service's health, then start again"
+                    ) from None
+                delay = 0.2 * failures
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))

@@ -9,7 +9,7 @@ AT_TIMESTAMP (which stores no time: the reader's own initial position supplies i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from console.checkpoints.leases.errors import MalformedLease
@@ -50,7 +50,6 @@ class Lease:
     checkpoint_owner: str | None = None
     hash_range: tuple[str, str] | None = None
     pending: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # attributes we keep but do not read
 
     @property
     def finished(self) -> bool:

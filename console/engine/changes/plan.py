@@ -252,20 +252,9 @@ def plan_change(
     current = checkpoints.get(sid) or Checkpoint(sid, default_position(sid))
 
     def entry(
-        shard_id: str, old: Checkpoint, new: Checkpoint, cause: str, note: str | None
+        old: Checkpoint, new: Checkpoint, cause: str, note: str | None = None
     ) -> HistoryEntry:
-        return HistoryEntry(
-            shard_id=shard_id,
-            cause=cause,
-            actor=request.actor,
-            old_position=old.position,
-            new_position=new.position,
-            old_status=status_word(old),
-            new_status=status_word(new),
-            note=note if note is not None else request.note,
-            at=now,
-            command_id=command_id,
-        )
+        return _entry(request, old, new, cause, now, command_id, note)
 
     if action is Action.REWIND:
         target = request.position
@@ -273,7 +262,7 @@ def plan_change(
             raise ControlError("rewind needs a target position")
         check_sequence(lineage, sid, target)
         new = replace(current, position=target, status=CheckpointStatus.OPEN)
-        changes = [CheckpointChange(new, entry(sid, current, new, "rewind", None))]
+        changes = [CheckpointChange(new, entry(current, new, "rewind"))]
         reset: list[str] = []
         # Lineage: a rewound parent is read again before its children, so every descendant
         # goes back to the start and waits for it. Per-key order is replayed as it was.
@@ -283,9 +272,7 @@ def plan_change(
                 continue
             fresh = replace(old, position=Position.trim_horizon(), status=CheckpointStatus.OPEN)
             changes.append(
-                CheckpointChange(
-                    fresh, entry(child, old, fresh, "reset", f"ancestor {sid} rewound")
-                )
+                CheckpointChange(fresh, entry(old, fresh, "reset", f"ancestor {sid} rewound"))
             )
             reset.append(child)
         summary = f"rewind {sid} to {target.target()}"
@@ -319,7 +306,7 @@ def plan_change(
             summary = f"skip {sid} past record {failing_record.sequence_number}"
         else:
             raise ControlError("skip needs --to latest, next-record or done")
-        return Plan((CheckpointChange(new, entry(sid, current, new, "skip", None)),), summary)
+        return Plan((CheckpointChange(new, entry(current, new, "skip")),), summary)
 
     if action is Action.PAUSE:
         if current.status.finished:
@@ -327,16 +314,36 @@ def plan_change(
         if current.paused:
             raise ControlError(f"shard {sid} is already paused")
         new = replace(current, paused=True)
-        return Plan(
-            (CheckpointChange(new, entry(sid, current, new, "pause", None)),), f"pause {sid}"
-        )
+        return Plan((CheckpointChange(new, entry(current, new, "pause")),), f"pause {sid}")
 
     if action is Action.RESUME:
         new = replace(current, paused=False)
-        return Plan(
-            (CheckpointChange(new, entry(sid, current, new, "resume", None)),), f"resume {sid}"
-        )
+        return Plan((CheckpointChange(new, entry(current, new, "resume")),), f"resume {sid}")
     raise ControlError(f"unknown action {action}")  # pragma: no cover - enum is exhaustive
+
+
+def _entry(
+    request: ControlRequest,
+    old: Checkpoint,
+    new: Checkpoint,
+    cause: str,
+    now: float,
+    command_id: int | None,
+    note: str | None = None,
+) -> HistoryEntry:
+    """The history row of one shard's change: who, when, why, from and to."""
+    return HistoryEntry(
+        shard_id=new.shard_id,
+        cause=cause,
+        actor=request.actor,
+        old_position=old.position,
+        new_position=new.position,
+        old_status=status_word(old),
+        new_status=status_word(new),
+        note=note if note is not None else request.note,
+        at=now,
+        command_id=command_id,
+    )
 
 
 def _plan_replay(
@@ -362,21 +369,7 @@ def _plan_replay(
         current = checkpoints.get(sid) or Checkpoint(sid, default_position(sid))
         new = replace(current, position=target, status=CheckpointStatus.OPEN)
         changes.append(
-            CheckpointChange(
-                new,
-                HistoryEntry(
-                    shard_id=sid,
-                    cause="replay",
-                    actor=request.actor,
-                    old_position=current.position,
-                    new_position=target,
-                    old_status=status_word(current),
-                    new_status=status_word(new),
-                    note=request.note,
-                    at=now,
-                    command_id=command_id,
-                ),
-            )
+            CheckpointChange(new, _entry(request, current, new, "replay", now, command_id))
         )
     return Plan(tuple(changes), f"replay {len(changes)} shard(s) from {target.target()}")
 
@@ -405,21 +398,10 @@ def _plan_undo(
             status=status,
             paused=paused,
         )
+        note = f"undo of change #{target}"
         changes.append(
             CheckpointChange(
-                restored,
-                HistoryEntry(
-                    shard_id=h.shard_id,
-                    cause="undo",
-                    actor=request.actor,
-                    old_position=current.position,
-                    new_position=restored.position,
-                    old_status=status_word(current),
-                    new_status=status_word(restored),
-                    note=f"undo of change #{target}",
-                    at=now,
-                    command_id=command_id,
-                ),
+                restored, _entry(request, current, restored, "undo", now, command_id, note)
             )
         )
     shards = ", ".join(sorted({h.shard_id for h in entries}))

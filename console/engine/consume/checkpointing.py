@@ -47,6 +47,8 @@ class Checkpointer:
         self._history_interval = history_interval
         self._saved: dict[str, Checkpoint] = {}
         self._pending: dict[str, tuple[Position, float | None]] = {}
+        # What a write in progress carries, until the store has it: still the truth meanwhile.
+        self._inflight: dict[str, tuple[Position, float | None]] = {}
         self._history_at: dict[str, float] = {}
         self._history_pos: dict[str, Position] = {}
         self._lock = asyncio.Lock()
@@ -72,6 +74,7 @@ class Checkpointer:
         """A shard this process takes over in a shared store: ``cp`` is the truth now, and
         progress of an earlier hold is forgotten."""
         self._pending.pop(shard_id, None)
+        self._inflight.pop(shard_id, None)
         self._saved[shard_id] = cp
         self._history_pos[shard_id] = cp.position
         self._history_at.setdefault(shard_id, time.time())
@@ -84,11 +87,12 @@ class Checkpointer:
         """A shard lost to another worker: what it read since its last checkpoint is not ours
         to write."""
         self._pending.pop(shard_id, None)
+        self._inflight.pop(shard_id, None)
 
     def observe(self, shard_id: str, cp: Checkpoint) -> None:
         """Another worker's checkpoint of a shard this process does not read, as last seen in
         a shared store: what readiness and the fleet view go by."""
-        if shard_id in self._pending:
+        if shard_id in self._pending or shard_id in self._inflight:
             return
         old = self._saved.get(shard_id)
         if old is not None and old.position == cp.position and old.status == cp.status:
@@ -108,9 +112,10 @@ class Checkpointer:
         self._pending[shard_id] = (position, arrival)
 
     def get(self, shard_id: str) -> Checkpoint | None:
-        """The current truth for a shard: saved, with any unflushed progress applied."""
+        """The current truth for a shard: saved, with any progress not written yet (or being
+        written) applied."""
         saved = self._saved.get(shard_id)
-        pending = self._pending.get(shard_id)
+        pending = self._pending.get(shard_id) or self._inflight.get(shard_id)
         if pending is None:
             return saved
         position, arrival = pending
@@ -120,7 +125,7 @@ class Checkpointer:
 
     def all(self) -> dict[str, Checkpoint]:
         out = dict(self._saved)
-        for sid in self._pending:
+        for sid in {**self._inflight, **self._pending}:
             cp = self.get(sid)
             assert cp is not None
             out[sid] = cp
@@ -165,6 +170,7 @@ class Checkpointer:
                 batch.append(
                     CheckpointChange(replace(change.checkpoint, updated_at=now), change.history)
                 )
+            self._inflight = pending
             try:
                 await self._before_write()
                 written = await self._sink.write(batch, finish)
@@ -172,6 +178,8 @@ class Checkpointer:
                 for sid, value in pending.items():
                     self._pending.setdefault(sid, value)
                 raise
+            finally:
+                self._inflight = {}
             for change in batch:
                 cp = change.checkpoint
                 if cp.shard_id not in written:

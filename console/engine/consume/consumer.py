@@ -37,9 +37,7 @@ from console.engine.consume.fanout import FanOut
 from console.engine.consume.options import ConsumerOptions as ConsumerOptions  # noqa: PLC0414
 from console.engine.consume.options import worker_options
 from console.engine.consume.runner import ShardRunner
-from console.engine.consume.worker import (
-    RecordBudget,
-)
+from console.engine.consume.worker import RecordBudget
 from console.engine.events import EventLog, Level
 from console.engine.lineage import Lineage
 from console.engine.ownership.base import Duties, Ownership
@@ -48,10 +46,7 @@ from console.engine.read.browse import PAGE, Page, browse
 from console.engine.retry import Backoff
 from console.engine.snapshot import snapshot_doc
 from console.engine.state import EngineState, Rates
-from console.model import (
-    HistoryEntry,
-    Position,
-)
+from console.model import HistoryEntry, Position
 from console.processors.base import Processor
 from console.sources.base import FatalSourceError, StreamInfo, StreamSource, describe_at_start
 
@@ -267,7 +262,7 @@ class Consumer:
         self.shards.reconcile()
         self._tasks = [
             self._loop_task(self._discovery_loop(), "discovery"),
-            self._loop_task(self._tick_loop(), "rates"),
+            self._loop_task(Rates(self.state).run(self.options.tick_interval), "rates"),
             self._loop_task(self._ownership_loop(), "ownership"),
         ]
         self.events.emit(
@@ -489,16 +484,6 @@ class Consumer:
             self.events.emit(
                 "publish_error", f"publishing the snapshot failed: {exc}", level=Level.WARNING
             )
-
-    async def _tick_loop(self) -> None:
-        """Rates, once a tick, from counters the workers bump per batch."""
-        rates = Rates(self.state)
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(self.options.tick_interval)
-            now = time.monotonic()
-            rates.tick(max(now - last, 1e-6))
-            last = now
 
     async def _ownership_loop(self) -> None:
         """What this process may read changed (a lease taken or lost, the fleet scanned): the

@@ -206,6 +206,8 @@ class ShardWorker:
                 self._fail(exc)
                 return WorkerExit.FAILED
 
+            if self.view.read_failing_since is not None:
+                self.state.update(sid, read_failing_since=None)  # a read got through
             if self.view.status is ShardStatus.FAILING and self.failing_record is None:
                 self._recovered()
             backoff.reset()
@@ -332,7 +334,8 @@ class ShardWorker:
             )
         self.state.set_status(self.shard_id, ShardStatus.FAILING, reason)
         # Nothing is read: how far behind the shard is is not known any more (never "0 ms").
-        self.state.update(self.shard_id, lag_ms=None)
+        since = self.view.read_failing_since or time.time()
+        self.state.update(self.shard_id, lag_ms=None, read_failing_since=since)
         return await self._sleep(backoff.next_delay())
 
     def _recovered(self) -> None:

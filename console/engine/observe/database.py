@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from console.checkpoints.base import LockedStore, StoreError, StreamRecord
-from console.engine.changes.database import WAIT, DatabaseTransport
+from console.engine.changes.database import WAIT, DatabaseTransport, StreamOpener
 from console.engine.changes.plan import ControlError, ControlRequest, ControlResult
 from console.engine.changes.service import ChangeService, Preview
 from console.engine.events import Level
@@ -40,13 +40,18 @@ class AttachedDb(Attached):
         interval: float = 1.0,
         wait: float = WAIT,
         clock: Callable[[], float] = time.time,
+        stream: StreamOpener | None = None,
     ) -> None:
+        """``stream``: opens the database's stream, to check a rewind's sequence number against
+        its shard before it is written (as the command line does)."""
         super().__init__(store, EngineState(record.name, record.source, store.path), read_only)
         self.database = store
         self.record = record
         self.interval = interval
         self.changes = ChangeService(
-            DatabaseTransport(store, record, wait=wait), events=self.events, read_only=read_only
+            DatabaseTransport(store, record, wait=wait, stream=stream),
+            events=self.events,
+            read_only=read_only,
         )
         self.clock = clock
         self.live = False  # a consumer holds the stream (its process runs)

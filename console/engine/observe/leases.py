@@ -6,8 +6,8 @@ scans the lease table every ``scan_interval`` (one paged scan: the KCL's own lea
 wrote them), lists the stream's shards every ``sync_interval``, reads shard-console's table
 beside it when there is one (operator marks, heartbeats, history), and reads a little after each
 checkpoint for lag (console.engine.observe.lag_probe). From that it keeps the same versioned
-snapshot a running consumer keeps, an event for every lease change it sees, and the findings of
-console.engine.observe.diagnosis.
+snapshot a running consumer keeps, an event for every lease change it sees
+(console.engine.observe.lease_changes), and the findings of console.engine.observe.diagnosis.
 
 Operator changes go through the change service over the lease table's transport
 (console.engine.changes.fence: fencing writes, refused if a lease moved since it was shown); the
@@ -37,7 +37,7 @@ from console.checkpoints.leases import (
 from console.engine.changes.fence import FenceTransport
 from console.engine.changes.plan import Action, ControlError, ControlRequest, ControlResult
 from console.engine.changes.service import ChangeService, Preview
-from console.engine.events import ExpiryTeller, Level
+from console.engine.events import Level
 from console.engine.lineage import Lineage
 from console.engine.observe.attached import Attached, stream_record_of
 from console.engine.observe.diagnosis import (
@@ -47,6 +47,7 @@ from console.engine.observe.diagnosis import (
     malformed_findings,
 )
 from console.engine.observe.lag_probe import LagProbe, Probe, start_of
+from console.engine.observe.lease_changes import LeaseChanges
 from console.engine.observe.workers import (
     WORKER_METRIC_STATS,
     MetricRow,
@@ -61,7 +62,6 @@ from console.model import (
     Position,
     Shard,
     ShardStatus,
-    seq_int,
 )
 from console.settings import default
 from console.sources.base import SourceError, StreamSource, describe_at_start
@@ -111,12 +111,9 @@ class AttachedLeases(Attached):
         self._own_table_metrics: dict[str, MetricRow] = {}
         self._first_seen: dict[str, float] = {}  # lease key -> when a scan first saw it
         self._synced_at = 0.0
-        # shard -> (the change that took its lease away, when it was written)
-        self._fenced: dict[str, tuple[int, float]] = {}
         self._refreshing = asyncio.Lock()
         self._checkpoint_seen: dict[str, tuple[str, int, float]] = {}  # text, sub, wall time
-        self._handoff_seen: dict[str, float] = {}
-        self._expiries = ExpiryTeller(self.events)
+        self._changed = LeaseChanges(self.events, self.observer, self.failover, self.mono)
         self._changes: ChangeService | None = None  # once the stream is known
         self._malformed: dict[str, MalformedLease] = {}  # shard -> why, as last scanned
         self._lock = asyncio.Lock()
@@ -233,7 +230,7 @@ class AttachedLeases(Attached):
             wall = self.clock()
             self._beats = [b for b in beats if wall - b.at < 2 * self.failover]
         self.scans += 1
-        self._tell_changes(before, self.scans > 1, scan_started)
+        self._changed.scanned(before, self.scans > 1, scan_started)
         self._build(now)
 
     async def _metric_loop(self) -> None:
@@ -242,67 +239,6 @@ class AttachedLeases(Attached):
                 self.leases.table.client, self.leases.table.name
             )
             await asyncio.sleep(self.sync_interval)
-
-    def _tell_changes(self, before: Mapping[str, Lease], tell: bool, scan_started: float) -> None:
-        """An event for every lease change between two scans."""
-        after = {s.lease.shard_id: s for s in self.observer.seen.values()}
-        now = self.mono()
-        if tell:
-            for sid in sorted(set(before) - set(after)):
-                self.events.emit("lease_deleted", f"lease {sid} was deleted", shard_id=sid)
-        for sid, seen in sorted(after.items()):
-            lease = seen.lease
-            old = before.get(sid)
-            expired = self.observer.expired(seen, self.failover, now) and not lease.finished
-            self._expiries.see(sid, lease.owner, expired)
-            if lease.checkpoint_owner is not None:
-                self._handoff_seen.setdefault(sid, now)
-            else:
-                self._handoff_seen.pop(sid, None)
-            if not tell:
-                continue
-            if old is None:
-                parents = f" (child of {', '.join(lease.parents)})" if lease.parents else ""
-                self.events.emit("lease_created", f"lease {sid} was created{parents}", shard_id=sid)
-                continue
-            if old.owner != lease.owner:
-                self._tell_owner(sid, old.owner, lease.owner)
-            if old.checkpoint != lease.checkpoint and lease.finished:
-                self.events.emit("shard_done", f"{sid} reached SHARD_END", shard_id=sid)
-            elif _moved_back(old, lease):
-                self.events.emit(
-                    "checkpoint_back",
-                    f"checkpoint of {sid} moved back: {old.checkpoint} -> {lease.checkpoint}",
-                    level=Level.WARNING,
-                    shard_id=sid,
-                )
-            if lease.checkpoint_owner is not None and old.checkpoint_owner is None:
-                self.events.emit(
-                    "lease_handoff",
-                    f"{lease.owner} hands {sid} over to {lease.checkpoint_owner}",
-                    shard_id=sid,
-                )
-        # A scan that started after a change's write has told what it fenced (or never will).
-        self._fenced = {
-            sid: (change, at) for sid, (change, at) in self._fenced.items() if at > scan_started
-        }
-
-    def _tell_owner(self, sid: str, old: str | None, new: str | None) -> None:
-        fenced = self._fenced.pop(sid, None)
-        change = fenced[0] if fenced is not None else None
-        if new is None and change is not None:
-            self.events.emit(
-                "lease_fenced",
-                f"change #{change} took lease {sid} from {old}: it drops the shard at its next "
-                "renewal, and the next taker reads from the new checkpoint",
-                shard_id=sid,
-            )
-        elif new is None:
-            self.events.emit("lease_released", f"{old} gave up lease {sid}", shard_id=sid)
-        elif old is None:
-            self.events.emit("lease_taken", f"{new} took lease {sid}", shard_id=sid)
-        else:
-            self.events.emit("lease_stolen", f"{new} took lease {sid} from {old}", shard_id=sid)
 
     # -- the snapshot ---------------------------------------------------------------------------
 
@@ -457,7 +393,7 @@ class AttachedLeases(Attached):
         holders = {s.lease.shard_id: s.lease.owner for s in self.observer.seen.values()}
         for entry in await self.leases.history_for_command(self.record.stream, result.command_id):
             if holders.get(entry.shard_id):
-                self._fenced[entry.shard_id] = (result.command_id, written)
+                self._changed.fencing(entry.shard_id, result.command_id, written)
         self.events.emit(
             "change_applied", f"change #{result.command_id}: {result.message}", level=Level.WARNING
         )
@@ -500,7 +436,7 @@ class AttachedLeases(Attached):
                 s.lease.parents,
                 now - (s.changed_at or self._first_seen.get(s.lease.key, now)),
                 s.lease.checkpoint_owner,
-                (now - self._handoff_seen[sid]) if sid in self._handoff_seen else None,
+                self._changed.handoff_for(sid, now),
             )
             for sid, s in leases.items()
         }
@@ -541,10 +477,3 @@ class AttachedLeases(Attached):
                     f"{max(0, int(left))} s: process or skip it now"
                 )
         return None
-
-
-def _moved_back(old: Lease, new: Lease) -> bool:
-    """A checkpoint that went back (an operator's rewind, or a worker's bug)."""
-    if not (old.checkpoint.isdigit() and new.checkpoint.isdigit()):
-        return new.checkpoint == "TRIM_HORIZON" and old.checkpoint.isdigit()
-    return seq_int(new.checkpoint) < seq_int(old.checkpoint)

@@ -52,6 +52,7 @@ from console.engine.ownership.shard_sync import create_children, sync_leases
 from console.engine.ownership.taker import LeaseObserver, choose
 from console.engine.state import EngineState, LeaseInfo
 from console.model import Shard
+from console.setting_values import MIN_FAILOVER
 from console.settings import default
 
 log = logging.getLogger("shard_console.leases")
@@ -63,8 +64,6 @@ __all__ = [
     "check_failover",
     "default_worker_id",
 ]
-
-MIN_FAILOVER = 3.0  # below this a renewal every second is not safely ahead of expiry
 
 
 def check_failover(failover: float) -> None:
