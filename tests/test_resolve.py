@@ -277,6 +277,7 @@ async def test_what_fails_is_said_with_the_shard_and_what_to_do(
         await resolve.resolve_bounded(shards.source, "shardId-000000000999", when)
     assert str(caught.value).startswith(
         f"could not find the record before {when.target()} in shard shardId-000000000999: "
+        "shard shardId-000000000999 is no longer in stream 'resolve'"  # what the stream said
     )
     assert str(caught.value).endswith(
         "; nothing was changed: try again, or give a sequence number (shard-console tail "
@@ -374,6 +375,8 @@ async def test_a_time_found_by_reading_the_shard(shards: Shards) -> None:
                 seqs[before[-1]] if before else None,
                 seqs[first] if first < len(seqs) else None,
             ), (arrivals, when)
+            if not before:
+                assert found.before is None
             if found.first is not None:
                 assert resume_after(found) == Position.at_sequence(found.first.sequence_number)
             elif found.before is not None:
@@ -432,3 +435,171 @@ async def test_an_endpoint_that_does_not_answer_at_timestamp_is_read_and_not_ask
             tip = await source.get_iterator(sid, Position.at_timestamp(NOW))  # after them all
             assert (await source.get_records(tip, 10)).records == []
     assert len(asked) == 1  # given its chance once; read the second time at once
+
+
+class Counting:
+    """The source, with its GetRecords calls counted."""
+
+    def __init__(self, source: KinesisSource) -> None:
+        self.source = source
+        self.reads = 0
+        self.max_records_per_call = source.max_records_per_call
+        self.min_call_interval = source.min_call_interval
+
+    async def get_iterator(self, shard_id: str, position: Position) -> str:
+        return await self.source.get_iterator(shard_id, position)
+
+    async def get_records(self, iterator: str, limit: int) -> Any:
+        self.reads += 1
+        return await self.source.get_records(iterator, limit)
+
+
+async def test_a_time_is_found_reading_only_the_minute_before_it(shards: Shards) -> None:
+    """Records every second for an hour: the record before 10:30 is found from 10:29, a
+    handful of reads, not from the shard's start (1,200 reads of 3)."""
+    from console.engine.changes.resolve import resolve_position
+
+    arrivals = [NOW - 7200 + i for i in range(3600)]
+    sid, seqs = shards.fill(arrivals)
+    counted = Counting(shards.source)
+    source: Any = counted
+    got = await resolve_position(source, sid, Position.at_timestamp(arrivals[1800] + 0.5))
+    assert got == Position.after_sequence(seqs[1800])
+    assert counted.reads <= 25, counted.reads
+
+
+async def test_times_between_the_user_records_of_aggregates(shards: Shards) -> None:
+    """KPL aggregates: the record before a time is the last user record of the aggregate
+    before it, with its sub-sequence number; before a sequence number likewise."""
+    from aws_kinesis_agg.aggregator import RecordAggregator
+
+    from console.engine.changes.resolve import resolve_position
+
+    def aggregate(tag: str) -> bytes:
+        agg = RecordAggregator()
+        for i in range(3):
+            agg.add_user_record(f"{tag}-{i}", f"{tag} {i}".encode())
+        return bytes(agg.clear_and_get().get_contents()[2])
+
+    sid = f"shardId-{shards.used:012d}"
+    shards.used += 1
+    shard = shards.stream.shards[sid]
+    a, b = shards.endpoint.call(
+        lambda: [
+            str(shard.append("a", aggregate("a"), NOW - 300)),
+            str(shard.append("b", aggregate("b"), NOW - 200)),
+        ]
+    )
+    source = shards.source
+    when = Position.at_timestamp(NOW - 250)
+    assert await resolve_position(source, sid, when) == Position.after_sequence(a, 2)
+    assert await resolve_position(source, sid, Position.at_sequence(b)) == (
+        Position.after_sequence(a, 2)
+    )
+    tip = Position.at_timestamp(NOW)
+    assert await resolve_position(source, sid, tip) == Position.after_sequence(b, 2)
+
+
+async def test_a_closed_shard_is_read_to_its_end(shards: Shards) -> None:
+    from console.engine.changes.resolve import count_between, resolve_position
+    from console.sources.seek import seek_time
+
+    arrivals = [NOW - 100 + i for i in range(5)]
+    sid, seqs = shards.fill(arrivals)
+    parent = shards.stream.shards[sid]
+    shards.endpoint.call(
+        shards.endpoint.kinesis.split, "resolve", sid, parent.start_hash + (1 << 100)
+    )
+    source = shards.source
+    tip = Position.at_timestamp(NOW)
+    assert await resolve_position(source, sid, tip) == Position.after_sequence(seqs[-1])
+    found = await seek_time(source, sid, NOW)
+    assert found.first is None and found.before is not None
+    assert found.before.sequence_number == seqs[-1]
+    assert await count_between(source, sid, Position.trim_horizon(), seqs[-1], 100) == (5, False)
+    found = await seek_time(source, sid, arrivals[0])
+    assert found.before is None and found.first is not None
+
+
+async def test_small_caps_read_small_pages(shards: Shards) -> None:
+    from console.engine.changes.resolve import count_between
+
+    sid, seqs = shards.fill([NOW - 100 + i for i in range(8)])
+    for cap, want in ((1, (1, True)), (2, (2, True))):
+        got = await count_between(shards.source, sid, Position.trim_horizon(), seqs[-1], cap)
+        assert got == want, cap
+
+
+async def test_every_rewind_of_a_plan_is_checked(shards: Shards) -> None:
+    from console.checkpoints.base import CheckpointChange
+    from console.engine.changes.plan import Plan
+    from console.engine.changes.resolve import check_sequences
+    from console.model import Checkpoint, HistoryEntry
+
+    mine, my_seqs = shards.fill([NOW - 30])
+    _, other_seqs = shards.fill([NOW - 20])
+
+    def change(seq: str, cause: str) -> CheckpointChange:
+        cp = Checkpoint(mine, Position.at_sequence(seq))
+        return CheckpointChange(cp, HistoryEntry(mine, cause, "me", cp.position, None))
+
+    first_fine = Plan((change(my_seqs[0], "rewind"), change(other_seqs[0], "rewind")), "p")
+    first_skipped = Plan((change(other_seqs[0], "reset"), change(other_seqs[0], "rewind")), "p")
+    for plan in (first_fine, first_skipped):
+        with pytest.raises(ControlError, match="is not one of shard"):
+            await check_sequences(plan, shards.source)
+
+
+async def test_a_sequence_number_that_cannot_be_checked_is_not_written(
+    shards: Shards, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream failing or not answering is not a yes: the change is refused, said so."""
+    from aiobotocore.awsrequest import AioAWSResponse
+
+    from console.checkpoints.base import CheckpointChange
+    from console.engine.changes import resolve
+    from console.engine.changes.plan import Plan
+    from console.model import Checkpoint, CheckpointStatus, HistoryEntry
+    from tests.test_wire import _Body
+
+    sid, seqs = shards.fill([NOW - 30])
+    seq = seqs[0]
+
+    def change(status: CheckpointStatus = CheckpointStatus.OPEN) -> CheckpointChange:
+        cp = Checkpoint(sid, Position.at_sequence(seq), status)
+        return CheckpointChange(cp, HistoryEntry(sid, "rewind", "me", cp.position, None))
+
+    plan = Plan((change(),), "p")
+
+    def internal_failure(request: Any, **_: Any) -> Any:
+        body = b'{"__type":"InternalFailure"}'
+        headers = {"content-type": "application/x-amz-json-1.1", "content-length": str(len(body))}
+        return AioAWSResponse(request.url, 500, headers, _Body(body))
+
+    failing = [("before-send.kinesis.GetShardIterator", internal_failure)]
+    async with KinesisSource("resolve", aws(shards.endpoint.url), failing) as source:
+        with pytest.raises(ControlError) as caught:
+            await resolve.check_sequences(plan, source)
+    text = str(caught.value)
+    assert text.startswith(f"could not check sequence number {seq} against shard {sid} (")
+    assert "InternalFailure" in text
+    assert text.endswith(
+        "): pass --endpoint-url, --region or --profile to reach the stream; nothing was changed"
+    )
+
+    async def never(request: Any, **_: Any) -> None:
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(resolve, "RESOLVE_WITHIN", 0.2)
+    silent = [("before-send.kinesis.GetShardIterator", never)]
+    async with KinesisSource("resolve", aws(shards.endpoint.url), silent) as source:
+        with pytest.raises(ControlError) as caught:
+            await resolve.check_sequences(plan, source)
+        assert str(caught.value) == (
+            f"could not check sequence number {seq} against shard {sid}: the stream did not "
+            "answer; nothing was changed"
+        )
+        # A finished row first is passed over, not the end of the checking.
+        finished_first = Plan((change(CheckpointStatus.DONE), change()), "p")
+        with pytest.raises(ControlError):
+            await resolve.check_sequences(finished_first, source)

@@ -77,12 +77,9 @@ async def resolve_position(source: StreamSource, shard_id: str, position: Positi
         return await _before(source, shard_id, first, first.approximate_arrival)
     if position.kind is PositionKind.AT_TIMESTAMP:
         assert position.timestamp is not None
+        # An iterator at a time starts at a whole record (an aggregate's first user record).
         first, _ = await _read(source, shard_id, position, None, stop_after_first=True)
-        if first is not None:
-            if first.sub_sequence_number:
-                return Position.after_sequence(first.sequence_number, first.sub_sequence_number - 1)
-            return await _before(source, shard_id, first, position.timestamp)
-        return await _before(source, shard_id, None, position.timestamp)
+        return await _before(source, shard_id, first, position.timestamp)
     return position
 
 
@@ -99,7 +96,7 @@ async def _before(
             return Position.after_sequence(last.sequence_number, last.sub_sequence_number)
         if window is None:
             return Position.trim_horizon()  # nothing before it in all the shard keeps
-    raise AssertionError("unreachable")  # pragma: no cover
+    raise AssertionError("unreachable")  # pragma: no cover, no mutate
 
 
 async def _read(
