@@ -53,6 +53,19 @@ TESTS = Path(__file__).parent
 KINESALITE = TESTS / "kinesalite"
 KINESIS_MOCK = TESTS / "kinesis-mock"
 
+# Fixtures that start a server in another process: a test that uses one (directly or through
+# another fixture) is marked ``emulator``, so ``pytest -m "not emulator"`` is the fast loop, and
+# what mutation testing runs (pyproject.toml, [tool.mutmut]). The demo's embedded endpoint runs
+# in-process and starts in milliseconds: not one of them.
+EMULATORS = frozenset({"kinesalite", "stock_kinesalite", "kinesis_mock", "moto"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if EMULATORS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.emulator)
+
+
 FAST = ConsumerOptions(
     discovery_interval=0.5,
     flush_interval=0.2,
