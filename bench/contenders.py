@@ -154,7 +154,13 @@ def main() -> None:
     if kpl:
         import aws_kinesis_agg.deaggregator  # noqa: F401
     if name in ("ours", "ours-botocore", "ours-metrics"):
-        pass
+        import console.checkpoints.sqlite
+        import console.cli.commands
+        import console.cli.launch
+        import console.cli.wiring
+        import console.engine.consume.consumer
+        import console.headless
+        import console.sources.kinesis  # noqa: F401
     elif name == "async-kinesis":
         import kinesis  # noqa: F401
     wall0, cpu0 = time.perf_counter(), time.process_time()
