@@ -33,7 +33,10 @@ def test_the_memory_store_has_every_member_of_the_protocol() -> None:
 
 
 async def checkpointer(
-    store: MemoryStore, saved: dict[str, Checkpoint] | None = None, **kw: float
+    store: MemoryStore,
+    saved: dict[str, Checkpoint] | None = None,
+    state: EngineState | None = None,
+    **kw: float,
 ) -> tuple[Checkpointer, list[str]]:
     """A checkpointer writing through the whole-stream lock, as a consumer on SQLite does."""
     calls: list[str] = []
@@ -41,7 +44,7 @@ async def checkpointer(
     async def before_write() -> None:
         calls.append(f"processor flushed before save #{len(store.saves) + 1}")
 
-    state = EngineState("s", "kinesis", "test")
+    state = state or EngineState("s", "kinesis", "test")
     lock = StreamLock(
         store, EventLog(), initial=Position.trim_horizon(), flush_interval=1, command_interval=1
     )
@@ -98,6 +101,22 @@ async def test_an_explicit_change_replaces_the_shards_pending_progress() -> None
         ("a", Position.trim_horizon()),
     ]
     assert cp.get("a") is not None and cp.get("a").position == Position.trim_horizon()  # type: ignore[union-attr]
+
+
+async def test_the_rows_show_what_a_write_wrote_and_a_change_moves_the_reading_too() -> None:
+    store, state = MemoryStore(), EngineState("s", "kinesis", "test")
+    cp, _ = await checkpointer(store, state=state)
+    state.update("a", position=AFTER("9"))  # read further than the flush will write
+    cp.advance("a", AFTER("8"), 1.0)
+    cp.advance("b", AFTER("2"), 1.0)
+    before = state.version
+    await cp.write([CheckpointChange(Checkpoint("b", AFTER("1")), None)])
+    a, b = state.view("a"), state.view("b")
+    assert (a.checkpoint, a.position) == (AFTER("8"), AFTER("9"))  # progress: reading goes on
+    assert (b.checkpoint, b.position) == (AFTER("1"), AFTER("1"))  # a change: read from there
+    assert a.checkpoint_at is not None and a.checkpoint_at == b.checkpoint_at
+    assert before < a.version != b.version  # each row re-stamped: the console redraws both
+    assert {v.shard_id for v in state.changed_since(before)} == {"a", "b"}
 
 
 async def test_routine_progress_enters_the_history_at_most_once_per_interval() -> None:

@@ -180,6 +180,7 @@ class Checkpointer:
                 raise
             finally:
                 self._inflight = {}
+            rows: list[tuple[str, Position, bool]] = []
             for change in batch:
                 cp = change.checkpoint
                 if cp.shard_id not in written:
@@ -189,12 +190,8 @@ class Checkpointer:
                 if change.history is not None:
                     self._history_at[cp.shard_id] = now
                     self._history_pos[cp.shard_id] = cp.position
-                if cp.shard_id in explicit:
-                    self._state.update(
-                        cp.shard_id, checkpoint=cp.position, checkpoint_at=now, position=cp.position
-                    )
-                else:
-                    self._state.update(cp.shard_id, checkpoint=cp.position, checkpoint_at=now)
+                rows.append((cp.shard_id, cp.position, cp.shard_id in explicit))
+            self._state.checkpointed(rows, now)
             return len(batch)
 
     def _progress_entry(self, sid: str, position: Position, now: float) -> HistoryEntry | None:

@@ -66,6 +66,21 @@ from console.model import (
 from console.settings import default
 from console.sources.base import SourceError, StreamSource, describe_at_start
 
+# What a scan sets of each shard's row, in the order :meth:`AttachedLeases._build` gives them.
+_ROW = (
+    "parents",
+    "closed",
+    "status",
+    "last_error",
+    "lease",
+    "checkpoint",
+    "position",
+    "checkpoint_at",
+    "lag_ms",
+    "recent",
+    "rate",
+)
+
 
 class AttachedLeases(Attached):
     """An engine over a lease table: what the consumer does, seen from outside."""
@@ -258,6 +273,7 @@ class AttachedLeases(Attached):
         if lineage != state.lineage:
             state.set_lineage(lineage)
         targets: dict[str, Position] = {}
+        write = state.writer(*_ROW)
         for sid, shard in shards.items():
             view = state.view(sid)
             seen = leases.get(sid)
@@ -291,20 +307,21 @@ class AttachedLeases(Attached):
                 lag, rate = reported
                 if lag is not None:
                     lag_ms = int(lag)
-            state.put(
-                view._replace(
-                    parents=shard.parents,
-                    closed=shard.is_closed,
-                    status=status,
-                    last_error=error,
-                    lease=info,
-                    checkpoint=checkpoint,
-                    position=checkpoint,
-                    checkpoint_at=checkpoint_at if seen is not None else view.checkpoint_at,
-                    lag_ms=lag_ms,
-                    recent=recent,
-                    rate=rate,
-                )
+            write(
+                view,
+                (
+                    shard.parents,
+                    shard.is_closed,
+                    status,
+                    error,
+                    info,
+                    checkpoint,
+                    checkpoint,
+                    checkpoint_at,
+                    lag_ms,
+                    recent,
+                    rate,
+                ),
             )
         for sid in [s for s in state.shards if s not in shards]:
             state.remove(sid)

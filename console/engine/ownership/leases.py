@@ -427,7 +427,7 @@ class LeaseOwnership:
     def _set_owner(self, sid: str, owner: str | None, counter: int | None = None) -> None:
         lease = self.state.view(sid).lease or LeaseInfo()
         counter = lease.counter if counter is None else counter
-        self.state.update(sid, lease=replace(lease, owner=owner, counter=counter, expired=False))
+        self.state.update(sid, lease=lease._replace(owner=owner, counter=counter, expired=False))
 
     def _observed(self, now: float) -> None:
         """Every lease as scanned and the workers' heartbeats, into the snapshot

@@ -50,12 +50,12 @@ class HeaderBar(Static):
             first.append(f" ({len(s.workers)} in the fleet)" if s.workers else "")
         if self.read_only:
             first.append("  READ-ONLY", style=strong)
-        counts = s.counts()
-        lags = [v.lag_ms for v in s.shards.values() if v.lag_ms is not None]
+        totals = s.totals()
+        counts = totals.counts
         second = Text(" ")
         second.append(f"{rate_text(s.rate)} rec/s", style=strong)
         second.append(f" · {s.records_total:,} records")
-        most, total = (max(lags), sum(lags)) if lags else (None, None)
+        most, total = totals.max_lag_ms, totals.total_lag_ms
         second.append(f" · lag max {lag_text(most)} total {lag_text(total)}")
         second.append(" · ")
         shown = [st for st in STATUS_ORDER if counts[st]]
@@ -65,7 +65,7 @@ class HeaderBar(Static):
             second.append(f"{GLYPHS[st]}{counts[st]} {st.value}")
         if not shown:
             second.append("no shards yet")
-        oldest = s.oldest_checkpoint_at()
+        oldest = totals.oldest_checkpoint_at
         second.append(f" · oldest checkpoint {age(self.clock() - oldest) if oldest else '-'}")
         retries = s.retries_text()
         if retries:  # what the stream put us through: throttling, 5xx, resets, expiries
