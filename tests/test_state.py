@@ -3,6 +3,8 @@ version redraws exactly what changed since. Pure, in microseconds."""
 
 from __future__ import annotations
 
+import pytest
+
 from console.engine.state import EngineState, ShardView
 from console.model import Position, ShardStatus
 
@@ -84,3 +86,17 @@ def test_the_totals_sum_every_row_once_per_version() -> None:
     assert state.totals().max_lag_ms == 900 and state.totals().total_lag_ms == 1207
     state.remove("a")
     assert state.totals().counts[ShardStatus.ACTIVE] == 1
+
+
+def test_a_prepared_writer_sets_its_fields_and_keeps_an_unchanged_row() -> None:
+    state = fresh()
+    write = state.writer("lag_ms", "checkpoint")
+    version = state.version
+    row = state.view("a")
+    assert write(row, (0, None)) is row and state.version == version  # as it was
+    new = write(row, (40, AFTER("4")))
+    assert (new.lag_ms, new.checkpoint, new.version) == (40, AFTER("4"), version + 1)
+    assert state.view("a") is new and state.view("b").lag_ms == 0
+    with pytest.raises(ValueError):
+        write(new, (1,))  # a value short: refused, not half-written
+    assert state.view("a") is new
