@@ -488,16 +488,3 @@ def test_a_dumb_terminal_is_told_to_run_headless(monkeypatch: pytest.MonkeyPatch
         check_ui(Settings(no_ui=True, keys={"nonsense": "x"}))
     with pytest.raises(UsageError, match="unknown theme 'no-such-theme'"):
         check_ui(Settings(no_ui=True, theme="no-such-theme"))
-
-
-def test_headless_with_nothing_of_the_ui_configured_does_not_load_it() -> None:
-    """The checks load Textual (a fifth of a second): a container's start need not pay it."""
-    code = (
-        "import sys\n"
-        "from console.cli.launch import check_ui\n"
-        "from console.settings import Settings\n"
-        "check_ui(Settings(no_ui=True))\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('textual', 'console.ui'))))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"

@@ -1,5 +1,6 @@
 """The headless core never imports the UI: checked in a fresh interpreter."""
 
+import ast
 import subprocess
 import sys
 
@@ -16,9 +17,27 @@ import pytest
     ],
 )
 def test_headless_modules_do_not_import_textual(module: str) -> None:
-    code = f"import sys, {module}; print([m for m in ('textual', 'rich') if m in sys.modules])"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
+    assert loaded(f"import {module}", ("textual", "rich")) == []
+
+
+def test_a_headless_start_with_nothing_of_the_ui_configured_does_not_load_it() -> None:
+    """Checking a theme or [keys] loads Textual (a fifth of a second): a container's start
+    with the bundled theme and no keys need not pay it."""
+    code = (
+        "from console.cli.launch import check_ui\n"
+        "from console.settings import Settings\n"
+        "check_ui(Settings(no_ui=True))"
+    )
+    assert loaded(code, ("textual", "console.ui")) == []
+
+
+def loaded(code: str, prefixes: tuple[str, ...]) -> list[str]:
+    """The modules named ``prefixes``* that ``code`` loads, in a fresh interpreter."""
+    show = f"\nimport sys\nprint(sorted(m for m in sys.modules if m.startswith({prefixes!r})))"
+    out = subprocess.run(
+        [sys.executable, "-c", code + show], capture_output=True, text=True, check=True
+    )
+    return list(ast.literal_eval(out.stdout))
 
 
 def test_every_package_of_the_code_is_installed() -> None:
