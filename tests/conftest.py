@@ -8,6 +8,7 @@ client boundary (console.sources.faults).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import shutil
@@ -40,6 +41,8 @@ os.environ.update(
     }
 )
 _HOME = tempfile.mkdtemp(prefix="shard-console-tests-")
+# Gone at exit: mutation testing starts pytest once per mutant, thousands of homes otherwise.
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 os.environ["XDG_CONFIG_HOME"] = str(Path(_HOME) / "config")
 os.environ["XDG_DATA_HOME"] = str(Path(_HOME) / "data")
 
