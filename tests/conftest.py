@@ -40,9 +40,13 @@ os.environ.update(
         "SHARD_CONSOLE_NO_UI": "1",
     }
 )
-_HOME = tempfile.mkdtemp(prefix="shard-console-tests-")
-# Gone at exit: mutation testing starts pytest once per mutant, thousands of homes otherwise.
-atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
+# One home for a whole run, gone at its end. Mutation testing runs pytest again in a forked
+# child per mutant, which ends without atexit: the children reuse their parent's home.
+_HOME = os.environ.get("PYTEST_SHARD_CONSOLE_HOME", "")
+if not _HOME:
+    _HOME = tempfile.mkdtemp(prefix="shard-console-tests-")
+    os.environ["PYTEST_SHARD_CONSOLE_HOME"] = _HOME
+    atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 os.environ["XDG_CONFIG_HOME"] = str(Path(_HOME) / "config")
 os.environ["XDG_DATA_HOME"] = str(Path(_HOME) / "data")
 
