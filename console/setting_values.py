@@ -55,13 +55,19 @@ def failover(name: str, value: Any) -> float:
     return number
 
 
-def count(name: str, value: Any, high: int | None = None) -> int:
+def _whole(name: str, value: Any, what: str) -> int:
+    """``value`` as an int (a bool, or a float with a fraction, is not one), else "NAME must be
+    WHAT, not VALUE"."""
     try:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError
-        number = int(value)
+        return int(value)
     except (TypeError, ValueError, OverflowError):
-        raise UsageError(f"{name} must be a whole number, not {value!r}") from None
+        raise UsageError(f"{name} must be {what}, not {value!r}") from None
+
+
+def count(name: str, value: Any, high: int | None = None) -> int:
+    number = _whole(name, value, "a whole number")
     if number < 1 or (high is not None and number > high):
         bound = f"between 1 and {high}" if high else "1 or more"
         raise UsageError(f"{name} must be {bound}, not {value!r}")
@@ -118,12 +124,7 @@ def refresh_rate(name: str, value: Any) -> float:
 
 
 def port(name: str, value: Any) -> int:
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError
-        number = int(value)
-    except (TypeError, ValueError, OverflowError):
-        raise UsageError(f"{name} must be a port number, not {value!r}") from None
+    number = _whole(name, value, "a port number")
     if not 0 <= number <= 65535:
         raise UsageError(f"{name} must be a port between 0 and 65535 (0: any free one)")
     return number
