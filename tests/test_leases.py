@@ -176,6 +176,21 @@ def test_a_stolen_lease_comes_from_the_busiest_worker_one_at_a_time() -> None:
     assert choose(near, "me", 10.0, 1.0, held=["shard-4"]).steal == ()
 
 
+def test_a_lease_nobody_holds_never_waits_for_the_counts_to_change() -> None:
+    """The split's child measured stranded for 40 s: a dead worker's heartbeat still counted
+    it, so target = ceil(7/3) = 3 and both live workers were at target. The least loaded of
+    the workers that renew leases takes it all the same; a busier one leaves it to that one."""
+    obs = LeaseObserver()
+    obs.update(leases(["a"] * 3 + ["me"] * 3 + [None]), now=0.0)
+    mine = keys(3, 4, 5)
+    choice = choose(obs, "me", 10.0, 1.0, others=["a", "dead"], held=mine, rng=InOrder())
+    assert chosen(choice) == (keys(6), (), 3, 3)
+    busier = LeaseObserver()
+    busier.update(leases(["a"] * 2 + ["me"] * 3 + [None, None]), now=0.0)
+    choice = choose(busier, "me", 10.0, 1.0, others=["dead"], held=keys(2, 3, 4), rng=InOrder())
+    assert chosen(choice) == ((), (), 3, 3)
+
+
 def test_a_lease_the_table_says_is_ours_but_we_do_not_hold_is_taken_back() -> None:
     """A renew whose answer was lost, a restart with the same worker id: not stuck forever."""
     obs = LeaseObserver()

@@ -13,7 +13,10 @@ available at once. Each round:
 * target = ceil(leases / workers);
 * below target: take expired and unowned leases first (any of them, at random), else steal one
   lease from the most loaded worker, and only when that worker is above target (or exactly at it
-  while this one needs more than one).
+  while this one needs more than one);
+* at or above target: expired and unowned leases all the same when this worker holds no more
+  than any other worker that renews leases, so a lease (a new child, a dead worker's) never
+  waits for the counts to change: a dead worker's heartbeat may still count it for a while.
 
 Finished leases (SHARD_END) are not work: they are neither counted nor taken. A lease that is not
 ready (a child whose parents are not all finished) is not taken either.
@@ -114,8 +117,6 @@ def choose(
         return Choice((), (), 0, workers)
     target = math.ceil(len(work) / workers)  # 1 when there are more workers than leases
     need = target - counts[me]
-    if need <= 0:
-        return Choice((), (), target, workers)
     available = [
         s.lease
         for s in work
@@ -123,6 +124,17 @@ def choose(
         and (s.lease.owner == me or observer.expired(s, failover, now))
         and ready(s.lease)
     ]
+    if need <= 0:
+        # At target, but a lease nobody holds must not wait for the counts to change (a dead
+        # worker's heartbeat still counted, say): the least loaded of the workers that renew
+        # leases takes it (conditionally: if several do, one wins). A live worker holding none
+        # is below target and takes it anyway.
+        renewing = observer.live_owners(failover, now)
+        renewing[me] = counts[me]
+        if available and counts[me] <= min(renewing.values()):
+            rng.shuffle(available)
+            return Choice(tuple(available), (), target, workers)
+        return Choice((), (), target, workers)
     if available:
         rng.shuffle(available)
         return Choice(tuple(available[:need]), (), target, workers)
