@@ -13,6 +13,16 @@ from its modules (an import contract in pyproject.toml keeps it so).
 """
 
 from console.checkpoints.leases.companion import Companion, Heartbeat, Marks, companion_name
+from console.checkpoints.leases.coordinator import (
+    ASSIGNED_VERSIONS,
+    V2,
+    V3,
+    Coordinator,
+    LeaderLock,
+    MetricRow,
+    Migration,
+    moved_version,
+)
 from console.checkpoints.leases.errors import LeaseTableError, LeaseTableUnavailable, MalformedLease
 from console.checkpoints.leases.items import (
     AT_TIMESTAMP,
@@ -48,6 +58,7 @@ from console.checkpoints.leases.table import (
 )
 
 __all__ = [
+    "ASSIGNED_VERSIONS",
     "AT_TIMESTAMP",
     "CLIENT_VERSION_ENTITY",
     "GSI",
@@ -55,8 +66,12 @@ __all__ = [
     "LATEST",
     "SHARD_END",
     "TRIM_HORIZON",
+    "V2",
+    "V3",
     "Companion",
+    "Coordinator",
     "Heartbeat",
+    "LeaderLock",
     "Lease",
     "LeaseMovedError",
     "LeaseStore",
@@ -65,6 +80,8 @@ __all__ = [
     "LeaseTableUnavailable",
     "MalformedLease",
     "Marks",
+    "MetricRow",
+    "Migration",
     "PartlyApplied",
     "UnwritablePosition",
     "checkpoint_of",
@@ -75,6 +92,7 @@ __all__ = [
     "kcl_checkpoint",
     "key_of",
     "lease_of",
+    "moved_version",
     "new_item",
     "plain",
     "read_leases",

@@ -50,6 +50,7 @@ class Lease:
     checkpoint_owner: str | None = None
     hash_range: tuple[str, str] | None = None
     pending: str | None = None
+    throughput: float | None = None  # throughputKBps, as a KCL 3.x holder's renewals write it
 
     @property
     def finished(self) -> bool:
@@ -103,6 +104,15 @@ class _Reader:
         if not raw.lstrip("-").isdigit():
             raise self.bad(f"{name} {raw!r} is not a whole number")
         return int(raw)
+
+    def decimal(self, name: str) -> float | None:
+        """A figure only shown and balanced by (never a position): one that is not a number
+        is read as absent rather than make the lease unusable."""
+        value = self.item.get(name)
+        try:
+            return float(value["N"]) if value is not None and "N" in value else None
+        except ValueError:
+            return None
 
     def shards(self, name: str) -> tuple[str, ...]:
         value = self.item.get(name)
@@ -161,6 +171,7 @@ def lease_of(item: Mapping[str, Any], stream: str | None) -> Lease | None:
         checkpoint_owner=read.text("checkpointOwner"),
         hash_range=(start, end) if start is not None and end is not None else None,
         pending=read.text("pendingCheckpoint"),
+        throughput=read.decimal("throughputKBps"),
     )
 
 

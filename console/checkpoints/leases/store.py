@@ -103,6 +103,7 @@ class LeaseStore:
         self._create = create
         self._companion_now = create_companion
         self._prepared = False
+        self.created = False  # the table was made by this process: a new application
         self._shards: dict[str, Shard] = {}  # as listed (by this process) or told
         self._keys: dict[str, str] = {}  # shard id -> lease key, as last read
         self._template: Lease | None = None  # a lease of the stream: the key format
@@ -113,7 +114,7 @@ class LeaseStore:
         """The lease table, used as it is or created; shard-console's table as the control
         CLI asked (a worker's is made when it joins)."""
         if not self._prepared:
-            await self.table.ensure(self._create)
+            self.created = await self.table.ensure(self._create)
             if self._companion_now is not None:
                 await self.companion.ensure(create=self._companion_now, missing_ok=True)
             self._prepared = True

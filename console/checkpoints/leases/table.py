@@ -22,6 +22,19 @@ GSI = "LeaseOwnerToLeaseKeyIndex"
 CLIENT_VERSION_ENTITY = "CLIENT_VERSION_MIGRATION"
 KCL3_VERSIONS = frozenset({"CLIENT_VERSION_3X", "CLIENT_VERSION_3X_WITH_ROLLBACK"})
 
+_ATTRIBUTES = [
+    {"AttributeName": "leaseKey", "AttributeType": "S"},
+    {"AttributeName": "leaseOwner", "AttributeType": "S"},
+]
+_INDEX = {
+    "IndexName": GSI,
+    "KeySchema": [
+        {"AttributeName": "leaseOwner", "KeyType": "HASH"},
+        {"AttributeName": "leaseKey", "KeyType": "RANGE"},
+    ],
+    "Projection": {"ProjectionType": "KEYS_ONLY"},
+}
+
 _RETRYABLE = frozenset(
     {
         "ProvisionedThroughputExceededException",
@@ -115,9 +128,9 @@ class LeaseTable:
             raise
         return dict(resp["Table"])
 
-    async def ensure(self, create: bool) -> None:
-        """Use the table as it is, or create it the KCL's way. Refuses a table whose key is not
-        ``leaseKey`` (S), and a missing one when ``create`` is False."""
+    async def ensure(self, create: bool) -> bool:
+        """Use the table as it is, or create it the KCL's way (True: created now). Refuses a
+        table whose key is not ``leaseKey`` (S), and a missing one when ``create`` is False."""
         table = await self.describe()
         if table is None:
             if not create:
@@ -125,39 +138,54 @@ class LeaseTable:
                     f"lease table '{self.name}' does not exist: drop --no-create-table to "
                     "create it, or check the name and --dynamodb-endpoint-url"
                 )
-            await self._create()
-            return
+            return await self._create()
         check_key_schema(table, self.name)
         if table.get("TableStatus") != "ACTIVE":
             await self._wait_active()
+        return False
 
-    async def _create(self) -> None:
+    async def has_owner_index(self) -> bool:
+        table = await self.describe() or {}
+        return any(i.get("IndexName") == GSI for i in table.get("GlobalSecondaryIndexes", ()))
+
+    async def add_owner_index(self) -> None:
+        """The KCL 3.x's index on ``leaseOwner``, added to a table made before it (a KCL 2.x
+        application's), and waited for."""
+        await self._call(
+            "update_table",
+            "adding the LeaseOwnerToLeaseKeyIndex index",
+            TableName=self.name,
+            AttributeDefinitions=_ATTRIBUTES,
+            GlobalSecondaryIndexUpdates=[{"Create": _INDEX}],
+        )
+        async with asyncio.timeout(600.0):
+            while True:
+                table = await self.describe() or {}
+                index = [
+                    i for i in table.get("GlobalSecondaryIndexes", ()) if i["IndexName"] == GSI
+                ]
+                if index and index[0].get("IndexStatus", "ACTIVE") == "ACTIVE":
+                    return
+                await asyncio.sleep(1.0)
+
+    async def _create(self) -> bool:
         try:
             await self._call(
                 "create_table",
                 "creating it",
                 TableName=self.name,
                 KeySchema=[{"AttributeName": "leaseKey", "KeyType": "HASH"}],
-                AttributeDefinitions=[
-                    {"AttributeName": "leaseKey", "AttributeType": "S"},
-                    {"AttributeName": "leaseOwner", "AttributeType": "S"},
-                ],
+                AttributeDefinitions=_ATTRIBUTES,
                 BillingMode="PAY_PER_REQUEST",
-                GlobalSecondaryIndexes=[
-                    {
-                        "IndexName": GSI,
-                        "KeySchema": [
-                            {"AttributeName": "leaseOwner", "KeyType": "HASH"},
-                            {"AttributeName": "leaseKey", "KeyType": "RANGE"},
-                        ],
-                        "Projection": {"ProjectionType": "KEYS_ONLY"},
-                    }
-                ],
+                GlobalSecondaryIndexes=[_INDEX],
             )
         except LeaseTableError as exc:
             if "ResourceInUseException" not in str(exc):  # another worker created it first
                 raise
+            await self._wait_active()
+            return False
         await self._wait_active()
+        return True
 
     async def _wait_active(self) -> None:
         async with asyncio.timeout(120.0):
@@ -201,25 +229,42 @@ class LeaseTable:
 
     # -- the protocol's writes ----------------------------------------------------------------
 
-    async def renew(self, lease: Lease) -> bool:
-        """counter c -> c+1, conditional on c and on the owner; ``lease`` follows on success."""
+    async def renew(self, lease: Lease, throughput: float | None = None) -> bool:
+        """counter c -> c+1, conditional on c and on holding it: as its owner with no handoff
+        under way, or, during a KCL 3.x graceful handoff, as the ``checkpointOwner`` that is to
+        checkpoint before letting go (the KCL renews it then too). ``throughput`` (KB/s) is
+        written as the KCL 3.x renewer writes it: what its leader balances by. ``lease``
+        follows on success."""
+        condition, values = self._holding(lease)
+        sets = "leaseCounter = :next"
+        if throughput is not None:
+            sets += ", throughputKBps = :kbps"
+            values[":kbps"] = {"N": f"{throughput:.3f}"}
         ok = await self._conditional(
             "update_item",
             f"renewing lease {lease.key}",
             Key={"leaseKey": {"S": lease.key}},
-            UpdateExpression="SET leaseCounter = :next",
-            ConditionExpression=(
-                "leaseCounter = :c AND leaseOwner = :me AND attribute_not_exists(checkpointOwner)"
-            ),
+            UpdateExpression=f"SET {sets}",
+            ConditionExpression=f"leaseCounter = :c AND {condition}",
             ExpressionAttributeValues={
                 ":c": {"N": str(lease.counter)},
                 ":next": {"N": str(lease.counter + 1)},
-                ":me": {"S": lease.owner or ""},
+                **values,
             },
         )
         if ok:
             lease.counter += 1
         return ok
+
+    @staticmethod
+    def _holding(lease: Lease) -> tuple[str, dict[str, Any]]:
+        """The condition that this process still holds ``lease``: its owner, no handoff under
+        way; or, while one is, the worker it is handed from (``checkpoint_owner``)."""
+        if lease.checkpoint_owner is not None:
+            return "checkpointOwner = :me", {":me": {"S": lease.checkpoint_owner}}
+        return "leaseOwner = :me AND attribute_not_exists(checkpointOwner)", {
+            ":me": {"S": lease.owner or ""}
+        }
 
     async def take(self, lease: Lease, me: str) -> bool:
         """Take (or steal): owner = me, counter+1, ownerSwitches+1, conditional on the counter
@@ -266,14 +311,16 @@ class LeaseTable:
         return ok
 
     async def checkpoint(self, lease: Lease, checkpoint: str, sub: int) -> bool:
-        """The owner's checkpoint: conditional on its counter and ownership; ``lease`` follows."""
+        """The holder's checkpoint (during a handoff, the worker handing it over): conditional
+        on its counter and on holding it; ``lease`` follows."""
+        condition, values = self._holding(lease)
         return await self._set_checkpoint(
             lease,
             checkpoint,
             sub,
             f"checkpointing lease {lease.key}",
-            condition="leaseCounter = :c AND leaseOwner = :me",
-            values={":me": {"S": lease.owner or ""}},
+            condition=f"leaseCounter = :c AND {condition}",
+            values=values,
         )
 
     async def fence(self, lease: Lease, checkpoint: str, sub: int) -> bool:
@@ -358,6 +405,82 @@ class LeaseTable:
         )
 
     # -- KCL 3.x ------------------------------------------------------------------------------
+
+    async def owned_keys(self, owner: str) -> list[str]:
+        """The keys of the leases whose ``leaseOwner`` is ``owner``, through the KCL 3.x's
+        index (eventually consistent: read each lease before trusting it), paged."""
+        keys: list[str] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.name,
+            "IndexName": GSI,
+            "KeyConditionExpression": "leaseOwner = :me",
+            "ExpressionAttributeValues": {":me": {"S": owner}},
+        }
+        while True:
+            resp = await self._call("query", f"finding the leases of {owner}", **kwargs)
+            keys.extend(item["leaseKey"]["S"] for item in resp.get("Items", ()))
+            last = resp.get("LastEvaluatedKey")
+            if not last:
+                return keys
+            kwargs["ExclusiveStartKey"] = last
+
+    async def hand_off(self, lease: Lease, to: str) -> bool:
+        """The KCL 3.x leader's graceful handoff: ``leaseOwner`` = ``to``, ``checkpointOwner`` =
+        the holder, which checkpoints and then completes it (:meth:`complete_handoff`). No
+        counter bump: the holder keeps renewing. Conditional on the holder and no handoff
+        under way. ``lease`` follows on success."""
+        ok = await self._conditional(
+            "update_item",
+            f"handing lease {lease.key} to {to}",
+            Key={"leaseKey": {"S": lease.key}},
+            UpdateExpression="SET leaseOwner = :to, checkpointOwner = :from",
+            ConditionExpression="leaseOwner = :from AND attribute_not_exists(checkpointOwner)",
+            ExpressionAttributeValues={":to": {"S": to}, ":from": {"S": lease.owner or ""}},
+        )
+        if ok:
+            lease.checkpoint_owner, lease.owner = lease.owner, to
+        return ok
+
+    async def assign(self, lease: Lease, to: str) -> bool:
+        """The KCL 3.x's assignLease: ``leaseOwner`` = ``to``, ``checkpointOwner`` removed,
+        counter+1; conditional on the owners as seen and the counter seen (an owner's renewal
+        in between wins). The leader's assignment of an unowned or expired lease, a handoff's
+        completion by the worker that checkpointed, and the forcing of one not completed in
+        time. ``lease`` follows on success."""
+        values: dict[str, Any] = {
+            ":to": {"S": to},
+            ":c": {"N": str(lease.counter)},
+            ":next": {"N": str(lease.counter + 1)},
+        }
+        conditions = ["leaseCounter = :c"]
+        for name, seen, label in (
+            ("leaseOwner", lease.owner, ":owner"),
+            ("checkpointOwner", lease.checkpoint_owner, ":cpowner"),
+        ):
+            if seen is None:
+                conditions.append(f"attribute_not_exists({name})")
+            else:
+                conditions.append(f"{name} = {label}")
+                values[label] = {"S": seen}
+        switches = ""
+        if lease.owner is not None and lease.owner != to and lease.checkpoint_owner is None:
+            switches = ", ownerSwitchesSinceCheckpoint = :switches"
+            values[":switches"] = {"N": str(lease.owner_switches + 1)}
+        ok = await self._conditional(
+            "update_item",
+            f"assigning lease {lease.key} to {to}",
+            Key={"leaseKey": {"S": lease.key}},
+            UpdateExpression=f"SET leaseOwner = :to, leaseCounter = :next{switches} "
+            "REMOVE checkpointOwner",
+            ConditionExpression=" AND ".join(conditions),
+            ExpressionAttributeValues=values,
+        )
+        if ok:
+            if switches:
+                lease.owner_switches += 1
+            lease.owner, lease.checkpoint_owner = to, None
+            lease.counter += 1
+        return ok
 
     async def client_version(self, items: list[dict[str, Any]] | None = None) -> str | None:
         """The KCL 3.x migration state, where the application keeps one: the single-table
