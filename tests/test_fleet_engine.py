@@ -53,10 +53,12 @@ async def test_a_change_from_one_workers_console_rewinds_a_shard_another_reads(
             "one shard each, as a's snapshot tells",
         )
         theirs = next(sid for sid, v in ca.state.shards.items() if v.owner == "b")
+        # b reads it (a lease handed over is picked up at b's next discovery)
+        await wait_for(lambda: cb.state.shards[theirs].status is ShardStatus.ACTIVE, 30, "b reads")
         assert ca.state.shards[theirs].status is ShardStatus.LEASED  # a does not read it
         assert ca.state.worker_id == "a"
         await wait_for(lambda: len(ca.state.workers) == 2, 30, "both heartbeats")
-        before = len([r for sid, r in b.seen if sid == theirs])
+        before = len([r for sid, r in a.seen + b.seen if sid == theirs])  # a may have read some
 
         result = await ca.control(
             ControlRequest(Action.REWIND, theirs, position=Position.trim_horizon(), actor="ops")

@@ -55,6 +55,16 @@ CASES = [
     ),
     (ShardFacts(OPEN, True, READ, changing=True), Decision(Act.KEEP), "a change rewrites it"),
     (
+        ShardFacts(OPEN, True, Allowance.HAND_OFF, reading=True),
+        Decision(Act.HAND_OFF),
+        "a KCL 3.x leader moves it: finish the batch in hand, checkpoint, let go",
+    ),
+    (
+        ShardFacts(PAUSED, False, Allowance.HAND_OFF),
+        Decision(Act.HAND_OFF),
+        "moved while not read (paused, waiting): let go at once, its checkpoint as it is",
+    ),
+    (
         ShardFacts(OPEN, True, READ, problem="leaseCounter 'x' is not a number"),
         Decision(Act.SHOW, ShardStatus.READY, "leaseCounter 'x' is not a number"),
         "its lease is malformed: nobody may read it, and the row says why",

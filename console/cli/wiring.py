@@ -12,13 +12,15 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from console.checkpoints.base import CheckpointStore, StreamRecord
-from console.checkpoints.leases import LeaseStore
+from console.checkpoints.leases import ASSIGNED_VERSIONS, V3, Coordinator, LeaseStore
 from console.checkpoints.sqlite import SqliteStore
 from console.config import data_dir, default_db_path
 from console.engine.consume.consumer import Consumer, ConsumerOptions
 from console.engine.events import EventLog
+from console.engine.ownership.assigned import AssignedOwnership
 from console.engine.ownership.base import Ownership
 from console.engine.ownership.leases import LeaseOwnership, check_failover
 from console.engine.state import EngineState
@@ -107,19 +109,40 @@ async def open_lease_store(
             await store.close()
 
 
-def lease_ownership(store: LeaseStore, fleet: Fleet) -> OwnershipFactory:
-    """A fleet's worker on ``store``: what a consumer in fleet mode is given."""
+async def lease_protocol(store: LeaseStore, fleet: Fleet) -> Coordinator | None:
+    """How the application's workers share its leases, as its migration item says: under a
+    leader (KCL 3.x: a Coordinator over its tables) or each taking its own (KCL 2.x: None).
+    A new application (a table this process created, or an empty one) runs 3.x, as the KCL's
+    first worker makes it; a table with leases and no migration item is a 2.x application's
+    until an operator moves it (``shard-console leases migrate``)."""
+    coordinator = Coordinator(store.table.client, store.table.name)
+    migration = await coordinator.migration()
+    if migration.version is None and (store.created or not await store.table.scan()):
+        # Workers started together: the first made the table, the others find it empty.
+        await coordinator.ensure()
+        if not await coordinator.set_migration(V3, fleet.worker_id or "shard-console", migration):
+            migration = await coordinator.migration()  # another worker wrote it first
+        else:
+            return coordinator
+    return coordinator if migration.version in ASSIGNED_VERSIONS else None
+
+
+def lease_ownership(
+    store: LeaseStore, fleet: Fleet, coordinator: Coordinator | None = None
+) -> OwnershipFactory:
+    """A fleet's worker on ``store``: what a consumer in fleet mode is given; under the 3.x
+    protocol when ``coordinator`` (:func:`lease_protocol`)."""
 
     def make(state: EngineState, events: EventLog) -> Ownership:
-        return LeaseOwnership(
-            store,
-            state,
-            events,
-            worker_id=fleet.worker_id,
-            failover=fleet.failover,
-            take_over=fleet.take_over,
-            create_companion=fleet.create,
-        )
+        common: dict[str, Any] = {
+            "worker_id": fleet.worker_id,
+            "failover": fleet.failover,
+            "take_over": fleet.take_over,
+            "create_companion": fleet.create,
+        }
+        if coordinator is not None:
+            return AssignedOwnership(store, state, events, coordinator=coordinator, **common)
+        return LeaseOwnership(store, state, events, **common)
 
     return make
 
@@ -211,7 +234,8 @@ async def open_consumer(
             leases = await stack.enter_async_context(
                 open_lease_store(fleet, aws_of(source, aws), options.initial_position)
             )
-            store, ownership = leases, lease_ownership(leases, fleet)
+            protocol = await lease_protocol(leases, fleet)
+            store, ownership = leases, lease_ownership(leases, fleet, protocol)
         else:
             path = str(db) if db is not None else default_db_path()
             if db is None:

@@ -90,6 +90,7 @@ class ShardRunner:
         self._allowed: set[str] = set()  # shards ours to read at the last reconcile
         self._lost_reported: set[str] = set()
         self._changing: set[str] = set()  # shards an operator change is rewriting: no worker
+        self._handing: set[str] = set()  # shards being handed over (console.engine.ownership)
         self._background: set[asyncio.Task[Any]] = set()
         # Enhanced fan-out: each worker's feed (None: GetRecords polling).
         self.feed_for: Callable[[str], Feed] | None = None
@@ -208,6 +209,9 @@ class ShardRunner:
                 self._start_worker(shard, facts.checkpoint)
             elif decision.act is Act.ABANDON:
                 self._abandon(sid)
+            elif decision.act is Act.HAND_OFF and sid not in self._handing:
+                self._handing.add(sid)
+                self._spawn(self._hand_off(sid), f"handing {sid} over")
             if decision.status is not None:
                 self.state.set_status(sid, decision.status, decision.error)
         self._allowed = allowed
@@ -219,6 +223,16 @@ class ShardRunner:
         entry = self._workers.pop(sid, None)
         if entry is not None:
             entry[1].cancel()
+
+    async def _hand_off(self, sid: str) -> None:
+        """The batch in hand finished and checkpointed, then the lease let go: the next holder
+        reads on from exactly there."""
+        try:
+            await self.stop_shard(sid)
+            await self.ownership.hand_over(sid)
+        finally:
+            self._handing.discard(sid)
+            self.reconcile()
 
     def _start_worker(self, shard: Shard, cp: Checkpoint | None) -> None:
         sid = shard.shard_id

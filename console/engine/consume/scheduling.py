@@ -19,6 +19,7 @@ from console.model import Checkpoint, CheckpointStatus, Position, ShardStatus, f
 class Act(StrEnum):
     START = "start"  # a worker reads it, from start_position
     ABANDON = "abandon"  # its worker stops at once, without a checkpoint: no longer ours
+    HAND_OFF = "hand off"  # its worker finishes the batch in hand, checkpoints, lets it go
     SHOW = "show"  # no worker; the row shows ``status``
     KEEP = "keep"  # as it is (a worker reads it, or an operator change holds it)
 
@@ -44,10 +45,13 @@ class Decision:
 KEEP = Decision(Act.KEEP)
 START = Decision(Act.START)
 _AWAY = {Allowance.ELSEWHERE: ShardStatus.LEASED, Allowance.NOBODY: ShardStatus.READY}
+HAND_OFF = Decision(Act.HAND_OFF)
 
 
 def decide(facts: ShardFacts) -> Decision:
     """What follows for one shard."""
+    if facts.allowance is Allowance.HAND_OFF:
+        return HAND_OFF  # whether a worker reads it or not: its progress goes with it
     if facts.reading:
         if facts.allowance is not Allowance.READ:
             # The lease went to another worker (or an operator's change took it): the batch in

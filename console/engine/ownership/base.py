@@ -34,6 +34,9 @@ class Allowance(StrEnum):
     READ = "read"  # ours to read
     ELSEWHERE = "elsewhere"  # another worker of the fleet holds it
     NOBODY = "nobody"  # nobody holds it yet: the next worker to look takes it
+    # Ours until handed over (a KCL 3.x graceful handoff): the batch in hand is finished and
+    # checkpointed, then Ownership.hand_over lets it go.
+    HAND_OFF = "hand off"
 
 
 class Progress(Protocol):
@@ -133,6 +136,11 @@ class Ownership(Protocol):
         """Write a batch of checkpoints (progress, shard ends, operator changes) as this
         strategy writes them; ``finish`` marks an operator command applied with it. Returns
         the shards whose checkpoint was written (progress of a shard lost meanwhile is not)."""
+        ...
+
+    async def hand_over(self, shard_id: str) -> None:
+        """A shard allowed HAND_OFF whose reader has stopped: its progress written, let go to
+        the worker it goes to. Never called for a strategy that allows no HAND_OFF."""
         ...
 
     def quiesce(self) -> None:

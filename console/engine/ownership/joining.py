@@ -33,7 +33,7 @@ async def check_joining(worker: LeaseOwnership, key: str) -> None:
     table = worker.table
     items = await table.scan()
     version = await table.client_version(items)
-    if version in KCL3_VERSIONS and not worker.take_over:
+    if version in KCL3_VERSIONS and not (worker.take_over or worker.assigned):
         raise LeaseConflictError(
             f"lease table '{table.name}' belongs to a KCL 3.x application (client version "
             f"{version}): its leader assigns the leases; stop it and pass --take-over to move "
@@ -48,7 +48,8 @@ async def check_joining(worker: LeaseOwnership, key: str) -> None:
     start = clock()
     observer.update(await worker.store.leases(key), start)
     first = {k: s.lease.counter for k, s in observer.seen.items()}
-    window = worker.failover if worker.take_over else max(worker.failover, KCL_FAILOVER)
+    alone = worker.take_over or worker.assigned
+    window = worker.failover if alone else max(worker.failover, KCL_FAILOVER)
     while True:
         suspects = {
             s.lease.owner
@@ -60,7 +61,7 @@ async def check_joining(worker: LeaseOwnership, key: str) -> None:
                 or (s.lease.owner not in ours and s.lease.owner != me)
             )
         }
-        if worker.take_over:
+        if worker.take_over or worker.assigned:  # a 3.x leader assigns: others are welcome
             suspects = {o for o in suspects if o == me}
         moved = {
             str(s.lease.owner)

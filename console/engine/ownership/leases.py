@@ -82,6 +82,7 @@ def default_worker_id() -> str:
 
 class LeaseOwnership:
     resolves = True
+    assigned = False  # a KCL 3.x leader assigns the leases (console.engine.ownership.assigned)
 
     def __init__(
         self,
@@ -156,6 +157,9 @@ class LeaseOwnership:
             ],
             duties.fail,
         )
+
+    async def hand_over(self, shard_id: str) -> None:
+        """Never asked: this strategy allows no HAND_OFF."""
 
     def quiesce(self) -> None:
         self._taking = False
@@ -294,6 +298,10 @@ class LeaseOwnership:
             now = self.clock()
             for sid in [s for s in self.held if now - self._written.get(s, now) > self._grace]:
                 await self.lose(sid, "not renewed for 2/3 of the failover time")
+            await self.overdue(now)
+
+    async def overdue(self, now: float) -> None:
+        """What else the watchdog gives up on time (the 3.x worker: a handoff)."""
 
     async def renew_round(self) -> None:
         """The consumer's checkpoints first (each renews its lease; bounded, as every write
@@ -320,12 +328,16 @@ class LeaseOwnership:
     async def _renew(self, sid: str) -> None:
         try:
             async with asyncio.timeout(self.renew_interval):
-                ok = await self.write_lease(sid, self.table.renew)
+                ok = await self.write_lease(sid, self.renewal(sid))
         except (LeaseTableError, TimeoutError) as exc:
             log.info("renewing %s failed: %s", sid, exc or "timed out")
             return  # tried again next round; the watchdog gives it up after the grace time
         if ok is False:
             await self.lose(sid)
+
+    def renewal(self, sid: str) -> Callable[[Lease], Awaitable[bool]]:
+        """The write that renews the lease on ``sid``."""
+        return self.table.renew
 
     async def write_lease(self, sid: str, op: Callable[[Lease], Awaitable[bool]]) -> bool | None:
         """A conditional write to a held lease, under its lock: True, or False when the lease
@@ -341,7 +353,7 @@ class LeaseOwnership:
             sent = self.clock()
             if not await op(lease):
                 fresh = await self.table.get(lease.key, stream_name(self.key or ""))
-                if fresh is None or fresh.owner != self.worker_id or fresh.checkpoint_owner:
+                if fresh is None or not self.still_held(sid, lease, fresh):
                     return False if self.held.get(sid) is lease else None
                 lease.counter = fresh.counter
                 sent = self.clock()
@@ -350,6 +362,17 @@ class LeaseOwnership:
             if self.held.get(sid) is lease:
                 self._written[sid] = max(self._written.get(sid, 0.0), sent)
             return True
+
+    def still_held(self, sid: str, lease: Lease, fresh: Lease) -> bool:
+        """After a write's condition failed: whether ``fresh`` (the lease read again) is still
+        this worker's, so the write is tried once more (its answer was lost, say). Not if its
+        checkpoint moved under us: an operator changed it, and the lease came back to this worker
+        before a write of ours saw the change; the shard is read again from the new checkpoint."""
+        return (
+            fresh.owner == self.worker_id
+            and not fresh.checkpoint_owner
+            and (fresh.checkpoint, fresh.sub) == (lease.checkpoint, lease.sub)
+        )
 
     async def give_back(self, sid: str) -> bool:
         """Release a held lease (its owner removed, conditionally); it is not ours after."""

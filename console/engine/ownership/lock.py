@@ -112,6 +112,9 @@ class StreamLock:
         await self.store.save(self._key, changes, finish)
         return {c.checkpoint.shard_id for c in changes}
 
+    async def hand_over(self, shard_id: str) -> None:
+        """Never asked: this strategy allows no HAND_OFF."""
+
     def quiesce(self) -> None:
         """One process holds the stream whole: nothing is taken."""
 

@@ -1,0 +1,391 @@
+"""A fleet's worker under the KCL 3.x protocol: a leader assigns the leases, workers never take,
+and a lease moves among live workers by graceful handoff, so a move re-reads nothing
+(../shared/LEASES.md; the KCL 3.1.3's LeaseAssignmentManager, DynamoDBLeaseDiscoverer and
+LeaseGracefulShutdownHandler, read in its source).
+
+Beside the renewer and the watchdog every fleet worker runs (console.engine.ownership.leases),
+four loops:
+
+* the **reporter** writes this worker's row in ``<app>-WorkerMetricStats`` every failover/2:
+  a leader (ours or the KCL's) assigns leases only to workers whose row is fresh;
+* the **coordinator**, every assignment interval, keeps or contends for the leader's lock in
+  ``<app>-CoordinatorState`` (the DynamoDB lock client's item, so a KCL worker and ours never
+  both lead); while it leads, it scans the lease table and writes what
+  :class:`~console.engine.ownership.assignment.Assigner` plans: every unowned and expired lease
+  assigned in one pass, then the load rebalanced by handoffs. Not leading, it scans only every
+  other failover time, for the fleet's view;
+* **discovery**, every assignment interval, finds the leases assigned to this worker through
+  the table's ``LeaseOwnerToLeaseKeyIndex`` and reads each from its checkpoint (no write: its
+  first renewal is the first, as the KCL's);
+* the renewer's failed condition tells of a **handoff**: ``leaseOwner`` is another worker and
+  ``checkpointOwner`` this one. The shard's reader finishes the batch in hand, its checkpoint is
+  written (conditional on ``checkpointOwner``), and :meth:`AssignedOwnership.hand_over` assigns
+  the lease to the new owner (``checkpointOwner`` removed, counter + 1), which reads on from
+  exactly there. One not completed within the handoff timeout is forced, as the KCL forces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import replace
+
+from console.checkpoints.leases import (
+    Coordinator,
+    Lease,
+    LeaseStore,
+    LeaseTableError,
+    Marks,
+    key_of,
+    stream_name,
+)
+from console.engine.events import EventLog, Level
+from console.engine.ownership.assignment import Assigner, Move, Why
+from console.engine.ownership.base import Allowance, Duties, Progress, start_loops
+from console.engine.ownership.leases import LeaseOwnership
+from console.engine.state import EngineState
+from console.settings import default
+
+HANDOFF_TIMEOUT = 30.0  # the KCL's gracefulLeaseHandoffTimeoutMillis
+WRITES_AT_ONCE = 16  # a leader's assignments in flight at once
+
+
+class AssignedOwnership(LeaseOwnership):
+    assigned = True
+
+    def __init__(
+        self,
+        store: LeaseStore,
+        state: EngineState,
+        events: EventLog,
+        *,
+        coordinator: Coordinator,
+        worker_id: str | None = None,
+        failover: float = default("failover_time"),
+        take_over: bool = False,
+        create_companion: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        handoff_timeout: float = HANDOFF_TIMEOUT,
+    ) -> None:
+        super().__init__(
+            store,
+            state,
+            events,
+            worker_id=worker_id,
+            failover=failover,
+            take_over=take_over,
+            create_companion=create_companion,
+            clock=clock,
+        )
+        self.coordinator = coordinator
+        # Every unowned or expired lease is read again within failover + about two intervals
+        # (the leader's pass, then the new owner's discovery).
+        self.assign_interval = max(1.0, failover / 4)
+        self.report_interval = failover / 2  # fresh within the failover time, one write lost
+        self.lock_duration = failover  # a dead leader is replaced within about that
+        self.handoff_timeout = handoff_timeout
+        self.assigner = Assigner(failover, handoff_timeout)
+        self.handing: dict[str, tuple[str, float]] = {}  # shard -> (to whom, since when)
+        self.leader_version: str | None = None  # the lock's record version while we lead
+        self._lock_seen: tuple[str, float] | None = None  # another's record version, first seen
+        self._lock_beat_at = 0.0
+        self._bytes: dict[str, tuple[int, float]] = {}  # shard -> (bytes read, when): KB/s
+        self._found = asyncio.Event()  # the leader assigned this worker a lease: look now
+        self.counts.update({"assigned": 0, "handed": 0})
+
+    # -- joining and leaving --------------------------------------------------------------------
+
+    async def join(self, key: str, progress: Progress) -> None:
+        await super().join(key, progress)
+        await self.coordinator.ensure()
+        await self.coordinator.report(self.worker_id, self.report_interval)
+
+    async def start(self, duties: Duties) -> None:
+        if self._tasks:
+            return
+        self._tasks = start_loops(
+            [
+                ("lease coordinator", self._loop(self.coordinate, self.wake, self.assign_interval)),
+                ("lease discovery", self._loop(self.discover, self._found, self.assign_interval)),
+                ("lease renewer", self._renew_loop()),
+                ("lease watchdog", self._watchdog()),
+                ("worker metrics", self._loop(self.report, None, self.report_interval)),
+            ],
+            duties.fail,
+        )
+
+    async def leave(self) -> None:
+        """Every lease given back (one being handed over: handed), then the leader's lock
+        released and this worker's metric row removed: the next leader assigns what it held at
+        its first pass."""
+        await super().leave()
+        with contextlib.suppress(LeaseTableError):
+            if self.leader_version is not None:
+                await self.coordinator.release_leader(self.worker_id, self.leader_version)
+                self.leader_version = None
+            await self.coordinator.retire(self.worker_id)
+
+    # -- what the consumer asks -----------------------------------------------------------------
+
+    def allowance(self, shard_id: str) -> Allowance:
+        if shard_id in self.handing and shard_id in self.held:
+            return Allowance.HAND_OFF
+        return super().allowance(shard_id)
+
+    def claims(self) -> Collection[str]:
+        return self.held.keys()
+
+    async def hand_over(self, shard_id: str) -> None:
+        """The reader stopped after its batch in hand: its checkpoint written, then the lease
+        assigned to the worker it goes to, which reads on from exactly there."""
+        entry = self.handing.get(shard_id)
+        if entry is None or shard_id not in self.held:
+            return
+        to = entry[0]
+        if self._progress is not None:
+            try:
+                await self._progress.flush()
+            except Exception as exc:  # the checkpoint could not be written: forced later
+                self.trouble(f"checkpoint before handing {shard_id} over failed: {exc}")
+                return
+        await self._complete(shard_id, to)
+
+    async def _complete(self, sid: str, to: str) -> bool:
+        ok = await self.write_lease(sid, lambda lease: self.table.assign(lease, to)) is True
+        self.handing.pop(sid, None)
+        self.drop(sid)
+        if self._progress is not None:
+            self._progress.forget(sid)
+        if ok:
+            self.counts["handed"] += 1
+            self._set_owner(sid, to)
+            self.events.emit(
+                "lease_handed", f"lease on {sid} handed to worker {to} at its checkpoint",
+                shard_id=sid,
+            )  # fmt: skip
+        return ok
+
+    # -- renewals and handoffs ------------------------------------------------------------------
+
+    def renewal(self, sid: str) -> Callable[[Lease], Awaitable[bool]]:
+        """The renewal writes the shard's throughput (KB/s since the last one), as the KCL 3.x
+        renewer does: what a leader balances by."""
+        view = self.state.shards.get(sid)
+        now = self.clock()
+        kbps: float | None = None
+        if view is not None:
+            last = self._bytes.get(sid)
+            if last is not None and now > last[1]:
+                kbps = max(0.0, (view.bytes - last[0]) / 1024 / (now - last[1]))
+            self._bytes[sid] = (view.bytes, now)
+
+        async def renew(lease: Lease) -> bool:
+            return await self.table.renew(lease, kbps)
+
+        return renew
+
+    def still_held(self, sid: str, lease: Lease, fresh: Lease) -> bool:
+        """A handoff begun (``leaseOwner`` another worker, ``checkpointOwner`` this one): still
+        ours until its checkpoint is written; the reader is told to finish."""
+        me = self.worker_id
+        if fresh.checkpoint_owner == me and fresh.owner not in (None, me):
+            lease.owner, lease.checkpoint_owner = fresh.owner, me
+            if sid not in self.handing:
+                self.handing[sid] = (fresh.owner or "", self.clock())
+                self.events.emit(
+                    "lease_handoff",
+                    f"lease on {sid} goes to worker {fresh.owner}: finishing the batch in hand",
+                    shard_id=sid,
+                )
+                self.changed.set()
+            return True
+        return super().still_held(sid, lease, fresh)
+
+    async def overdue(self, now: float) -> None:
+        """A handoff not completed within its timeout (a processor slow on its batch) is
+        forced, as the KCL forces it: the batch in hand is the next holder's to read."""
+        for sid, (to, since) in list(self.handing.items()):
+            if now - since >= self.handoff_timeout and sid in self.held:
+                self.trouble(
+                    f"handing {sid} to {to} did not complete within {self.handoff_timeout:g} s: "
+                    "forced; what was read since its checkpoint will be read again"
+                )
+                lease = self.held[sid]
+                self.handing.pop(sid, None)
+                self.drop(sid)
+                if self._progress is not None:
+                    self._progress.forget(sid)
+                with contextlib.suppress(LeaseTableError):
+                    await self.table.assign(replace(lease), to)
+
+    async def give_back(self, sid: str) -> bool:
+        entry = self.handing.get(sid)
+        if entry is not None:
+            return await self._complete(sid, entry[0])
+        return await super().give_back(sid)
+
+    # -- the loops ------------------------------------------------------------------------------
+
+    async def _loop(
+        self, work: Callable[[], Awaitable[None]], wake: asyncio.Event | None, every: float
+    ) -> None:
+        while True:
+            try:
+                await work()
+            except LeaseTableError as exc:
+                self.trouble(f"{work.__name__} failed, will retry: {exc}")
+            if wake is None:
+                await asyncio.sleep(every)
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await wake.wait()
+            wake.clear()
+
+    async def report(self) -> None:
+        if self._taking:
+            await self.coordinator.report(self.worker_id, self.report_interval)
+
+    async def discover(self) -> None:
+        """The leases the leader assigned this worker, each read from its checkpoint."""
+        if not self._taking or self.key is None:
+            return
+        stream = self.key
+        held = {lease.key for lease in self.held.values()}
+        marks_read = False
+        for key in await self.table.owned_keys(self.worker_id):
+            if key in held:
+                continue
+            if not marks_read:  # a lease is read with the operator's marks as they are now
+                await self.read_companion()
+                marks_read = True
+            lease = await self.table.get(key, stream_name(stream))
+            if (
+                lease is None
+                or lease.owner != self.worker_id
+                or lease.checkpoint_owner is not None  # its holder still checkpoints
+                or lease.finished
+                or lease.shard_id in self.held
+                or self.store.marks.get(lease.shard_id, Marks()).skipped
+            ):
+                continue
+            self.store.remember([lease])
+            self._adopt(lease)
+
+    def _adopt(self, lease: Lease) -> None:
+        sid = lease.shard_id
+        self.held[sid] = lease
+        self._written[sid] = self.clock()
+        self.counts["taken"] += 1
+        checkpoint = self.store.checkpoint(lease, self.store.marks.get(sid))
+        if self._progress is not None:
+            self._progress.adopt(sid, checkpoint)
+        self._set_owner(sid, self.worker_id, lease.counter)
+        self.events.emit(
+            "lease_taken",
+            f"lease on {sid} assigned; reading {checkpoint.position.describe()}",
+            shard_id=sid,
+        )
+        self.changed.set()
+
+    async def coordinate(self) -> None:
+        """The leader's lock kept or contended for; while leading, one assignment pass."""
+        key = self.key
+        if key is None:
+            return
+        await self._lead()
+        beat = self._rounds % max(1, round(2 * self.failover / self.assign_interval)) == 0
+        self._rounds += 1
+        if self.leader_version is None and not beat:
+            return
+        leases = await self.store.leases(key)
+        now = self.clock()
+        self.observer.update(leases, now)
+        if beat:
+            await self.read_companion()
+        self._observed(now)
+        if self.leader_version is not None and self._taking:
+            await self._assign(now)
+        if beat:
+            await self.beat()
+
+    async def _lead(self) -> None:
+        coordinator, me, now = self.coordinator, self.worker_id, self.clock()
+        duration_ms = int(self.lock_duration * 1000)
+        if self.leader_version is not None:
+            if not self._taking:
+                await coordinator.release_leader(me, self.leader_version)
+                self.leader_version = None
+            elif now - self._lock_beat_at >= self.assign_interval * 0.9:
+                new = await coordinator.heartbeat_leader(me, self.leader_version, duration_ms)
+                if new is None:
+                    self.leader_version = None
+                    self.trouble("the leader's lock was taken by another worker")
+                else:
+                    self.leader_version, self._lock_beat_at = new, now
+            return
+        if not self._taking:
+            return
+        lock = await coordinator.leader()
+        if lock is None:
+            version = await coordinator.acquire_leader(me, duration_ms, None)
+        elif lock.released or lock.owner == me:  # ours from a run before: take it back
+            version = await coordinator.acquire_leader(me, duration_ms, lock)
+        else:
+            seen = self._lock_seen
+            if seen is None or seen[0] != lock.version:
+                self._lock_seen = (lock.version, now)
+                return
+            if now - seen[1] < lock.duration_ms / 1000:
+                return
+            version = await coordinator.acquire_leader(me, duration_ms, lock)
+        if version is not None:
+            self.leader_version, self._lock_beat_at, self._lock_seen = version, now, None
+            self.events.emit("leader", f"worker {me} leads the assignment of leases")
+
+    async def _assign(self, now: float) -> None:
+        rows = await self.coordinator.metric_rows()
+        wall = time.time()
+        # ``lut`` is in whole seconds: a second's slack.
+        receivers = {r.worker for r in rows if wall - r.updated <= self.failover + 1.0}
+        dead = {r.worker for r in rows if r.ours and r.worker not in receivers}
+        malformed = self.store.malformed
+        seen = self.observer.seen
+
+        def ready(lease: Lease) -> bool:
+            if self.store.marks.get(lease.shard_id, Marks()).skipped:
+                return False
+            return all(
+                ((p := key_of(lease, parent)) not in seen or seen[p].lease.finished)
+                and parent not in malformed
+                for parent in lease.parents
+            )
+
+        moves = self.assigner.plan(self.observer, receivers, now, ready, dead=dead)
+        if not moves:
+            return
+        gate = asyncio.Semaphore(WRITES_AT_ONCE)
+
+        async def write(move: Move) -> bool:
+            async with gate:
+                lease = replace(move.lease)  # the scan's copy stays as scanned
+                if move.graceful:
+                    return await self.table.hand_off(lease, move.to)
+                return await self.table.assign(lease, move.to)
+
+        done = await asyncio.gather(*(write(m) for m in moves), return_exceptions=True)
+        made = [m for m, ok in zip(moves, done, strict=True) if ok is True]
+        self.counts["assigned"] += len(made)
+        if any(m.to == self.worker_id and not m.graceful for m in made):
+            self._found.set()
+        by = {why: sum(1 for m in made if m.why is why) for why in Why}
+        parts = [f"{n} {why.value}" for why, n in by.items() if n]
+        if parts:
+            level = Level.INFO
+            self.events.emit("leases_assigned", f"leader assigned leases: {', '.join(parts)}",
+                             level=level)  # fmt: skip
+        failed = [d for d in done if isinstance(d, BaseException)]
+        if failed:
+            self.trouble(f"{len(failed)} assignment(s) failed, will retry: {failed[0]}")
