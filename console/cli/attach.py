@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from console.cli import launch
 from console.cli.stores import open_store, print_rows, settings_of, store_flags
-from console.errors import UsageError
+from console.errors import RunError, UsageError
 from console.redact import REDACTOR
 from console.settings import (
     ATTACH,
@@ -71,7 +71,9 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     leases = sub.add_parser(
         "leases", help="a lease table's leases, as the KCL (or a fleet) wrote them"
     )
-    leases_sub = leases.add_subparsers(dest="what", metavar="list|show", parser_class=parser_class)
+    leases_sub = leases.add_subparsers(
+        dest="what", metavar="list|show|migrate", parser_class=parser_class
+    )
     lease_list = leases_sub.add_parser("list", help="one line per lease")
     store_flags(lease_list, LEASES)
     lease_list.add_argument("--json", action="store_true", help="one JSON document, for scripts")
@@ -81,6 +83,16 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     store_flags(lease_show, LEASES)
     lease_show.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     lease_show.set_defaults(handler=cmd_leases)
+    migrate = leases_sub.add_parser(
+        "migrate",
+        help="move the application between the KCL 2.x protocol (each worker takes its own "
+        "leases) and the 3.x one (a leader assigns them), by the KCL's own migration states",
+    )
+    migrate.add_argument("--to", required=True, choices=("3x", "2x"), help="the protocol")
+    store_flags(migrate, LEASES)
+    migrate.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    migrate.add_argument("--dry-run", action="store_true", help="say the move, change nothing")
+    migrate.set_defaults(handler=cmd_leases_migrate)
     leases.set_defaults(handler=cmd_leases_usage)
 
 
@@ -220,7 +232,56 @@ def _cmd_attach(args: argparse.Namespace) -> int:
 
 
 def cmd_leases_usage(args: argparse.Namespace) -> int:
-    raise UsageError("leases needs a sub-command: list, or show SHARD")
+    raise UsageError("leases needs a sub-command: list, show SHARD, or migrate --to 3x|2x")
+
+
+def cmd_leases_migrate(args: argparse.Namespace) -> int:
+    """The application's migration item moved one step of the KCL's state machine: to 3.x,
+    2X (or none) -> 3X_WITH_ROLLBACK -> 3X, the table's ``leaseOwner`` index added first; to
+    2.x, 3X_WITH_ROLLBACK -> 2X (3X is final for the KCL: its workers would keep following a
+    leader). shard-console's workers read it when they start."""
+    import getpass
+    import socket
+
+    from console.checkpoints.leases import Coordinator, LeaseTableError, moved_version
+    from console.cli.control import approved
+    from console.cli.wiring import Fleet, open_lease_store
+    from console.sources.aws import AwsSettings
+
+    settings = settings_of(args)
+    if not settings.lease_table:
+        raise UsageError("leases migrate needs --lease-table: the application's lease table")
+    aws = AwsSettings(
+        region=settings.region, profile=settings.profile, endpoint_url=settings.endpoint_url
+    )
+    fleet = Fleet(settings.lease_table, endpoint_url=settings.dynamodb_endpoint_url, create=False)
+
+    async def main() -> int:
+        async with open_lease_store(fleet, aws, create_companion=False) as store:
+            coordinator = Coordinator(store.table.client, store.table.name)
+            seen = await coordinator.migration()
+            try:
+                target = moved_version(seen.version, args.to)
+            except LeaseTableError as exc:
+                raise UsageError(f"lease table {store.table.name}: {exc}") from None
+            was = seen.version or "no migration item (a KCL 2.x application)"
+            print(f"lease table {store.table.name}: {was} -> {target}")
+            if not approved(args, store.table.name, "lease table"):
+                return 0
+            if args.to == "3x" and not await store.table.has_owner_index():
+                print("adding the LeaseOwnerToLeaseKeyIndex index (minutes on a large table)")
+                await store.table.add_owner_index()
+            await coordinator.ensure()
+            who = f"shard-console leases migrate ({getpass.getuser()}@{socket.gethostname()})"
+            if not await coordinator.set_migration(target, who, seen):
+                raise RunError("the migration item changed meanwhile: nothing written; run again")
+            print(
+                f"lease table {store.table.name} is at {target}: shard-console workers started "
+                "from now on follow it (running ones when restarted)"
+            )
+            return 0
+
+    return asyncio.run(main())
 
 
 def cmd_leases(args: argparse.Namespace) -> int:

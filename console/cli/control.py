@@ -209,16 +209,16 @@ async def _request(
         raise UsageError(str(exc)) from None
 
 
-def _approved(args: argparse.Namespace, name: str | None = None) -> bool:
+def approved(args: argparse.Namespace, name: str | None = None, what: str = "stream") -> bool:
     """After the plan is shown: False (and said) for a dry run or a No; True to apply.
-    ``name``: the operator types it (the stream's) instead of a yes."""
+    ``name``: the operator types it (the ``what``'s name) instead of a yes."""
     if args.dry_run:
         print("dry run: nothing changed")
         return False
     if args.yes:
         return True
     if name is not None:
-        ok = _ask(f"Type the stream's name ({name}) to apply:").strip() == name
+        ok = _ask(f"Type the {what}'s name ({name}) to apply:").strip() == name
     else:
         ok = _ask("Apply? [y/N]").strip().lower() in ("y", "yes")
     if not ok:
@@ -248,7 +248,7 @@ def cmd_change(args: argparse.Namespace) -> int:
                 # The lock is taken only to look and, after the operator said yes, to apply:
                 # never across the question, where it would keep a consumer from starting.
                 print((await target.changes.preview(request)).text())
-                if not _approved(args, target.record.name if target.confirm_by_name else None):
+                if not approved(args, target.record.name if target.confirm_by_name else None):
                     return 0
                 result = await target.changes.control(request)
             except ControlError as exc:
