@@ -145,3 +145,26 @@ def test_a_handoff_not_completed_in_time_is_assigned_outright() -> None:
     # The worker it was handed to gone meanwhile: the least loaded one.
     plan = a.plan(obs, ["old", "other"], late)
     assert [(m.to, m.why) for m in plan] == [("other", Why.HANDOFF_TIMED_OUT)]
+
+
+def test_a_handoff_whose_holder_died_expires_like_any_lease() -> None:
+    """The KCL's ``actualOwner``: the old holder renews during a handoff; once it stops, the
+    lease expires after the failover time, not the handoff timeout, and goes where it was
+    going."""
+    leases = [lease(0, "new", checkpoint_owner="old"), lease(1, "new")]
+    a = assigner(max_moves=lambda _: 0)
+    obs = observed(leases)
+    assert a.plan(obs, ["old", "new"], FAILOVER - 0.1) == []
+    leases[1].counter = 2  # "new" renews its own; "old" renews nothing
+    scan(obs, leases, FAILOVER)
+    plan = a.plan(obs, ["old", "new", "other"], FAILOVER)
+    assert [(m.lease.key, m.to, m.why) for m in plan] == [("shard-0", "new", Why.EXPIRED)]
+
+
+def test_a_worker_whose_lease_expired_receives_none_though_its_row_is_fresh() -> None:
+    leases = [lease(0, "stuck"), lease(1, "b"), lease(2)]
+    obs = observed(leases)
+    leases[1].counter = 2
+    scan(obs, leases, FAILOVER)
+    plan = assigner(max_moves=lambda _: 0).plan(obs, ["stuck", "b"], FAILOVER)
+    assert sorted((m.lease.key, m.to) for m in plan) == [("shard-0", "b"), ("shard-2", "b")]

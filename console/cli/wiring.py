@@ -104,6 +104,9 @@ async def open_lease_store(
         )
         try:
             await store.prepare()
+            if create_companion is not None:  # the control CLI, an attached console
+                migration = await Coordinator(client, fleet.table).migration()
+                store.keeps_holder = migration.version in ASSIGNED_VERSIONS
             yield store
         finally:
             await store.close()
@@ -123,8 +126,9 @@ async def lease_protocol(store: LeaseStore, fleet: Fleet) -> Coordinator | None:
         if not await coordinator.set_migration(V3, fleet.worker_id or "shard-console", migration):
             migration = await coordinator.migration()  # another worker wrote it first
         else:
-            return coordinator
-    return coordinator if migration.version in ASSIGNED_VERSIONS else None
+            migration = replace(migration, version=V3)
+    store.keeps_holder = migration.version in ASSIGNED_VERSIONS
+    return coordinator if store.keeps_holder else None
 
 
 def lease_ownership(

@@ -285,10 +285,11 @@ class Coordinator:
 
     # -- workers' metric rows -------------------------------------------------------------------
 
-    async def report(self, worker: str, interval: float) -> None:
+    async def report(self, worker: str, interval: float, at: float | None = None) -> None:
         """This worker's row as a KCL worker off EC2 writes it (no CPU figures: the leader
         balances by throughput), with ``scInterval``: how often shard-console writes it, so a
-        leader can tell a row gone stale from one the KCL writes every 30 s."""
+        leader can tell a row gone stale from one the KCL writes every 30 s. ``at``: the
+        worker's wall clock, now by default."""
         await self._call(
             self.metrics_table,
             "update_item",
@@ -297,7 +298,7 @@ class Coordinator:
             UpdateExpression="SET lut = :lut, sts = if_not_exists(sts, :empty), "
             "opr = if_not_exists(opr, :empty), scInterval = :every",
             ExpressionAttributeValues={
-                ":lut": {"N": str(int(time.time()))},
+                ":lut": {"N": str(int(time.time() if at is None else at))},
                 ":empty": {"M": {}},
                 ":every": {"N": f"{interval:g}"},
             },

@@ -104,6 +104,9 @@ class LeaseStore:
         self._companion_now = create_companion
         self._prepared = False
         self.created = False  # the table was made by this process: a new application
+        # The application runs under a leader (KCL 3.x): an operator's change keeps a lease's
+        # holder (console.checkpoints.leases.table.LeaseTable.fence).
+        self.keeps_holder = False
         self._shards: dict[str, Shard] = {}  # as listed (by this process) or told
         self._keys: dict[str, str] = {}  # shard id -> lease key, as last read
         self._template: Lease | None = None  # a lease of the stream: the key format
@@ -317,7 +320,7 @@ class LeaseStore:
                 )
             new, new_sub = (lease.checkpoint, lease.sub) if not text else (text, sub)
             before = replace(lease)
-            if await self.table.fence(lease, new, new_sub):
+            if await self.table.fence(lease, new, new_sub, keep_holder=self.keeps_holder):
                 return before
             await asyncio.sleep(0.05)
         raise LeaseTableUnavailable(

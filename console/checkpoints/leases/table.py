@@ -323,19 +323,23 @@ class LeaseTable:
             values=values,
         )
 
-    async def fence(self, lease: Lease, checkpoint: str, sub: int) -> bool:
+    async def fence(
+        self, lease: Lease, checkpoint: str, sub: int, *, keep_holder: bool = False
+    ) -> bool:
         """An operator's change of a lease anyone may hold: conditional on the counter seen and
-        on no handoff under way, set the checkpoint, bump the counter, remove the owner. The
-        holder's next renew fails, and whoever takes the lease next reads from here."""
+        on no handoff under way, set the checkpoint, bump the counter and remove the owner
+        (KCL 2.x: whoever takes the lease next reads from here). ``keep_holder`` (KCL 3.x,
+        where a leader assigns): the owner stays; its next write fails, it reads the lease
+        again and reads on from here; nobody else may read meanwhile."""
         ok = await self._set_checkpoint(
             lease,
             checkpoint,
             sub,
             f"changing lease {lease.key}",
             condition="leaseCounter = :c AND attribute_not_exists(checkpointOwner)",
-            remove="leaseOwner, ",
+            remove="" if keep_holder else "leaseOwner, ",
         )
-        if ok:
+        if ok and not keep_holder:
             lease.owner = None
         return ok
 

@@ -47,7 +47,7 @@ class LeaseChanges:
             lease = seen.lease
             old = before.get(sid)
             expired = self.observer.expired(seen, self.failover, now) and not lease.finished
-            self._expiries.see(sid, lease.owner, expired)
+            self._expiries.see(sid, lease.checkpoint_owner or lease.owner, expired)
             if lease.checkpoint_owner is not None:
                 self.handoff_seen.setdefault(sid, now)
             else:

@@ -67,6 +67,7 @@ class AssignedOwnership(LeaseOwnership):
         take_over: bool = False,
         create_companion: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         handoff_timeout: float = HANDOFF_TIMEOUT,
     ) -> None:
         super().__init__(
@@ -78,6 +79,7 @@ class AssignedOwnership(LeaseOwnership):
             take_over=take_over,
             create_companion=create_companion,
             clock=clock,
+            wall=wall,
         )
         self.coordinator = coordinator
         # Every unowned or expired lease is read again within failover + about two intervals
@@ -86,7 +88,7 @@ class AssignedOwnership(LeaseOwnership):
         self.report_interval = failover / 2  # fresh within the failover time, one write lost
         self.lock_duration = failover  # a dead leader is replaced within about that
         self.handoff_timeout = handoff_timeout
-        self.assigner = Assigner(failover, handoff_timeout)
+        self.assigner = Assigner(failover, handoff_timeout, rng=self.rng)
         self.handing: dict[str, tuple[str, float]] = {}  # shard -> (to whom, since when)
         self.leader_version: str | None = None  # the lock's record version while we lead
         self._lock_seen: tuple[str, float] | None = None  # another's record version, first seen
@@ -100,7 +102,7 @@ class AssignedOwnership(LeaseOwnership):
     async def join(self, key: str, progress: Progress) -> None:
         await super().join(key, progress)
         await self.coordinator.ensure()
-        await self.coordinator.report(self.worker_id, self.report_interval)
+        await self.coordinator.report(self.worker_id, self.report_interval, self.wall())
 
     async def start(self, duties: Duties) -> None:
         if self._tasks:
@@ -188,7 +190,11 @@ class AssignedOwnership(LeaseOwnership):
 
     def still_held(self, sid: str, lease: Lease, fresh: Lease) -> bool:
         """A handoff begun (``leaseOwner`` another worker, ``checkpointOwner`` this one): still
-        ours until its checkpoint is written; the reader is told to finish."""
+        ours until its checkpoint is written; the reader is told to finish. Anything else that
+        moved the counter (an operator's change, which keeps the holder: a rewind, a pause; a
+        write of ours whose answer was lost) and the shard stops and is read again from the
+        lease as the table has it, with the operator's marks as they are now (discovery
+        adopts it again at once)."""
         me = self.worker_id
         if fresh.checkpoint_owner == me and fresh.owner not in (None, me):
             lease.owner, lease.checkpoint_owner = fresh.owner, me
@@ -201,7 +207,11 @@ class AssignedOwnership(LeaseOwnership):
                 )
                 self.changed.set()
             return True
-        return super().still_held(sid, lease, fresh)
+        return False
+
+    async def lose(self, sid: str, why: str | None = None) -> None:
+        await super().lose(sid, why)
+        self._found.set()  # still ours in the table (an operator's change): adopted again now
 
     async def overdue(self, now: float) -> None:
         """A handoff not completed within its timeout (a processor slow on its batch) is
@@ -246,7 +256,7 @@ class AssignedOwnership(LeaseOwnership):
 
     async def report(self) -> None:
         if self._taking:
-            await self.coordinator.report(self.worker_id, self.report_interval)
+            await self.coordinator.report(self.worker_id, self.report_interval, self.wall())
 
     async def discover(self) -> None:
         """The leases the leader assigned this worker, each read from its checkpoint."""
@@ -347,7 +357,7 @@ class AssignedOwnership(LeaseOwnership):
 
     async def _assign(self, now: float) -> None:
         rows = await self.coordinator.metric_rows()
-        wall = time.time()
+        wall = self.wall()
         # ``lut`` is in whole seconds: a second's slack.
         receivers = {r.worker for r in rows if wall - r.updated <= self.failover + 1.0}
         dead = {r.worker for r in rows if r.ours and r.worker not in receivers}

@@ -82,9 +82,27 @@ class Assigner:
         """``dead``: workers known dead by their metric rows (shard-console's, written every
         failover/2, stale): their leases expire once seen unchanged for 3/4 of the failover
         time (a renewal missed, whatever the scans' phase), so a leader new to its post does
-        not wait a whole one."""
+        not wait a whole one.
+
+        A lease's holder is its ``checkpointOwner`` during a handoff (it renews), else its
+        owner. A lease expires when its holder stops renewing it, handoff or not (the KCL's
+        ``actualOwner``): a worker that died handing a lease over does not strand it for the
+        handoff timeout. A worker holding an expired lease receives none: its metric row may
+        still be fresh, its renewals are not."""
         work = [s for s in observer.seen.values() if not s.lease.finished]
         self._note_handoffs(work, now)
+        failover = self.failover
+
+        def expired(s: Seen) -> bool:
+            holder = s.lease.checkpoint_owner or s.lease.owner
+            return holder is not None and (
+                observer.expired(s, failover, now)
+                or (holder in dead and observer.expired(s, failover * 0.75, now))
+            )
+
+        gone = {s.lease.key for s in work if expired(s)}
+        stalled = {s.lease.checkpoint_owner or s.lease.owner for s in work if s.lease.key in gone}
+        receivers = [w for w in receivers if w not in stalled]
         if not receivers:
             return []
         weight, by_throughput = _weights([s.lease for s in work])
@@ -94,19 +112,19 @@ class Assigner:
         pending: list[tuple[int, float, Lease, Why]] = []
         for s in work:
             lease = s.lease
+            lapsed = lease.key in gone
             if lease.checkpoint_owner is not None:
-                if self._timed_out(lease, now):
+                if lapsed:
+                    pending.append((1, s.changed_at, lease, Why.EXPIRED))
+                elif self._timed_out(lease, now):
                     pending.append((0, s.changed_at, lease, Why.HANDOFF_TIMED_OUT))
                 elif lease.owner in load:
                     load[lease.owner] += weight(lease)  # soon theirs
                 continue
-            expired = observer.expired(s, self.failover, now) or (
-                lease.owner in dead and observer.expired(s, self.failover * 0.75, now)
-            )
-            if lease.owner is None or expired:
+            if lease.owner is None or lapsed:
                 if ready(lease):
                     why = Why.UNOWNED if lease.owner is None else Why.EXPIRED
-                    pending.append((1 if expired and lease.owner else 0, s.changed_at, lease, why))
+                    pending.append((1 if lapsed else 0, s.changed_at, lease, why))
                 continue
             if lease.owner in load:
                 load[lease.owner] += weight(lease)
@@ -144,7 +162,9 @@ class Assigner:
         return dict(self._handoffs)
 
     def _to(self, lease: Lease, why: Why, load: Mapping[str, float]) -> str:
-        if why is Why.HANDOFF_TIMED_OUT and lease.owner is not None and lease.owner in load:
+        if lease.checkpoint_owner is not None and lease.owner is not None and lease.owner in load:
+            # The move the handoff began, completed: its holder stopped renewing, or did not
+            # finish in time.
             return lease.owner
         least = min(load.values())
         return self.rng.choice(sorted(w for w, n in load.items() if n == least))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from console.checkpoints.leases import Heartbeat, Lease, LeaseStore
 from console.engine.events import EventLog, ExpiryTeller, Level
@@ -26,9 +26,11 @@ class FleetView:
         beat_interval: float,
         wall_offset: float,
         failover: float,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         """``wall_offset``: the scans' clock to wall time, taken once, so a lease's "counter
-        moved at" does not jitter from scan to scan."""
+        moved at" does not jitter from scan to scan. ``wall``: the wall clock (heartbeats)."""
+        self.wall = wall
         self.state = state
         self.worker_id = worker_id
         self.beat_interval = beat_interval
@@ -39,11 +41,11 @@ class FleetView:
         self._expiries = ExpiryTeller(events)
         self._malformed: set[str] = set()
         self._host = socket.gethostname()
-        self._started_at = time.time()
+        self._started_at = wall()
 
     def live(self) -> list[Heartbeat]:
         """Heartbeats recent enough to stand for a live worker (a crashed one leaves its last)."""
-        wall = time.time()
+        wall = self.wall()
         return [hb for hb in self.heartbeats if wall - hb.at < 2.5 * self.beat_interval]
 
     def heartbeat_of(self, worker: str) -> Heartbeat | None:
@@ -59,7 +61,7 @@ class FleetView:
         """Every lease as scanned, into the snapshot. Yields the checkpoint of each shard
         another worker holds (what its children's readiness goes by)."""
         state = self.state
-        wall = time.time()
+        wall = self.wall()
         live = self.live()
         reported = {sid: (hb.worker, figures) for hb in live for sid, figures in hb.shards.items()}
         for seen in list(observer.seen.values()):
@@ -74,7 +76,7 @@ class FleetView:
                     lag = holder[1].get("lag_ms")
                     rate = holder[1].get("rate") or 0.0
                 state.update(sid, lag_ms=None if lag is None else int(lag), rate=rate)
-            self._expiries.see(sid, lease.owner, expired)
+            self._expiries.see(sid, lease.checkpoint_owner or lease.owner, expired)
             state.update(sid, lease=lease_info(seen, expired, self.wall_offset))
         self._tell_malformed(store)
         workers = tuple(
@@ -108,7 +110,7 @@ class FleetView:
             host=self._host,
             pid=os.getpid(),
             started_at=self._started_at,
-            at=time.time(),
+            at=self.wall(),
             leases=tuple(sorted(held)),
             records=state.records_total,
             rate=state.rate,

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -95,6 +96,7 @@ class LeaseOwnership:
         take_over: bool = False,
         create_companion: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         check_failover(failover)
         self.store = store
@@ -110,6 +112,8 @@ class LeaseOwnership:
         self.take_over = take_over
         self._create_companion = create_companion
         self.clock = clock
+        self.wall = wall
+        self.rng = random.Random()  # which lease of several to take: a model test seeds it
         self.changed = asyncio.Event()
         self.key: str | None = None
         self.observer = LeaseObserver()
@@ -122,7 +126,7 @@ class LeaseOwnership:
         self.wake = asyncio.Event()
         self._rounds = 0
         self.fleet = FleetView(
-            state, events, self.worker_id, self.beat_interval, time.time() - clock(), failover
+            state, events, self.worker_id, self.beat_interval, wall() - clock(), failover, wall
         )
         # Leases taken, stolen, lost and given back by this worker (the metrics count them).
         self.counts = {"taken": 0, "stolen": 0, "lost": 0, "released": 0}
@@ -295,10 +299,14 @@ class LeaseOwnership:
         is stuck on: the shard stops before any other worker may take the lease."""
         while True:
             await asyncio.sleep(self.renew_interval / 4)
-            now = self.clock()
-            for sid in [s for s in self.held if now - self._written.get(s, now) > self._grace]:
-                await self.lose(sid, "not renewed for 2/3 of the failover time")
-            await self.overdue(now)
+            await self.watch()
+
+    async def watch(self) -> None:
+        """One look of the watchdog's."""
+        now = self.clock()
+        for sid in [s for s in self.held if now - self._written.get(s, now) > self._grace]:
+            await self.lose(sid, "not renewed for 2/3 of the failover time")
+        await self.overdue(now)
 
     async def overdue(self, now: float) -> None:
         """What else the watchdog gives up on time (the 3.x worker: a handoff)."""
@@ -415,8 +423,9 @@ class LeaseOwnership:
         alive = [hb.worker for hb in self.fleet.live()]
         held = [lease.key for lease in self.held.values()]
         choice = choose(
-            self.observer, self.worker_id, self.failover, now, ready, others=alive, held=held
-        )
+            self.observer, self.worker_id, self.failover, now, ready, others=alive, held=held,
+            rng=self.rng,
+        )  # fmt: skip
         if (choice.take or choice.steal) and not beat:
             await self.read_companion()  # a lease is read with the operator's marks now
         for lease, stolen in [(x, False) for x in choice.take] + [(x, True) for x in choice.steal]:
@@ -483,11 +492,12 @@ class LeaseOwnership:
             self.trouble(f"giving up the lease on {sid}: {why}")
         self._set_owner(sid, owner)
         self.state.update(sid, lag_ms=None)
-        whom = (
-            f"to worker {owner}"
-            if owner
-            else "(an operator changed it, or it expired: nobody holds it now)"
-        )
+        if owner == self.worker_id:
+            whom = "(it changed under this worker, an operator's change say: read again)"
+        elif owner:
+            whom = f"to worker {owner}"
+        else:
+            whom = "(an operator changed it, or it expired: nobody holds it now)"
         self.events.emit(
             "lease_lost",
             f"lease on {sid} lost {whom}; stopped without a checkpoint",

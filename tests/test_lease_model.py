@@ -1,0 +1,549 @@
+"""The lease protocols checked as a model: Hypothesis drives the real fleet workers
+(console.engine.ownership: AssignedOwnership for KCL 3.x, LeaseOwnership for KCL 2.x) step by
+step, over an in-memory DynamoDB with its conditional-write semantics (tests/dynamo_memory.py,
+checked against moto's server below), through random interleavings of their loops, crashes,
+pauses, dropped writes, lost answers, clock drift and wall-clock skew, and operator rewinds.
+
+Each worker's loops are its methods, called one round at a time (coordinate, discover, take,
+renew, report), and a reader per worker stands for the consumer: it reads the shards its
+worker may read, one record a step, and its checkpoints are flushed by the renewer, as the
+checkpointer's are. Time moves only in ticks no longer than the watchdog's period, and every
+running worker's watchdog looks at each tick, as its timer does; a paused worker's first look
+after it resumes is its watchdog's.
+
+Invariants, after every step:
+
+* **one reader per shard** (3.x): no two running workers hold one shard; a handoff moves a
+  lease only after its holder let it go. (KCL 2.x steals a lease from a live holder, which
+  reads on until its next renewal fails: that is the duplicate work the 3.x protocol removes,
+  so this one holds for 3.x only.)
+* **checkpoints never move back** but by an operator's rewind;
+* **no child is read before its parents are done** (their leases say SHARD_END);
+
+and at the end, every worker resumed and the network healed, the fleet runs on its own:
+**every unfinished lease whose parents are done is owned by a running worker** within a bound
+(the failures it may have to wait out: its holder's expiry, a dead leader's lock, an
+assignment to a worker that died just before; see :meth:`LeaseProtocol.settle`), and every
+shard is read to its end, no record lost.
+
+``HYPOTHESIS_PROFILE=long`` runs many more examples (by hand: a few minutes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from console.checkpoints.base import CheckpointChange
+from console.checkpoints.leases import (
+    SHARD_END,
+    TRIM_HORIZON,
+    Coordinator,
+    LeaseStore,
+    LeaseTableError,
+)
+from console.engine.events import EventLog
+from console.engine.ownership.assigned import AssignedOwnership
+from console.engine.ownership.base import Allowance
+from console.engine.ownership.leases import LeaseOwnership
+from console.engine.state import EngineState
+from console.model import (
+    Checkpoint,
+    CheckpointStatus,
+    HistoryEntry,
+    Position,
+    PositionKind,
+    Shard,
+)
+from tests.dynamo_memory import MemoryDynamo
+
+T = TypeVar("T")
+
+TABLE = "model-app"
+STREAM = "model-stream"
+FAILOVER = 3.0
+HANDOFF_TIMEOUT = 4.0
+RECORDS = 3  # per shard
+EPOCH = 1_800_000_000.0
+
+
+def _shard(n: int, low: int, high: int, *parents: str) -> Shard:
+    return Shard(
+        f"shardId-{n:012d}",
+        *(*parents, None, None)[:2],
+        starting_hash_key=str(low),
+        ending_hash_key=str(high),
+        ending_sequence_number="1",
+    )
+
+
+# Four roots; the first splits into 4 and 5; 5 and the second merge into 6. Every shard is
+# closed: the stream is finite, so "read to its end" is a property of the whole run.
+SHARDS = [
+    _shard(0, 0, 99),
+    _shard(1, 100, 199),
+    _shard(2, 200, 299),
+    _shard(3, 300, 399),
+    _shard(4, 0, 49, "shardId-000000000000"),
+    _shard(5, 50, 99, "shardId-000000000000"),
+    _shard(6, 50, 199, "shardId-000000000005", "shardId-000000000001"),
+]
+PARENTS = {s.shard_id: s.parents for s in SHARDS}
+IDS = [s.shard_id for s in SHARDS]
+
+
+def seq(sid: str, i: int) -> str:
+    """Record ``i`` of shard ``sid``'s sequence number: ordered within the shard."""
+    return f"4{IDS.index(sid):02d}{i:020d}"
+
+
+def index_after(text: str) -> int:
+    """The next record to read after a checkpoint (TRIM_HORIZON: the first)."""
+    if text == TRIM_HORIZON:
+        return 0
+    if text == SHARD_END:
+        return RECORDS
+    return int(text[3:]) + 1
+
+
+def order(text: str) -> int:
+    return index_after(text)
+
+
+class Reader:
+    """The consumer's side of one worker, as console.engine.ownership.base.Progress says: where
+    it reads each shard it holds, and what it has read and not yet checkpointed."""
+
+    def __init__(self) -> None:
+        self.own: Any = None
+        self.next: dict[str, int] = {}
+        self.pending: dict[str, Checkpoint] = {}
+
+    def adopt(self, shard_id: str, checkpoint: Checkpoint) -> None:
+        position = checkpoint.position
+        if checkpoint.status.finished:
+            start = RECORDS
+        elif position.kind is PositionKind.TRIM_HORIZON:
+            start = 0
+        else:
+            assert position.kind is PositionKind.AFTER_SEQUENCE_NUMBER, position
+            assert position.sequence_number is not None
+            start = index_after(position.sequence_number)
+        self.next[shard_id] = start
+        self.pending.pop(shard_id, None)
+
+    def forget(self, shard_id: str) -> None:
+        self.next.pop(shard_id, None)
+        self.pending.pop(shard_id, None)
+
+    def observe(self, shard_id: str, checkpoint: Checkpoint) -> None:
+        pass
+
+    async def write(
+        self, changes: list[CheckpointChange], finish: tuple[int, str] | None = None
+    ) -> int:
+        return len(await self.own.write(changes, finish))
+
+    async def flush(self) -> int:
+        pending, self.pending = self.pending, {}
+        try:
+            written = await self.own.write([CheckpointChange(cp) for cp in pending.values()], None)
+        except BaseException:
+            for sid, cp in pending.items():  # kept for the next flush, as the checkpointer does
+                if sid in self.next:
+                    self.pending.setdefault(sid, cp)
+            raise
+        return len(written)
+
+
+@dataclass
+class Worker:
+    name: str
+    own: LeaseOwnership
+    reader: Reader
+    rate: float  # its monotonic clock's rate against true time
+    skew: float  # its wall clock's error, seconds
+    running: bool = True  # not crashed
+    paused: bool = False
+    faults: list[str] = field(default_factory=list)  # what happens to its next writes
+
+    @property
+    def live(self) -> bool:
+        return self.running and not self.paused
+
+
+class LeaseProtocol(RuleBasedStateMachine):
+    assigned = True  # KCL 3.x; the 2.x machine below says False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.dynamo = MemoryDynamo()
+        self.now = 0.0
+        self.workers: list[Worker] = []
+        self.checkpoints: dict[str, str] = {}  # as last looked at
+        self.rewound: set[str] = set()  # by an operator since
+        self.read: dict[str, list[int]] = {sid: [] for sid in IDS}
+
+    def run(self, work: Awaitable[T]) -> T | None:
+        """One step of a worker's: what its loop would catch (the table unreachable, say) is
+        caught, as the loop catches it."""
+        try:
+            return self.loop.run_until_complete(work)  # type: ignore[arg-type]
+        except LeaseTableError:
+            return None
+
+    def teardown(self) -> None:
+        self.loop.close()
+
+    # -- the fleet ------------------------------------------------------------------------------
+
+    def _add(self, rate: float, skew: float, seed: int = 0) -> None:
+        name = f"w{len(self.workers)}"
+        holder: list[Worker] = []
+
+        def fault(op: str) -> str | None:
+            worker = holder[0] if holder else None
+            return worker.faults.pop(0) if worker is not None and worker.faults else None
+
+        client = self.dynamo.client(fault)
+        store = LeaseStore(client, TABLE)
+        reader = Reader()
+        common: dict[str, Any] = {
+            "worker_id": name,
+            "failover": FAILOVER,
+            "clock": lambda: self.now * rate,
+            "wall": lambda: EPOCH + self.now + skew,
+        }
+        state, events = EngineState(STREAM, "kinesis", "model"), EventLog()
+        own: LeaseOwnership
+        if self.assigned:
+            store.keeps_holder = True
+            coordinator = Coordinator(client, TABLE)
+            own = AssignedOwnership(
+                store, state, events, coordinator=coordinator,
+                handoff_timeout=HANDOFF_TIMEOUT, **common,
+            )  # fmt: skip
+        else:
+            own = LeaseOwnership(store, state, events, **common)
+        own.rng.seed(seed)  # its random choices, Hypothesis's to replay
+        reader.own = own
+        worker = Worker(name, own, reader, rate, skew)
+        self.loop.run_until_complete(store.prepare())
+        self.loop.run_until_complete(own.join(STREAM, reader))
+        self.loop.run_until_complete(own.listed(SHARDS))  # the first creates the leases
+        holder.append(worker)
+        self.workers.append(worker)
+
+    @initialize(
+        rates=st.lists(st.floats(0.99, 1.01), min_size=2, max_size=2),
+        skews=st.lists(st.floats(-1.0, 1.0), min_size=2, max_size=2),
+        seed=st.integers(0, 2**16),
+    )
+    def start(self, rates: list[float], skews: list[float], seed: int = 0) -> None:
+        for i, (rate, skew) in enumerate(zip(rates, skews, strict=True)):
+            self._add(rate, skew, seed + i)
+
+    def live(self) -> list[Worker]:
+        return [w for w in self.workers if w.live]
+
+    @precondition(lambda self: len(self.workers) < 4)
+    @rule(rate=st.floats(0.99, 1.01), skew=st.floats(-1.0, 1.0), seed=st.integers(0, 2**16))
+    def add_worker(self, rate: float, skew: float, seed: int) -> None:
+        self._add(rate, skew, seed)
+
+    @rule(dt=st.floats(0.05, FAILOVER / 12), n=st.integers(1, 12))
+    def tick(self, dt: float, n: int) -> None:
+        """Time passes (up to a failover time); every running worker's watchdog looks at
+        least every quarter renewal interval, as its timer makes it."""
+        for _ in range(n):
+            self.now += dt
+            for w in self.live():
+                self.run(w.own.watch())
+
+    @rule(data=st.data(), loop=st.sampled_from(["lead", "discover", "renew", "report"]))
+    def step(self, data: st.DataObject, loop: str) -> None:
+        live = self.live()
+        if not live:
+            return
+        w = data.draw(st.sampled_from(live))
+        self.run(self._round(w, loop))
+
+    async def _round(self, w: Worker, loop: str) -> None:
+        own = w.own
+        if loop == "renew":
+            await own.renew_round()
+        elif isinstance(own, AssignedOwnership):
+            await {"lead": own.coordinate, "discover": own.discover, "report": own.report}[loop]()
+        elif loop == "lead":
+            await own.take_round()
+
+    @rule(data=st.data())
+    def read_one(self, data: st.DataObject) -> None:
+        """A reader reads one record of a shard its worker may read."""
+        choices = [
+            (w, sid)
+            for w in self.live()
+            for sid, i in w.reader.next.items()
+            if i < RECORDS and w.own.allowance(sid) is Allowance.READ
+        ]
+        if choices:
+            w, sid = data.draw(st.sampled_from(choices))
+            self._read(w, sid)
+
+    def _read(self, w: Worker, sid: str) -> None:
+        for parent in PARENTS[sid]:
+            assert self._table().get(parent) == SHARD_END, (
+                f"{w.name} reads {sid} before its parent {parent} is done"
+            )
+        if self.assigned:
+            for other in self.live():
+                assert other is w or sid not in other.own.held, (
+                    f"{w.name} reads {sid} while {other.name} holds it too"
+                )
+        i = w.reader.next[sid]
+        self.read[sid].append(i)
+        w.reader.next[sid] = i + 1
+        done = CheckpointStatus.DONE if i + 1 == RECORDS else CheckpointStatus.OPEN
+        w.reader.pending[sid] = Checkpoint(sid, Position.after_sequence(seq(sid, i)), done)
+
+    @precondition(lambda self: self.assigned)
+    @rule(data=st.data())
+    def hand_over(self, data: st.DataObject) -> None:
+        """A reader told to hand its shard over finishes its batch; the worker hands it."""
+        choices = [
+            (w, sid)
+            for w in self.live()
+            for sid in list(w.own.held)
+            if w.own.allowance(sid) is Allowance.HAND_OFF
+        ]
+        if choices:
+            w, sid = data.draw(st.sampled_from(choices))
+            self.run(w.own.hand_over(sid))
+
+    @precondition(lambda self: sum(w.running for w in self.workers) > 1)
+    @rule(data=st.data())
+    def crash(self, data: st.DataObject) -> None:
+        w = data.draw(st.sampled_from([w for w in self.workers if w.running]))
+        w.running = False  # kill -9: nothing more from it, its rows and leases left as they are
+
+    @rule(data=st.data())
+    def pause(self, data: st.DataObject) -> None:
+        live = self.live()
+        if len(live) > 1:
+            data.draw(st.sampled_from(live)).paused = True
+
+    @rule(data=st.data())
+    def resume(self, data: st.DataObject) -> None:
+        paused = [w for w in self.workers if w.running and w.paused]
+        if paused:
+            w = data.draw(st.sampled_from(paused))
+            w.paused = False
+            self.run(w.own.watch())  # the first thing its loop does: the timer is overdue
+
+    @rule(data=st.data(), kind=st.sampled_from(["drop", "lose"]), n=st.integers(1, 3))
+    def fault(self, data: st.DataObject, kind: str, n: int) -> None:
+        """The next writes of a worker are dropped, or their answers lost."""
+        live = self.live()
+        if live:
+            data.draw(st.sampled_from(live)).faults.extend([kind] * n)
+
+    @rule(data=st.data())
+    def rewind(self, data: st.DataObject) -> None:
+        """An operator rewinds an unfinished shard, from one worker's console, whoever holds
+        it: back to TRIM_HORIZON or after a record at or before its checkpoint (forward would
+        be a skip: records the operator chose not to read)."""
+        table = self._table()
+        open_ = [sid for sid in IDS if sid in table and table[sid] != SHARD_END]
+        live = self.live()
+        if not open_ or not live:
+            return
+        sid = data.draw(st.sampled_from(open_))
+        w = data.draw(st.sampled_from(live))
+        to = data.draw(st.integers(-1, index_after(table[sid]) - 1))
+        position = Position.trim_horizon() if to < 0 else Position.after_sequence(seq(sid, to))
+        change = CheckpointChange(
+            Checkpoint(sid, position),
+            HistoryEntry(sid, "rewind", "ops", position, "open"),
+        )
+        self.rewound.add(sid)
+        self.run(w.own.write([change], None))
+
+    # -- the invariants -------------------------------------------------------------------------
+
+    def _table(self) -> dict[str, str]:
+        return {item["leaseKey"]["S"]: item["checkpoint"]["S"] for item in self.dynamo.items(TABLE)}
+
+    @invariant()
+    def checkpoints_never_move_back(self) -> None:
+        table = self._table()
+        for sid, text in table.items():
+            before = self.checkpoints.get(sid)
+            if before is not None and sid not in self.rewound:
+                assert order(text) >= order(before), f"{sid}'s checkpoint {before} -> {text}"
+        self.checkpoints = table
+        self.rewound.clear()
+
+    @invariant()
+    def one_reader_per_shard(self) -> None:
+        if not self.assigned:
+            return
+        holders: dict[str, list[str]] = {}
+        for w in self.live():
+            for sid in w.own.held:
+                holders.setdefault(sid, []).append(w.name)
+        assert all(len(names) == 1 for names in holders.values()), holders
+
+    # -- the end: the fleet on its own ----------------------------------------------------------
+
+    def settle(self) -> None:
+        """Every worker resumed and its faults gone; the running ones' loops at their own
+        periods, every reader reading, until every shard is read to its end."""
+        for w in self.workers:
+            if w.running and w.paused:
+                w.paused = False
+                self.run(w.own.watch())
+            w.faults.clear()
+        live = self.live()
+        tick = FAILOVER / 12
+        start = self.now
+        # A lease waits for its holder's expiry (failover), then, 3.x: for a new leader's lock
+        # (failover), and for the expiry again of an assignment to a worker that died with its
+        # metric row still fresh (failover), and the leader's and its new owner's next rounds;
+        # 2.x: for a taker's round (every failover), twice if the first lost a race. A
+        # renewal interval of slack.
+        interval = max(1.0, FAILOVER / 4)
+        bound = 3 * FAILOVER + 3 * interval if self.assigned else 3 * FAILOVER
+        bound += FAILOVER / 3
+        waiting: dict[str, float] = {}
+        step = 0
+        while self.now - start < 60 * FAILOVER:
+            table = self._table()
+            if set(IDS) <= set(table) and all(table[s] == SHARD_END for s in IDS):
+                break
+            self.now += tick
+            step += 1
+            for w in live:
+                self.run(w.own.watch())
+                if step % 4 == 0:
+                    self.run(self._round(w, "renew"))
+                if step % 3 == 0:
+                    self.run(self._round(w, "lead"))
+                    self.run(self._round(w, "discover"))
+                if step % 6 == 0:
+                    self.run(self._round(w, "report"))
+                for sid in list(w.own.held):
+                    allowance = w.own.allowance(sid)
+                    if allowance is Allowance.HAND_OFF:
+                        self.run(w.own.hand_over(sid))
+                    elif allowance is Allowance.READ and w.reader.next.get(sid, RECORDS) < RECORDS:
+                        self._read(w, sid)
+            self.checkpoints_never_move_back()
+            self.one_reader_per_shard()
+            for sid in self._unowned(live):
+                since = waiting.setdefault(sid, self.now)
+                assert self.now - since <= bound, (
+                    f"{sid} ready and owned by no running worker for {self.now - since:.1f} s "
+                    f"(bound {bound:.1f} s)"
+                )
+            waiting = {sid: t for sid, t in waiting.items() if sid in self._unowned(live)}
+        self._tell()
+        table = self._table()
+        assert all(table.get(s) == SHARD_END for s in IDS), f"not read to the end: {table}"
+        for sid, indexes in self.read.items():
+            assert set(indexes) >= set(range(RECORDS)), f"{sid}: records lost ({indexes})"
+
+    def _tell(self) -> None:
+        """What the run went through, in Hypothesis's statistics (--hypothesis-show-statistics):
+        a model run that never hands over or expires a lease checks little."""
+        if not currently_in_test_context():
+            return
+        messages = [e.message for w in self.workers for e in w.own.events.since(0)]
+        for what, found in (
+            ("a lease handed over", "handed to worker"),
+            ("a handoff forced", "forced"),
+            ("an expired lease assigned", " expired"),
+            ("a lease stolen", "stolen from"),
+            ("a lease lost", " lost "),
+            ("a leader's lock taken over", "leads the assignment"),
+        ):
+            n = sum(found in m for m in messages)
+            if n:
+                event(what)
+        if any(not w.running for w in self.workers):
+            event("a worker crashed")
+
+    def _unowned(self, live: list[Worker]) -> set[str]:
+        """Unfinished leases whose parents are done, held by no running worker."""
+        items = {i["leaseKey"]["S"]: i for i in self.dynamo.items(TABLE)}
+        names = {w.name for w in live}
+        out = set()
+        for sid, item in items.items():
+            if item["checkpoint"]["S"] == SHARD_END:
+                continue
+            if any(items.get(p, {}).get("checkpoint", {}).get("S") != SHARD_END
+                   for p in PARENTS[sid]):  # fmt: skip
+                continue  # its parents are not done: nobody may read it yet
+            if item.get("leaseOwner", {}).get("S") not in names:
+                out.add(sid)
+        return out
+
+
+class KCL2Protocol(LeaseProtocol):
+    assigned = False
+
+
+settings.register_profile(
+    "model",
+    max_examples=40,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+settings.register_profile("long", parent=settings.get_profile("model"), max_examples=1000,
+                          stateful_step_count=80)  # fmt: skip
+PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "model"))
+
+
+def _with_settle(machine: type[LeaseProtocol]) -> type[LeaseProtocol]:
+    class Settled(machine):  # type: ignore[valid-type,misc]
+        def teardown(self) -> None:
+            try:
+                self.settle()
+            finally:
+                super().teardown()
+
+    Settled.__name__ = machine.__name__
+    return Settled
+
+
+TestKCL3Protocol = _with_settle(LeaseProtocol).TestCase
+TestKCL3Protocol.settings = PROFILE
+TestKCL2Protocol = _with_settle(KCL2Protocol).TestCase
+TestKCL2Protocol.settings = PROFILE
+
+
+@pytest.mark.parametrize("assigned", [True, False], ids=["3x", "2x"])
+def test_a_quiet_fleet_reads_every_shard_to_its_end(assigned: bool) -> None:
+    """The settle phase alone, two workers and no faults: the model's baseline."""
+    machine = _with_settle(LeaseProtocol if assigned else KCL2Protocol)()
+    machine.start([1.0, 1.0], [0.0, 0.0])
+    machine.teardown()
+    times = sorted(len(v) for v in machine.read.values())
+    if assigned:  # no steal, no expiry: nothing read twice
+        assert times == [RECORDS] * len(IDS), machine.read
