@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pytest
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 from hypothesis.stateful import (
@@ -517,6 +517,14 @@ settings.register_profile(
 )
 settings.register_profile("long", parent=settings.get_profile("model"), max_examples=1000,
                           stateful_step_count=80)  # fmt: skip
+# tests/break_conditions.py: every failure wanted, none shrunk, none remembered.
+settings.register_profile(
+    "break",
+    parent=settings.get_profile("model"),
+    max_examples=150,
+    database=None,
+    phases=[Phase.generate],
+)
 PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "model"))
 
 
