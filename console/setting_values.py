@@ -55,6 +55,14 @@ def failover(name: str, value: Any) -> float:
     return number
 
 
+def assignment_interval(name: str, value: Any) -> float:
+    """How often a fleet's leader assigns: not below a second (each pass scans the table)."""
+    number = positive(name, value)
+    if number < 1:
+        raise UsageError(f"{name} must be 1 second or more, not {value!r}")
+    return number
+
+
 def _whole(name: str, value: Any, what: str) -> int:
     """``value`` as an int (a bool, or a float with a fraction, is not one), else "NAME must be
     WHAT, not VALUE"."""

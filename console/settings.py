@@ -28,6 +28,7 @@ from typing import Any
 from console.config import default_config_path
 from console.errors import UsageError
 from console.setting_values import (
+    assignment_interval,
     choice,
     failover,
     fan_out,
@@ -183,6 +184,12 @@ class Settings:
     failover_time: float = setting(
         10.0, failover, "a lease not renewed for this long is taken over (minimum 3)",
         {RUN, ATTACH, SERVE}, "SECONDS", group=FLEET,
+    )  # fmt: skip
+    assignment_interval: float | None = setting(
+        None, assignment_interval, "KCL 3.x fleets: how often the leader assigns leases and a "
+        "worker holding none looks for them (the KCL's leaseAssignmentIntervalMillis, 2 x "
+        "failover by default there): shorter moves leases sooner, longer costs fewer requests",
+        {RUN}, "SECONDS", group=FLEET, shown="failover/4, at least 1",
     )  # fmt: skip
     dynamodb_endpoint_url: str | None = setting(
         None, text, "the lease table's DynamoDB endpoint", STORES, "URL", group=FLEET,

@@ -378,6 +378,8 @@ class MemoryClient:
         new = _Update(UpdateExpression, names, values).apply(old)
         new.update({k: dict(v) for k, v in Key.items()})
         table.items[key] = new
+        if ReturnValues == "ALL_NEW":
+            return {"Attributes": {k: dict(v) for k, v in new.items()}}
         if ReturnValues == "UPDATED_NEW":
             return {"Attributes": {k: v for k, v in new.items() if old.get(k) != v}}
         return {}

@@ -82,8 +82,22 @@ async def test_the_lock_is_the_lock_clients_item(dynamodb: Any) -> None:
     item = (await dynamodb.get_item(TableName=c.state_table, Key={"key": {"S": LEADER_KEY}}))[
         "Item"
     ]
-    assert set(item) == {"key", "ownerName", "leaseDuration", "recordVersionNumber"}
+    assert set(item) == {"key", "ownerName", "leaseDuration", "recordVersionNumber", "scLeader"}
     assert item["leaseDuration"] == {"S": "120000"}  # a string, as the lock client writes it
+    lock = await c.leader()
+    assert lock is not None and lock.ours  # shard-console's leader: it nudges
+    # A KCL worker's lock (the lock client's item, nothing of ours): not ours.
+    await dynamodb.put_item(
+        TableName=c.state_table,
+        Item={
+            "key": {"S": LEADER_KEY},
+            "ownerName": {"S": "kcl-worker"},
+            "leaseDuration": {"S": "120000"},
+            "recordVersionNumber": {"S": "v1"},
+        },
+    )
+    kcl = await c.leader()
+    assert kcl is not None and (kcl.owner, kcl.ours) == ("kcl-worker", False)
 
 
 async def test_the_migration_item_moves_only_from_what_was_seen(dynamodb: Any) -> None:
@@ -188,3 +202,26 @@ async def test_an_operators_change_under_a_leader_keeps_the_holder(dynamodb: Any
     assert after is not None
     assert (after.owner, after.checkpoint, after.counter) == ("a", "TRIM_HORIZON", 2)
     assert not await table.renew(holder)  # the holder's next write fails: it reads again
+
+
+async def test_a_leaders_nudge_reaches_the_holder_in_its_next_writes_answer(
+    dynamodb: Any,
+) -> None:
+    table = LeaseTable(dynamodb, unique("app"))
+    await table.ensure(create=True)
+    await table.create("shardId-1", "TRIM_HORIZON")
+    holder = await table.get("shardId-1", None)
+    assert holder is not None and await table.assign(holder, "a")
+    assert holder.nudge is None
+    seen = await table.get("shardId-1", None)
+    assert seen is not None
+    stale = await table.get("shardId-1", None)
+    assert stale is not None
+    stale.owner = "b"
+    assert not await table.nudge(stale, 1.0)  # only through the owner seen
+    assert await table.nudge(seen, 1_800_000_000.5)
+    assert await table.renew(holder)  # no counter moved: the holder's renewal goes on...
+    assert holder.nudge == 1_800_000_000.5  # ...and its answer carries the nudge
+    assert await table.nudge(seen, 1_800_000_001.5)
+    assert await table.checkpoint(holder, SEQ, 0)
+    assert holder.nudge == 1_800_000_001.5

@@ -191,6 +191,7 @@ def fleet_of(settings: Settings) -> Fleet | None:
         endpoint_url=settings.dynamodb_endpoint_url,
         create=not settings.no_create_table,
         take_over=settings.take_over,
+        assignment_interval=settings.assignment_interval,
     )
 
 

@@ -77,6 +77,7 @@ class Fleet:
     endpoint_url: str | None = None  # DynamoDB's; default: the stream's endpoint
     create: bool = True
     take_over: bool = False
+    assignment_interval: float | None = None  # KCL 3.x: default failover/4, at least 1 s
 
 
 @contextlib.asynccontextmanager
@@ -145,7 +146,10 @@ def lease_ownership(
             "create_companion": fleet.create,
         }
         if coordinator is not None:
-            return AssignedOwnership(store, state, events, coordinator=coordinator, **common)
+            return AssignedOwnership(
+                store, state, events, coordinator=coordinator,
+                assignment_interval=fleet.assignment_interval, **common,
+            )  # fmt: skip
         return LeaseOwnership(store, state, events, **common)
 
     return make

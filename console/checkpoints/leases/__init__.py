@@ -15,6 +15,7 @@ from its modules (an import contract in pyproject.toml keeps it so).
 from console.checkpoints.leases.companion import Companion, Heartbeat, Marks, companion_name
 from console.checkpoints.leases.coordinator import (
     ASSIGNED_VERSIONS,
+    KCL_ROW_INTERVAL,
     V2,
     V3,
     Coordinator,
@@ -63,6 +64,7 @@ __all__ = [
     "CLIENT_VERSION_ENTITY",
     "GSI",
     "KCL3_VERSIONS",
+    "KCL_ROW_INTERVAL",
     "LATEST",
     "SHARD_END",
     "TRIM_HORIZON",

@@ -23,6 +23,7 @@ from console.checkpoints.leases.errors import LeaseTableError
 from console.checkpoints.leases.table import error_code, table_error
 
 MIGRATION_KEY = "Migration3.0"
+KCL_ROW_INTERVAL = 30.0  # workerMetricsReporterFreqInMillis
 LEADER_KEY = "Leader"
 V2 = "CLIENT_VERSION_2X"
 V3 = "CLIENT_VERSION_3X"
@@ -52,13 +53,24 @@ class LeaderLock:
     duration_ms: int
     version: str  # recordVersionNumber
     released: bool = False
+    ours: bool = False  # taken by shard-console (``scLeader``): it nudges whom it assigns to
 
 
 @dataclass(frozen=True, slots=True)
 class MetricRow:
     worker: str
     updated: float  # ``lut``, epoch seconds
-    ours: bool  # written by shard-console (it carries its heartbeat interval)
+    interval: float | None = None  # ``scInterval``: shard-console's, how often it writes it
+
+    @property
+    def ours(self) -> bool:
+        return self.interval is not None
+
+    def fresh(self, wall: float) -> bool:
+        """Whether the row stands for a live worker: written within two of its intervals (the
+        KCL's rule, its rows every 30 s), a second's slack (``lut`` is in whole seconds)."""
+        every = self.interval if self.interval is not None else KCL_ROW_INTERVAL
+        return wall - self.updated <= 2 * every + 1.0
 
 
 def coordinator_name(lease_table: str) -> str:
@@ -213,6 +225,7 @@ class Coordinator:
                 int(item["leaseDuration"]["S"]),
                 item["recordVersionNumber"]["S"],
                 "isReleased" in item,
+                "scLeader" in item,
             )
         except (KeyError, ValueError):
             return None  # not the lock client's item: left alone, and nobody leads by it
@@ -224,6 +237,9 @@ class Coordinator:
             "ownerName": {"S": me},
             "leaseDuration": {"S": str(duration_ms)},
             "recordVersionNumber": {"S": version},
+            # Ours (the lock client keeps attributes it does not know; a KCL worker that takes
+            # the lock writes its item anew, without it).
+            "scLeader": {"S": "1"},
         }, version
 
     async def acquire_leader(
@@ -321,7 +337,11 @@ class Coordinator:
             for item in resp.get("Items", ()):
                 try:
                     rows.append(
-                        MetricRow(item["wid"]["S"], float(item["lut"]["N"]), "scInterval" in item)
+                        MetricRow(
+                            item["wid"]["S"],
+                            float(item["lut"]["N"]),
+                            float(item["scInterval"]["N"]) if "scInterval" in item else None,
+                        )
                     )
                 except (KeyError, ValueError):
                     continue  # not a row the KCL would count either

@@ -51,6 +51,9 @@ class Lease:
     hash_range: tuple[str, str] | None = None
     pending: str | None = None
     throughput: float | None = None  # throughputKBps, as a KCL 3.x holder's renewals write it
+    # scNudge: shard-console's leader marks a lease so its holder looks for new assignments
+    # (console.checkpoints.leases.table.LeaseTable.nudge); the KCL ignores it.
+    nudge: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -69,6 +72,9 @@ def stream_part(key: str) -> tuple[str | None, str]:
 def _s(item: Mapping[str, Any], name: str) -> str | None:
     value = item.get(name)
     return None if value is None else value.get("S")
+
+
+NUDGE = "scNudge"
 
 
 class _Reader:
@@ -172,6 +178,7 @@ def lease_of(item: Mapping[str, Any], stream: str | None) -> Lease | None:
         hash_range=(start, end) if start is not None and end is not None else None,
         pending=read.text("pendingCheckpoint"),
         throughput=read.decimal("throughputKBps"),
+        nudge=read.decimal(NUDGE),
     )
 
 

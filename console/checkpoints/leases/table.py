@@ -8,6 +8,7 @@ again may help (throttling, 5xx, a dropped connection), plain LeaseTableError wh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +17,7 @@ from console.checkpoints.leases.errors import (
     LeaseTableUnavailable,
     MalformedLease,
 )
-from console.checkpoints.leases.items import Lease, lease_of, new_item
+from console.checkpoints.leases.items import NUDGE, Lease, lease_of, new_item
 
 GSI = "LeaseOwnerToLeaseKeyIndex"
 CLIENT_VERSION_ENTITY = "CLIENT_VERSION_MIGRATION"
@@ -108,12 +109,24 @@ class LeaseTable:
             raise table_error(exc, self.name, action) from exc
 
     async def _conditional(self, op: str, action: str, **kwargs: Any) -> bool:
+        return await self._held_write(None, op, action, **kwargs)
+
+    async def _held_write(self, lease: Lease | None, op: str, action: str, **kwargs: Any) -> bool:
+        """A conditional write; with ``lease``, a write to a lease this process holds, whose
+        answer carries the item as written: a leader's nudge on it is noticed (no extra
+        request)."""
+        if lease is not None:
+            kwargs["ReturnValues"] = "ALL_NEW"
         try:
-            await self._call(op, action, TableName=self.name, **kwargs)
+            answer = await self._call(op, action, TableName=self.name, **kwargs)
         except Exception as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise
+        if lease is not None:
+            nudge = (answer or {}).get("Attributes", {}).get(NUDGE, {}).get("N")
+            with contextlib.suppress(ValueError):
+                lease.nudge = float(nudge) if nudge is not None else None
         return True
 
     # -- the table itself -----------------------------------------------------------------
@@ -240,7 +253,8 @@ class LeaseTable:
         if throughput is not None:
             sets += ", throughputKBps = :kbps"
             values[":kbps"] = {"N": f"{throughput:.3f}"}
-        ok = await self._conditional(
+        ok = await self._held_write(
+            lease,
             "update_item",
             f"renewing lease {lease.key}",
             Key={"leaseKey": {"S": lease.key}},
@@ -356,7 +370,8 @@ class LeaseTable:
     ) -> bool:
         """SET the checkpoint, ownerSwitches 0, counter+1; REMOVE the pending checkpoint (and
         ``remove``); conditional on ``condition``. ``lease`` follows on success."""
-        ok = await self._conditional(
+        ok = await self._held_write(
+            lease,
             "update_item",
             action,
             Key={"leaseKey": {"S": lease.key}},
@@ -427,6 +442,23 @@ class LeaseTable:
             if not last:
                 return keys
             kwargs["ExclusiveStartKey"] = last
+
+    async def nudge(self, lease: Lease, at: float) -> bool:
+        """A leader's mark on a lease its owner holds: "look for new assignments". The owner
+        sees it in the answer to its next renewal or checkpoint and looks at once, so workers
+        that hold leases need not poll for assignments often. Conditional only on the owner
+        seen; no counter, so nobody's renewal fails for it."""
+        return await self._conditional(
+            "update_item",
+            f"nudging the holder of lease {lease.key}",
+            Key={"leaseKey": {"S": lease.key}},
+            UpdateExpression=f"SET {NUDGE} = :at",
+            ConditionExpression="leaseOwner = :owner",
+            ExpressionAttributeValues={
+                ":at": {"N": f"{at:.3f}"},
+                ":owner": {"S": lease.owner or ""},
+            },
+        )
 
     async def hand_off(self, lease: Lease, to: str) -> bool:
         """The KCL 3.x leader's graceful handoff: ``leaseOwner`` = ``to``, ``checkpointOwner`` =

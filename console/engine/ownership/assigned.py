@@ -28,16 +28,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
 
 from console.checkpoints.leases import (
+    KCL_ROW_INTERVAL,
     Coordinator,
     Lease,
     LeaseStore,
     LeaseTableError,
     Marks,
+    MetricRow,
     key_of,
     stream_name,
 )
@@ -49,6 +52,8 @@ from console.engine.state import EngineState
 from console.settings import default
 
 HANDOFF_TIMEOUT = 30.0  # the KCL's gracefulLeaseHandoffTimeoutMillis
+LOOK_WHILE_HOLDING = 10.0  # the KCL's discovery period (leaseAssignmentIntervalMillis / 2)
+LOOK_WHEN_NUDGED = 60.0  # under shard-console's leader, in case a nudge was lost
 WRITES_AT_ONCE = 16  # a leader's assignments in flight at once
 
 
@@ -69,6 +74,7 @@ class AssignedOwnership(LeaseOwnership):
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         handoff_timeout: float = HANDOFF_TIMEOUT,
+        assignment_interval: float | None = None,
     ) -> None:
         super().__init__(
             store,
@@ -84,9 +90,18 @@ class AssignedOwnership(LeaseOwnership):
         self.coordinator = coordinator
         # Every unowned or expired lease is read again within failover + about two intervals
         # (the leader's pass, then the new owner's discovery).
-        self.assign_interval = max(1.0, failover / 4)
-        self.report_interval = failover / 2  # fresh within the failover time, one write lost
-        self.lock_duration = failover  # a dead leader is replaced within about that
+        self.assign_interval = assignment_interval or max(1.0, failover / 4)
+        # The lock renewed every other pass, read by the others every fourth: a dead leader is
+        # replaced within about two of its durations.
+        self.lock_duration = max(failover, 4 * self.assign_interval)
+        self._rows: list[MetricRow] = []  # the workers' metric rows, read every fourth pass
+        self._passes = 0
+        self._lock_read_at = -math.inf
+        self._nudges: dict[str, float | None] = {}  # each held lease's nudge, as last seen
+        self._incoming = False  # a lease is being handed to this worker: look every pass
+        self._leader_nudges = False  # the leader is shard-console's: it nudges
+        # shard-console's own table (operator marks, heartbeats): as often as a metric row.
+        self.beat_interval = self.fleet.beat_interval = max(2 * failover, KCL_ROW_INTERVAL)
         self.handoff_timeout = handoff_timeout
         self.assigner = Assigner(failover, handoff_timeout, rng=self.rng)
         self.handing: dict[str, tuple[str, float]] = {}  # shard -> (to whom, since when)
@@ -109,11 +124,11 @@ class AssignedOwnership(LeaseOwnership):
             return
         self._tasks = start_loops(
             [
-                ("lease coordinator", self._loop(self.coordinate, self.wake, self.assign_interval)),
-                ("lease discovery", self._loop(self.discover, self._found, self.assign_interval)),
+                ("lease coordinator", self._loop(self.coordinate, self.wake, self._pass_every)),
+                ("lease discovery", self._loop(self.discover, self._found, self._look_every)),
                 ("lease renewer", self._renew_loop()),
                 ("lease watchdog", self._watchdog()),
-                ("worker metrics", self._loop(self.report, None, self.report_interval)),
+                ("worker metrics", self._loop(self.report, None, lambda: self.report_interval)),
             ],
             duties.fail,
         )
@@ -124,10 +139,27 @@ class AssignedOwnership(LeaseOwnership):
         its first pass."""
         await super().leave()
         with contextlib.suppress(LeaseTableError):
+            await self._give_back_unfound()
+        with contextlib.suppress(LeaseTableError):
             if self.leader_version is not None:
                 await self.coordinator.release_leader(self.worker_id, self.leader_version)
                 self.leader_version = None
             await self.coordinator.retire(self.worker_id)
+
+    async def _give_back_unfound(self) -> None:
+        """Leases assigned to this worker that it had not found yet: given back too, so the
+        next leader assigns them at once rather than once they expire."""
+        if self.key is None:
+            return
+        for key in await self.table.owned_keys(self.worker_id):
+            lease = await self.table.get(key, stream_name(self.key))
+            if (
+                lease is not None
+                and lease.owner == self.worker_id
+                and lease.checkpoint_owner is None
+                and not lease.finished
+            ):
+                await self.table.release(lease)
 
     # -- what the consumer asks -----------------------------------------------------------------
 
@@ -238,8 +270,32 @@ class AssignedOwnership(LeaseOwnership):
 
     # -- the loops ------------------------------------------------------------------------------
 
+    @property
+    def report_interval(self) -> float:
+        """A worker that holds leases writes its row as often as the KCL's (its renewals tell
+        the leader it lives); one that holds none, every failover/2, so it is counted alive
+        and given leases within the failover time."""
+        return KCL_ROW_INTERVAL if self.held else self.failover / 2
+
+    def _pass_every(self) -> float:
+        return self.assign_interval
+
+    def _look_every(self) -> float:
+        """How often to look for assigned leases: every pass while holding none or while one
+        is being handed over to this worker; else as seldom as the KCL's discovery, since
+        shard-console's leader nudges (:meth:`_nudge`) a worker it assigned to, through a
+        lease the worker renews anyway."""
+        if not self.held or self._incoming:
+            return self.assign_interval
+        if self._leader_nudges or self.leader_version is not None:
+            return LOOK_WHEN_NUDGED
+        return max(LOOK_WHILE_HOLDING, self.assign_interval / 2)  # a KCL leader's
+
     async def _loop(
-        self, work: Callable[[], Awaitable[None]], wake: asyncio.Event | None, every: float
+        self,
+        work: Callable[[], Awaitable[None]],
+        wake: asyncio.Event | None,
+        period: Callable[[], float],
     ) -> None:
         while True:
             try:
@@ -247,10 +303,10 @@ class AssignedOwnership(LeaseOwnership):
             except LeaseTableError as exc:
                 self.trouble(f"{work.__name__} failed, will retry: {exc}")
             if wake is None:
-                await asyncio.sleep(every)
+                await asyncio.sleep(period())
                 continue
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(every):
+                async with asyncio.timeout(period()):
                     await wake.wait()
             wake.clear()
 
@@ -265,6 +321,7 @@ class AssignedOwnership(LeaseOwnership):
         stream = self.key
         held = {lease.key for lease in self.held.values()}
         marks_read = False
+        incoming = False
         for key in await self.table.owned_keys(self.worker_id):
             if key in held:
                 continue
@@ -272,10 +329,12 @@ class AssignedOwnership(LeaseOwnership):
                 await self.read_companion()
                 marks_read = True
             lease = await self.table.get(key, stream_name(stream))
+            if lease is not None and lease.owner == self.worker_id and lease.checkpoint_owner:
+                incoming = True  # its holder still checkpoints: look again next pass
+                continue
             if (
                 lease is None
                 or lease.owner != self.worker_id
-                or lease.checkpoint_owner is not None  # its holder still checkpoints
                 or lease.finished
                 or lease.shard_id in self.held
                 or self.store.marks.get(lease.shard_id, Marks()).skipped
@@ -283,10 +342,12 @@ class AssignedOwnership(LeaseOwnership):
                 continue
             self.store.remember([lease])
             self._adopt(lease)
+        self._incoming = incoming
 
     def _adopt(self, lease: Lease) -> None:
         sid = lease.shard_id
         self.held[sid] = lease
+        self._nudges[sid] = lease.nudge
         self._written[sid] = self.clock()
         self.counts["taken"] += 1
         checkpoint = self.store.checkpoint(lease, self.store.marks.get(sid))
@@ -306,9 +367,11 @@ class AssignedOwnership(LeaseOwnership):
         if key is None:
             return
         await self._lead()
-        beat = self._rounds % max(1, round(2 * self.failover / self.assign_interval)) == 0
+        interval = self.assign_interval
+        scan = self._rounds % max(1, round(2 * self.failover / interval)) == 0
+        beat = self._rounds % max(1, round(self.beat_interval / interval)) == 0
         self._rounds += 1
-        if self.leader_version is None and not beat:
+        if self.leader_version is None and not (scan or beat):
             return
         leases = await self.store.leases(key)
         now = self.clock()
@@ -321,6 +384,34 @@ class AssignedOwnership(LeaseOwnership):
         if beat:
             await self.beat()
 
+    async def _nudge(self, workers: Collection[str], moved: Collection[str]) -> None:
+        """Each worker just assigned a lease is told through one it holds and renews (its
+        next renewal's answer carries the nudge); one that holds none looks every pass."""
+        now, wall = self.clock(), self.wall()
+        for worker in sorted(workers):
+            lease = next(
+                (
+                    s.lease
+                    for s in self.observer.seen.values()
+                    if s.lease.owner == worker
+                    and s.lease.key not in moved
+                    and s.lease.checkpoint_owner is None
+                    and not s.lease.finished
+                    and not self.observer.expired(s, self.failover, now)
+                ),
+                None,
+            )
+            if lease is not None:
+                with contextlib.suppress(LeaseTableError):
+                    await self.table.nudge(lease, wall)
+
+    async def renew_round(self) -> None:
+        await super().renew_round()
+        seen, now = self._nudges, {sid: lease.nudge for sid, lease in self.held.items()}
+        if any(sid in seen and seen[sid] != nudge for sid, nudge in now.items()):
+            self._found.set()  # the leader assigned this worker more: look now
+        self._nudges = now
+
     async def _lead(self) -> None:
         coordinator, me, now = self.coordinator, self.worker_id, self.clock()
         duration_ms = int(self.lock_duration * 1000)
@@ -328,7 +419,7 @@ class AssignedOwnership(LeaseOwnership):
             if not self._taking:
                 await coordinator.release_leader(me, self.leader_version)
                 self.leader_version = None
-            elif now - self._lock_beat_at >= self.assign_interval * 0.9:
+            elif now - self._lock_beat_at >= 2 * self.assign_interval * 0.9:
                 new = await coordinator.heartbeat_leader(me, self.leader_version, duration_ms)
                 if new is None:
                     self.leader_version = None
@@ -336,9 +427,11 @@ class AssignedOwnership(LeaseOwnership):
                 else:
                     self.leader_version, self._lock_beat_at = new, now
             return
-        if not self._taking:
+        if not self._taking or now - self._lock_read_at < 4 * self.assign_interval * 0.9:
             return
+        self._lock_read_at = now
         lock = await coordinator.leader()
+        self._leader_nudges = lock is not None and lock.ours and not lock.released
         if lock is None:
             version = await coordinator.acquire_leader(me, duration_ms, None)
         elif lock.released or lock.owner == me:  # ours from a run before: take it back
@@ -356,11 +449,12 @@ class AssignedOwnership(LeaseOwnership):
             self.events.emit("leader", f"worker {me} leads the assignment of leases")
 
     async def _assign(self, now: float) -> None:
-        rows = await self.coordinator.metric_rows()
+        if self._passes % 4 == 0 or not self._rows:
+            self._rows = await self.coordinator.metric_rows()
+        self._passes += 1
         wall = self.wall()
-        # ``lut`` is in whole seconds: a second's slack.
-        receivers = {r.worker for r in rows if wall - r.updated <= self.failover + 1.0}
-        dead = {r.worker for r in rows if r.ours and r.worker not in receivers}
+        receivers = {r.worker for r in self._rows if r.fresh(wall)}
+        dead = {r.worker for r in self._rows if r.ours and r.worker not in receivers}
         malformed = self.store.malformed
         seen = self.observer.seen
 
@@ -388,8 +482,9 @@ class AssignedOwnership(LeaseOwnership):
         done = await asyncio.gather(*(write(m) for m in moves), return_exceptions=True)
         made = [m for m, ok in zip(moves, done, strict=True) if ok is True]
         self.counts["assigned"] += len(made)
-        if any(m.to == self.worker_id and not m.graceful for m in made):
+        if any(m.to == self.worker_id for m in made):
             self._found.set()
+        await self._nudge({m.to for m in made} - {self.worker_id}, {m.lease.key for m in made})
         by = {why: sum(1 for m in made if m.why is why) for why in Why}
         parts = [f"{n} {why.value}" for why, n in by.items() if n]
         if parts:
