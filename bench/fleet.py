@@ -375,7 +375,12 @@ def part_failover(kin: str, ddb: str, failover: float, trials: int, tmp: Path) -
     times = []
     with Producer(kin, stream, 60):
         for trial in range(trials):
-            wait(lambda: sorted(fleet.held().values()) == [2, 2, 2], 120, "balanced")
+            wait(
+                lambda: sorted(fleet.held().values()) == [2, 2, 2]
+                and set(fleet.held()) == set(fleet.procs),
+                120,
+                "balanced among the live workers",
+            )
             time.sleep(1)
             victim = fleet.held().most_common(1)[0][0]
             led = fleet.leader() == victim

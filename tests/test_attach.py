@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from console.checkpoints.leases import Lease, LeaseStore
+from console.checkpoints.leases import V3, Coordinator, Lease, LeaseStore
+from console.checkpoints.leases.coordinator import Migration
 from console.cli.wiring import Fleet, make_source, open_lease_store
 from console.engine.changes.plan import Action, ControlRequest, SkipTo
 from console.engine.observe.diagnosis import Finding
@@ -731,3 +732,34 @@ async def test_attach_db_checks_a_rewinds_sequence_number_against_its_shard(
         assert (await store.load(record.stream))[s0].position == Position.at_sequence(mine)
     finally:
         await store.close()
+
+
+async def test_a_kcl_3x_applications_leader_and_its_troubles_are_told(app: App) -> None:
+    """The migration state and the leader, as events; a leader's lock nobody renews, and a
+    worker whose metric row is fresh while a lease it holds expired, as findings."""
+    s1 = shard(1)
+    async with app.writer() as w:
+        await app.row(w, s1, "TRIM_HORIZON", owner="w2")  # w2 holds it, never renews it
+        coordinator = Coordinator(w.table.client, app.table)
+        await coordinator.ensure()
+        assert await coordinator.set_migration(V3, "w1", Migration(None))
+        assert await coordinator.acquire_leader("w1", 2_000, None) is not None  # never renewed
+        await coordinator.report("w2", 30.0)
+        async with app.attached(sync_interval=0.3) as engine:
+
+            def told(text: str) -> bool:
+                return any(text in e.message for e in engine.events.since(0))
+
+            await wait_for(lambda: told("the application runs CLIENT_VERSION_3X"), 10, "version")
+            await wait_for(lambda: told("worker w1 leads the assignment of leases"), 10, "leader")
+
+            def findings() -> dict[Finding, str]:
+                return {d.finding: d.text for d in engine.state.diagnoses}
+
+            await wait_for(lambda: Finding.LEADER_STALE in findings(), 10, "the stale lock")
+            assert "held by w1, has not been renewed" in findings()[Finding.LEADER_STALE]
+            await wait_for(lambda: Finding.NOT_RENEWING in findings(), 10, "w2 not renewing")
+            assert (
+                f"worker w2 writes its metric row but does not renew {s1}"
+                in (findings()[Finding.NOT_RENEWING])
+            )

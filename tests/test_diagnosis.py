@@ -149,7 +149,7 @@ def test_every_finding_in_the_words_the_first_screen_shows() -> None:
     leases = [
         lease("exp", owner="w1", still=F),  # exactly the failover time: expired
         lease("free", owner=None, still=2 * F),  # exactly two taker rounds: unowned
-        lease("hand", owner="w2", handoff="w3", handoff_for=30.0),  # exactly the timeout
+        lease("hand", owner="w3", handoff="w2", handoff_for=30.0),  # exactly the timeout
         lease("orphan", owner="w2"),  # the stream no longer has it
         lease("p-end", owner="w1"),  # read to its end, never finished
         lease("c-end", owner=None, parents=("p-end",), still=None),
@@ -302,8 +302,8 @@ def test_just_short_of_each_threshold_is_no_finding() -> None:
     leases = [
         lease("exp", owner="w1", still=F - 0.1),
         lease("free", owner=None, still=2 * F - 0.1),
-        lease("hand", owner="w2", handoff="w3", handoff_for=29.9),
-        lease("hand-unseen", owner="w2", handoff="w3", handoff_for=None),
+        lease("hand", owner="w3", handoff="w2", handoff_for=29.9),
+        lease("hand-unseen", owner="w3", handoff="w2", handoff_for=None),
         lease("p", owner=None, still=2 * F - 0.1),  # unowned: the taker's wait applies
         lease("c", owner=None, parents=("p",), still=None),
         lease("q", owner="w1", still=F - 0.1),  # owned: the failover time applies
@@ -334,10 +334,35 @@ def test_one_busy_worker_with_a_single_live_lease_is_no_imbalance() -> None:
     ]
 
 
-def test_a_handoff_whose_owner_already_let_go() -> None:
-    leases = [lease("h", owner=None, handoff="w3", handoff_for=31.0)]
+def test_a_handoff_is_told_from_the_holder_to_the_new_owner() -> None:
+    """The KCL 3.x's handoff: leaseOwner is the new owner, checkpointOwner the holder."""
+    leases = [lease("h", owner="new", handoff="old", handoff_for=31.0)]
     [stuck] = diagnose({"h": leases[0]}, {"h": shard("h")}, failover=F)
     assert stuck.text == (
-        "lease h has been handed over to w3 for 31s, past the 30s timeout: its owner never "
+        "lease h has been handed over to new for 31s, past the 30s timeout: old never "
         "checkpointed its last batch; changes to it are refused until it ends"
     )
+
+
+def test_a_leaders_lock_unrenewed_past_its_duration_is_a_finding() -> None:
+    from console.engine.observe.diagnosis import LeaderFacts, leader_findings
+
+    held = LeaderFacts("w1", duration=10.0, unchanged_for=9.9)
+    assert leader_findings(held, assigned=True) == []
+    stale = LeaderFacts("w1", duration=10.0, unchanged_for=10.0)
+    [found] = leader_findings(stale, assigned=True)
+    assert (found.finding, found.subject) == (Finding.LEADER_STALE, "w1")
+    assert leader_findings(stale, assigned=False) == []  # KCL 2.x: no leader assigns
+    released = LeaderFacts("w1", duration=10.0, unchanged_for=60.0, released=True)
+    assert leader_findings(released, assigned=True) == []
+    assert leader_findings(None, assigned=True) == []
+
+
+def test_a_worker_with_a_fresh_row_and_an_expired_lease_is_a_finding() -> None:
+    from console.engine.observe.diagnosis import renewal_findings
+
+    expired = {"s1": "w2", "s2": "w2", "s3": "gone"}
+    [found] = renewal_findings({"w1", "w2"}, expired)
+    assert (found.finding, found.subject) == (Finding.NOT_RENEWING, "w2")
+    assert "does not renew s1, s2:" in found.text
+    assert renewal_findings({"w1"}, expired) == []  # a stale row: simply dead

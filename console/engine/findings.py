@@ -19,6 +19,8 @@ class Finding(StrEnum):
     RETENTION = "leaving retention"
     NOT_RUNNING = "not running"
     MALFORMED = "malformed lease"
+    LEADER_STALE = "leader gone"
+    NOT_RENEWING = "not renewing"
 
 
 @dataclass(frozen=True, slots=True)

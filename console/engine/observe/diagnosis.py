@@ -27,7 +27,9 @@ class LeaseFacts:
     finished: bool  # at SHARD_END
     parents: tuple[str, ...]
     still_for: float | None  # seconds its counter (or, unowned, the lease) has stood still
-    handoff_to: str | None = None  # checkpointOwner: a KCL 3.x handoff in progress
+    # checkpointOwner: a KCL 3.x handoff in progress, from this worker (which checkpoints
+    # before letting go) to ``owner``.
+    handoff_from: str | None = None
     handoff_for: float | None = None  # seconds that handoff has been seen
 
 
@@ -117,15 +119,15 @@ def _lease_findings(
                 "there one with room for it?)",
             )
         )
-    if lease.handoff_to is not None and (lease.handoff_for or 0.0) >= handoff_timeout:
+    if lease.handoff_from is not None and (lease.handoff_for or 0.0) >= handoff_timeout:
         out.append(
             Diagnosis(
                 Finding.HANDOFF_STUCK,
                 sid,
-                f"lease {sid} has been handed over to {lease.handoff_to} for "
+                f"lease {sid} has been handed over to {lease.owner or 'nobody'} for "
                 f"{format_duration(lease.handoff_for or 0.0)}, past the "
-                f"{format_duration(handoff_timeout)} timeout: {lease.owner or 'its owner'} "
-                "never checkpointed its last batch; changes to it are refused until it ends",
+                f"{format_duration(handoff_timeout)} timeout: {lease.handoff_from} never "
+                "checkpointed its last batch; changes to it are refused until it ends",
             )
         )
     for parent in waiting_on:
@@ -228,4 +230,53 @@ def malformed_findings(items: Iterable[Malformed]) -> list[Diagnosis]:
             severe=True,
         )
         for item in sorted(items, key=lambda i: i.shard_id)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderFacts:
+    """A KCL 3.x application's leader lock, as an attached console watched it."""
+
+    owner: str
+    duration: float  # seconds, as the lock says
+    unchanged_for: float  # seconds its record version has been seen unchanged
+    released: bool = False
+
+
+def leader_findings(leader: LeaderFacts | None, assigned: bool) -> list[Diagnosis]:
+    """``assigned``: the application runs the KCL 3.x protocol (its migration item says so),
+    where only a leader assigns leases."""
+    if not assigned or leader is None or leader.released:
+        return []
+    if leader.unchanged_for < leader.duration:
+        return []
+    return [
+        Diagnosis(
+            Finding.LEADER_STALE,
+            leader.owner,
+            f"the leader's lock, held by {leader.owner}, has not been renewed for "
+            f"{format_duration(leader.unchanged_for)} (its duration: "
+            f"{format_duration(leader.duration)}): no worker assigns leases until another "
+            "takes the lock over; unowned and expired leases wait",
+        )
+    ]
+
+
+def renewal_findings(fresh_rows: Collection[str], expired: Mapping[str, str]) -> list[Diagnosis]:
+    """Workers whose metric row says they live (a leader gives them leases) while a lease they
+    hold (shard -> holder) has expired: counted, but not renewing."""
+    by_worker: dict[str, list[str]] = {}
+    for sid, holder in expired.items():
+        if holder in fresh_rows:
+            by_worker.setdefault(holder, []).append(sid)
+    return [
+        Diagnosis(
+            Finding.NOT_RENEWING,
+            worker,
+            f"worker {worker} writes its metric row but does not renew "
+            f"{', '.join(sorted(sids))}: a stuck process (a full disk, a hung processor, lost "
+            "credentials for the lease table); the leader moves its expired leases "
+            "(shard-console's gives it no new ones meanwhile; the KCL's still does)",
+        )
+        for worker, sids in sorted(by_worker.items())
     ]

@@ -72,7 +72,7 @@ class LeaseChanges:
             if lease.checkpoint_owner is not None and old.checkpoint_owner is None:
                 self.events.emit(
                     "lease_handoff",
-                    f"{lease.owner} hands {sid} over to {lease.checkpoint_owner}",
+                    f"{lease.checkpoint_owner} hands {sid} over to {lease.owner}",
                     shard_id=sid,
                 )
         # A scan that started after a change's write has told what it fenced (or never will).

@@ -23,12 +23,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from console.checkpoints.leases import (
+    ASSIGNED_VERSIONS,
+    KCL_ROW_INTERVAL,
+    Coordinator,
     Heartbeat,
+    LeaderLock,
     Lease,
     LeaseStore,
     LeaseTableError,
     MalformedLease,
     Marks,
+    Migration,
     checkpoint_of,
     read_leases,
     shard_of,
@@ -41,10 +46,13 @@ from console.engine.events import Level
 from console.engine.lineage import Lineage
 from console.engine.observe.attached import Attached, stream_record_of
 from console.engine.observe.diagnosis import (
+    LeaderFacts,
     LeaseFacts,
     ShardFacts,
     diagnose,
+    leader_findings,
     malformed_findings,
+    renewal_findings,
 )
 from console.engine.observe.lag_probe import LagProbe, Probe, start_of
 from console.engine.observe.lease_changes import LeaseChanges
@@ -132,6 +140,11 @@ class AttachedLeases(Attached):
         self._changes: ChangeService | None = None  # once the stream is known
         self._malformed: dict[str, MalformedLease] = {}  # shard -> why, as last scanned
         self._lock = asyncio.Lock()
+        # KCL 3.x: the leader's lock (and since when its version is unchanged), the migration
+        # item's version, as last read.
+        self._leader: LeaderLock | None = None
+        self._leader_since = 0.0
+        self._client_version: str | None = None
 
     @property
     def browse_source(self) -> StreamSource | None:
@@ -249,11 +262,30 @@ class AttachedLeases(Attached):
         self._build(now)
 
     async def _metric_loop(self) -> None:
+        coordinator = Coordinator(self.leases.table.client, self.leases.table.name)
         while True:
             self._own_table_metrics = await read_metric_table(
                 self.leases.table.client, self.leases.table.name
             )
-            await asyncio.sleep(self.sync_interval)
+            with contextlib.suppress(LeaseTableError):
+                self._coordination(await coordinator.leader(), await coordinator.migration())
+            await asyncio.sleep(min(self.sync_interval, self.failover))
+
+    def _coordination(self, lock: LeaderLock | None, migration: Migration) -> None:
+        """The KCL 3.x's leader and migration state, told as they change."""
+        if migration.version != self._client_version and migration.version is not None:
+            self.events.emit(
+                "client_version",
+                f"the application runs {migration.version}"
+                + (f" (set by {migration.by})" if migration.by else ""),
+            )
+        self._client_version = migration.version
+        old = self._leader
+        if lock is not None and (old is None or old.version != lock.version):
+            self._leader_since = self.mono()
+            if old is None or old.owner != lock.owner:
+                self.events.emit("leader", f"worker {lock.owner} leads the assignment of leases")
+        self._leader = lock
 
     # -- the snapshot ---------------------------------------------------------------------------
 
@@ -479,7 +511,33 @@ class AttachedLeases(Attached):
         # A taker runs every 2 x failover; one scan more before nobody taking it is a finding.
         take_within = 2 * self.failover + self.scan_interval
         found = diagnose(facts, listed, failover=self.failover, take_within=take_within)
-        return [*malformed_findings(self._malformed.values()), *found]
+        lock = self._leader
+        leader = (
+            LeaderFacts(
+                lock.owner, lock.duration_ms / 1000, now - self._leader_since, lock.released
+            )
+            if lock is not None
+            else None
+        )
+        wall = self.clock()
+        fresh = {
+            worker
+            for worker, (lut, _) in self._own_table_metrics.items()
+            if lut is not None and wall - lut <= 2 * KCL_ROW_INTERVAL + 1
+        }
+        expired = {
+            sid: s.lease.checkpoint_owner or s.lease.owner or ""
+            for sid, s in leases.items()
+            if s.lease.owner is not None
+            and not s.lease.finished
+            and self.observer.expired(s, self.failover, now)
+        }
+        return [
+            *malformed_findings(self._malformed.values()),
+            *found,
+            *leader_findings(leader, self._client_version in ASSIGNED_VERSIONS),
+            *renewal_findings(fresh, expired),
+        ]
 
     def _at_risk(self, probe: Probe | None) -> str | None:
         if probe is None or probe.lost is not None:
