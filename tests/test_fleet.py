@@ -52,6 +52,7 @@ class Fleet:
         self.dynamodb = dynamodb
         self.stream = stream
         self.table = unique("app")
+        self.protocol = "3x"
         self.procs: dict[str, subprocess.Popen[str]] = {}
         self.ddb = boto3.client(
             "dynamodb",
@@ -165,6 +166,7 @@ def fleet(
     with "2x", one an operator kept at 2.x before its first worker started."""
     f = Fleet(tmp_path, kinesalite, moto, unique("fleet"))
     if getattr(request, "param", "3x") == "2x":
+        f.protocol = "2x"
         f.ddb.create_table(
             TableName=f.table,
             KeySchema=[{"AttributeName": "leaseKey", "KeyType": "HASH"}],
@@ -688,3 +690,30 @@ async def test_no_shard_is_read_by_two_workers_at_once(fleet: Fleet, request: An
     if v3:  # balancing among live workers re-reads nothing
         twice = [d for d, n in Counter(r.data for r in rows).items() if n > 1]
         assert twice == []
+
+
+@BOTH
+async def test_an_operator_moves_a_lease_to_a_worker_by_a_graceful_handoff(fleet: Fleet) -> None:
+    kinesis = Kinesis(fleet.kinesis)
+    await kinesis.create(fleet.stream, 2)
+    fleet.start("w1")
+    fleet.start("w2")
+    await started(fleet, "w1", "w2")
+    await wait_for(lambda: sorted(fleet.held().values()) == [1, 1], 30, "one lease each")
+    shard = next(k for k, o in fleet.owners().items() if o == "w1")
+    records = numbered(200, keys=8)
+    writer = asyncio.create_task(kinesis.put(fleet.stream, records))
+    moved = run_cli("leases", "move", shard, "--to", "w2", "--yes", *fleet.args(), env=ENV)
+    if fleet.protocol == "2x":
+        assert moved.returncode == 2, moved.stderr
+        assert "runs the KCL 2.x protocol" in moved.stderr and "migrate --to 3x" in moved.stderr
+        await writer
+        return
+    assert moved.returncode == 0, moved.stderr
+    assert f"to undo: shard-console leases move {shard} --to w1" in moved.stdout
+    await writer
+    await wait_for(lambda: f"lease on {shard} handed to worker w2" in fleet.log("w1"), 30, "moved")
+    await wait_for(lambda: fleet.processed() >= datas(records), 30, "every record")
+    assert [d for d, n in Counter(r.data for r in fleet.rows()).items() if n > 1] == []
+    history = run_cli("checkpoints", "history", shard, "--json", *fleet.args(), env=ENV)
+    assert '"cause": "move"' in history.stdout

@@ -72,7 +72,7 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
         "leases", help="a lease table's leases, as the KCL (or a fleet) wrote them"
     )
     leases_sub = leases.add_subparsers(
-        dest="what", metavar="list|show|migrate", parser_class=parser_class
+        dest="what", metavar="list|show|migrate|move", parser_class=parser_class
     )
     lease_list = leases_sub.add_parser("list", help="one line per lease")
     store_flags(lease_list, LEASES)
@@ -93,6 +93,17 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     migrate.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     migrate.add_argument("--dry-run", action="store_true", help="say the move, change nothing")
     migrate.set_defaults(handler=cmd_leases_migrate)
+    move = leases_sub.add_parser(
+        "move",
+        help="KCL 3.x: hand a lease to a worker: its holder finishes its batch, checkpoints, and "
+        "lets go (a graceful handoff, as the leader makes them)",
+    )
+    move.add_argument("shard", metavar="SHARD", help="the lease's shard id")
+    move.add_argument("--to", required=True, metavar="WORKER", help="the worker to hand it to")
+    store_flags(move, LEASES)
+    move.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    move.add_argument("--dry-run", action="store_true", help="say the move, change nothing")
+    move.set_defaults(handler=cmd_leases_move)
     leases.set_defaults(handler=cmd_leases_usage)
 
 
@@ -232,7 +243,9 @@ def _cmd_attach(args: argparse.Namespace) -> int:
 
 
 def cmd_leases_usage(args: argparse.Namespace) -> int:
-    raise UsageError("leases needs a sub-command: list, show SHARD, or migrate --to 3x|2x")
+    raise UsageError(
+        "leases needs a sub-command: list, show SHARD, migrate --to 3x|2x, or move SHARD --to W"
+    )
 
 
 def cmd_leases_migrate(args: argparse.Namespace) -> int:
@@ -279,6 +292,96 @@ def cmd_leases_migrate(args: argparse.Namespace) -> int:
                 f"lease table {store.table.name} is at {target}: shard-console workers started "
                 "from now on follow it (running ones when restarted)"
             )
+            return 0
+
+    return asyncio.run(main())
+
+
+def cmd_leases_move(args: argparse.Namespace) -> int:
+    """A lease handed to a worker the operator names, by the KCL 3.x's own graceful handoff
+    (unowned: assigned outright); recorded in the history. Refused under KCL 2.x, where a
+    worker's taker would steal it back to keep its share."""
+    import getpass
+    import socket
+    import time
+
+    from console.checkpoints.leases import (
+        ASSIGNED_VERSIONS,
+        Coordinator,
+        LeaseStore,
+        checkpoint_of,
+        stream_name,
+    )
+    from console.cli.control import approved
+    from console.model import HistoryEntry
+
+    if not settings_of(args).lease_table:
+        raise UsageError("leases move needs --lease-table: the application's lease table")
+
+    async def main() -> int:
+        async with open_store(args, changes=True) as target:
+            store, record = target.store, target.record
+            assert isinstance(store, LeaseStore)  # --lease-table
+            table = store.table
+            migration = await Coordinator(table.client, table.name).migration()
+            if migration.version not in ASSIGNED_VERSIONS:
+                raise UsageError(
+                    f"lease table {table.name} runs the KCL 2.x protocol: each worker takes its "
+                    "own leases, and one given a lease beyond its share gives it up again; "
+                    "`leases migrate --to 3x` first"
+                )
+            await store.leases(record.stream)  # the table's keys (multi-stream ones too)
+            lease = await table.get(store.lease_key(args.shard), stream_name(record.stream))
+            if lease is None:
+                raise UsageError(f"lease table {table.name} has no lease for {args.shard}")
+            if lease.finished:
+                raise UsageError(f"{args.shard} is finished (SHARD_END): nobody reads it")
+            if lease.checkpoint_owner is not None:
+                raise UsageError(
+                    f"{args.shard} is being handed from {lease.checkpoint_owner} to "
+                    f"{lease.owner}: move it once that ends"
+                )
+            if lease.owner == args.to:
+                print(f"{args.shard} is {args.to}'s already: nothing to do")
+                return 0
+            rows = {r.worker: r for r in await Coordinator(table.client, table.name).metric_rows()}
+            row = rows.get(args.to)
+            how = (
+                f"{lease.owner} finishes its batch, checkpoints, and hands it to {args.to}"
+                if lease.owner
+                else f"nobody holds it: assigned to {args.to} outright"
+            )
+            print(f"{args.shard}: {how}")
+            if row is None or not row.fresh(time.time()):
+                print(
+                    f"warning: {args.to} has no fresh metric row: it may not be running; a lease "
+                    "it does not renew expires and moves on"
+                )
+            print("the leader may move it again later, to keep the fleet balanced")
+            if not approved(args, table.name, "lease table"):
+                return 0
+            before = lease.owner
+            ok = (
+                await table.hand_off(lease, args.to)
+                if before is not None
+                else await table.assign(lease, args.to)
+            )
+            if not ok:
+                raise RunError(f"{args.shard} changed meanwhile: nothing written; run again")
+            position = checkpoint_of(lease).position
+            who = f"{getpass.getuser()}@{socket.gethostname()}"
+            await store.companion.add_history(
+                record.stream,
+                [
+                    HistoryEntry(
+                        args.shard, "move", who, position, None, position, None,
+                        note=f"lease moved from {before or 'nobody'} to {args.to}",
+                        at=time.time(),
+                    )
+                ],
+            )  # fmt: skip
+            back = f"shard-console leases move {args.shard} --to {before}" if before else None
+            print(f"{args.shard} goes to {args.to}" + (f"; to undo: {back}" if back else ""))
             return 0
 
     return asyncio.run(main())
