@@ -89,9 +89,7 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
         "leases) and the 3.x one (a leader assigns them), by the KCL's own migration states",
     )
     migrate.add_argument("--to", required=True, choices=("3x", "2x"), help="the protocol")
-    store_flags(migrate, LEASES)
-    migrate.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    migrate.add_argument("--dry-run", action="store_true", help="say the move, change nothing")
+    _writer_flags(migrate)
     migrate.set_defaults(handler=cmd_leases_migrate)
     move = leases_sub.add_parser(
         "move",
@@ -100,11 +98,16 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     )
     move.add_argument("shard", metavar="SHARD", help="the lease's shard id")
     move.add_argument("--to", required=True, metavar="WORKER", help="the worker to hand it to")
-    store_flags(move, LEASES)
-    move.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    move.add_argument("--dry-run", action="store_true", help="say the move, change nothing")
+    _writer_flags(move)
     move.set_defaults(handler=cmd_leases_move)
     leases.set_defaults(handler=cmd_leases_usage)
+
+
+def _writer_flags(p: argparse.ArgumentParser) -> None:
+    """A ``leases`` command that writes: the table's flags, and its confirmation's."""
+    store_flags(p, LEASES)
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--dry-run", action="store_true", help="say the move, change nothing")
 
 
 def _stream_flag(p: argparse.ArgumentParser) -> None:
