@@ -43,7 +43,15 @@ def h2c(kinesalite: str) -> Iterator[str]:
 class KCL:
     """The KCL application: a MultiLangDaemon with tests/kcl_app.py as its record processor."""
 
-    def __init__(self, tmp: Path, stream: str, table: str, kinesis: str, dynamodb: str) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        stream: str,
+        table: str,
+        kinesis: str,
+        dynamodb: str,
+        version: str = "CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X",
+    ) -> None:
         self.tmp = tmp
         self.log = tmp / "kcl.records"  # not .tsv: the fleet reads those as its own
         self.properties = tmp / "kcl.properties"
@@ -66,7 +74,7 @@ class KCL:
                     "failoverTimeMillis = 10000",
                     "shardSyncIntervalMillis = 5000",
                     "idleTimeBetweenReadsInMillis = 500",
-                    "clientVersionConfig = CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X",
+                    f"clientVersionConfig = {version}",
                 ]
             )
             + "\n"
@@ -121,14 +129,23 @@ class KCL:
         self.proc = None
 
 
+@pytest.mark.parametrize(
+    "version",
+    ["CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X", "CLIENT_VERSION_CONFIG_3X"],
+    ids=["kcl-2x", "kcl-3x"],
+)
 async def test_an_application_moves_from_the_kcl_to_shard_console_and_back(
-    tmp_path: Path, kinesalite: str, moto: str, h2c: str
+    tmp_path: Path, kinesalite: str, moto: str, h2c: str, version: str
 ) -> None:
+    """KCL 2.x-compatible: shard-console takes the table over by the 2.x protocol. KCL 3.x (the
+    default of every new KCL application): shard-console starts without --take-over, follows
+    the KCL's leader lock, metric rows and lease assignment, and hands the table back."""
     stream = unique("kcl")
     fleet = Fleet(tmp_path, kinesalite, moto, stream)
     kinesis = Kinesis(kinesalite)
     await kinesis.create(stream, 2)
-    kcl = KCL(tmp_path, stream, fleet.table, h2c, moto)
+    kcl = KCL(tmp_path, stream, fleet.table, h2c, moto, version)
+    three = version.endswith("3X")
     try:
         first = {p["SequenceNumber"] for p in await kinesis.put(stream, numbered(60, keys=6))}
         kcl.start()
@@ -140,26 +157,37 @@ async def test_an_application_moves_from_the_kcl_to_shard_console_and_back(
             60,
             "the KCL's checkpoints",
         )
-        # Beside the live KCL worker, shard-console refuses to start.
-        refused = run_cli(
-            "run", stream, *fleet.args(), "--no-ui", "--failover-time", "10", env=ENV
-        )  # fmt: skip
-        assert refused.returncode == 2, refused.stderr
-        assert "kcl-worker-1" in refused.stderr and "--take-over" in refused.stderr
+        if three:
+            migration = fleet.ddb.get_item(
+                TableName=f"{fleet.table}-CoordinatorState", Key={"key": {"S": "Migration3.0"}}
+            )["Item"]
+            assert migration["cv"]["S"] == "CLIENT_VERSION_3X"  # the KCL made a 3.x application
+        else:
+            # Beside the live KCL 2.x worker, shard-console refuses to start.
+            refused = run_cli(
+                "run", stream, *fleet.args(), "--no-ui", "--failover-time", "10", env=ENV
+            )  # fmt: skip
+            assert refused.returncode == 2, refused.stderr
+            assert "kcl-worker-1" in refused.stderr and "--take-over" in refused.stderr
         kcl.stop()
         assert len(kcl.sequences()) == len(first)  # the KCL read each record once
 
         # shard-console takes the table over and reads on from the KCL's checkpoints.
         second = {p["SequenceNumber"] for p in await kinesis.put(stream, numbered(60, keys=6))}
         fleet.start("sc-1", "--failover-time", "10")
-        await wait_for(lambda: {r.seq for r in fleet.rows()} >= second, 90, "shard-console read")
+        # 3.x: the KCL's lock is released on its stop, or taken over once its duration (120 s)
+        # has passed unrenewed; its leases once they expire.
+        await wait_for(lambda: {r.seq for r in fleet.rows()} >= second, 240, "shard-console read")
+        if three:
+            assert "worker sc-1 leads the assignment of leases" in fleet.log("sc-1")
         assert fleet.stop("sc-1") == 0
         assert sorted(r.seq for r in fleet.rows()) == sorted(second)  # nothing of the KCL's
         items = fleet.leases()
         assert all("leaseOwner" not in i for i in items.values())  # given back on stop
         assert {k: i["checkpoint"]["S"] for k, i in items.items()} == _last_per_shard(fleet, second)
-        # Nothing of ours in the KCL's table: its leases only, as the KCL wrote them.
+        # Nothing of ours in the KCL's table: its leases only (3.x: with our nudge, if any).
         assert set(items) == set(last)
+        assert {a for i in items.values() for a in i} <= KCL_ATTRIBUTES | {"scNudge"}
 
         # The KCL takes the table back and reads on from shard-console's checkpoints.
         third = {p["SequenceNumber"] for p in await kinesis.put(stream, numbered(60, keys=6))}
@@ -172,6 +200,57 @@ async def test_an_application_moves_from_the_kcl_to_shard_console_and_back(
         if kcl.proc is not None:
             kcl.stop()
         fleet.close()
+
+
+async def test_shard_console_joins_a_running_kcl_3x_application(
+    tmp_path: Path, kinesalite: str, moto: str, h2c: str
+) -> None:
+    """The zero-downtime path: a shard-console worker joins a running KCL 3.x application
+    without --take-over; the KCL's leader gives it its share (its metric row makes it
+    eligible) by graceful handoffs; the KCL worker stops and shard-console reads on. Nothing
+    lost, nothing read twice."""
+    stream = unique("kclj")
+    fleet = Fleet(tmp_path, kinesalite, moto, stream)
+    kinesis = Kinesis(kinesalite)
+    await kinesis.create(stream, 4)
+    kcl = KCL(tmp_path, stream, fleet.table, h2c, moto, "CLIENT_VERSION_CONFIG_3X")
+
+    async def put() -> set[str]:
+        return {p["SequenceNumber"] for p in await kinesis.put(stream, numbered(80, keys=8))}
+
+    def read() -> list[str]:
+        return kcl.sequences() + [r.seq for r in fleet.rows()]
+
+    try:
+        first = await put()
+        kcl.start()
+        await wait_for(lambda: set(kcl.sequences()) >= first, 180, "the KCL read the first part")
+        fleet.start("sc-1", "--failover-time", "10")
+        # The KCL's leader hands sc-1 a share; its worker completes the handoff (it checkpoints
+        # first), and sc-1 reads on from there while the KCL still runs.
+        await wait_for(lambda: "assigned; reading" in fleet.log("sc-1"), 180, "sc-1 given a share")
+        second = await put()
+        await wait_for(lambda: bool(fleet.rows()), 120, "sc-1 reading its share")
+        await wait_for(lambda: set(read()) >= first | second, 120, "the second part read")
+        assert kcl.proc is not None and kcl.proc.poll() is None  # all of it beside the KCL
+        kcl.stop()
+        third = await put()
+        await wait_for(lambda: fleet.held() == {"sc-1": 4}, 240, "sc-1 holds every lease")
+        await wait_for(lambda: set(read()) >= first | second | third, 120, "the third part read")
+        assert fleet.stop("sc-1") == 0
+        assert sorted(read()) == sorted(first | second | third)  # none lost, none twice
+    finally:
+        if kcl.proc is not None:
+            kcl.stop()
+        fleet.close()
+
+
+KCL_ATTRIBUTES = {
+    "leaseKey", "leaseCounter", "leaseOwner", "checkpoint", "checkpointSubSequenceNumber",
+    "ownerSwitchesSinceCheckpoint", "parentShardId", "childShardIds", "startingHashKey",
+    "endingHashKey", "pendingCheckpoint", "pendingCheckpointSubSequenceNumber",
+    "pendingCheckpointState", "checkpointOwner", "throughputKBps",
+}  # fmt: skip
 
 
 def _last_per_shard(fleet: Fleet, sequences: set[str]) -> dict[str, str]:
