@@ -376,8 +376,10 @@ def part_failover(kin: str, ddb: str, failover: float, trials: int, tmp: Path) -
     with Producer(kin, stream, 60):
         for trial in range(trials):
             wait(
-                lambda: sorted(fleet.held().values()) == [2, 2, 2]
-                and set(fleet.held()) == set(fleet.procs),
+                lambda: (
+                    sorted(fleet.held().values()) == [2, 2, 2]
+                    and set(fleet.held()) == set(fleet.procs)
+                ),
                 120,
                 "balanced among the live workers",
             )

@@ -717,3 +717,33 @@ async def test_an_operator_moves_a_lease_to_a_worker_by_a_graceful_handoff(fleet
     assert [d for d, n in Counter(r.data for r in fleet.rows()).items() if n > 1] == []
     history = run_cli("checkpoints", "history", shard, "--json", *fleet.args(), env=ENV)
     assert '"cause": "move"' in history.stdout
+
+
+async def test_a_change_to_a_lease_in_a_stuck_handoff_needs_force(fleet: Fleet) -> None:
+    kinesis = Kinesis(fleet.kinesis)
+    await kinesis.create(fleet.stream, 1)
+    shard = "shardId-000000000000"
+    fleet.start("w1")
+    await started(fleet, "w1")
+    await wait_for(lambda: fleet.owners().get(shard) == "w1", 30, "the lease taken")
+    assert fleet.stop("w1") == 0
+    # A handoff its holder never finished (it died checkpointing), as the KCL leaves it.
+    fleet.ddb.update_item(
+        TableName=fleet.table,
+        Key={"leaseKey": {"S": shard}},
+        UpdateExpression="SET leaseOwner = :new, checkpointOwner = :old",
+        ExpressionAttributeValues={":new": {"S": "new"}, ":old": {"S": "old"}},
+    )
+    refused = run_cli("rewind", shard, "--to", "trim_horizon", "--yes", *fleet.args(), env=ENV)
+    assert refused.returncode != 0
+    assert "being handed from old to new" in refused.stderr and "--force" in refused.stderr
+    assert fleet.leases()[shard]["checkpointOwner"] == {"S": "old"}  # nothing written
+    forced = run_cli(
+        "rewind", shard, "--to", "trim_horizon", "--yes", "--force", *fleet.args(), env=ENV
+    )
+    assert forced.returncode == 0, forced.stderr
+    item = fleet.leases()[shard]
+    assert "checkpointOwner" not in item and item["checkpoint"] == {"S": "TRIM_HORIZON"}
+    assert item["leaseOwner"] == {"S": "new"}  # 3.x: the new owner reads from there
+    history = run_cli("checkpoints", "history", shard, "--json", *fleet.args(), env=ENV)
+    assert "forced: handoff from old cleared" in history.stdout

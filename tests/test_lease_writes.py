@@ -225,3 +225,24 @@ async def test_a_leaders_nudge_reaches_the_holder_in_its_next_writes_answer(
     assert await table.nudge(seen, 1_800_000_001.5)
     assert await table.checkpoint(holder, SEQ, 0)
     assert holder.nudge == 1_800_000_001.5
+
+
+async def test_a_forced_change_ends_the_handoff_it_saw(dynamodb: Any) -> None:
+    table = LeaseTable(dynamodb, unique("app"))
+    await table.ensure(create=True)
+    await table.create("shardId-1", SEQ)
+    holder = await table.get("shardId-1", None)
+    assert holder is not None and await table.assign(holder, "old")
+    leader = await table.get("shardId-1", None)
+    assert leader is not None and await table.hand_off(leader, "new")
+    holder.checkpoint_owner, holder.owner = "old", "new"
+    other = await table.get("shardId-1", None)
+    assert other is not None and other.checkpoint_owner == "old"
+    other.checkpoint_owner = "someone"
+    assert not await table.fence(other, "TRIM_HORIZON", 0, keep_holder=True)  # not the one seen
+    seen = await table.get("shardId-1", None)
+    assert seen is not None and await table.fence(seen, "TRIM_HORIZON", 0, keep_holder=True)
+    after = await table.get("shardId-1", None)
+    assert after is not None
+    assert (after.owner, after.checkpoint_owner, after.checkpoint) == ("new", None, "TRIM_HORIZON")
+    assert not await table.renew(holder)  # the old holder lets go

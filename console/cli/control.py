@@ -40,6 +40,12 @@ def _change_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument(
+        "--force",
+        action="store_true",
+        help="a lease table: change a lease even while a KCL 3.x handoff of it is under way "
+        "(clears its checkpointOwner: for a handoff stuck past its timeout)",
+    )
+    p.add_argument(
         "--wait",
         type=seconds,
         default=WAIT,
@@ -188,6 +194,7 @@ async def _request(
 
     actor = actor_name()
     action = Action(args.action)
+    force = bool(getattr(args, "force", False))
     try:
         if action is Action.REWIND:
             target = parse_target(args.to)
@@ -196,15 +203,17 @@ async def _request(
                 position = await checkpoint_position(
                     store, record.stream, args.shard, target.checkpoint_id
                 )
-            return ControlRequest(action, args.shard, position=position, actor=actor)
+            return ControlRequest(action, args.shard, position=position, actor=actor, force=force)
         if action is Action.SKIP:
-            return ControlRequest(action, args.shard, skip_to=SkipTo(args.to), actor=actor)
+            return ControlRequest(
+                action, args.shard, skip_to=SkipTo(args.to), actor=actor, force=force
+            )
         if action in (Action.PAUSE, Action.RESUME):
-            return ControlRequest(action, args.shard, actor=actor)
+            return ControlRequest(action, args.shard, actor=actor, force=force)
         if action is Action.REPLAY:
             since = Position.at_timestamp(parse_when(args.since))
-            return ControlRequest(action, position=since, actor=actor)
-        return ControlRequest(action, change_id=args.change, actor=actor)
+            return ControlRequest(action, position=since, actor=actor, force=force)
+        return ControlRequest(action, change_id=args.change, actor=actor, force=force)
     except PositionError as exc:
         raise UsageError(str(exc)) from None
 

@@ -212,9 +212,12 @@ class LeaseStore:
         *,
         expected: Mapping[str, str | None] | None = None,
         current: frozenset[str] = frozenset(),
+        force: bool = False,
     ) -> None:
         """Each change written into its lease, whoever holds it (a lease created if there is
-        none), and recorded in the history; ``finish`` marks the command applied.
+        none), and recorded in the history; ``finish`` marks the command applied. ``force``:
+        a lease under a KCL 3.x handoff too, its ``checkpointOwner`` cleared (said in the
+        history's note).
 
         ``expected``: shard id -> the holder the operator was shown; a lease that changed hands
         since is not written (LeaseMovedError, nothing written). ``current``: shards whose
@@ -232,11 +235,16 @@ class LeaseStore:
         try:
             for change in changes:
                 entry = change.history
-                overwritten = await self._fence_one(stream, change, expected, current)
+                overwritten, cleared = await self._fence_one(
+                    stream, change, expected, current, force
+                )
                 done.append(change.checkpoint.shard_id)
                 if entry is not None and overwritten not in (None, entry.old_position):
                     # What the table held when it was rewritten: undo puts that back.
                     entry = replace(entry, old_position=overwritten)
+                if entry is not None and cleared is not None:
+                    why = f"forced: handoff from {cleared} cleared (checkpointOwner removed)"
+                    entry = replace(entry, note=f"{entry.note}; {why}" if entry.note else why)
                 if entry is not None:
                     history.append(entry)
         except BaseException as exc:
@@ -262,10 +270,12 @@ class LeaseStore:
         change: CheckpointChange,
         expected: Mapping[str, str | None] | None,
         current: frozenset[str],
-    ) -> Position | None:
+        force: bool = False,
+    ) -> tuple[Position | None, str | None]:
         """The operator's marks go first (the next taker must see them), and back if the
         fence cannot be written. Returns the position the lease held when another process's
-        lease was rewritten (None: the caller's own, or created)."""
+        lease was rewritten (None: the caller's own, or created), and the ``checkpointOwner``
+        a forced change cleared."""
         cp = change.checkpoint
         sid = cp.shard_id
         history = change.history
@@ -282,15 +292,16 @@ class LeaseStore:
             await self.companion.set_marks(stream, sid, mark)
             self.marks[sid] = mark
         try:
-            overwritten = await self._fence_lease(stream, sid, text, sub, expected, current)
+            overwritten = await self._fence_lease(stream, sid, text, sub, expected, current, force)
         except BaseException:
             if mark != old_mark:
                 await self.companion.set_marks(stream, sid, old_mark)
                 self.marks[sid] = old_mark
             raise
+        cleared = overwritten.checkpoint_owner if overwritten is not None else None
         if sid in current or overwritten is None:
-            return None
-        return checkpoint_of(overwritten).position
+            return None, cleared
+        return checkpoint_of(overwritten).position, cleared
 
     async def _fence_lease(
         self,
@@ -300,6 +311,7 @@ class LeaseStore:
         sub: int,
         expected: Mapping[str, str | None] | None,
         current: frozenset[str],
+        force: bool = False,
     ) -> Lease | None:
         """Conditional on the counter read just before (retried when a renewal slipped in; a
         new holder is not)."""
@@ -313,10 +325,11 @@ class LeaseStore:
                 continue
             if expected is not None and sid not in current:
                 self._still_as_shown(sid, expected, lease)
-            if lease.checkpoint_owner:
+            if lease.checkpoint_owner and not force:
                 raise LeaseTableError(
-                    f"lease {sid} is being handed over by the KCL (checkpointOwner "
-                    f"{lease.checkpoint_owner}): change it once the handover is done"
+                    f"lease {sid} is being handed from {lease.checkpoint_owner} to "
+                    f"{lease.owner}: change it once the handoff is done, or with --force if it "
+                    "is stuck (its checkpointOwner is cleared; the batch in hand is read again)"
                 )
             new, new_sub = (lease.checkpoint, lease.sub) if not text else (text, sub)
             before = replace(lease)

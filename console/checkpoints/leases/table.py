@@ -341,20 +341,27 @@ class LeaseTable:
         self, lease: Lease, checkpoint: str, sub: int, *, keep_holder: bool = False
     ) -> bool:
         """An operator's change of a lease anyone may hold: conditional on the counter seen and
-        on no handoff under way, set the checkpoint, bump the counter and remove the owner
+        on the handoff seen (none, or, forced, the one ``lease`` shows: then ended, its
+        ``checkpointOwner`` removed), set the checkpoint, bump the counter and remove the owner
         (KCL 2.x: whoever takes the lease next reads from here). ``keep_holder`` (KCL 3.x,
         where a leader assigns): the owner stays; its next write fails, it reads the lease
         again and reads on from here; nobody else may read meanwhile."""
+        handing = lease.checkpoint_owner
         ok = await self._set_checkpoint(
             lease,
             checkpoint,
             sub,
             f"changing lease {lease.key}",
-            condition="leaseCounter = :c AND attribute_not_exists(checkpointOwner)",
-            remove="" if keep_holder else "leaseOwner, ",
+            condition="leaseCounter = :c AND "
+            + ("checkpointOwner = :from" if handing else "attribute_not_exists(checkpointOwner)"),
+            values={":from": {"S": handing}} if handing else None,
+            remove=("" if keep_holder else "leaseOwner, ")
+            + ("checkpointOwner, " if handing else ""),
         )
         if ok and not keep_holder:
             lease.owner = None
+        if ok:
+            lease.checkpoint_owner = None
         return ok
 
     async def _set_checkpoint(

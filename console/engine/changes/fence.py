@@ -138,6 +138,7 @@ class FenceTransport:
                 plan.changes,
                 finish=(command_id, plan.summary),
                 expected=expected,
+                force=request.force,
             )
         except LeaseTableError as exc:
             # A lease that moved since it was shown (nothing written), or partly written and
@@ -149,8 +150,13 @@ class FenceTransport:
         return ControlResult(
             command_id,
             True,
-            f"{plan.summary}: applied as change #{command_id}; the worker holding each lease "
-            "drops it at its next renewal, and the next taker reads from the new checkpoint",
+            f"{plan.summary}: applied as change #{command_id}; "
+            + (
+                "the worker holding each lease reads from the new checkpoint after its next renewal"
+                if self.store.keeps_holder
+                else "the worker holding each lease drops it at its next renewal, and the next "
+                "taker reads from the new checkpoint"
+            ),
         )
 
 

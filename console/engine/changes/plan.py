@@ -66,6 +66,9 @@ class ControlRequest:
     change_id: int | None = None  # undo target; None: the last change
     actor: str = "engine"
     note: str | None = None
+    # A lease table: written even while a KCL 3.x handoff is under way (its checkpointOwner
+    # cleared): for a handoff stuck past its timeout.
+    force: bool = False
 
     def to_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {}
@@ -77,6 +80,8 @@ class ControlRequest:
             args["change_id"] = self.change_id
         if self.note:
             args["note"] = self.note
+        if self.force:
+            args["force"] = True
         return args
 
     @classmethod
@@ -91,6 +96,7 @@ class ControlRequest:
                 change_id=args.get("change_id"),
                 actor=command.actor,
                 note=args.get("note"),
+                force=bool(args.get("force", False)),
             )
         except (ValueError, KeyError) as exc:
             raise ControlError(f"command #{command.id} is malformed: {exc}") from None
