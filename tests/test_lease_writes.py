@@ -150,9 +150,12 @@ async def test_a_handoff_keeps_the_holder_renewing_until_it_assigns(dynamodb: An
     newcomer.checkpoint_owner = None
     assert not await table.renew(newcomer)
     assert not await table.checkpoint(newcomer, SEQ, 1)
-    # An operator's fence waits for the handoff.
+    # An operator's fence that did not see the handoff is refused (one that did is the
+    # store's to refuse, unless forced: test_a_forced_change_ends_the_handoff_it_saw).
     fresh = await table.get("shardId-1", None)
-    assert fresh is not None and not await table.fence(fresh, "TRIM_HORIZON", 0)
+    assert fresh is not None and fresh.checkpoint_owner == "old"
+    fresh.checkpoint_owner = None
+    assert not await table.fence(fresh, "TRIM_HORIZON", 0)
     # Completed by the holder: the new owner holds it at the checkpoint written.
     stale = await table.get("shardId-1", None)
     assert stale is not None
