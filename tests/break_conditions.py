@@ -43,8 +43,22 @@ BREAKS: dict[str, tuple[str, str, str]] = {
     ),
     "release: counter and owner": (
         TABLE,
-        'ConditionExpression="leaseCounter = :c AND leaseOwner = :me",',
-        f'ConditionExpression="leaseCounter = :c AND leaseOwner = :me{ANY}",',
+        'ConditionExpression="leaseCounter = :c AND leaseOwner = :me "',
+        'ConditionExpression="(leaseCounter = :c AND leaseOwner = :me) "\n'
+        '            "OR attribute_exists(leaseKey) "',
+    ),
+    "release: no handoff under way": (
+        TABLE,
+        '"AND attribute_not_exists(checkpointOwner)",\n            ExpressionAttributeValues={\n'
+        '                ":c"',
+        '"AND (attribute_not_exists(checkpointOwner) OR attribute_exists(leaseKey))",\n'
+        '            ExpressionAttributeValues={\n                ":c"',
+    ),
+    "nudge: the owner seen, no handoff under way": (
+        TABLE,
+        'ConditionExpression="leaseOwner = :owner AND attribute_not_exists(checkpointOwner)",',
+        'ConditionExpression="(leaseOwner = :owner AND attribute_not_exists(checkpointOwner))'
+        f'{ANY}",',
     ),
     "checkpoint: counter": (
         TABLE,

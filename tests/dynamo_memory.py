@@ -3,7 +3,9 @@ operations and the expression language shard-console's lease code uses, with Dyn
 semantics for them (a condition is checked and the update applied as one step; a failed
 condition raises ConditionalCheckFailedException and changes nothing). It answers in
 microseconds where moto's server takes milliseconds, so thousands of protocol steps run in
-seconds; tests/test_lease_model.py checks it against moto's server, write for write.
+seconds. tests/test_lease_writes.py runs every test on it and on moto's server alike (the
+KCL 3.x writes, the 2.x ones it shares, the coordinator's); the companion table's operations
+are exercised here only through the model.
 
 Faults are injected where the network is: :meth:`MemoryDynamo.client` hands each worker a
 client whose next write can be dropped (never applied) or have its answer lost (applied, then

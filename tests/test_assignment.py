@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import replace
 
 from console.checkpoints.leases import Lease
-from console.engine.ownership.assignment import Assigner, Move, Why
+from console.engine.ownership.assignment import DEAD_EXPIRY, Assigner, Move, Why
 from console.engine.ownership.taker import LeaseObserver
 
 FAILOVER = 10.0
@@ -71,7 +71,7 @@ def test_only_workers_with_a_fresh_row_receive_and_live_leases_stay() -> None:
 def test_a_dead_workers_leases_expire_sooner_when_its_row_says_so() -> None:
     leases = [lease(0, "dead"), lease(1, "live")]
     obs = observed(leases)
-    early = 0.75 * FAILOVER
+    early = DEAD_EXPIRY * FAILOVER
     scan(obs, leases, early)
     plan = assigner().plan(obs, ["live"], early, dead=["dead"])
     assert [(m.lease.key, m.why) for m in plan] == [("shard-0", Why.EXPIRED)]

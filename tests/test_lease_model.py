@@ -1,8 +1,10 @@
 """The lease protocols checked as a model: Hypothesis drives the real fleet workers
 (console.engine.ownership: AssignedOwnership for KCL 3.x, LeaseOwnership for KCL 2.x) step by
-step, over an in-memory DynamoDB with its conditional-write semantics (tests/dynamo_memory.py,
-checked against moto's server below), through random interleavings of their loops, crashes,
-pauses, dropped writes, lost answers, clock drift and wall-clock skew, and operator rewinds.
+step, over an in-memory DynamoDB with its conditional-write semantics (tests/dynamo_memory.py;
+tests/test_lease_writes.py runs its writes on it and on moto alike), through random
+interleavings of their loops (a loop's round runs whole: races inside one round are not
+explored), crashes, graceful stops, pauses, dropped writes, lost answers, clock drift and
+wall-clock skew, and operator rewinds.
 
 Each worker's loops are its methods, called one round at a time (coordinate, discover, take,
 renew, report), and a reader per worker stands for the consumer: it reads the shards its
@@ -20,7 +22,9 @@ Invariants, after every step:
 * **checkpoints never move back** but by an operator's rewind;
 * **no child is read before its parents are done** (their leases say SHARD_END);
 
-and at the end, every worker resumed and the network healed, the fleet runs on its own:
+and at the end, every worker resumed and the network healed, the fleet runs on its own, each
+loop at its own period (discovery's as the worker sets it: every minute while holding leases,
+sooner when nudged):
 **every unfinished lease whose parents are done is owned by a running worker** within a bound
 (the failures it may have to wait out: its holder's expiry, a dead leader's lock, an
 assignment to a worker that died just before; see :meth:`LeaseProtocol.settle`), and every
@@ -342,6 +346,17 @@ class LeaseProtocol(RuleBasedStateMachine):
         w = data.draw(st.sampled_from([w for w in self.workers if w.running]))
         w.running = False  # kill -9: nothing more from it, its rows and leases left as they are
 
+    @precondition(lambda self: sum(w.live for w in self.workers) > 1)
+    @rule(data=st.data())
+    def leave(self, data: st.DataObject) -> None:
+        """A worker stopped gracefully: its leases given back (or handed over), its lock and
+        metric row gone."""
+        w = data.draw(st.sampled_from(self.live()))
+        w.own.quiesce()
+        self.run(w.reader.flush())  # the consumer's stop: batches finished, checkpoints flushed
+        self.run(w.own.leave())
+        w.running = False
+
     @rule(data=st.data())
     def pause(self, data: st.DataObject) -> None:
         live = self.live()
@@ -431,6 +446,7 @@ class LeaseProtocol(RuleBasedStateMachine):
         bound = 3 * FAILOVER + 3 * interval if self.assigned else 3 * FAILOVER
         bound += FAILOVER / 3
         waiting: dict[str, float] = {}
+        due: dict[tuple[str, str], float] = {}  # (worker, loop) -> when it runs next
         step = 0
         while self.now - start < 60 * FAILOVER:
             table = self._table()
@@ -440,13 +456,12 @@ class LeaseProtocol(RuleBasedStateMachine):
             step += 1
             for w in live:
                 self.run(w.own.watch())
-                if step % 4 == 0:
-                    self.run(self._round(w, "renew"))
-                if step % 3 == 0:
-                    self.run(self._round(w, "lead"))
-                    self.run(self._round(w, "discover"))
-                if step % 6 == 0:
-                    self.run(self._round(w, "report"))
+                for loop in ("renew", "lead", "discover", "report"):
+                    if self.now >= due.get((w.name, loop), 0.0) or (
+                        loop == "discover" and self._woken(w)
+                    ):
+                        self.run(self._round(w, loop))
+                        due[(w.name, loop)] = self.now + self._period(w, loop)
                 for sid in list(w.own.held):
                     allowance = w.own.allowance(sid)
                     if allowance is Allowance.HAND_OFF:
@@ -467,6 +482,29 @@ class LeaseProtocol(RuleBasedStateMachine):
         assert all(table.get(s) == SHARD_END for s in IDS), f"not read to the end: {table}"
         for sid, indexes in self.read.items():
             assert set(indexes) >= set(range(RECORDS)), f"{sid}: records lost ({indexes})"
+
+    @staticmethod
+    def _period(w: Worker, loop: str) -> float:
+        """Each loop's period as the worker's own timers set it."""
+        own = w.own
+        if loop == "renew":
+            return own.renew_interval
+        if isinstance(own, AssignedOwnership):
+            return {
+                "lead": own.assign_interval,
+                "discover": own._look_every(),
+                "report": own.report_interval,
+            }[loop]
+        return own.take_interval if loop == "lead" else 3600.0
+
+    @staticmethod
+    def _woken(w: Worker) -> bool:
+        """Discovery woken early (the leader assigned this worker a lease, a nudge seen)."""
+        found = getattr(w.own, "_found", None)
+        if found is None or not found.is_set():
+            return False
+        found.clear()
+        return True
 
     def _tell(self) -> None:
         """What the run went through, in Hypothesis's statistics (--hypothesis-show-statistics):

@@ -142,6 +142,10 @@ async def test_a_handoff_keeps_the_holder_renewing_until_it_assigns(dynamodb: An
     # The holder's renewal as owner fails; as checkpointOwner it goes on, and checkpoints.
     assert not await table.renew(holder)
     holder.checkpoint_owner, holder.owner = "old", "new"
+    # A release (a stop) names no owner away during a handoff: it completes it instead.
+    releasing = await table.get("shardId-1", None)
+    assert releasing is not None and releasing.owner == "new"
+    assert not await table.release(releasing)
     assert await table.renew(holder, 1.5)
     assert await table.checkpoint(holder, SEQ, 0)
     # The new owner is not the holder yet: no renewal, no checkpoint of its own.
@@ -228,6 +232,10 @@ async def test_a_leaders_nudge_reaches_the_holder_in_its_next_writes_answer(
     assert await table.nudge(seen, 1_800_000_001.5)
     assert await table.checkpoint(holder, SEQ, 0)
     assert holder.nudge == 1_800_000_001.5
+    # Not during a handoff: the holder would see it, not the worker it goes to.
+    leader = await table.get("shardId-1", None)
+    assert leader is not None and await table.hand_off(leader, "b")
+    assert not await table.nudge(seen, 1_800_000_002.5)
 
 
 async def test_a_forced_change_ends_the_handoff_it_saw(dynamodb: Any) -> None:
@@ -249,3 +257,49 @@ async def test_a_forced_change_ends_the_handoff_it_saw(dynamodb: Any) -> None:
     assert after is not None
     assert (after.owner, after.checkpoint_owner, after.checkpoint) == ("new", None, "TRIM_HORIZON")
     assert not await table.renew(holder)  # the old holder lets go
+
+
+async def test_a_stale_copy_neither_checkpoints_nor_fences(dynamodb: Any) -> None:
+    """The counter guards a holder's checkpoint and an operator's change alike: a copy read
+    before another write of the lease is refused, even with the right owner."""
+    table = LeaseTable(dynamodb, unique("app"))
+    await table.ensure(create=True)
+    await table.create("shardId-1", "TRIM_HORIZON")
+    first = await table.get("shardId-1", None)
+    assert first is not None and await table.assign(first, "a")
+    stale = await table.get("shardId-1", None)
+    current = await table.get("shardId-1", None)
+    assert stale is not None and current is not None
+    assert await table.renew(current)
+    assert not await table.checkpoint(stale, SEQ, 0)
+    assert not await table.fence(stale, SEQ, 0, keep_holder=True)
+    after = await table.get("shardId-1", None)
+    assert after is not None and after.checkpoint == "TRIM_HORIZON"
+
+
+async def test_children_are_recorded_only_on_a_lease_that_exists(dynamodb: Any) -> None:
+    table = LeaseTable(dynamodb, unique("app"))
+    await table.ensure(create=True)
+    assert not await table.set_children("shardId-9", ("shardId-10",))
+    assert await table.get("shardId-9", None) is None  # no item made of the children alone
+
+
+async def test_an_assignment_refuses_owners_it_did_not_see(dynamodb: Any) -> None:
+    """A leader's scan that saw no owner (or no handoff) does not overwrite one made since
+    without a counter bump: a handoff begun by another leader, say."""
+    table = LeaseTable(dynamodb, unique("app"))
+    await table.ensure(create=True)
+    await table.create("shardId-1", "TRIM_HORIZON")
+    holder = await table.get("shardId-1", None)
+    assert holder is not None and await table.assign(holder, "old")
+    scanned = await table.get("shardId-1", None)
+    other = await table.get("shardId-1", None)
+    assert scanned is not None and other is not None
+    assert await table.hand_off(other, "new")  # no counter bump
+    assert not await table.assign(scanned, "third")  # it saw no checkpointOwner
+    unowned_view = await table.get("shardId-1", None)
+    assert unowned_view is not None
+    unowned_view.owner = unowned_view.checkpoint_owner = None
+    assert not await table.assign(unowned_view, "third")  # it saw no owner
+    final = await table.get("shardId-1", None)
+    assert final is not None and (final.owner, final.checkpoint_owner) == ("new", "old")

@@ -17,7 +17,7 @@ from console.checkpoints.leases.errors import (
     LeaseTableUnavailable,
     MalformedLease,
 )
-from console.checkpoints.leases.items import NUDGE, Lease, lease_of, new_item
+from console.checkpoints.leases.items import NUDGE, SHARD_END, Lease, lease_of, new_item
 
 GSI = "LeaseOwnerToLeaseKeyIndex"
 CLIENT_VERSION_ENTITY = "CLIENT_VERSION_MIGRATION"
@@ -306,13 +306,15 @@ class LeaseTable:
 
     async def release(self, lease: Lease) -> bool:
         """Give the lease back (the KCL's evict): REMOVE leaseOwner, counter+1, conditional on
-        the owner and the counter."""
+        the owner, the counter and no handoff under way (a release must not remove the owner a
+        handoff names)."""
         ok = await self._conditional(
             "update_item",
             f"releasing lease {lease.key}",
             Key={"leaseKey": {"S": lease.key}},
             UpdateExpression="SET leaseCounter = :next REMOVE leaseOwner",
-            ConditionExpression="leaseCounter = :c AND leaseOwner = :me",
+            ConditionExpression="leaseCounter = :c AND leaseOwner = :me "
+            "AND attribute_not_exists(checkpointOwner)",
             ExpressionAttributeValues={
                 ":c": {"N": str(lease.counter)},
                 ":next": {"N": str(lease.counter + 1)},
@@ -347,6 +349,7 @@ class LeaseTable:
         where a leader assigns): the owner stays; its next write fails, it reads the lease
         again and reads on from here; nobody else may read meanwhile."""
         handing = lease.checkpoint_owner
+        keep = keep_holder and checkpoint != SHARD_END  # a finished lease is nobody's work
         ok = await self._set_checkpoint(
             lease,
             checkpoint,
@@ -355,10 +358,9 @@ class LeaseTable:
             condition="leaseCounter = :c AND "
             + ("checkpointOwner = :from" if handing else "attribute_not_exists(checkpointOwner)"),
             values={":from": {"S": handing}} if handing else None,
-            remove=("" if keep_holder else "leaseOwner, ")
-            + ("checkpointOwner, " if handing else ""),
+            remove=("" if keep else "leaseOwner, ") + ("checkpointOwner, " if handing else ""),
         )
-        if ok and not keep_holder:
+        if ok and not keep:
             lease.owner = None
         if ok:
             lease.checkpoint_owner = None
@@ -460,7 +462,7 @@ class LeaseTable:
             f"nudging the holder of lease {lease.key}",
             Key={"leaseKey": {"S": lease.key}},
             UpdateExpression=f"SET {NUDGE} = :at",
-            ConditionExpression="leaseOwner = :owner",
+            ConditionExpression="leaseOwner = :owner AND attribute_not_exists(checkpointOwner)",
             ExpressionAttributeValues={
                 ":at": {"N": f"{at:.3f}"},
                 ":owner": {"S": lease.owner or ""},

@@ -6,17 +6,22 @@ LeaseGracefulShutdownHandler, read in its source).
 Beside the renewer and the watchdog every fleet worker runs (console.engine.ownership.leases),
 four loops:
 
-* the **reporter** writes this worker's row in ``<app>-WorkerMetricStats`` every failover/2:
-  a leader (ours or the KCL's) assigns leases only to workers whose row is fresh;
+* the **reporter** writes this worker's row in ``<app>-WorkerMetricStats``, every failover/2
+  while it holds no lease and every 30 s (the KCL's period) while it does (its renewals say it
+  lives): a leader (ours or the KCL's) assigns leases only to workers whose row is fresh;
 * the **coordinator**, every assignment interval, keeps or contends for the leader's lock in
   ``<app>-CoordinatorState`` (the DynamoDB lock client's item, so a KCL worker and ours never
   both lead); while it leads, it scans the lease table and writes what
   :class:`~console.engine.ownership.assignment.Assigner` plans: every unowned and expired lease
   assigned in one pass, then the load rebalanced by handoffs. Not leading, it scans only every
   other failover time, for the fleet's view;
-* **discovery**, every assignment interval, finds the leases assigned to this worker through
-  the table's ``LeaseOwnerToLeaseKeyIndex`` and reads each from its checkpoint (no write: its
-  first renewal is the first, as the KCL's);
+* **discovery** finds the leases assigned to this worker through the table's
+  ``LeaseOwnerToLeaseKeyIndex``, renews each (conditional on the counter it read: one moved
+  meanwhile is not read here too) and reads it from its checkpoint. It looks every assignment
+  interval while this worker holds no lease or one is being handed to it; else when the
+  leader nudges it (``scNudge`` on a lease it holds, seen in its renewal's answer), or after an
+  operator's change of one of its leases, and otherwise every minute (every 10 s under a KCL
+  leader, which does not nudge);
 * the renewer's failed condition tells of a **handoff**: ``leaseOwner`` is another worker and
   ``checkpointOwner`` this one. The shard's reader finishes the batch in hand, its checkpoint is
   written (conditional on ``checkpointOwner``), and :meth:`AssignedOwnership.hand_over` assigns
@@ -30,9 +35,10 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import replace
 
+from console.checkpoints.base import CheckpointChange
 from console.checkpoints.leases import (
     KCL_ROW_INTERVAL,
     Coordinator,
@@ -41,6 +47,7 @@ from console.checkpoints.leases import (
     LeaseTableError,
     Marks,
     MetricRow,
+    is_operator_change,
     key_of,
     stream_name,
 )
@@ -134,17 +141,21 @@ class AssignedOwnership(LeaseOwnership):
         )
 
     async def leave(self) -> None:
-        """Every lease given back (one being handed over: handed), then the leader's lock
-        released and this worker's metric row removed: the next leader assigns what it held at
-        its first pass."""
-        await super().leave()
-        with contextlib.suppress(LeaseTableError):
-            await self._give_back_unfound()
-        with contextlib.suppress(LeaseTableError):
-            if self.leader_version is not None:
-                await self.coordinator.release_leader(self.worker_id, self.leader_version)
-                self.leader_version = None
+        """This worker's metric row removed first (no leader gives it leases again), every lease
+        given back (one being handed over: handed on), the leases assigned to it and not yet
+        found given back too, then the leader's lock released: the next leader assigns them
+        at its first pass."""
+        with contextlib.suppress(LeaseTableError):  # first: no leader gives it leases again
             await self.coordinator.retire(self.worker_id)
+        try:
+            await super().leave()
+            with contextlib.suppress(LeaseTableError):
+                await self._give_back_unfound()
+        finally:
+            with contextlib.suppress(LeaseTableError):
+                if self.leader_version is not None:
+                    await self.coordinator.release_leader(self.worker_id, self.leader_version)
+                    self.leader_version = None
 
     async def _give_back_unfound(self) -> None:
         """Leases assigned to this worker that it had not found yet: given back too, so the
@@ -263,10 +274,24 @@ class AssignedOwnership(LeaseOwnership):
                     await self.table.assign(replace(lease), to)
 
     async def give_back(self, sid: str) -> bool:
-        entry = self.handing.get(sid)
-        if entry is not None:
-            return await self._complete(sid, entry[0])
-        return await super().give_back(sid)
+        """Released; or, a handoff under way (found by the release's failed condition too),
+        completed: the worker it goes to reads on from the checkpoint just flushed."""
+        if sid not in self.handing:
+            ok = await self.write_lease(sid, self.table.release)
+            if sid not in self.handing:
+                self.drop(sid)
+                return ok is True
+        return await self._complete(sid, self.handing[sid][0])
+
+    async def write(
+        self, changes: Sequence[CheckpointChange], finish: tuple[int, str] | None
+    ) -> set[str]:
+        """As the 2.x worker's; an operator's change of a lease this worker holds keeps it this
+        worker's (3.x), so it is found again at once and read from the new checkpoint."""
+        written = await super().write(changes, finish)
+        if any(is_operator_change(c) for c in changes):
+            self._found.set()
+        return written
 
     # -- the loops ------------------------------------------------------------------------------
 
@@ -339,6 +364,11 @@ class AssignedOwnership(LeaseOwnership):
                 or lease.shard_id in self.held
                 or self.store.marks.get(lease.shard_id, Marks()).skipped
             ):
+                continue
+            # Renewed before it is read: conditional on the counter just read, so a lease the
+            # leader expired and moved meanwhile (this worker slow to look) is not read here too,
+            # and its grace counts from a write that landed.
+            if not await self.table.renew(lease):
                 continue
             self.store.remember([lease])
             self._adopt(lease)
@@ -446,10 +476,15 @@ class AssignedOwnership(LeaseOwnership):
             version = await coordinator.acquire_leader(me, duration_ms, lock)
         if version is not None:
             self.leader_version, self._lock_beat_at, self._lock_seen = version, now, None
+            self.assigner = Assigner(self.failover, self.handoff_timeout, rng=self.rng)
+            self._rows = []  # read afresh at the first pass
             self.events.emit("leader", f"worker {me} leads the assignment of leases")
 
     async def _assign(self, now: float) -> None:
-        if self._passes % 4 == 0 or not self._rows:
+        waiting = any(
+            s.lease.owner is None and not s.lease.finished for s in self.observer.seen.values()
+        )
+        if self._passes % 4 == 0 or not self._rows or waiting:  # who is there, for them
             self._rows = await self.coordinator.metric_rows()
         self._passes += 1
         wall = self.wall()

@@ -47,6 +47,11 @@ class Why(StrEnum):
     HANDOFF_TIMED_OUT = "handoff timed out"
 
 
+# A worker known dead by its stale row: its leases expire once seen unchanged this long (x
+# failover), past its own watchdog's give-up (2/3 failover + a look, 3/4) with a margin.
+DEAD_EXPIRY = 5 / 6
+
+
 @dataclass(frozen=True, slots=True)
 class Move:
     lease: Lease
@@ -80,7 +85,8 @@ class Assigner:
         dead: Collection[str] = (),
     ) -> list[Move]:
         """``dead``: workers known dead by their metric rows (shard-console's, written every
-        failover/2, stale): their leases expire once seen unchanged for 3/4 of the failover
+        failover/2 while holding none, stale): their leases expire once seen unchanged for 5/6
+        of the failover
         time (a renewal missed, whatever the scans' phase), so a leader new to its post does
         not wait a whole one.
 
@@ -97,7 +103,7 @@ class Assigner:
             holder = s.lease.checkpoint_owner or s.lease.owner
             return holder is not None and (
                 observer.expired(s, failover, now)
-                or (holder in dead and observer.expired(s, failover * 0.75, now))
+                or (holder in dead and observer.expired(s, failover * DEAD_EXPIRY, now))
             )
 
         gone = {s.lease.key for s in work if expired(s)}
