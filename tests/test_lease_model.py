@@ -437,13 +437,21 @@ class LeaseProtocol(RuleBasedStateMachine):
         live = self.live()
         tick = FAILOVER / 12
         start = self.now
-        # A lease waits for its holder's expiry (failover), then, 3.x: for a new leader's lock
-        # (failover), and for the expiry again of an assignment to a worker that died with its
-        # metric row still fresh (failover), and the leader's and its new owner's next rounds;
+        # A lease waits for its holder's expiry (failover), then, 3.x: for a dead leader's lock
+        # to be taken over (its duration, seen unchanged from one read of it to a later one,
+        # 4 passes apart), for the expiry again of an assignment to each worker that died with
+        # its metric row still fresh (a failover each: such a worker is told from a live one
+        # only once a lease of its expires), and the leader's and its new owner's next rounds;
         # 2.x: for a taker's round (every failover), twice if the first lost a race. A
         # renewal interval of slack.
-        interval = max(1.0, FAILOVER / 4)
-        bound = 3 * FAILOVER + 3 * interval if self.assigned else 3 * FAILOVER
+        if self.assigned:
+            own = self.workers[0].own
+            assert isinstance(own, AssignedOwnership)
+            interval = own.assign_interval
+            dead = sum(not w.running for w in self.workers)
+            bound = FAILOVER * (1 + max(1, dead)) + own.lock_duration + 7 * interval
+        else:
+            bound = 3 * FAILOVER
         bound += FAILOVER / 3
         waiting: dict[str, float] = {}
         due: dict[tuple[str, str], float] = {}  # (worker, loop) -> when it runs next

@@ -106,6 +106,7 @@ class AssignedOwnership(LeaseOwnership):
         self._lock_read_at = -math.inf
         self._nudges: dict[str, float | None] = {}  # each held lease's nudge, as last seen
         self._incoming = False  # a lease is being handed to this worker: look every pass
+        self._unfound: dict[str, int] = {}  # lease key -> its counter as this leader assigned it
         self._leader_nudges = False  # the leader is shard-console's: it nudges
         # shard-console's own table (operator marks, heartbeats): as often as a metric row.
         self.beat_interval = self.fleet.beat_interval = max(2 * failover, KCL_ROW_INTERVAL)
@@ -477,6 +478,7 @@ class AssignedOwnership(LeaseOwnership):
         if version is not None:
             self.leader_version, self._lock_beat_at, self._lock_seen = version, now, None
             self.assigner = Assigner(self.failover, self.handoff_timeout, rng=self.rng)
+            self._unfound.clear()
             self._rows = []  # read afresh at the first pass
             self.events.emit("leader", f"worker {me} leads the assignment of leases")
 
@@ -502,7 +504,12 @@ class AssignedOwnership(LeaseOwnership):
                 for parent in lease.parents
             )
 
-        moves = self.assigner.plan(self.observer, receivers, now, ready, dead=dead)
+        unfound = self._unfound
+
+        def settled(lease: Lease) -> bool:
+            return unfound.get(lease.key) != lease.counter  # renewed since: its owner has it
+
+        moves = self.assigner.plan(self.observer, receivers, now, ready, dead=dead, settled=settled)
         if not moves:
             return
         gate = asyncio.Semaphore(WRITES_AT_ONCE)
@@ -512,7 +519,10 @@ class AssignedOwnership(LeaseOwnership):
                 lease = replace(move.lease)  # the scan's copy stays as scanned
                 if move.graceful:
                     return await self.table.hand_off(lease, move.to)
-                return await self.table.assign(lease, move.to)
+                ok = await self.table.assign(lease, move.to)
+                if ok:
+                    unfound[lease.key] = lease.counter
+                return ok
 
         done = await asyncio.gather(*(write(m) for m in moves), return_exceptions=True)
         made = [m for m, ok in zip(moves, done, strict=True) if ok is True]

@@ -83,6 +83,7 @@ class Assigner:
         ready: Callable[[Lease], bool] = lambda _: True,
         rebalance: bool = True,
         dead: Collection[str] = (),
+        settled: Callable[[Lease], bool] = lambda _: True,
     ) -> list[Move]:
         """``dead``: workers known dead by their metric rows (shard-console's, written every
         failover/2 while holding none, stale): their leases expire once seen unchanged for 5/6
@@ -94,7 +95,8 @@ class Assigner:
         owner. A lease expires when its holder stops renewing it, handoff or not (the KCL's
         ``actualOwner``): a worker that died handing a lease over does not strand it for the
         handoff timeout. A worker holding an expired lease receives none: its metric row may
-        still be fresh, its renewals are not."""
+        still be fresh, its renewals are not. Only ``settled`` leases are moved to rebalance
+        (one assigned but not yet renewed by its owner has no holder to hand it over)."""
         work = [s for s in observer.seen.values() if not s.lease.finished]
         self._note_handoffs(work, now)
         failover = self.failover
@@ -108,7 +110,9 @@ class Assigner:
 
         gone = {s.lease.key for s in work if expired(s)}
         stalled = {s.lease.checkpoint_owner or s.lease.owner for s in work if s.lease.key in gone}
-        receivers = [w for w in receivers if w not in stalled]
+        # ...unless nobody else is there: a lease of its that expired may be one it was never
+        # told of (assigned, then handed on before it looked), and it is the one left to read.
+        receivers = [w for w in receivers if w not in stalled] or list(receivers)
         if not receivers:
             return []
         weight, by_throughput = _weights([s.lease for s in work])
@@ -134,7 +138,7 @@ class Assigner:
                 continue
             if lease.owner in load:
                 load[lease.owner] += weight(lease)
-                if ready(lease):
+                if ready(lease) and settled(lease):
                     movable[lease.owner].append(lease)
         # Unowned (and timed-out handoffs) first, then expired, the longest waiting first.
         pending.sort(key=lambda p: (p[0], p[1]))
