@@ -168,3 +168,20 @@ def test_a_worker_whose_lease_expired_receives_none_though_its_row_is_fresh() ->
     scan(obs, leases, FAILOVER)
     plan = assigner(max_moves=lambda _: 0).plan(obs, ["stuck", "b"], FAILOVER)
     assert sorted((m.lease.key, m.to) for m in plan) == [("shard-0", "b"), ("shard-2", "b")]
+
+
+def test_the_only_live_worker_receives_though_a_lease_of_its_expired() -> None:
+    """One handed on before it found it, say: it still gets what nobody else can read."""
+    leases = [lease(0, "new", checkpoint_owner="only"), lease(1)]
+    obs = observed(leases)
+    scan(obs, leases, FAILOVER)
+    plan = assigner(max_moves=lambda _: 0).plan(obs, ["only"], FAILOVER)
+    assert sorted((m.lease.key, m.to) for m in plan) == [("shard-0", "only"), ("shard-1", "only")]
+
+
+def test_a_lease_its_owner_has_not_renewed_since_it_was_assigned_stays() -> None:
+    leases = [lease(i, "busy") for i in range(8)]  # 2 moves a pass; 4 would balance
+    plan = assigner().plan(
+        observed(leases), ["busy", "idle"], 1.0, settled=lambda x: x.key == "shard-3"
+    )
+    assert [(m.lease.key, m.to, m.why) for m in plan] == [("shard-3", "idle", Why.REBALANCE)]
