@@ -132,8 +132,8 @@ def choose(
         renewing = observer.live_owners(failover, now)
         renewing[me] = counts[me]
         if available and counts[me] <= min(renewing.values()):
-            rng.shuffle(available)  # one a round: the others may be as light
-            return Choice(tuple(available[:1]), (), target, workers)
+            rng.shuffle(available)
+            return Choice(tuple(available), (), target, workers)
         return Choice((), (), target, workers)
     if available:
         rng.shuffle(available)
