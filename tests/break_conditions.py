@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = "console/checkpoints/leases/table.py"
+HANDOFFS = "console/checkpoints/leases/handoffs.py"
 COORDINATOR = "console/checkpoints/leases/coordinator.py"
 ANY = " OR attribute_exists(leaseKey)"
 ANY_K = " OR attribute_exists(#k) OR attribute_not_exists(#k)"
@@ -55,7 +56,7 @@ BREAKS: dict[str, tuple[str, str, str]] = {
         '            ExpressionAttributeValues={\n                ":c"',
     ),
     "nudge: the owner seen, no handoff under way": (
-        TABLE,
+        HANDOFFS,
         'ConditionExpression="leaseOwner = :owner AND attribute_not_exists(checkpointOwner)",',
         'ConditionExpression="(leaseOwner = :owner AND attribute_not_exists(checkpointOwner))'
         f'{ANY}",',
@@ -96,31 +97,42 @@ BREAKS: dict[str, tuple[str, str, str]] = {
         'ConditionExpression="attribute_exists(leaseKey) OR attribute_not_exists(leaseKey)",',
     ),
     "hand_off: holder as seen": (
-        TABLE,
+        HANDOFFS,
         'ConditionExpression="leaseOwner = :from AND attribute_not_exists(checkpointOwner)",',
         'ConditionExpression="(leaseOwner = :from OR attribute_exists(leaseKey)) '
         'AND attribute_not_exists(checkpointOwner)",',
     ),
     "hand_off: no handoff under way": (
-        TABLE,
+        HANDOFFS,
         'ConditionExpression="leaseOwner = :from AND attribute_not_exists(checkpointOwner)",',
         'ConditionExpression="leaseOwner = :from AND (attribute_not_exists(checkpointOwner)'
         f'{ANY})",',
     ),
     "assign: counter": (
-        TABLE,
+        HANDOFFS,
         'conditions = ["leaseCounter = :c"]',
         f'conditions = ["(leaseCounter = :c{ANY})"]',
     ),
     "assign: owners as seen": (
-        TABLE,
+        HANDOFFS,
         'conditions.append(f"{name} = {label}")',
         'conditions.append(f"({name} = {label} OR attribute_exists(leaseKey))")',
     ),
     "assign: no owner where none was seen": (
-        TABLE,
+        HANDOFFS,
         'conditions.append(f"attribute_not_exists({name})")',
         'conditions.append("attribute_exists(leaseKey)")',
+    ),
+    "decline: by the worker it goes to": (
+        HANDOFFS,
+        'ConditionExpression="leaseOwner = :me AND checkpointOwner = :from",',
+        'ConditionExpression="(leaseOwner = :me OR attribute_exists(leaseKey)) '
+        'AND checkpointOwner = :from",',
+    ),
+    "decline: the holder as seen": (
+        HANDOFFS,
+        'ConditionExpression="leaseOwner = :me AND checkpointOwner = :from",',
+        f'ConditionExpression="leaseOwner = :me AND (checkpointOwner = :from{ANY})",',
     ),
     "migration: first write": (
         COORDINATOR,

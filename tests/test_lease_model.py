@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import pytest
@@ -462,20 +462,7 @@ class LeaseProtocol(RuleBasedStateMachine):
                 break
             self.now += tick
             step += 1
-            for w in live:
-                self.run(w.own.watch())
-                for loop in ("renew", "lead", "discover", "report"):
-                    if self.now >= due.get((w.name, loop), 0.0) or (
-                        loop == "discover" and self._woken(w)
-                    ):
-                        self.run(self._round(w, loop))
-                        due[(w.name, loop)] = self.now + self._period(w, loop)
-                for sid in list(w.own.held):
-                    allowance = w.own.allowance(sid)
-                    if allowance is Allowance.HAND_OFF:
-                        self.run(w.own.hand_over(sid))
-                    elif allowance is Allowance.READ and w.reader.next.get(sid, RECORDS) < RECORDS:
-                        self._read(w, sid)
+            self.on_their_own(live, due)
             self.checkpoints_never_move_back()
             self.one_reader_per_shard()
             for sid in self._unowned(live):
@@ -490,6 +477,25 @@ class LeaseProtocol(RuleBasedStateMachine):
         assert all(table.get(s) == SHARD_END for s in IDS), f"not read to the end: {table}"
         for sid, indexes in self.read.items():
             assert set(indexes) >= set(range(RECORDS)), f"{sid}: records lost ({indexes})"
+
+    def on_their_own(self, live: list[Worker], due: dict[tuple[str, str], float]) -> None:
+        """One tick of the running workers on their own: each loop whose time has come (or
+        whose discovery was woken) runs a round, and every reader reads a record or hands
+        its shard over. ``due``: when each (worker, loop) runs next, kept between ticks."""
+        for w in live:
+            self.run(w.own.watch())
+            for loop in ("renew", "lead", "discover", "report"):
+                if self.now >= due.get((w.name, loop), 0.0) or (
+                    loop == "discover" and self._woken(w)
+                ):
+                    self.run(self._round(w, loop))
+                    due[(w.name, loop)] = self.now + self._period(w, loop)
+            for sid in list(w.own.held):
+                allowance = w.own.allowance(sid)
+                if allowance is Allowance.HAND_OFF:
+                    self.run(w.own.hand_over(sid))
+                elif allowance is Allowance.READ and w.reader.next.get(sid, RECORDS) < RECORDS:
+                    self._read(w, sid)
 
     @staticmethod
     def _period(w: Worker, loop: str) -> float:
@@ -601,3 +607,88 @@ def test_a_quiet_fleet_reads_every_shard_to_its_end(assigned: bool) -> None:
     times = sorted(len(v) for v in machine.read.values())
     if assigned:  # no steal, no expiry: nothing read twice
         assert times == [RECORDS] * len(IDS), machine.read
+
+
+def _fleet_at_work(workers: int) -> tuple[LeaseProtocol, dict[tuple[str, str], float]]:
+    """``workers`` running on their own until each holds a lease and has read from it."""
+    machine = LeaseProtocol()
+    machine.start([1.0] * workers, [0.0] * workers)
+    due: dict[tuple[str, str], float] = {}
+    while not all(w.own.held and w.reader.pending for w in machine.workers):
+        assert machine.now < 10 * FAILOVER, "the fleet never got to work"
+        machine.now += FAILOVER / 12
+        machine.on_their_own(machine.live(), due)
+    return machine, due
+
+
+def _owners(machine: LeaseProtocol) -> dict[str, tuple[str | None, str | None]]:
+    return {
+        i["leaseKey"]["S"]: (
+            i.get("leaseOwner", {}).get("S"),
+            i.get("checkpointOwner", {}).get("S"),
+        )
+        for i in machine.dynamo.items(TABLE)
+    }
+
+
+@pytest.mark.parametrize("then", ["renews", "hands over"])
+def test_a_worker_leaving_declines_a_lease_being_handed_to_it(then: str) -> None:
+    """A lease being handed to a worker that stops gracefully: the worker handing it over
+    keeps it and reads on from where it is, at once (not after the lease expires with the
+    worker gone), and nothing is read twice."""
+    machine, due = _fleet_at_work(2)
+    try:
+        a, b = machine.workers
+        sid = sorted(a.own.held)[0]
+        lease = replace(a.own.held[sid])
+        assert machine.run(a.own.table.hand_off(lease, b.name))  # the leader's move, say
+        machine.run(a.own.renew_round())  # a sees it: finishes the batch in hand
+        assert a.own.allowance(sid) is Allowance.HAND_OFF
+        b.own.quiesce()
+        machine.run(b.reader.flush())
+        machine.run(b.own.leave())
+        b.running = False
+        assert _owners(machine)[sid] == (a.name, None)  # declined: a's again
+        if then == "renews":  # its next renewal sees it: reads on
+            machine.now += a.own.renew_interval
+            machine.run(a.own.renew_round())
+            assert a.own.allowance(sid) is Allowance.READ
+        else:  # it had finished the batch: checkpoints, finds the handoff declined
+            machine._woken(a)  # (woken before, by a nudge say: not what is looked at)
+            machine.run(a.own.hand_over(sid))
+            assert sid not in a.own.held
+            assert machine._woken(a)  # to find it again at once
+            machine.run(a.own.discover())
+            assert a.own.allowance(sid) is Allowance.READ
+        start = machine.now
+        while not all(machine._table().get(s) == SHARD_END for s in IDS):
+            assert machine.now - start < 3 * FAILOVER, "not read to the end"
+            machine.now += FAILOVER / 12
+            machine.on_their_own([a], due)
+            assert b.name not in {owner for owner, _ in _owners(machine).values()}
+        assert not [e.message for e in a.own.events.since(0) if " expired" in e.message]
+        assert all(sorted(v) == list(range(RECORDS)) for v in machine.read.values()), machine.read
+    finally:
+        machine.teardown()
+
+
+def test_a_leader_moves_no_lease_to_a_worker_that_left_since_it_last_looked() -> None:
+    """The leader reads the workers' metric rows every few passes; a worker that left since
+    (its row removed) receives no lease from the next pass's rebalancing."""
+    machine, _ = _fleet_at_work(1)
+    try:
+        a = machine.workers[0]
+        own = a.own
+        assert isinstance(own, AssignedOwnership) and own.leader_version is not None
+        machine._add(1.0, 0.0)
+        b = machine.workers[1]
+        rows = machine.run(own.coordinator.metric_rows())
+        assert rows is not None and {r.worker for r in rows} == {a.name, b.name}
+        machine.run(b.own.leave())  # before it found anything: holds nothing, its row gone
+        b.running = False
+        own._rows, own._passes = rows, 1  # as read a pass ago
+        machine.now += own.assign_interval
+        machine.run(own.coordinate())
+        assert b.name not in {o for pair in _owners(machine).values() for o in pair}
+    finally:
+        machine.teardown()

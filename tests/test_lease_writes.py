@@ -9,6 +9,7 @@ test stand for DynamoDB."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import aioboto3
@@ -303,3 +304,30 @@ async def test_an_assignment_refuses_owners_it_did_not_see(dynamodb: Any) -> Non
     assert not await table.assign(unowned_view, "third")  # it saw no owner
     final = await table.get("shardId-1", None)
     assert final is not None and (final.owner, final.checkpoint_owner) == ("new", "old")
+
+
+async def test_a_handoff_is_declined_only_by_the_worker_it_goes_to(dynamodb: Any) -> None:
+    table = LeaseTable(dynamodb, unique("app"))
+    await table.ensure(create=True)
+    await table.create("shardId-1", SEQ)
+    holder = await table.get("shardId-1", None)
+    assert holder is not None and await table.assign(holder, "old")
+    leader = await table.get("shardId-1", None)
+    assert leader is not None and await table.hand_off(leader, "new")
+    holder.checkpoint_owner, holder.owner = "old", "new"
+    seen = await table.get("shardId-1", None)
+    assert seen is not None
+    assert not await table.decline(replace(seen), "old")  # not the worker it goes to
+    assert not await table.decline(replace(seen, owner="old"), "old")  # ... as the table says
+    wrong = replace(seen, checkpoint_owner="someone")
+    assert not await table.decline(wrong, "new")  # the holder as seen
+    assert await table.decline(seen, "new")
+    assert (seen.owner, seen.checkpoint_owner) == ("old", None)
+    after = await table.get("shardId-1", None)
+    assert after is not None
+    assert (after.owner, after.checkpoint_owner, after.counter) == ("old", None, holder.counter)
+    assert not await table.decline(replace(seen, owner="new", checkpoint_owner="old"), "new")
+    # The holder's renewal as the checkpointOwner fails now; as the owner, it goes on.
+    assert not await table.renew(holder)
+    holder.owner, holder.checkpoint_owner = "old", None
+    assert await table.renew(holder)

@@ -2,16 +2,17 @@
 itself, one after the other or side by side) share a stream's shards: passive persistence.
 
 :mod:`items` maps lease items to our values and back (pure), :mod:`table` makes the protocol's
-conditional writes, :mod:`companion` keeps shard-console's own table beside it (history,
-commands, pauses, worker heartbeats), :mod:`store` is the
-:class:`~console.checkpoints.base.CheckpointStore` over both. Who takes, renews and gives back
-leases is the engine's (console.engine.ownership.leases). ../shared/LEASES.md has the format
-and the protocol.
+conditional writes (:mod:`handoffs` the KCL 3.x ones; both over :mod:`calls`), :mod:`companion`
+keeps shard-console's own table beside it (history, commands, pauses, worker heartbeats),
+:mod:`store` is the :class:`~console.checkpoints.base.CheckpointStore` over both. Who takes,
+renews and gives back leases is the engine's (console.engine.ownership.leases).
+../shared/LEASES.md has the format and the protocol.
 
 This package's face is below: other modules import from ``console.checkpoints.leases``, never
 from its modules (an import contract in pyproject.toml keeps it so).
 """
 
+from console.checkpoints.leases.calls import error_code
 from console.checkpoints.leases.companion import Companion, Heartbeat, Marks, companion_name
 from console.checkpoints.leases.coordinator import (
     ASSIGNED_VERSIONS,
@@ -25,6 +26,7 @@ from console.checkpoints.leases.coordinator import (
     moved_version,
 )
 from console.checkpoints.leases.errors import LeaseTableError, LeaseTableUnavailable, MalformedLease
+from console.checkpoints.leases.handoffs import GSI
 from console.checkpoints.leases.items import (
     AT_TIMESTAMP,
     LATEST,
@@ -51,10 +53,8 @@ from console.checkpoints.leases.store import (
 )
 from console.checkpoints.leases.table import (
     CLIENT_VERSION_ENTITY,
-    GSI,
     KCL3_VERSIONS,
     LeaseTable,
-    error_code,
     read_leases,
 )
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from console.checkpoints.base import Command, StreamRecord
+from console.checkpoints.leases.calls import error_code, table_error
 from console.checkpoints.leases.errors import LeaseTableError
-from console.checkpoints.leases.table import error_code, table_error
 from console.model import HistoryEntry, Position, Shard
 
 SUFFIX = "-shard-console"

@@ -19,8 +19,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from console.checkpoints.leases.calls import error_code, table_error
 from console.checkpoints.leases.errors import LeaseTableError
-from console.checkpoints.leases.table import error_code, table_error
 
 MIGRATION_KEY = "Migration3.0"
 KCL_ROW_INTERVAL = 30.0  # workerMetricsReporterFreqInMillis

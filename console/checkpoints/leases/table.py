@@ -8,18 +8,14 @@ again may help (throttling, 5xx, a dropped connection), plain LeaseTableError wh
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-from console.checkpoints.leases.errors import (
-    LeaseTableError,
-    LeaseTableUnavailable,
-    MalformedLease,
-)
-from console.checkpoints.leases.items import NUDGE, SHARD_END, Lease, lease_of, new_item
+from console.checkpoints.leases.calls import error_code, table_error
+from console.checkpoints.leases.errors import LeaseTableError, MalformedLease
+from console.checkpoints.leases.handoffs import GSI, AssignmentWrites
+from console.checkpoints.leases.items import SHARD_END, Lease, lease_of, new_item
 
-GSI = "LeaseOwnerToLeaseKeyIndex"
 CLIENT_VERSION_ENTITY = "CLIENT_VERSION_MIGRATION"
 KCL3_VERSIONS = frozenset({"CLIENT_VERSION_3X", "CLIENT_VERSION_3X_WITH_ROLLBACK"})
 
@@ -36,98 +32,10 @@ _INDEX = {
     "Projection": {"ProjectionType": "KEYS_ONLY"},
 }
 
-_RETRYABLE = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "LimitExceededException",
-        "TransactionConflictException",
-    }
-)
 
-
-def error_code(exc: BaseException) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, Mapping):
-        return str(response.get("Error", {}).get("Code", "")) or None
-    return None
-
-
-def table_error(exc: BaseException, table: str, action: str) -> LeaseTableError:
-    """One line an operator can act on, for whatever DynamoDB (or the network) raised."""
-    if isinstance(exc, LeaseTableError):
-        return exc
-    code = error_code(exc)
-    if code == "ResourceNotFoundException":
-        return LeaseTableError(f"lease table '{table}' does not exist ({action})")
-    if code in ("AccessDeniedException", "AccessDenied"):
-        return LeaseTableError(
-            f"access denied on lease table '{table}' while {action}: grant dynamodb:"
-            "DescribeTable, Scan, GetItem, PutItem, UpdateItem, CreateTable on it"
-        )
-    if code in ("UnrecognizedClientException", "InvalidSignatureException"):
-        return LeaseTableError(
-            f"DynamoDB rejected the credentials ({code}) while {action}: check the profile "
-            "or the access keys"
-        )
-    status = 0
-    response = getattr(exc, "response", None)
-    if isinstance(response, Mapping):
-        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    if code in _RETRYABLE or status >= 500 or status == 429:
-        return LeaseTableUnavailable(f"{code} on lease table '{table}' while {action}")
-    if code is None:
-        from botocore import exceptions as bce
-
-        if isinstance(exc, bce.EndpointConnectionError | bce.ConnectTimeoutError):
-            return LeaseTableUnavailable(f"cannot reach DynamoDB while {action}: {exc}")
-        if isinstance(exc, bce.NoCredentialsError):
-            return LeaseTableError("no AWS credentials found for DynamoDB: set AWS_PROFILE")
-        if isinstance(exc, OSError | TimeoutError | bce.HTTPClientError):
-            return LeaseTableUnavailable(
-                f"connection error on lease table '{table}' while {action}: {exc}"
-            )
-    return LeaseTableError(f"{code or type(exc).__name__} while {action}: {exc}")
-
-
-class LeaseTable:
-    """One KCL lease table, through an aiobotocore DynamoDB client the caller owns."""
-
-    def __init__(self, client: Any, name: str) -> None:
-        self.client = client
-        self.name = name
-
-    async def _call(self, op: str, action: str, **kwargs: Any) -> Any:
-        try:
-            return await getattr(self.client, op)(**kwargs)
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                raise
-            raise table_error(exc, self.name, action) from exc
-
-    async def _conditional(self, op: str, action: str, **kwargs: Any) -> bool:
-        return await self._held_write(None, op, action, **kwargs)
-
-    async def _held_write(self, lease: Lease | None, op: str, action: str, **kwargs: Any) -> bool:
-        """A conditional write; with ``lease``, a write to a lease this process holds, whose
-        answer carries the item as written: a leader's nudge on it is noticed (no extra
-        request)."""
-        if lease is not None:
-            kwargs["ReturnValues"] = "ALL_NEW"
-        try:
-            answer = await self._call(op, action, TableName=self.name, **kwargs)
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
-        if lease is not None:
-            nudge = (answer or {}).get("Attributes", {}).get(NUDGE, {}).get("N")
-            with contextlib.suppress(ValueError):
-                lease.nudge = float(nudge) if nudge is not None else None
-        return True
+class LeaseTable(AssignmentWrites):
+    """One KCL lease table, through an aiobotocore DynamoDB client the caller owns: its
+    creation, its reads, and its holders' writes (the 3.x ones: :mod:`handoffs`)."""
 
     # -- the table itself -----------------------------------------------------------------
 
@@ -433,99 +341,6 @@ class LeaseTable:
         )
 
     # -- KCL 3.x ------------------------------------------------------------------------------
-
-    async def owned_keys(self, owner: str) -> list[str]:
-        """The keys of the leases whose ``leaseOwner`` is ``owner``, through the KCL 3.x's
-        index (eventually consistent: read each lease before trusting it), paged."""
-        keys: list[str] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.name,
-            "IndexName": GSI,
-            "KeyConditionExpression": "leaseOwner = :me",
-            "ExpressionAttributeValues": {":me": {"S": owner}},
-        }
-        while True:
-            resp = await self._call("query", f"finding the leases of {owner}", **kwargs)
-            keys.extend(item["leaseKey"]["S"] for item in resp.get("Items", ()))
-            last = resp.get("LastEvaluatedKey")
-            if not last:
-                return keys
-            kwargs["ExclusiveStartKey"] = last
-
-    async def nudge(self, lease: Lease, at: float) -> bool:
-        """A leader's mark on a lease its owner holds: "look for new assignments". The owner
-        sees it in the answer to its next renewal or checkpoint and looks at once, so workers
-        that hold leases need not poll for assignments often. Conditional only on the owner
-        seen; no counter, so nobody's renewal fails for it."""
-        return await self._conditional(
-            "update_item",
-            f"nudging the holder of lease {lease.key}",
-            Key={"leaseKey": {"S": lease.key}},
-            UpdateExpression=f"SET {NUDGE} = :at",
-            ConditionExpression="leaseOwner = :owner AND attribute_not_exists(checkpointOwner)",
-            ExpressionAttributeValues={
-                ":at": {"N": f"{at:.3f}"},
-                ":owner": {"S": lease.owner or ""},
-            },
-        )
-
-    async def hand_off(self, lease: Lease, to: str) -> bool:
-        """The KCL 3.x leader's graceful handoff: ``leaseOwner`` = ``to``, ``checkpointOwner`` =
-        the holder, which checkpoints and then completes it (:meth:`complete_handoff`). No
-        counter bump: the holder keeps renewing. Conditional on the holder and no handoff
-        under way. ``lease`` follows on success."""
-        ok = await self._conditional(
-            "update_item",
-            f"handing lease {lease.key} to {to}",
-            Key={"leaseKey": {"S": lease.key}},
-            UpdateExpression="SET leaseOwner = :to, checkpointOwner = :from",
-            ConditionExpression="leaseOwner = :from AND attribute_not_exists(checkpointOwner)",
-            ExpressionAttributeValues={":to": {"S": to}, ":from": {"S": lease.owner or ""}},
-        )
-        if ok:
-            lease.checkpoint_owner, lease.owner = lease.owner, to
-        return ok
-
-    async def assign(self, lease: Lease, to: str) -> bool:
-        """The KCL 3.x's assignLease: ``leaseOwner`` = ``to``, ``checkpointOwner`` removed,
-        counter+1; conditional on the owners as seen and the counter seen (an owner's renewal
-        in between wins). The leader's assignment of an unowned or expired lease, a handoff's
-        completion by the worker that checkpointed, and the forcing of one not completed in
-        time. ``lease`` follows on success."""
-        values: dict[str, Any] = {
-            ":to": {"S": to},
-            ":c": {"N": str(lease.counter)},
-            ":next": {"N": str(lease.counter + 1)},
-        }
-        conditions = ["leaseCounter = :c"]
-        for name, seen, label in (
-            ("leaseOwner", lease.owner, ":owner"),
-            ("checkpointOwner", lease.checkpoint_owner, ":cpowner"),
-        ):
-            if seen is None:
-                conditions.append(f"attribute_not_exists({name})")
-            else:
-                conditions.append(f"{name} = {label}")
-                values[label] = {"S": seen}
-        switches = ""
-        if lease.owner is not None and lease.owner != to and lease.checkpoint_owner is None:
-            switches = ", ownerSwitchesSinceCheckpoint = :switches"
-            values[":switches"] = {"N": str(lease.owner_switches + 1)}
-        ok = await self._conditional(
-            "update_item",
-            f"assigning lease {lease.key} to {to}",
-            Key={"leaseKey": {"S": lease.key}},
-            UpdateExpression=f"SET leaseOwner = :to, leaseCounter = :next{switches} "
-            "REMOVE checkpointOwner",
-            ConditionExpression=" AND ".join(conditions),
-            ExpressionAttributeValues=values,
-        )
-        if ok:
-            if switches:
-                lease.owner_switches += 1
-            lease.owner, lease.checkpoint_owner = to, None
-            lease.counter += 1
-        return ok
 
     async def client_version(self, items: list[dict[str, Any]] | None = None) -> str | None:
         """The KCL 3.x migration state, where the application keeps one: the single-table

@@ -146,6 +146,7 @@ class AssignedOwnership(LeaseOwnership):
         given back (one being handed over: handed on), the leases assigned to it and not yet
         found given back too, then the leader's lock released: the next leader assigns them
         at its first pass."""
+        await self.stop_loops()  # no metric row written after it is removed
         with contextlib.suppress(LeaseTableError):  # first: no leader gives it leases again
             await self.coordinator.retire(self.worker_id)
         try:
@@ -160,18 +161,30 @@ class AssignedOwnership(LeaseOwnership):
 
     async def _give_back_unfound(self) -> None:
         """Leases assigned to this worker that it had not found yet: given back too, so the
-        next leader assigns them at once rather than once they expire."""
+        next leader assigns them at once rather than once they expire; one still being
+        handed to it is declined, so the worker handing it over keeps it and reads on (else
+        it would complete the handoff to a worker gone, and the lease wait for its expiry).
+        Read again once if the write loses a race (the handoff completed meanwhile, say)."""
         if self.key is None:
             return
-        for key in await self.table.owned_keys(self.worker_id):
-            lease = await self.table.get(key, stream_name(self.key))
-            if (
-                lease is not None
-                and lease.owner == self.worker_id
-                and lease.checkpoint_owner is None
-                and not lease.finished
-            ):
-                await self.table.release(lease)
+        me = self.worker_id
+        for key in await self.table.owned_keys(me):
+            for _ in range(2):
+                lease = await self.table.get(key, stream_name(self.key))
+                if lease is None or lease.owner != me or lease.finished:
+                    break
+                holder = lease.checkpoint_owner
+                if holder in (None, me):
+                    if await self.table.release(lease):
+                        break
+                elif await self.table.decline(lease, me):
+                    self.events.emit(
+                        "lease_declined",
+                        f"declined lease on {lease.shard_id} from worker {holder}: leaving; "
+                        "it reads on",
+                        shard_id=lease.shard_id,
+                    )
+                    break
 
     # -- what the consumer asks -----------------------------------------------------------------
 
@@ -199,11 +212,21 @@ class AssignedOwnership(LeaseOwnership):
         await self._complete(shard_id, to)
 
     async def _complete(self, sid: str, to: str) -> bool:
-        ok = await self.write_lease(sid, lambda lease: self.table.assign(lease, to)) is True
+        """The handoff's last write; not made if it was declined meanwhile (its worker left):
+        the lease is still this worker's then, and is found again at once, from the
+        checkpoint just written."""
+        me = self.worker_id
+
+        async def complete(lease: Lease) -> bool:
+            return lease.checkpoint_owner == me and await self.table.assign(lease, to)
+
+        ok = await self.write_lease(sid, complete) is True
         self.handing.pop(sid, None)
         self.drop(sid)
         if self._progress is not None:
             self._progress.forget(sid)
+        if not ok:
+            self._found.set()
         if ok:
             self.counts["handed"] += 1
             self._set_owner(sid, to)
@@ -238,8 +261,23 @@ class AssignedOwnership(LeaseOwnership):
         moved the counter (an operator's change, which keeps the holder: a rewind, a pause; a
         write of ours whose answer was lost) and the shard stops and is read again from the
         lease as the table has it, with the operator's marks as they are now (discovery
-        adopts it again at once)."""
+        adopts it again at once). A handoff declined (its worker left before it completed:
+        ``leaseOwner`` this one again, the checkpoint as held): ours still, read on."""
         me = self.worker_id
+        if (
+            sid in self.handing
+            and fresh.owner == me
+            and fresh.checkpoint_owner is None
+            and (fresh.checkpoint, fresh.sub) == (lease.checkpoint, lease.sub)
+        ):  # the handoff declined by the worker it went to, as it left: read on
+            to, _ = self.handing.pop(sid)
+            lease.owner, lease.checkpoint_owner = me, None
+            self.events.emit(
+                "lease_kept", f"lease on {sid} kept: worker {to} left before taking it; reading on",
+                shard_id=sid,
+            )  # fmt: skip
+            self.changed.set()
+            return True
         if fresh.checkpoint_owner == me and fresh.owner not in (None, me):
             lease.owner, lease.checkpoint_owner = fresh.owner, me
             if sid not in self.handing:
@@ -271,8 +309,11 @@ class AssignedOwnership(LeaseOwnership):
                 self.drop(sid)
                 if self._progress is not None:
                     self._progress.forget(sid)
+                forced = False
                 with contextlib.suppress(LeaseTableError):
-                    await self.table.assign(replace(lease), to)
+                    forced = await self.table.assign(replace(lease), to)
+                if not forced:  # declined meanwhile, say: still ours, found again
+                    self._found.set()
 
     async def give_back(self, sid: str) -> bool:
         """Released; or, a handoff under way (found by the release's failed condition too),
@@ -483,15 +524,6 @@ class AssignedOwnership(LeaseOwnership):
             self.events.emit("leader", f"worker {me} leads the assignment of leases")
 
     async def _assign(self, now: float) -> None:
-        waiting = any(
-            s.lease.owner is None and not s.lease.finished for s in self.observer.seen.values()
-        )
-        if self._passes % 4 == 0 or not self._rows or waiting:  # who is there, for them
-            self._rows = await self.coordinator.metric_rows()
-        self._passes += 1
-        wall = self.wall()
-        receivers = {r.worker for r in self._rows if r.fresh(wall)}
-        dead = {r.worker for r in self._rows if r.ours and r.worker not in receivers}
         malformed = self.store.malformed
         seen = self.observer.seen
 
@@ -504,12 +536,27 @@ class AssignedOwnership(LeaseOwnership):
                 for parent in lease.parents
             )
 
+        waiting = any(
+            s.lease.owner is None and not s.lease.finished and ready(s.lease) for s in seen.values()
+        )
+        fresh = self._passes % 4 == 0 or not self._rows or waiting
+        if fresh:  # who is there, for them
+            self._rows = await self.coordinator.metric_rows()
+        self._passes += 1
+        wall = self.wall()
+        receivers = {r.worker for r in self._rows if r.fresh(wall)}
+        dead = {r.worker for r in self._rows if r.ours and r.worker not in receivers}
+
         unfound = self._unfound
 
         def settled(lease: Lease) -> bool:
             return unfound.get(lease.key) != lease.counter  # renewed since: its owner has it
 
         moves = self.assigner.plan(self.observer, receivers, now, ready, dead=dead, settled=settled)
+        if moves and not fresh:  # moved only to a worker still there (not one leaving now)
+            self._rows = await self.coordinator.metric_rows()
+            here = {r.worker for r in self._rows if r.fresh(self.wall())}
+            moves = [m for m in moves if m.to in here]
         if not moves:
             return
         gate = asyncio.Semaphore(WRITES_AT_ONCE)

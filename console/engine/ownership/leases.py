@@ -168,13 +168,17 @@ class LeaseOwnership:
     def quiesce(self) -> None:
         self._taking = False
 
-    async def leave(self) -> None:
-        """Stop renewing and taking, and give every lease back (conditionally): the others take
-        them at once, from the checkpoints just flushed."""
+    async def stop_loops(self) -> None:
+        """This worker's loops (taking, renewing, ...) stopped, each awaited."""
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def leave(self) -> None:
+        """Stop renewing and taking, and give every lease back (conditionally): the others take
+        them at once, from the checkpoints just flushed."""
+        await self.stop_loops()
         given = []
         for sid in list(self.held):
             with contextlib.suppress(LeaseTableError):
