@@ -39,6 +39,9 @@ _EXPORTS = {
     "SqliteStore": "console.checkpoints.sqlite",
     "Processor": "console.processors.base",
     "RecordFailed": "console.processors.base",
+    "ParkRecord": "console.processors.base",
+    "FailurePolicy": "console.engine.consume.poison",
+    "ParkedRecord": "console.model",
     "Record": "console.model",
     "ChangeRecord": "console.model",
     "ShardContext": "console.model",
@@ -61,7 +64,10 @@ __all__ = [
     "ControlRequest",
     "DynamoDBSource",
     "EventLog",
+    "FailurePolicy",
     "KinesisSource",
+    "ParkRecord",
+    "ParkedRecord",
     "Position",
     "Processor",
     "Record",
@@ -85,17 +91,19 @@ if TYPE_CHECKING:
     from console.cli.wiring import make_source, open_consumer
     from console.engine.changes.plan import Action, ControlError, ControlRequest, SkipTo
     from console.engine.consume.consumer import Consumer, ConsumerOptions, ConsumerStatus
+    from console.engine.consume.poison import FailurePolicy
     from console.engine.events import EventLog
     from console.model import (
         ChangeRecord,
         Checkpoint,
+        ParkedRecord,
         Position,
         Record,
         Shard,
         ShardContext,
         ShardStatus,
     )
-    from console.processors.base import Processor, RecordFailed
+    from console.processors.base import ParkRecord, Processor, RecordFailed
     from console.sources.aws import AwsSettings
     from console.sources.base import SourceError, StreamSource
     from console.sources.dynamodb import DynamoDBSource

@@ -21,6 +21,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointStatus",
     "HistoryEntry",
+    "ParkedRecord",
     "Position",
     "PositionError",
     "PositionKind",
@@ -378,3 +379,57 @@ class ShardContext:
     stream: str
     shard_id: str
     parent_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedRecord:
+    """A record the processor failed on, set aside so its shard reads on (``--on-failure
+    park``): what it was, where it was, and how it failed. ``id`` is the store's."""
+
+    stream: str
+    shard_id: str
+    sequence_number: str
+    sub_sequence_number: int | None
+    partition_key: str
+    approximate_arrival: float | None
+    data: bytes
+    error_type: str
+    error_message: str
+    traceback: str
+    attempts: int
+    first_failure: float
+    last_failure: float
+    worker_id: str | None = None
+    parked_at: float = 0.0
+    id: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented JSON form (README, "Poison records"): ``data`` as UTF-8 text where
+        it is, else base64, as ``data_encoding`` says."""
+        try:
+            data, encoding = self.data.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            data, encoding = base64.b64encode(self.data).decode("ascii"), "base64"
+        return {
+            "id": self.id,
+            "stream": self.stream,
+            "shard_id": self.shard_id,
+            "sequence_number": self.sequence_number,
+            "sub_sequence_number": self.sub_sequence_number,
+            "partition_key": self.partition_key,
+            "approximate_arrival": format_ts(self.approximate_arrival)
+            if self.approximate_arrival is not None
+            else None,
+            "data": data,
+            "data_encoding": encoding,
+            "error": {
+                "type": self.error_type,
+                "message": self.error_message,
+                "traceback": self.traceback,
+            },
+            "attempts": self.attempts,
+            "first_failure": format_ts(self.first_failure),
+            "last_failure": format_ts(self.last_failure),
+            "worker_id": self.worker_id,
+            "parked_at": format_ts(self.parked_at) if self.parked_at else None,
+        }

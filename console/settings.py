@@ -30,6 +30,7 @@ from console.errors import UsageError
 from console.setting_values import (
     assignment_interval,
     choice,
+    dead_letter,
     failover,
     fan_out,
     flag,
@@ -40,6 +41,7 @@ from console.setting_values import (
     positive,
     records_per_call,
     refresh_rate,
+    retries,
     text,
 )
 
@@ -142,6 +144,23 @@ class Settings:
     processor_timeout: float = setting(
         300.0, non_negative, "a batch not processed within this stops the run (0: wait forever)",
         CONSUMERS, "SECONDS",
+    )  # fmt: skip
+    retries: int = setting(
+        3, retries, "attempts of a batch the processor fails on, with backoff, before "
+        "--on-failure park parks what fails in it", CONSUMERS, "N",
+    )  # fmt: skip
+    on_failure: str = setting(
+        "block", choice("block", "park"), "a batch the processor keeps failing on: block "
+        "(retry until it passes or an operator skips) or park (after the retries, the failing "
+        "records found by bisection and set aside; the shard reads on)", CONSUMERS, "POLICY",
+    )  # fmt: skip
+    max_record_age: float | None = setting(
+        None, positive, "with park: a failing record older than this is parked without "
+        "waiting for the retries", CONSUMERS, "SECONDS", shown="no limit",
+    )  # fmt: skip
+    dead_letter: str | None = setting(
+        None, dead_letter, "with park: where parked records also go: jsonl:PATH",
+        CONSUMERS, "SPEC", shown="the checkpoint database only",
     )  # fmt: skip
     records_per_call: int | None = setting(
         None, records_per_call, "records a read asks for (at most the service's 10,000)",

@@ -207,10 +207,12 @@ async def test_a_version_1_database_is_migrated_in_place(db: str) -> None:
         await store.publish("arn:s", {"version": 7})
         published = await store.snapshot("arn:s")
         assert published is not None and published[1] == {"version": 7}
+        # Version 4's parked table too.
+        assert await store.parked("arn:s") == []
     finally:
         await store.close()
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     conn.close()
 
 

@@ -103,8 +103,32 @@ CREATE TABLE snapshots (
 );
 """
 
+# Version 4: records parked by ``--on-failure park`` (console.checkpoints.sqlite_parked), one
+# row per record: parked again (a crash before the checkpoint moved past it), it stays one.
+_SCHEMA_V4 = """
+CREATE TABLE parked (
+    id INTEGER PRIMARY KEY,
+    stream TEXT NOT NULL,
+    shard_id TEXT NOT NULL,
+    sequence_number TEXT NOT NULL,
+    sub_sequence_number INTEGER NOT NULL DEFAULT -1,
+    partition_key TEXT NOT NULL,
+    approximate_arrival REAL,
+    data BLOB NOT NULL,
+    error_type TEXT NOT NULL,
+    error_message TEXT NOT NULL,
+    traceback TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    first_failure REAL NOT NULL,
+    last_failure REAL NOT NULL,
+    worker_id TEXT,
+    parked_at REAL NOT NULL,
+    UNIQUE (stream, shard_id, sequence_number, sub_sequence_number)
+);
+"""
+
 # MIGRATIONS[i] moves a database from schema version i to i + 1, in one transaction.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

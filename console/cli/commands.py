@@ -92,12 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
 
     from console.cli import attach as attach_cli
+    from console.cli import parked
     from console.cli import tail as tail_cli
     from console.cli.control import add_commands
 
     attach_cli.add_commands(sub, _Parser)
     tail_cli.add_commands(sub, _Parser)
     add_commands(sub, _Parser)
+    parked.add_commands(sub, _Parser)
     return parser
 
 

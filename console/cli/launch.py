@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from console.cli.wiring import Fleet
     from console.engine.api import Engine
     from console.engine.consume.consumer import ConsumerOptions
+    from console.engine.consume.poison import FailurePolicy
     from console.engine.events import EventLog
     from console.headless import LinePrinter
     from console.model import Position
@@ -48,8 +49,22 @@ def consumer_options(settings: Settings, initial: Position) -> ConsumerOptions:
         initial_position=initial,
         processor_timeout=settings.processor_timeout or None,
         fan_out=fan_out_name(settings),
+        failure=failure_policy(settings),
     )
     return ConsumerOptions(**values)
+
+
+def failure_policy(settings: Settings) -> FailurePolicy:
+    """``--retries``, ``--on-failure``, ``--max-record-age``; ``--dead-letter`` and
+    ``--max-record-age`` mean something only with park."""
+    from console.engine.consume.poison import FailurePolicy
+
+    park = settings.on_failure == "park"
+    for name in ("dead_letter", "max_record_age"):
+        if getattr(settings, name) is not None and not park:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} needs --on-failure park (a blocked shard parks nothing)")
+    return FailurePolicy(settings.retries, park, settings.max_record_age)
 
 
 def fan_out_name(settings: Settings) -> str | None:

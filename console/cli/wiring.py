@@ -12,13 +12,14 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from console.checkpoints.base import CheckpointStore, StreamRecord
 from console.checkpoints.leases import ASSIGNED_VERSIONS, V3, Coordinator, LeaseStore
 from console.checkpoints.sqlite import SqliteStore
 from console.config import data_dir, default_db_path
 from console.engine.consume.consumer import Consumer, ConsumerOptions
+from console.engine.consume.poison import Parking
 from console.engine.events import EventLog
 from console.engine.ownership.assigned import AssignedOwnership
 from console.engine.ownership.base import Ownership
@@ -27,6 +28,7 @@ from console.engine.state import EngineState
 from console.errors import ConsoleError, RunError, UsageError
 from console.model import Position, Record, ShardContext
 from console.processors.base import CallableProcessor, Processor
+from console.processors.dead_letter import open_dead_letter
 from console.processors.loader import load_processor
 from console.settings import default
 from console.sources.aws import AwsSettings, open_client
@@ -234,6 +236,11 @@ async def open_consumer(
         source = stream
     sink = as_processor(processor, source.stream)
     options = options or ConsumerOptions()
+    if options.failure.park and fleet is not None:
+        raise UsageError(
+            "--on-failure park keeps parked records in the SQLite checkpoint database; with "
+            "--lease-table it is not built yet: use --on-failure block"
+        )
     async with source, contextlib.AsyncExitStack() as stack:
         info = await describe_at_start(source)
         store: CheckpointStore
@@ -251,7 +258,13 @@ async def open_consumer(
                 data_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
             store = await SqliteStore.open(path)
             stack.push_async_callback(store.close)
-        consumer = Consumer(source, store, sink, options, events, info, ownership)
+        parking = None
+        if options.failure.park:
+            dead_letter = open_dead_letter(options.dead_letter) if options.dead_letter else None
+            if dead_letter is not None:
+                stack.callback(dead_letter.close)
+            parking = Parking(cast(SqliteStore, store), dead_letter)
+        consumer = Consumer(source, store, sink, options, events, info, ownership, parking)
         try:
             if start:
                 await consumer.start()

@@ -118,6 +118,7 @@ class ShardView(NamedTuple):
     records: int = 0  # processed by this run
     bytes: int = 0  # their data's bytes
     errors: Mapping[str, int] = _NO_ERRORS  # met and retried, by kind
+    parked: int = 0  # records parked by this run (--on-failure park)
     timings: Timings = Timings()  # processor time per batch
     last_error: str | None = None
     error_at: float | None = None
@@ -375,6 +376,10 @@ class EngineState:
         errors = dict(view.errors)
         errors[kind] = errors.get(kind, 0) + 1
         self.put(view._replace(errors=MappingProxyType(errors)))
+
+    def count_parked(self, shard_id: str, n: int) -> None:
+        view = self.view(shard_id)
+        self.put(view._replace(parked=view.parked + n))
 
     def processor_time(self, shard_id: str, seconds: float) -> None:
         view = self.view(shard_id)

@@ -90,6 +90,13 @@ METRICS: tuple[MetricDoc, ...] = (
         per_shard=True,
     ),
     MetricDoc(
+        "shard_console_records_parked_total",
+        "counter",
+        "Records parked by --on-failure park (the processor kept failing on them), by shard",
+        "- (the KCL has none)",
+        per_shard=True,
+    ),
+    MetricDoc(
         "shard_console_shard_status",
         "gauge",
         "1 for the shard's current status (active, failing, paused, ...)",
@@ -268,6 +275,11 @@ class ConsumerCollector(Collector):
             _help("shard_console_shard_errors_total"),
             labels=[*labels, "kind"],
         )
+        parked = CounterMetricFamily(
+            "shard_console_records_parked",
+            _help("shard_console_records_parked_total"),
+            labels=labels,
+        )
         status = GaugeMetricFamily(
             "shard_console_shard_status",
             _help("shard_console_shard_status"),
@@ -296,8 +308,9 @@ class ConsumerCollector(Collector):
             took.add_sample(f"{took.name}_sum", tags, timings.total)
             for kind, n in view.errors.items():
                 errors.add_sample("shard_console_shard_errors_total", {**tags, "kind": kind}, n)
+            parked.add_sample("shard_console_records_parked_total", tags, view.parked)
             status.add_sample(status.name, {**tags, "status": view.status.value}, 1)
-        yield from (records, size, behind, age, took, errors, status)
+        yield from (records, size, behind, age, took, errors, parked, status)
         yield from self._process(state, base, base_values)
 
     def _process(self, state: EngineState, base: list[str], values: list[str]) -> Iterator[Metric]:

@@ -4,7 +4,7 @@ A spec is ``null``, ``print``, ``jsonl:PATH`` or ``package.module:function``. A 
 loaded only from that explicit spec: no plugin discovery, no file paths, nothing implicit.
 """
 
-from console.processors.base import CallableProcessor, Processor, RecordFailed
+from console.processors.base import CallableProcessor, ParkRecord, Processor, RecordFailed
 from console.processors.loader import load_processor
 
-__all__ = ["CallableProcessor", "Processor", "RecordFailed", "load_processor"]
+__all__ = ["CallableProcessor", "ParkRecord", "Processor", "RecordFailed", "load_processor"]

@@ -31,6 +31,16 @@ class RecordFailed(Exception):
         self.record = record
 
 
+class ParkRecord(Exception):
+    """Raise this from a processor to park ``record`` at once, without retries (with
+    ``--on-failure park``; with ``block`` it is a failure like any other). The records of the
+    batch before it count as processed; those after it are delivered again."""
+
+    def __init__(self, record: Record, reason: str = "parked by the processor") -> None:
+        super().__init__(reason)
+        self.record = record
+
+
 class Processor(abc.ABC):
     """What the engine calls. Subclass it, or pass ``module:function`` and let
     :class:`CallableProcessor` wrap your callable.

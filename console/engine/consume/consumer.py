@@ -36,6 +36,7 @@ from console.engine.consume.discovery import Discovery
 from console.engine.consume.fanout import FanOut
 from console.engine.consume.options import ConsumerOptions as ConsumerOptions  # noqa: PLC0414
 from console.engine.consume.options import worker_options
+from console.engine.consume.poison import ParkingLot
 from console.engine.consume.runner import ShardRunner
 from console.engine.consume.worker import RecordBudget
 from console.engine.events import EventLog, Level
@@ -73,8 +74,11 @@ class Consumer:
         events: EventLog | None = None,
         info: StreamInfo | None = None,
         ownership: Callable[[EngineState, EventLog], Ownership] | None = None,
+        parking: ParkingLot | None = None,
     ) -> None:
         """``info``: what ``source.describe()`` said, when the caller has asked already.
+        ``parking``: where ``--on-failure park`` puts the records it parks (the store, then a
+        dead-letter destination: console.engine.consume.poison.Parking).
         ``ownership``: makes the strategy that decides who reads which shard, given the
         consumer's snapshot and events (console.cli.wiring chooses it); by default the store's
         whole-stream lock (the store must be a SQLite one: console.engine.ownership.lock)."""
@@ -132,6 +136,7 @@ class Consumer:
             events=self.events,
             options=worker_options(self.options, source),
             budget=budget,
+            parking=parking if self.options.failure.park else None,
             fail=self._fail_run,
             discover_now=self._discover_now.set,
         )

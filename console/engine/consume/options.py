@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from console.engine.consume.fanout import FanOutOptions
+from console.engine.consume.poison import FailurePolicy
 from console.engine.consume.worker import WorkerOptions
 from console.model import Position
 from console.settings import default
@@ -32,6 +33,10 @@ class ConsumerOptions:
     fan_out: str | None = default("fan_out")
     deregister_on_exit: bool = default("deregister_on_exit")
     fan_out_options: FanOutOptions = field(default_factory=FanOutOptions)
+    # What a batch the processor keeps failing on does (console.engine.consume.poison), and
+    # where parked records also go (--dead-letter).
+    failure: FailurePolicy = field(default_factory=FailurePolicy)
+    dead_letter: str | None = default("dead_letter")
 
 
 def worker_options(options: ConsumerOptions, source: StreamSource) -> WorkerOptions:
@@ -44,4 +49,5 @@ def worker_options(options: ConsumerOptions, source: StreamSource) -> WorkerOpti
         backoff_cap=options.backoff_cap,
         processor_backoff_cap=options.processor_backoff_cap,
         processor_timeout=options.processor_timeout,
+        failure=options.failure,
     )

@@ -21,6 +21,7 @@ from console.checkpoints.base import CheckpointStore
 from console.engine.consume.checkpointing import Checkpointer
 from console.engine.consume.discovery import Discovery
 from console.engine.consume.feeds import Feed
+from console.engine.consume.poison import ParkingLot
 from console.engine.consume.scheduling import Act, ShardFacts, decide, start_position
 from console.engine.consume.worker import (
     ProcessorHung,
@@ -65,6 +66,7 @@ class ShardRunner:
         options: WorkerOptions,
         budget: RecordBudget | None,
         fail: Callable[[str], None],
+        parking: ParkingLot | None = None,
         discover_now: Callable[[], None],
     ) -> None:
         """``fail(reason)`` fails the whole run; ``discover_now()`` asks for a listing."""
@@ -79,6 +81,7 @@ class ShardRunner:
         self._worker_options = options
         self.pacers = Pacers(options.min_call_interval)  # shared with the records browser
         self._budget = budget
+        self._parking = parking
         self._fail = fail
         self._discover_now = discover_now
         # Off until the consumer runs (start applies pending commands before any read) and
@@ -257,6 +260,9 @@ class ShardRunner:
             feed=self.feed_for(sid) if self.feed_for is not None else None,
             ctx=ShardContext(self.source.stream, sid, shard.parents),
             budget=self._budget,
+            parking=self._parking,
+            worker_id=getattr(self.ownership, "worker_id", None),
+            key=self.key,
             on_children=self._on_children,
             on_retention_loss=lambda message, lost: self._retention_loss(
                 sid, message, lost, Position.trim_horizon()

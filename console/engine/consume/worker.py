@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TypeVar
 
 from console.checkpoints.base import CheckpointChange
 from console.engine.consume.checkpointing import Checkpointer
 from console.engine.consume.feeds import Feed, PollingFeed
+from console.engine.consume.poison import Failure, FailurePolicy, ParkingLot, isolate, named, parked
 from console.engine.events import EventLog, Level
 from console.engine.read.pacing import Pacer
 from console.engine.read.resume import drop_through, fetch_plan
@@ -37,7 +38,7 @@ from console.model import (
     ShardStatus,
     seq_int,
 )
-from console.processors.base import Processor, RecordFailed
+from console.processors.base import ParkRecord, Processor
 from console.settings import default
 from console.sources.base import (
     ExpiredIteratorError,
@@ -71,6 +72,7 @@ class WorkerOptions:
     backoff_cap: float = 10.0
     processor_backoff_cap: float = 30.0
     processor_timeout: float | None = default("processor_timeout")
+    failure: FailurePolicy = field(default_factory=FailurePolicy)
 
 
 class RecordBudget:
@@ -106,11 +108,17 @@ class ShardWorker:
         on_retention_loss: Callable[[str, Position], None] | None = None,
         pacer: Pacer | None = None,
         feed: Feed | None = None,
+        parking: ParkingLot | None = None,
+        worker_id: str | None = None,
+        key: str | None = None,
     ) -> None:
         """``on_retention_loss(message, position lost)``: the stream no longer holds the
         position; the worker reads on from TRIM_HORIZON (the runner says so and records it).
         ``pacer``: the shard's GetRecords budget, shared with the records browser.
-        ``feed``: where batches come from (default: GetRecords polling at the pacer's pace)."""
+        ``feed``: where batches come from (default: GetRecords polling at the pacer's pace).
+        ``parking``: where records the processor keeps failing on go, with ``--on-failure
+        park`` (console.engine.consume.poison); ``worker_id`` is written with them, and
+        ``key``, the store's key for the stream (its ARN; default: the stream's name)."""
         self.shard = shard  # discovery replaces it when the shard closes
         self.start = start
         self.source = source
@@ -128,6 +136,9 @@ class ShardWorker:
         self.pacer = pacer or Pacer(options.min_call_interval)
         self.feed: Feed = feed or PollingFeed(source, shard.shard_id, self.pacer, state)
         state.update(shard.shard_id, mode=self.feed.mode)
+        self.parking = parking
+        self.worker_id = worker_id
+        self.key = key or ctx.stream
         self.position = start
         self.arrival: float | None = None
 
@@ -270,41 +281,98 @@ class ShardWorker:
         return seq_int(seq) >= seq_int(ending)
 
     async def _process(self, records: list[Record]) -> bool:
-        """Hand the batch to the processor until it returns. False if stopped while retrying."""
+        """Hand the batch to the processor until it returns. False if stopped while retrying.
+        With ``--on-failure park``, after the retries (or at once for a record too old, or one
+        the processor parks): the failing records parked, the others processed."""
         backoff = Backoff(self.options.backoff_base, self.options.processor_backoff_cap)
-        timeout = self.options.processor_timeout
+        policy = self.options.failure
+        failure: Failure | None = None
         while True:
-            began = time.perf_counter()
-            try:
-                async with asyncio.timeout(timeout):
-                    await self.processor.process(records, self.ctx)
-            except TimeoutError:
-                raise ProcessorHung(
-                    f"processor {self.processor.name} did not return within {timeout:g} s on "
-                    f"{self.shard_id}: the run stops; nothing after the last checkpoint is lost"
-                ) from None
-            except RecordFailed as exc:
-                index = next((i for i, r in enumerate(records) if r is exc.record), 0)
-                if index:
-                    # The records before the failing one were processed: keep that progress.
-                    last = records[index - 1]
-                    self.position = Position.after_sequence(
-                        last.sequence_number, last.sub_sequence_number
-                    )
-                    self.arrival = last.approximate_arrival
-                    self.checkpointer.advance(self.shard_id, self.position, self.arrival)
-                    records = records[index:]
-                self._processor_failed(records[0], exc)
-            except Exception as exc:
-                self._processor_failed(records[0], exc)
-            else:
-                self.state.processor_time(self.shard_id, time.perf_counter() - began)
+            exc = await self._deliver(records)
+            if exc is None:
                 if self.failing_record is not None:
                     self.failing_record = None
                     self._recovered()
                 return True
+            index = named(records, exc)
+            if index:
+                # The records before the failing one were processed: keep that progress.
+                last = records[index - 1]
+                self.position = Position.after_sequence(
+                    last.sequence_number, last.sub_sequence_number
+                )
+                self.arrival = last.approximate_arrival
+                self.checkpointer.advance(self.shard_id, self.position, self.arrival)
+                records = records[index:]
+            now = time.time()
+            if failure is None or index:
+                failure = Failure(exc, 1, now, now)
+            else:
+                failure = Failure(exc, failure.attempts + 1, failure.first, now)
+            self._processor_failed(records[0], exc)
+            if policy.park and self.parking is not None and self._give_up(records, failure):
+                return await self._park(records, failure)
             if await self._sleep(backoff.next_delay()):
                 return False
+
+    async def _deliver(self, records: list[Record]) -> BaseException | None:
+        """One call of the processor: the exception it raised, or None once it returned."""
+        timeout = self.options.processor_timeout
+        began = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                await self.processor.process(records, self.ctx)
+        except TimeoutError:
+            raise ProcessorHung(
+                f"processor {self.processor.name} did not return within {timeout:g} s on "
+                f"{self.shard_id}: the run stops; nothing after the last checkpoint is lost"
+            ) from None
+        except Exception as exc:
+            return exc
+        self.state.processor_time(self.shard_id, time.perf_counter() - began)
+        return None
+
+    def _give_up(self, records: list[Record], failure: Failure) -> bool:
+        """Whether to stop retrying the batch and park what fails in it."""
+        policy = self.options.failure
+        if isinstance(failure.exc, ParkRecord) or failure.attempts >= policy.retries:
+            return True
+        oldest = records[0].approximate_arrival
+        age = policy.max_record_age
+        return age is not None and bool(oldest) and time.time() - oldest > age
+
+    async def _park(self, records: list[Record], failure: Failure) -> bool:
+        """The failing records found and parked, the others processed. A parking lot that
+        cannot take them blocks the shard (retried with backoff; nothing dropped) until it
+        can. False if stopped meanwhile."""
+        assert self.parking is not None
+        found = await isolate(records, failure, self._deliver)
+        sid = self.shard_id
+        items = [parked(self.key, sid, r, f, self.worker_id) for r, f in found]
+        backoff = Backoff(self.options.backoff_base, self.options.processor_backoff_cap)
+        while True:
+            try:
+                await self.parking.park(items)
+                break
+            except Exception as exc:
+                reason = f"cannot park {len(items)} record(s): {exc}; blocking until it can"
+                self.state.set_status(sid, ShardStatus.FAILING, reason)
+                self.events.emit("park_failed", f"{sid}: {reason}", level=Level.ERROR,
+                                 shard_id=sid)  # fmt: skip
+                if await self._sleep(backoff.next_delay()):
+                    return False
+        self.state.count_parked(sid, len(items))
+        for item in items:
+            self.events.emit(
+                "record_parked",
+                f"{sid}: parked record {item.sequence_number} after {item.attempts} "
+                f"attempt(s): {item.error_type}: {item.error_message}",
+                level=Level.WARNING,
+                shard_id=sid,
+            )
+        self.failing_record = None
+        self._recovered()
+        return True
 
     def _processor_failed(self, record: Record, exc: BaseException) -> None:
         reason = f"processor raised {type(exc).__name__}: {exc}"

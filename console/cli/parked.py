@@ -1,0 +1,226 @@
+"""``shard-console parked list|show|drop|redrive``: the records ``--on-failure park`` set aside.
+
+They are kept in the SQLite checkpoint database beside the checkpoints. ``redrive`` delivers
+each one again to a processor (``--processor SPEC``, in this process: with no consumer running
+on the stream) and removes it once the processor returns; ``drop`` removes it, with the reason
+in the history. Both ask first (``--yes`` does not); both are refused with ``--read-only``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from console.cli.control import JSON_HELP, approved
+from console.cli.stores import open_store, print_rows, settings_of, store_flags
+from console.errors import RunError, UsageError
+from console.settings import CHANGE, READ
+
+if TYPE_CHECKING:
+    from console.checkpoints.sqlite import SqliteStore
+    from console.model import ParkedRecord
+
+
+def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
+    parked = sub.add_parser("parked", help="records --on-failure park set aside: list, redrive")
+    store_flags(parked, READ)
+    parked.add_argument("--json", action="store_true", help=JSON_HELP)
+    parked.set_defaults(handler=cmd_list, shard=None)
+    what = parked.add_subparsers(dest="what", metavar="list|show|drop|redrive",
+                                 parser_class=parser_class)  # fmt: skip
+    listing = what.add_parser("list", help="one line per parked record, oldest first")
+    listing.add_argument("shard", nargs="?", metavar="SHARD", help="only this shard's")
+    store_flags(listing, READ, given_only=True)
+    listing.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
+    listing.set_defaults(handler=cmd_list)
+    show = what.add_parser("show", help="one parked record: its data and its error")
+    show.add_argument("id", type=int, metavar="ID", help="its id, as parked list shows it")
+    store_flags(show, READ, given_only=True)
+    show.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
+    show.set_defaults(handler=cmd_show)
+    for name, text in (
+        ("drop", "remove parked records, the reason recorded in the history"),
+        ("redrive", "deliver parked records again to a processor; removed once it returns"),
+    ):
+        p = what.add_parser(name, help=text)
+        p.add_argument("ids", nargs="*", type=int, metavar="ID", help="ids, as parked list shows")
+        p.add_argument("--all", action="store_true", help="every parked record of the stream")
+        store_flags(p, CHANGE, given_only=True)
+        p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        p.add_argument("--dry-run", action="store_true", help="say what would be done")
+        p.add_argument("--json", action="store_true", help=JSON_HELP)
+        if name == "drop":
+            p.add_argument("--reason", metavar="TEXT", help="why, for the history")
+        else:
+            p.add_argument(
+                "--processor", metavar="SPEC", required=True,
+                help="the processor to deliver them to (package.module:function)",
+            )  # fmt: skip
+        p.set_defaults(handler=cmd_drop if name == "drop" else cmd_redrive)
+
+
+def _sqlite(store: Any) -> SqliteStore:
+    from console.checkpoints.sqlite import SqliteStore
+
+    if not isinstance(store, SqliteStore):
+        raise UsageError(
+            "parked records are kept in the SQLite checkpoint database: give --db "
+            "(--on-failure park is not built for --lease-table yet)"
+        )
+    return store
+
+
+def _line(p: ParkedRecord) -> dict[str, Any]:
+    doc = p.to_json()
+    return {
+        "id": p.id,
+        "shard": p.shard_id,
+        "sequence": p.sequence_number,
+        "key": p.partition_key,
+        "error": f"{p.error_type}: {p.error_message}",
+        "attempts": p.attempts,
+        "parked": doc["parked_at"],
+    }
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    async def main() -> int:
+        async with open_store(args) as target:
+            parked = await _sqlite(target.store).parked(target.record.stream, args.shard)
+        if args.json:
+            json.dump([p.to_json() for p in parked], sys.stdout, indent=1)
+            sys.stdout.write("\n")
+            return 0
+        cols = ["id", "shard", "sequence", "key", "attempts", "parked", "error"]
+        print_rows([_line(p) for p in parked], cols, False)
+        return 0
+
+    return asyncio.run(main())
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    async def main() -> int:
+        async with open_store(args) as target:
+            found = await _sqlite(target.store).parked(target.record.stream, ids=[args.id])
+        if not found:
+            raise UsageError(f"no parked record {args.id} on this stream (parked list shows them)")
+        doc = found[0].to_json()
+        if args.json:
+            json.dump(doc, sys.stdout, indent=1)
+            sys.stdout.write("\n")
+            return 0
+        for key in ("id", "stream", "shard_id", "sequence_number", "sub_sequence_number",
+                    "partition_key", "approximate_arrival", "attempts", "first_failure",
+                    "last_failure", "worker_id", "parked_at"):  # fmt: skip
+            print(f"{key:20} {doc[key] if doc[key] is not None else '-'}")
+        print(f"{'error':20} {doc['error']['type']}: {doc['error']['message']}")
+        print(f"data ({doc['data_encoding']}):\n{doc['data']}")
+        print(f"traceback (last frames):\n{doc['error']['traceback'].rstrip()}")
+        return 0
+
+    return asyncio.run(main())
+
+
+async def _chosen(args: argparse.Namespace, store: SqliteStore, stream: str) -> list[ParkedRecord]:
+    if bool(args.ids) == bool(args.all):
+        raise UsageError("name the parked records (ID ...) or give --all")
+    found = await store.parked(stream, ids=None if args.all else args.ids)
+    missing = sorted(set(args.ids) - {p.id for p in found if p.id is not None})
+    if missing:
+        raise UsageError(f"no parked record {', '.join(map(str, missing))} on this stream")
+    return found
+
+
+def _refuse_read_only(args: argparse.Namespace) -> None:
+    if settings_of(args).read_only:
+        raise UsageError("--read-only: parked records are not changed")
+
+
+def _entry(p: ParkedRecord, cause: str, note: str) -> Any:
+    from console.identity import actor_name
+    from console.model import HistoryEntry
+
+    return HistoryEntry(
+        shard_id=p.shard_id, cause=cause, actor=actor_name(), new_position=None,
+        new_status=None, note=f"parked record {p.sequence_number}: {note}",
+    )  # fmt: skip
+
+
+def cmd_drop(args: argparse.Namespace) -> int:
+    _refuse_read_only(args)
+
+    async def main() -> int:
+        async with open_store(args, changes=True) as target:
+            store, stream = _sqlite(target.store), target.record.stream
+            chosen = await _chosen(args, store, stream)
+            print(f"drop {len(chosen)} parked record(s) of {stream}")
+            if not chosen or not approved(args):
+                return 0
+            reason = args.reason or "dropped by an operator"
+            done = await store.unpark(
+                stream, [p.id for p in chosen if p.id is not None],
+                [_entry(p, "drop", reason) for p in chosen],
+            )  # fmt: skip
+        print(f"dropped {done} parked record(s)")
+        return 0
+
+    return asyncio.run(main())
+
+
+def cmd_redrive(args: argparse.Namespace) -> int:
+    _refuse_read_only(args)
+
+    async def main() -> int:
+        from console.processors.loader import load_processor
+
+        async with open_store(args, changes=True) as target:
+            store, stream = _sqlite(target.store), target.record.stream
+            owner = await store.owner(stream)
+            if owner is not None and owner.alive():
+                raise UsageError(
+                    f"a consumer runs on {stream} ({owner.describe()}): stop it first, then "
+                    "redrive (redrive through a running consumer is not built yet)"
+                )
+            chosen = await _chosen(args, store, stream)
+            print(f"redrive {len(chosen)} parked record(s) of {stream} to {args.processor}")
+            if not chosen or not approved(args):
+                return 0
+            processor = load_processor(args.processor, stream)
+            failed = await _redrive(store, stream, chosen, processor)
+        print(f"redriven {len(chosen) - len(failed)} parked record(s)")
+        if failed:
+            raise RunError(
+                f"{len(failed)} record(s) failed again and stay parked: " + "; ".join(failed[:3])
+            )
+        return 0
+
+    return asyncio.run(main())
+
+
+async def _redrive(store: SqliteStore, stream: str, chosen: Sequence[ParkedRecord],
+                   processor: Any) -> list[str]:  # fmt: skip
+    """Each record delivered alone, in each shard's order; removed once the processor
+    returns. What failed again, one line each."""
+    from console.model import Record, ShardContext
+
+    failed: list[str] = []
+    await processor.open()
+    try:
+        for p in sorted(chosen, key=lambda p: (p.shard_id, int(p.sequence_number))):
+            record = Record(p.sequence_number, p.partition_key, p.data,
+                            p.approximate_arrival or 0.0, p.sub_sequence_number)  # fmt: skip
+            try:
+                await processor.process([record], ShardContext(stream, p.shard_id))
+                await processor.flush()
+            except Exception as exc:
+                failed.append(f"{p.id}: {type(exc).__name__}: {exc}")
+                continue
+            assert p.id is not None
+            await store.unpark(stream, [p.id], [_entry(p, "redrive", "processed again")])
+    finally:
+        await processor.close()
+    return failed

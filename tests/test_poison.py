@@ -1,0 +1,307 @@
+"""Poison records (--on-failure park): the failing records found (named, or by bisection),
+parked in the store and the dead-letter file before the checkpoint moves past them, every
+other record processed exactly once and in order; the shard never stalls."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from console.checkpoints.sqlite import SqliteStore
+from console.engine.consume.consumer import Consumer
+from console.engine.consume.poison import Failure, FailurePolicy, Parking, isolate
+from console.model import Record, ShardContext
+from console.processors.base import ParkRecord, RecordFailed
+from console.processors.dead_letter import open_dead_letter
+from console.sources.kinesis import KinesisSource
+from tests.conftest import (
+    FAST,
+    Collect,
+    Kinesis,
+    aws,
+    checkpoints_in,
+    numbered,
+    run_cli,
+    unique,
+    wait_for,
+)
+
+
+def records(n: int) -> list[Record]:
+    return [Record(f"{i:05d}", f"k{i % 7}", f"r{i}".encode(), 0.0) for i in range(n)]
+
+
+class Picky:
+    """A processor that fails a batch holding any poison record; it remembers what it
+    processed (in order) and how often it was called."""
+
+    def __init__(self, poison: set[str], name: bool = False) -> None:
+        self.poison = poison
+        self.name = name
+        self.done: list[str] = []
+        self.calls = 0
+
+    async def __call__(self, batch: list[Record]) -> BaseException | None:
+        self.calls += 1
+        for i, r in enumerate(batch):
+            if r.sequence_number in self.poison:
+                self.done.extend(x.sequence_number for x in batch[:i] if self.name)
+                return RecordFailed(r, "bad") if self.name else ValueError(f"bad {r.data!r}")
+        self.done.extend(r.sequence_number for r in batch)
+        return None
+
+
+@pytest.mark.parametrize(
+    "n, poison", [(1, {0}), (100, {37}), (100, {0, 99}), (1000, {3, 4, 512, 999})]
+)
+async def test_bisection_parks_exactly_the_poison_and_processes_the_rest_once_in_order(
+    n: int, poison: set[int]
+) -> None:
+    batch = records(n)
+    bad = {f"{i:05d}" for i in poison}
+    picky = Picky(bad)
+    first = await picky(batch)
+    assert first is not None
+    found = await isolate(batch, Failure(first, 3, 0.0, 0.0), picky)
+    assert [r.sequence_number for r, _ in found] == sorted(bad)
+    assert picky.done == [r.sequence_number for r in batch if r.sequence_number not in bad]
+    assert all(f.attempts > 3 for _, f in found) or n == 1
+    # k poison records in n: about 2 k log2(n) deliveries, not n.
+    assert picky.calls <= 1 + 2 * len(poison) * max(1, n.bit_length())
+
+
+async def test_a_named_record_is_parked_without_bisection() -> None:
+    batch = records(100)
+    bad = {"00010", "00060"}
+    picky = Picky(bad, name=True)
+    first = await picky(batch)
+    assert first is not None
+    found = await isolate(batch, Failure(first, 3, 0.0, 0.0), picky)
+    assert [r.sequence_number for r, _ in found] == ["00010", "00060"]
+    assert picky.calls == 3  # the batch, the rest after the first, the rest after the second
+    assert picky.done == [r.sequence_number for r in batch if r.sequence_number not in bad]
+
+
+async def test_a_poison_record_is_parked_and_its_shard_reads_on(
+    kinesalite: str, tmp_path: Path
+) -> None:
+    """4 shards, 500 records, 3 the processor fails on without naming them: the other 497
+    processed exactly once, the 3 parked with every field (store and dead-letter file),
+    the checkpoints at each shard's tip."""
+    name = unique()
+    k = Kinesis(kinesalite)
+    await k.create(name, 4)
+    sent = numbered(500, keys=20)
+    poison = {sent[i][1] for i in (17, 250, 499)}
+    await k.put(name, sent)
+    processor = Collect()
+
+    def fail(batch: list[Record], ctx: ShardContext) -> None:
+        bad = [r for r in batch if r.data in poison]
+        if bad:
+            raise ValueError(f"cannot parse {bad[0].data!r} (key AKIAIOSFODNN7EXAMPLE)")
+
+    processor.fail = fail
+    db = tmp_path / "c.db"
+    jsonl = tmp_path / "parked.jsonl"
+    store = await SqliteStore.open(str(db))
+    options = dataclasses.replace(FAST, failure=FailurePolicy(retries=2, park=True))
+    dead_letter = open_dead_letter(f"jsonl:{jsonl}")
+    try:
+        async with (
+            KinesisSource(name, aws(kinesalite)) as source,
+            Consumer(
+                source, store, processor, options, parking=Parking(store, dead_letter)
+            ) as consumer,  # fmt: skip
+        ):
+            await wait_for(lambda: len(processor.seen) >= 497, what="the 497 good records")
+            await wait_for(lambda: sum(v.parked for v in consumer.state.shards.values()) == 3,
+                           what="3 parked")  # fmt: skip
+            await consumer.checkpointer.flush()
+        parked = await store.parked(consumer.discovery.key)
+    finally:
+        dead_letter.close()
+        await store.close()
+    seen = Counter(processor.data())
+    assert set(seen) == {d for _, d in sent} - poison
+    assert set(seen.values()) == {1}  # exactly once: a half that passed is not delivered again
+    assert sorted(p.data for p in parked) == sorted(poison)
+    for p in parked:
+        assert p.stream.endswith(f"stream/{name}") and p.shard_id.startswith("shardId-")
+        assert p.error_type == "ValueError" and "cannot parse" in p.error_message
+        assert "AKIAIOSFODNN7EXAMPLE" not in p.error_message + p.traceback  # redacted
+        assert p.attempts >= 2 and p.first_failure <= p.last_failure and p.partition_key
+        assert p.approximate_arrival and p.id is not None
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert sorted(x["data"].encode() for x in lines) == sorted(poison)
+    assert {x["sequence_number"] for x in lines} == {p.sequence_number for p in parked}
+    assert oct(jsonl.stat().st_mode & 0o777) == "0o600"
+    tips = {p.shard_id for p in parked}
+    cps = checkpoints_in(db)
+    for sid in tips:  # the checkpoint moved past each parked record
+        mine = [p.sequence_number for p in parked if p.shard_id == sid]
+        assert int(cps[sid].split(":")[-1]) >= max(int(s) for s in mine)
+
+
+async def test_the_processor_parks_a_record_at_once() -> None:
+    batch = records(10)
+    calls: list[int] = []
+
+    async def deliver(b: list[Record]) -> BaseException | None:
+        calls.append(len(b))
+        for r in b:
+            if r.sequence_number == "00004":
+                return ParkRecord(r, "schema unknown")
+        return None
+
+    first = await deliver(batch)
+    assert isinstance(first, ParkRecord)
+    found = await isolate(batch, Failure(first, 1, 0.0, 0.0), deliver)
+    assert [r.sequence_number for r, _ in found] == ["00004"]
+    assert calls == [10, 5]
+
+
+POISON_APP = """
+import os
+
+def process(records, ctx):
+    with open(os.environ["OUT"], "a") as out:
+        for r in records:
+            if r.data.startswith(b"poison") and not os.environ.get("FIXED"):
+                raise ValueError("cannot parse " + r.data.decode())
+        for r in records:
+            out.write(r.data.decode() + "\\n")
+"""
+
+
+def test_parked_records_are_listed_dropped_and_redriven_from_the_command_line(
+    kinesalite: str, tmp_path: Path
+) -> None:
+    import asyncio
+
+    name = unique()
+    k = Kinesis(kinesalite)
+    asyncio.run(k.create(name, 2))
+    sent = numbered(60, keys=6)
+    sent[10] = (sent[10][0], b"poison-1")
+    sent[40] = (sent[40][0], b"poison-2")
+    asyncio.run(k.put(name, sent))
+    (tmp_path / "poison_app.py").write_text(POISON_APP)
+    db, out = tmp_path / "c.db", tmp_path / "out.txt"
+    env = {"PYTHONPATH": str(tmp_path), "OUT": str(out)}
+    base = ["--db", str(db), "--stream", name]
+    # --dead-letter and --max-record-age without park; a negative --retries: usage errors.
+    for bad, needle in (
+        (["--dead-letter", f"jsonl:{tmp_path / 'x'}"], "needs --on-failure park"),
+        (["--on-failure", "park", "--dead-letter", "sqs:https://q"], "not built yet"),
+        (["--on-failure", "park", "--dead-letter", "ftp://x"], "unknown destination"),
+        (["--on-failure", "park", "--retries", "-1"], "0 or more attempts"),
+    ):
+        result = run_cli("run", name, "--endpoint-url", kinesalite, "--db", str(db), *bad)
+        assert result.returncode == 2 and needle in result.stderr, result.stderr
+        assert not db.exists()
+    result = run_cli(
+        "run", name, "--endpoint-url", kinesalite, "--db", str(db), "--no-ui",
+        "--processor", "poison_app:process", "--on-failure", "park", "--retries", "1",
+        "--max-records", "60", env=env, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "parked record" in result.stderr + result.stdout
+    good = sorted(d.decode() for _, d in sent if b"poison" not in d)
+    assert sorted(out.read_text().split()) == good  # (--max-records counts the parked too)
+    listed = json.loads(run_cli("parked", "list", *base, "--json").stdout)
+    assert sorted(p["data"] for p in listed) == ["poison-1", "poison-2"]
+    first, second = sorted(listed, key=lambda p: p["data"])
+    shown = run_cli("parked", "show", str(first["id"]), *base)
+    assert "ValueError: cannot parse poison-1" in shown.stdout and "poison-1" in shown.stdout
+    # Redriven while still failing: stays parked, exit 1.
+    again = run_cli("parked", "redrive", str(first["id"]), *base, "--processor",
+                    "poison_app:process", "--yes", env=env)  # fmt: skip
+    assert again.returncode == 1 and "stay parked" in again.stderr
+    assert len(json.loads(run_cli("parked", "list", *base, "--json").stdout)) == 2
+    assert run_cli("parked", "drop", "--all", *base, "--read-only", "--yes").returncode == 2
+    dropped = run_cli("parked", "drop", str(second["id"]), *base, "--yes", "--reason", "junk")
+    assert dropped.returncode == 0, dropped.stderr
+    fixed = run_cli("parked", "redrive", "--all", *base, "--processor", "poison_app:process",
+                    "--yes", env={**env, "FIXED": "1"})  # fmt: skip
+    assert fixed.returncode == 0, fixed.stderr
+    assert json.loads(run_cli("parked", "list", *base, "--json").stdout) == []
+    assert "poison-1" in out.read_text().split() and "poison-2" not in out.read_text().split()
+    history = run_cli("checkpoints", "history", *base, "--json")
+    notes = [h["note"] for h in json.loads(history.stdout)]
+    assert any("junk" in n for n in notes) and any("processed again" in n for n in notes)
+
+
+async def test_a_record_parked_again_after_a_crash_stays_one_row(tmp_path: Path) -> None:
+    from console.engine.consume.poison import parked
+
+    store = await SqliteStore.open(str(tmp_path / "c.db"))
+    try:
+        r = Record("00042", "k", b"\xff\x00", 1.5, 3)
+        first = parked("arn:s", "sh0", r, Failure(ValueError("x"), 4, 10.0, 11.0), None)
+        again = parked("arn:s", "sh0", r, Failure(ValueError("y"), 2, 20.0, 21.0), None)
+        other = parked("arn:s", "sh0", Record("00042", "k", b"", 1.5, 4),
+                       Failure(ValueError("z"), 1, 5.0, 5.0), None)  # fmt: skip
+        await store.park([first])
+        await store.park([again, other])
+        rows = await store.parked("arn:s")
+        got = [(p.sub_sequence_number, p.attempts, p.first_failure, p.last_failure,
+                p.error_message) for p in rows]  # fmt: skip
+        assert got == [(3, 4, 10.0, 21.0, "y"), (4, 1, 5.0, 5.0, "z")]
+        assert rows[0].to_json()["data_encoding"] == "base64" and rows[0].data == b"\xff\x00"
+        assert await store.parked("arn:s", "sh1") == []
+        assert [p.id for p in await store.parked("arn:s", ids=[rows[1].id or 0])] == [rows[1].id]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("how", ["after 3 tries", "too old", "parked by the processor", "blocked"])
+async def test_what_parks_at_once_and_what_blocks(kinesalite: str, db: str, how: str) -> None:
+    """A failing record is parked after --retries tries of its batch; --max-record-age parks
+    it at its first failure, whatever the retries;
+    so does ParkRecord; with block, ParkRecord is a failure like any other: retried, nothing
+    parked."""
+    name = unique()
+    k = Kinesis(kinesalite)
+    await k.create(name, 1)
+    sent = numbered(20, keys=4)
+    await k.put(name, sent)
+    processor = Collect()
+    tries: list[int] = []
+
+    def fail(batch: list[Record], ctx: ShardContext) -> None:
+        bad = [r for r in batch if r.data == sent[7][1]]
+        if bad:
+            tries.append(len(batch))
+            if how in ("too old", "after 3 tries"):
+                raise ValueError("bad")
+            # The records before the one it parks, processed (as the contract says).
+            processor.seen.extend((ctx.shard_id, r) for r in batch[: batch.index(bad[0])])
+            raise ParkRecord(bad[0], "unknown schema")
+
+    processor.fail = fail
+    policy = FailurePolicy(retries=3 if how == "after 3 tries" else 1000, park=how != "blocked",
+                           max_record_age=0.001 if how == "too old" else None)  # fmt: skip
+    options = dataclasses.replace(FAST, failure=policy)
+    store = await SqliteStore.open(db)
+    try:
+        async with (
+            KinesisSource(name, aws(kinesalite)) as source,
+            Consumer(source, store, processor, options, parking=Parking(store)) as consumer,
+        ):
+            if how == "blocked":
+                await wait_for(lambda: len(tries) >= 5, what="retried")
+                assert len(processor.seen) < 20 and await store.parked(consumer.discovery.key) == []
+                return
+            await wait_for(lambda: len(processor.seen) == 19, what="the 19 others")
+            key = consumer.discovery.key
+        assert [p.data for p in await store.parked(key)] == [sent[7][1]]
+        # Parked at the first failure, or after the 3 tries: no more of the whole batch.
+        whole = 3 if how == "after 3 tries" else 1
+        assert tries[:whole] == [20] * whole and all(n < 20 for n in tries[whole:])
+    finally:
+        await store.close()
