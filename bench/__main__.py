@@ -41,6 +41,7 @@ SUITE = [
     ("P10", "bench.metrics", ["--runs", "5"], ["--runs", "1", "--records", "50000", "--render-runs", "5"]),
     ("P11", "bench.tail", ["--runs", "3"], ["--runs", "1", "--records", "20000"]),
     ("P12", "bench.latency", ["--runs", "2"], ["--runs", "1", "--seconds", "5"]),
+    ("P14", "bench.poison", ["--runs", "3"], ["--runs", "1", "--records", "20000", "--every", "5000"]),
 ]  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,6 +24,8 @@ from console.processors.base import ParkRecord, RecordFailed
 from console.redact import REDACTOR
 
 TRACE_FRAMES = 3  # the traceback's last frames kept with a parked record
+# More parked than this in a minute on one shard reads as a bad deploy, not a bad record.
+STORM_PER_MINUTE = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,31 @@ class Parking:
         await self.store.park(records)
         if self.dead_letter is not None:
             await self.dead_letter.park(records)
+
+
+class ParkRate:
+    """Records parked on one shard in the last minute: :meth:`note` says when they pass
+    ``limit`` (once a minute at most), so the operator is told to block and look."""
+
+    def __init__(self, limit: int = STORM_PER_MINUTE, window: float = 60.0) -> None:
+        self.limit = limit
+        self.window = window
+        self._times: deque[float] = deque()
+        self._told_at: float | None = None
+
+    def note(self, n: int, now: float) -> int | None:
+        """``n`` parked at ``now``: how many in the window, when that is past the limit and
+        not said within the window; else None."""
+        times = self._times
+        times.extend([now] * n)
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if len(times) <= self.limit:
+            return None
+        if self._told_at is not None and now - self._told_at < self.window:
+            return None
+        self._told_at = now
+        return len(times)
 
 
 @dataclass(slots=True)

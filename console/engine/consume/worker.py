@@ -19,7 +19,15 @@ from typing import TypeVar
 from console.checkpoints.base import CheckpointChange
 from console.engine.consume.checkpointing import Checkpointer
 from console.engine.consume.feeds import Feed, PollingFeed
-from console.engine.consume.poison import Failure, FailurePolicy, ParkingLot, isolate, named, parked
+from console.engine.consume.poison import (
+    Failure,
+    FailurePolicy,
+    ParkingLot,
+    ParkRate,
+    isolate,
+    named,
+    parked,
+)
 from console.engine.events import EventLog, Level
 from console.engine.read.pacing import Pacer
 from console.engine.read.resume import drop_through, fetch_plan
@@ -139,6 +147,7 @@ class ShardWorker:
         self.parking = parking
         self.worker_id = worker_id
         self.key = key or ctx.stream
+        self._park_rate = ParkRate()
         self.position = start
         self.arrival: float | None = None
 
@@ -368,6 +377,15 @@ class ShardWorker:
                 f"{sid}: parked record {item.sequence_number} after {item.attempts} "
                 f"attempt(s): {item.error_type}: {item.error_message}",
                 level=Level.WARNING,
+                shard_id=sid,
+            )
+        storm = self._park_rate.note(len(items), time.monotonic())
+        if storm is not None:
+            self.events.emit(
+                "park_storm",
+                f"{sid}: {storm} records parked in the last minute: a bad deploy rather than "
+                "bad records? --on-failure block stops at the first and lets you look",
+                level=Level.ERROR,
                 shard_id=sid,
             )
         self.failing_record = None
