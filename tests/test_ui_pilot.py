@@ -549,3 +549,22 @@ async def test_a_small_terminal_still_shows_shard_rows() -> None:
         table = app.dashboard.table  # type: ignore[attr-defined]
         assert table.size.height >= 4, table.size  # its header and three rows at least
         assert app.dashboard.events.size.height <= 3  # type: ignore[attr-defined]
+
+
+async def test_a_shard_with_parked_records_says_how_many(demo_endpoint, db) -> None:
+    async with console(demo_endpoint, db) as live:
+        pilot, app = live.pilot, live.app
+        table = app.dashboard.table
+        live.consumer.state.count_parked(S1, 2)  # as a worker that parked two records does
+        read = live.consumer.state.version
+        await wait_for(lambda: app._seen_version >= read, what="the console's redraw")
+        lines = [table.render_line(y).text for y in range(table.size.height)]
+        [row] = [line for line in lines if S1 in line]
+        assert "2 parked" in row
+        assert not any("parked" in line for line in lines if S0 in line)
+        await pilot.press("slash", *"001", "enter", "enter")
+        assert isinstance(app.screen, ShardDetailScreen) and app.screen.shard_id == S1
+        await pilot.pause()
+        summary = app.screen.query_one("#detail-summary")
+        shown = "\n".join(summary.render_line(y).text for y in range(summary.size.height))
+        assert "2 records this run" in shown and "parked list" in shown

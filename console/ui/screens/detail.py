@@ -140,6 +140,9 @@ class ShardDetailScreen(Screen[None]):
                         t.add_row("finding", Text(d.line(), style="bold"))
             else:
                 t.add_row("this run", f"{view.records:,} records · {rate} rec/s · lag {lag}")
+            if view.parked:
+                t.add_row("parked", f"{view.parked:,} records this run: the processor kept "
+                          "failing on them (shard-console parked list)")  # fmt: skip
             if view.last_error:
                 stamp = f" (since {format_ts(view.error_at)})" if view.error_at else ""
                 t.add_row("error", Text(REDACTOR(view.last_error) + stamp, style="bold"))

@@ -449,6 +449,8 @@ class ShardTable(ScrollView, can_focus=True):
         history = self.lag_history.get(row.shard_id, ())
         spark = sparkline(list(history), SPARK_WIDTH)
         error = (view.last_error or "") if view else ""
+        if not error and view is not None and view.parked:
+            error = f"{view.parked} parked"  # the detail screen says where
         if len(error) > error_w:
             error = error[: max(0, error_w - 1)] + "…"
         segments = [
