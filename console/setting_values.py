@@ -154,24 +154,19 @@ def retries(name: str, value: Any) -> int:
 
 
 DEAD_LETTER_SCHEMES = ("jsonl:", "sqs:", "kinesis:", "s3://")
-DEAD_LETTER_BUILT = ("jsonl:",)
 
 
 def dead_letter(name: str, value: Any) -> str:
-    """Where parked records also go: ``jsonl:PATH`` (sqs:, kinesis: and s3:// are named in
-    the design and refused, saying so, until they are built)."""
+    """Where parked records also go: jsonl:PATH, sqs:QUEUE_URL, kinesis:STREAM or
+    s3://bucket[/prefix] (console.sources.dead_letter)."""
     spec = text(name, value)
     scheme = next((s for s in DEAD_LETTER_SCHEMES if spec.startswith(s)), None)
     if scheme is None:
         raise UsageError(
-            f"{name} {spec!r}: unknown destination; give jsonl:PATH"
-            " (sqs:QUEUE_URL, kinesis:STREAM and s3://bucket/prefix are not built yet)"
+            f"{name} {spec!r}: unknown destination; give jsonl:PATH, sqs:QUEUE_URL, "
+            "kinesis:STREAM or s3://bucket/prefix"
         )
-    if scheme not in DEAD_LETTER_BUILT:
-        raise UsageError(
-            f"{name} {spec!r}: {scheme.rstrip(':/')} destinations are not built yet; "
-            "give jsonl:PATH (parked records are also kept in the checkpoint database)"
-        )
-    if not spec[len(scheme) :].strip():
-        raise UsageError(f"{name} {spec!r}: jsonl: needs a file, as in jsonl:parked.jsonl")
+    rest = spec[len(scheme) :].strip()
+    if not rest or (scheme == "s3://" and not rest.partition("/")[0]):
+        raise UsageError(f"{name} {spec!r}: {scheme} needs a target, as in {scheme}parked")
     return spec

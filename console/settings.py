@@ -159,7 +159,8 @@ class Settings:
         "waiting for the retries", CONSUMERS, "SECONDS", shown="no limit",
     )  # fmt: skip
     dead_letter: str | None = setting(
-        None, dead_letter, "with park: where parked records also go: jsonl:PATH",
+        None, dead_letter, "with park: where parked records also go: jsonl:PATH, "
+        "sqs:QUEUE_URL, kinesis:STREAM or s3://bucket/prefix",
         CONSUMERS, "SPEC", shown="the checkpoint database only",
     )  # fmt: skip
     records_per_call: int | None = setting(

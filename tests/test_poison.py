@@ -8,6 +8,7 @@ import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from console.engine.consume.consumer import Consumer
 from console.engine.consume.poison import Failure, FailurePolicy, Parking, isolate
 from console.model import Record, ShardContext
 from console.processors.base import ParkRecord, RecordFailed
-from console.processors.dead_letter import open_dead_letter
+from console.sources.dead_letter import JsonlDeadLetter
 from console.sources.kinesis import KinesisSource
 from tests.conftest import (
     FAST,
@@ -110,7 +111,8 @@ async def test_a_poison_record_is_parked_and_its_shard_reads_on(
     jsonl = tmp_path / "parked.jsonl"
     store = await SqliteStore.open(str(db))
     options = dataclasses.replace(FAST, failure=FailurePolicy(retries=2, park=True))
-    dead_letter = open_dead_letter(f"jsonl:{jsonl}")
+    dead_letter = JsonlDeadLetter(str(jsonl))
+    dead_letter.open()
     try:
         async with (
             KinesisSource(name, aws(kinesalite)) as source,
@@ -197,7 +199,7 @@ def test_parked_records_are_listed_dropped_and_redriven_from_the_command_line(
     # --dead-letter and --max-record-age without park; a negative --retries: usage errors.
     for bad, needle in (
         (["--dead-letter", f"jsonl:{tmp_path / 'x'}"], "needs --on-failure park"),
-        (["--on-failure", "park", "--dead-letter", "sqs:https://q"], "not built yet"),
+        (["--on-failure", "park", "--dead-letter", "kinesis:no-such-stream"], "cannot be reached"),
         (["--on-failure", "park", "--dead-letter", "ftp://x"], "unknown destination"),
         (["--on-failure", "park", "--retries", "-1"], "0 or more attempts"),
     ):
@@ -364,3 +366,117 @@ def test_a_kill_between_parking_and_the_checkpoint_parks_once_and_loses_nothing(
     assert [p["data"] for p in listed] == ["poison-1"]  # once
     good = {d.decode() for _, d in sent if d != b"poison-1"}
     assert set(out.read_text().split()) == good  # none lost
+
+
+@pytest.mark.parametrize("kind", ["sqs", "kinesis", "s3"])
+async def test_each_dead_letter_destination_receives_the_parked_records(
+    moto: str, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On moto's server: each destination reached at its opening (a missing one refused in
+    one line), then given the parked records, each as the documented JSON; one that fails
+    later raises (the shard then blocks: test_a_parking_lot_that_fails_blocks_the_shard)."""
+    import aioboto3
+
+    from console.errors import UsageError
+    from console.sources.dead_letter import open_dead_letter
+
+    monkeypatch.setenv(f"AWS_ENDPOINT_URL_{kind.upper()}", moto)  # as the SDKs read it
+    settings = aws("http://127.0.0.1:9")  # the run's --endpoint-url: not the destination's
+    name = unique("dlq")
+    session = aioboto3.Session(region_name="us-east-1")
+    async with session.client(kind, endpoint_url=moto) as client:  # type: ignore[call-overload]
+        if kind == "sqs":
+            spec = f"sqs:{(await client.create_queue(QueueName=name))['QueueUrl']}"
+            missing = f"sqs:{moto}/000000000000/nope"
+        elif kind == "kinesis":
+            await client.create_stream(StreamName=name, ShardCount=1)
+            spec, missing = f"kinesis:{name}", "kinesis:nope"
+        else:
+            await client.create_bucket(Bucket=name)
+            spec, missing = f"s3://{name}/parked", "s3://nope-bucket"
+        with pytest.raises(UsageError, match="cannot be reached"):
+            async with open_dead_letter(missing, settings):
+                pass
+        from console.engine.consume.poison import parked
+
+        failure = Failure(ValueError("x"), 3, 1.0, 2.0)
+        made = [Record(f"{i:05d}", "k", f"bad {i}".encode(), 1.0) for i in range(12)]
+        items = [parked("arn:s", "shardId-1", r, failure, None) for r in made]
+        async with open_dead_letter(spec, settings) as destination:
+            await destination.park(items)
+        if kind == "sqs":
+            url = spec.removeprefix("sqs:")
+            bodies: list[str] = []
+            while len(bodies) < 12:
+                got = await client.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+                bodies += [m["Body"] for m in got.get("Messages", [])]
+        elif kind == "kinesis":
+            shard = (await client.list_shards(StreamName=name))["Shards"][0]["ShardId"]
+            it = (await client.get_shard_iterator(StreamName=name, ShardId=shard,
+                  ShardIteratorType="TRIM_HORIZON"))["ShardIterator"]  # fmt: skip
+            bodies = [
+                r["Data"].decode() for r in (await client.get_records(ShardIterator=it))["Records"]
+            ]
+        else:
+            keys = [o["Key"] for o in (await client.list_objects_v2(Bucket=name))["Contents"]]
+            assert sorted(keys)[0] == "parked/shardId-1/00000-0.json"
+            bodies = [
+                (await (await client.get_object(Bucket=name, Key=key))["Body"].read()).decode()
+                for key in keys
+            ]
+        docs = [json.loads(b) for b in bodies]
+        assert sorted(d["data"] for d in docs) == sorted(f"bad {i}" for i in range(12))
+        assert all(d["error"]["type"] == "ValueError" and d["attempts"] == 3 for d in docs)
+
+
+async def test_a_parking_lot_that_fails_blocks_the_shard(kinesalite: str, db: str) -> None:
+    """A destination that fails after the start (a queue deleted, say): the shard blocks,
+    says why, and retries the park; nothing is dropped, and once it can park it reads on."""
+    from console.model import ShardStatus
+
+    name = unique()
+    k = Kinesis(kinesalite)
+    await k.create(name, 1)
+    sent = numbered(20, keys=4)
+    await k.put(name, sent)
+    processor = Collect()
+
+    def fail(batch: list[Record], ctx: ShardContext) -> None:
+        if any(r.data == sent[5][1] for r in batch):
+            raise ValueError("bad")
+
+    processor.fail = fail
+    store = await SqliteStore.open(db)
+
+    class Flaky:
+        def __init__(self) -> None:
+            self.down = True
+            self.tries = 0
+
+        async def park(self, records: Any) -> None:
+            self.tries += 1
+            if self.down:
+                raise RuntimeError("queue does not exist")
+            await store.park(records)
+
+    lot = Flaky()
+    options = dataclasses.replace(FAST, failure=FailurePolicy(retries=1, park=True))
+    try:
+        async with (
+            KinesisSource(name, aws(kinesalite)) as source,
+            Consumer(source, store, processor, options, parking=lot) as consumer,
+        ):
+            sid = next(iter(consumer.state.shards))
+            await wait_for(lambda: lot.tries >= 3, what="parks retried")
+            view = consumer.state.shards[sid]
+            assert view.status is ShardStatus.FAILING and "cannot park" in (view.last_error or "")
+            assert view.parked == 0 and view.position is not None
+            assert view.position.sequence_number is None  # not moved past the batch
+            lot.down = False
+            await wait_for(lambda: consumer.state.shards[sid].parked == 1, what="parked")
+            await wait_for(lambda: consumer.state.shards[sid].status is ShardStatus.ACTIVE)
+            key = consumer.discovery.key
+        assert [p.data for p in await store.parked(key)] == [sent[5][1]]
+        assert sorted(processor.data()) == sorted(d for i, (_, d) in enumerate(sent) if i != 5)
+    finally:
+        await store.close()

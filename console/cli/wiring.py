@@ -28,11 +28,11 @@ from console.engine.state import EngineState
 from console.errors import ConsoleError, RunError, UsageError
 from console.model import Position, Record, ShardContext
 from console.processors.base import CallableProcessor, Processor
-from console.processors.dead_letter import open_dead_letter
 from console.processors.loader import load_processor
 from console.settings import default
 from console.sources.aws import AwsSettings, open_client
 from console.sources.base import FatalSourceError, SourceError, StreamSource, describe_at_start
+from console.sources.dead_letter import open_dead_letter
 from console.sources.dynamodb import DynamoDBSource, is_stream_arn
 from console.sources.faults import FaultInjector
 from console.sources.kinesis import KinesisSource
@@ -243,6 +243,11 @@ async def open_consumer(
         )
     async with source, contextlib.AsyncExitStack() as stack:
         info = await describe_at_start(source)
+        dead_letter = None  # reached before anything is written: a bad one writes nothing
+        if options.failure.park and options.dead_letter:
+            dead_letter = await stack.enter_async_context(
+                open_dead_letter(options.dead_letter, aws_of(source, aws))
+            )
         store: CheckpointStore
         ownership: OwnershipFactory | None = None  # the database's lock
         if fleet is not None:
@@ -260,9 +265,6 @@ async def open_consumer(
             stack.push_async_callback(store.close)
         parking = None
         if options.failure.park:
-            dead_letter = open_dead_letter(options.dead_letter) if options.dead_letter else None
-            if dead_letter is not None:
-                stack.callback(dead_letter.close)
             parking = Parking(cast(SqliteStore, store), dead_letter)
         consumer = Consumer(source, store, sink, options, events, info, ownership, parking)
         try:
