@@ -480,3 +480,41 @@ async def test_a_parking_lot_that_fails_blocks_the_shard(kinesalite: str, db: st
         assert sorted(processor.data()) == sorted(d for i, (_, d) in enumerate(sent) if i != 5)
     finally:
         await store.close()
+
+
+async def test_a_sub_record_of_an_aggregate_is_parked_and_its_siblings_processed(
+    moto: str, db: str
+) -> None:
+    """KPL aggregation: the poison user record is parked with its sub-sequence number; the
+    other user records of its aggregate are processed, once."""
+    from aws_kinesis_agg.aggregator import RecordAggregator
+
+    name = unique()
+    k = Kinesis(moto)
+    await k.create(name, 1)
+    agg = RecordAggregator()
+    for i in range(8):
+        agg.add_user_record(f"user-{i}", b"poison" if i == 5 else f"u{i}".encode())
+    pk, _, data = agg.clear_and_get().get_contents()
+    await k.put(name, [(pk, data), ("plain", b"after")])
+    processor = Collect()
+
+    def fail(batch: list[Record], ctx: ShardContext) -> None:
+        if any(r.data == b"poison" for r in batch):
+            raise ValueError("bad")
+
+    processor.fail = fail
+    store = await SqliteStore.open(db)
+    options = dataclasses.replace(FAST, failure=FailurePolicy(retries=1, park=True))
+    try:
+        async with (
+            KinesisSource(name, aws(moto)) as source,
+            Consumer(source, store, processor, options, parking=Parking(store)) as consumer,
+        ):
+            await wait_for(lambda: len(processor.seen) == 8, what="the 7 siblings and after")
+            key = consumer.discovery.key
+        [p] = await store.parked(key)
+    finally:
+        await store.close()
+    assert (p.data, p.sub_sequence_number, p.partition_key) == (b"poison", 5, "user-5")
+    assert processor.data() == [b"u0", b"u1", b"u2", b"u3", b"u4", b"u6", b"u7", b"after"]
