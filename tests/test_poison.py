@@ -518,3 +518,76 @@ async def test_a_sub_record_of_an_aggregate_is_parked_and_its_siblings_processed
         await store.close()
     assert (p.data, p.sub_sequence_number, p.partition_key) == (b"poison", 5, "user-5")
     assert processor.data() == [b"u0", b"u1", b"u2", b"u3", b"u4", b"u6", b"u7", b"after"]
+
+
+async def test_a_fleet_parks_in_its_companion_table_and_the_records_survive_a_lease_move(
+    kinesalite: str, moto: str
+) -> None:
+    """Two workers on a lease table, a poison record in each shard: both parked in the
+    companion table, each with the worker that parked it; one worker stops, the other takes
+    its lease, and the parked records are all still listed (by the command line too)."""
+    from console.cli.wiring import Fleet, open_consumer
+
+    stream, table = unique("pf"), unique("app")
+    k = Kinesis(kinesalite)
+    await k.create(stream, 2)
+    sent = numbered(40, keys=8)
+    poison = {sent[3][1], sent[4][1]}  # keys k3 and k4: one in each shard, by their hashes
+    await k.put(stream, sent)
+    a, b = Collect(), Collect()
+
+    def fail(batch: list[Record], ctx: ShardContext) -> None:
+        if any(r.data in poison for r in batch):
+            raise ValueError("bad")
+
+    a.fail = b.fail = fail
+    options = dataclasses.replace(FAST, failure=FailurePolicy(retries=1, park=True))
+
+    def fleet(worker: str) -> Fleet:
+        return Fleet(table, worker_id=worker, failover=3.0, endpoint_url=moto)
+
+    async with open_consumer(stream, b, aws=aws(kinesalite), options=options,
+                             fleet=fleet("b")) as cb:  # fmt: skip
+        async with open_consumer(stream, a, aws=aws(kinesalite), options=options,
+                                 fleet=fleet("a")) as ca:  # fmt: skip
+            await wait_for(lambda: len(a.seen) + len(b.seen) >= 38, 30, "the others")
+            key = ca.discovery.key
+            store = cb.store
+            views = lambda: [*ca.state.shards.values(), *cb.state.shards.values()]  # noqa: E731
+            await wait_for(lambda: sum(v.parked for v in views()) == 2, 30, "both parked")
+        # a stopped: b takes its lease; the parked records stay listed.
+        await wait_for(lambda: all(v.owner == "b" for v in cb.state.shards.values()), 30, "b")
+        listed = await store.parked(key)  # type: ignore[attr-defined]
+    assert sorted(p.data for p in listed) == sorted(poison)
+    assert {p.worker_id for p in listed} <= {"a", "b"} and all(p.id for p in listed)
+    seen = Counter(a.data() + b.data())
+    assert set(seen) == {d for _, d in sent} - poison
+    out = run_cli("parked", "list", "--lease-table", table, "--stream", stream, "--endpoint-url",
+                  kinesalite, "--dynamodb-endpoint-url", moto, "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert sorted(p["data"] for p in json.loads(out.stdout)) == sorted(d.decode() for d in poison)
+
+
+async def test_a_fleet_record_parked_again_keeps_its_item_and_its_id() -> None:
+    from console.checkpoints.leases import LeaseStore
+    from console.engine.consume.poison import parked
+    from tests.dynamo_memory import MemoryDynamo
+
+    store = LeaseStore(MemoryDynamo().client(), "app")
+    await store.companion.ensure(create=True)
+    r = Record("00042", "k", b"\xff", 1.5, 3)
+    first = parked("arn:s", "sh0", r, Failure(ValueError("x"), 4, 10.0, 11.0), "w1")
+    again = parked("arn:s", "sh0", r, Failure(ValueError("y"), 2, 20.0, 21.0), "w2")
+    other = parked("arn:s", "sh1", Record("00007", "k", b"ok", 1.0), Failure(ValueError("z"), 1,
+                   5.0, 5.0), "w1")  # fmt: skip
+    await store.park([first])
+    [before] = await store.parked("arn:s")
+    await store.park([again, other])
+    rows = await store.parked("arn:s")
+    assert [(p.id, p.shard_id, p.attempts, p.first_failure, p.last_failure, p.worker_id)
+            for p in rows] == [(before.id, "sh0", 4, 10.0, 21.0, "w2"),
+                               ((before.id or 0) + 1, "sh1", 1, 5.0, 5.0, "w1")]  # fmt: skip
+    assert rows[0].data == b"\xff" and rows[0].sub_sequence_number == 3
+    assert [p.shard_id for p in await store.parked("arn:s", "sh1")] == ["sh1"]
+    assert await store.unpark("arn:s", [before.id or 0], []) == 1
+    assert [p.shard_id for p in await store.parked("arn:s")] == ["sh1"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from console.errors import Error
-from console.model import Checkpoint, HistoryEntry, Position, Shard
+from console.model import Checkpoint, HistoryEntry, ParkedRecord, Position, Shard
 
 
 class StoreError(Error):
@@ -176,3 +176,19 @@ class CheckpointStore(Protocol):
 
 class LockedStore(CheckpointStore, Lockable, Protocol):
     """A store one process holds a stream of whole (SQLite)."""
+
+
+@runtime_checkable
+class ParkedStore(Protocol):
+    """A store that keeps parked records (``--on-failure park``): the SQLite file's ``parked``
+    table, or a fleet's companion table."""
+
+    async def park(self, records: Sequence[ParkedRecord]) -> None: ...
+
+    async def parked(
+        self, stream: str, shard_id: str | None = None, ids: Sequence[int] | None = None
+    ) -> list[ParkedRecord]: ...
+
+    async def unpark(
+        self, stream: str, ids: Sequence[int], entries: Sequence[HistoryEntry]
+    ) -> int: ...

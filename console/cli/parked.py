@@ -21,7 +21,7 @@ from console.errors import RunError, UsageError
 from console.settings import CHANGE, READ
 
 if TYPE_CHECKING:
-    from console.checkpoints.sqlite import SqliteStore
+    from console.checkpoints.base import ParkedStore
     from console.model import ParkedRecord
 
 
@@ -63,14 +63,12 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
         p.set_defaults(handler=cmd_drop if name == "drop" else cmd_redrive)
 
 
-def _sqlite(store: Any) -> SqliteStore:
-    from console.checkpoints.sqlite import SqliteStore
+def _sqlite(store: Any) -> ParkedStore:
+    """The store's parked records: the SQLite file's, or a fleet's companion table's."""
+    from console.checkpoints.base import ParkedStore
 
-    if not isinstance(store, SqliteStore):
-        raise UsageError(
-            "parked records are kept in the SQLite checkpoint database: give --db "
-            "(--on-failure park is not built for --lease-table yet)"
-        )
+    if not isinstance(store, ParkedStore):
+        raise UsageError("this store keeps no parked records")
     return store
 
 
@@ -125,7 +123,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-async def _chosen(args: argparse.Namespace, store: SqliteStore, stream: str) -> list[ParkedRecord]:
+async def _chosen(args: argparse.Namespace, store: ParkedStore, stream: str) -> list[ParkedRecord]:
     if bool(args.ids) == bool(args.all):
         raise UsageError("name the parked records (ID ...) or give --all")
     found = await store.parked(stream, ids=None if args.all else args.ids)
@@ -133,6 +131,23 @@ async def _chosen(args: argparse.Namespace, store: SqliteStore, stream: str) -> 
     if missing:
         raise UsageError(f"no parked record {', '.join(map(str, missing))} on this stream")
     return found
+
+
+async def _running(store: Any, stream: str) -> str | None:
+    """Who consumes the stream now, if anyone: the database's lock holder, or a fleet's
+    workers whose heartbeats are fresh."""
+    import time
+
+    owner = getattr(store, "owner", None)
+    if owner is not None:
+        holder = await owner(stream)
+        return f"a consumer runs ({holder.describe()})" if holder and holder.alive() else None
+    companion = getattr(store, "companion", None)
+    if companion is None:
+        return None
+    _, beats = await companion.marks_and_workers(stream)
+    live = sorted(b.worker for b in beats if time.time() - b.at < 60)
+    return f"fleet workers run ({', '.join(live)})" if live else None
 
 
 def _refuse_read_only(args: argparse.Namespace) -> None:
@@ -179,11 +194,11 @@ def cmd_redrive(args: argparse.Namespace) -> int:
 
         async with open_store(args, changes=True) as target:
             store, stream = _sqlite(target.store), target.record.stream
-            owner = await store.owner(stream)
-            if owner is not None and owner.alive():
+            running = await _running(target.store, stream)
+            if running:
                 raise UsageError(
-                    f"a consumer runs on {stream} ({owner.describe()}): stop it first, then "
-                    "redrive (redrive through a running consumer is not built yet)"
+                    f"{running} on {stream}: stop it first, then redrive (redrive through a "
+                    "running consumer is not built yet)"
                 )
             chosen = await _chosen(args, store, stream)
             print(f"redrive {len(chosen)} parked record(s) of {stream} to {args.processor}")
@@ -201,7 +216,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-async def _redrive(store: SqliteStore, stream: str, chosen: Sequence[ParkedRecord],
+async def _redrive(store: ParkedStore, stream: str, chosen: Sequence[ParkedRecord],
                    processor: Any) -> list[str]:  # fmt: skip
     """Each record delivered alone, in each shard's order; removed once the processor
     returns. What failed again, one line each."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
-from console.checkpoints.base import CheckpointStore, StreamRecord
+from console.checkpoints.base import CheckpointStore, ParkedStore, StreamRecord
 from console.checkpoints.leases import ASSIGNED_VERSIONS, V3, Coordinator, LeaseStore
 from console.checkpoints.sqlite import SqliteStore
 from console.config import data_dir, default_db_path
@@ -236,11 +236,6 @@ async def open_consumer(
         source = stream
     sink = as_processor(processor, source.stream)
     options = options or ConsumerOptions()
-    if options.failure.park and fleet is not None:
-        raise UsageError(
-            "--on-failure park keeps parked records in the SQLite checkpoint database; with "
-            "--lease-table it is not built yet: use --on-failure block"
-        )
     async with source, contextlib.AsyncExitStack() as stack:
         info = await describe_at_start(source)
         dead_letter = None  # reached before anything is written: a bad one writes nothing
@@ -265,7 +260,7 @@ async def open_consumer(
             stack.push_async_callback(store.close)
         parking = None
         if options.failure.park:
-            parking = Parking(cast(SqliteStore, store), dead_letter)
+            parking = Parking(cast(ParkedStore, store), dead_letter)
         consumer = Consumer(source, store, sink, options, events, info, ownership, parking)
         try:
             if start:

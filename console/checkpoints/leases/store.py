@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from console.checkpoints.base import CheckpointChange, Command, StreamRecord
+from console.checkpoints.leases import parked as parked_items
 from console.checkpoints.leases.companion import Companion, Marks
 from console.checkpoints.leases.errors import (
     LeaseTableError,
@@ -37,6 +38,7 @@ from console.model import (
     Checkpoint,
     CheckpointStatus,
     HistoryEntry,
+    ParkedRecord,
     Position,
     PositionKind,
     Shard,
@@ -353,6 +355,20 @@ class LeaseStore:
             )
 
     # -- what stays in our own table ------------------------------------------------------------
+
+    # -- parked records (console.checkpoints.leases.parked) ---------------------------------
+
+    async def park(self, records: Sequence[ParkedRecord]) -> None:
+        if records:
+            await parked_items.park(self.companion, records[0].stream, records)
+
+    async def parked(
+        self, stream: str, shard_id: str | None = None, ids: Sequence[int] | None = None
+    ) -> list[ParkedRecord]:
+        return await parked_items.parked(self.companion, stream, shard_id, ids)
+
+    async def unpark(self, stream: str, ids: Sequence[int], entries: Sequence[HistoryEntry]) -> int:
+        return await parked_items.unpark(self.companion, stream, ids, entries)
 
     async def stream_record(self, stream: str) -> StreamRecord | None:
         return await self.companion.stream_record(stream)
