@@ -591,3 +591,60 @@ async def test_a_fleet_record_parked_again_keeps_its_item_and_its_id() -> None:
     assert [p.shard_id for p in await store.parked("arn:s", "sh1")] == ["sh1"]
     assert await store.unpark("arn:s", [before.id or 0], []) == 1
     assert [p.shard_id for p in await store.parked("arn:s")] == ["sh1"]
+
+
+async def test_a_running_consumer_redrives_through_its_own_processor(
+    kinesalite: str, db: str
+) -> None:
+    """parked redrive with a consumer running: queued as a command, applied between batches
+    through the running consumer's processor (no --processor), ahead of the shard's new
+    records (one put while the redriven record is being processed comes after it); the record
+    then unparked, with a history entry naming the command."""
+    import asyncio
+
+    name = unique()
+    k = Kinesis(kinesalite)
+    await k.create(name, 1)
+    sent = numbered(10, keys=2)
+    await k.put(name, sent)
+    fixed = False
+    gate, holding = asyncio.Event(), asyncio.Event()
+
+    class Processor(Collect):
+        async def process(self, records: list[Record], ctx: ShardContext) -> None:
+            if any(r.data == sent[4][1] for r in records):
+                if not fixed:
+                    raise ValueError("bad")
+                holding.set()
+                await gate.wait()  # the redriven record, held while a new one arrives
+            await super().process(records, ctx)
+
+    processor = Processor()
+    store = await SqliteStore.open(db)
+    options = dataclasses.replace(FAST, failure=FailurePolicy(retries=1, park=True))
+    try:
+        async with (
+            KinesisSource(name, aws(kinesalite)) as source,
+            Consumer(source, store, processor, options, parking=Parking(store)) as consumer,
+        ):
+            await wait_for(lambda: len(processor.seen) == 9, what="the 9 others")
+            [p] = await store.parked(consumer.discovery.key)
+            fixed = True  # the bad deploy rolled back
+            cli = asyncio.create_task(asyncio.to_thread(
+                run_cli, "parked", "redrive", "--all", "--db", db, "--stream", name, "--yes"
+            ))  # fmt: skip
+            await wait_for(holding.is_set, 30, "the redrive under way")
+            await k.put(name, [("k0", b"after")])
+            await asyncio.sleep(0.5)  # 10 idle polls: a shard not held would read it now
+            gate.set()
+            out = await cli
+            assert out.returncode == 0, out.stderr
+            assert "through the running consumer" in out.stdout
+            await wait_for(lambda: len(processor.seen) == 11, what="the new record too")
+            assert processor.data()[-2:] == [sent[4][1], b"after"]  # redriven first
+            assert await store.parked(consumer.discovery.key) == []
+            [entry] = [h for h in await consumer.history() if h.cause == "redrive"]
+            assert entry.command_id is not None and p.sequence_number in (entry.note or "")
+    finally:
+        gate.set()
+        await store.close()

@@ -1,9 +1,10 @@
 """``shard-console parked list|show|drop|redrive``: the records ``--on-failure park`` set aside.
 
-They are kept in the SQLite checkpoint database beside the checkpoints. ``redrive`` delivers
-each one again to a processor (``--processor SPEC``, in this process: with no consumer running
-on the stream) and removes it once the processor returns; ``drop`` removes it, with the reason
-in the history. Both ask first (``--yes`` does not); both are refused with ``--read-only``.
+They are kept beside the checkpoints (the SQLite file, or a fleet's companion table).
+``redrive`` delivers each one again, through the consumer running on the stream (a command it
+applies between batches) or, with none, to ``--processor SPEC`` in this process, and removes it
+once the processor returns; ``drop`` removes it, with the reason in the history. Both ask
+first (``--yes`` does not); both are refused with ``--read-only``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from console.cli.control import JSON_HELP, approved
-from console.cli.stores import open_store, print_rows, settings_of, store_flags
+from console.cli.stores import open_store, print_rows, seconds, settings_of, store_flags
+from console.engine.changes.database import WAIT
 from console.errors import RunError, UsageError
 from console.settings import CHANGE, READ
 
@@ -57,8 +59,13 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
             p.add_argument("--reason", metavar="TEXT", help="why, for the history")
         else:
             p.add_argument(
-                "--processor", metavar="SPEC", required=True,
-                help="the processor to deliver them to (package.module:function)",
+                "--processor", metavar="SPEC",
+                help="with no consumer running on the stream: the processor to deliver them "
+                "to (package.module:function); with one, its own processor takes them",
+            )  # fmt: skip
+            p.add_argument(
+                "--wait", type=seconds, default=WAIT, metavar="SECONDS",
+                help=f"how long to wait for a running consumer to apply it (default {WAIT:g})",
             )  # fmt: skip
         p.set_defaults(handler=cmd_drop if name == "drop" else cmd_redrive)
 
@@ -156,13 +163,10 @@ def _refuse_read_only(args: argparse.Namespace) -> None:
 
 
 def _entry(p: ParkedRecord, cause: str, note: str) -> Any:
+    from console.engine.consume.poison import unparked
     from console.identity import actor_name
-    from console.model import HistoryEntry
 
-    return HistoryEntry(
-        shard_id=p.shard_id, cause=cause, actor=actor_name(), new_position=None,
-        new_status=None, note=f"parked record {p.sequence_number}: {note}",
-    )  # fmt: skip
+    return unparked(p, cause, actor_name(), note)
 
 
 def cmd_drop(args: argparse.Namespace) -> int:
@@ -187,6 +191,9 @@ def cmd_drop(args: argparse.Namespace) -> int:
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
+    """With a consumer running on the stream: a ``redrive`` command it applies between
+    batches, through its own processor, ahead of the shard's new records (console.engine
+    .consume.redrive). With none: delivered here, to ``--processor``."""
     _refuse_read_only(args)
 
     async def main() -> int:
@@ -195,15 +202,15 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         async with open_store(args, changes=True) as target:
             store, stream = _sqlite(target.store), target.record.stream
             running = await _running(target.store, stream)
-            if running:
-                raise UsageError(
-                    f"{running} on {stream}: stop it first, then redrive (redrive through a "
-                    "running consumer is not built yet)"
-                )
             chosen = await _chosen(args, store, stream)
-            print(f"redrive {len(chosen)} parked record(s) of {stream} to {args.processor}")
+            to = f"the running consumer ({running})" if running else args.processor
+            if not running and not args.processor:
+                raise UsageError("no consumer runs on the stream: give --processor SPEC")
+            print(f"redrive {len(chosen)} parked record(s) of {stream} through {to}")
             if not chosen or not approved(args):
                 return 0
+            if running:
+                return await _through_consumer(args, target.store, stream, chosen)
             processor = load_processor(args.processor, stream)
             failed = await _redrive(store, stream, chosen, processor)
         print(f"redriven {len(chosen) - len(failed)} parked record(s)")
@@ -214,6 +221,26 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(main())
+
+
+async def _through_consumer(
+    args: argparse.Namespace, store: Any, stream: str, chosen: Sequence[ParkedRecord]
+) -> int:
+    from console.cli.control import EXIT_QUEUED
+    from console.engine.changes.database import wait_for_command
+    from console.engine.consume.redrive import ACTION
+    from console.identity import actor_name
+
+    ids = [p.id for p in chosen if p.id is not None]
+    command_id = await store.add_command(stream, None, ACTION, {"ids": ids}, actor_name())
+    command = await wait_for_command(store, command_id, args.wait)
+    if command is None:
+        print(f"command #{command_id} is queued: the running consumer applies it between batches")
+        return EXIT_QUEUED
+    if command.state != "applied":
+        raise RunError(f"the running consumer: {command.result}")
+    print(command.result)
+    return 0
 
 
 async def _redrive(store: ParkedStore, stream: str, chosen: Sequence[ParkedRecord],

@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from console.checkpoints.base import CheckpointChange, CheckpointStore
+from console.checkpoints.base import CheckpointChange, CheckpointStore, Command
 from console.engine.changes.plan import (
     Action,
     ControlError,
@@ -107,6 +107,8 @@ class RunningTransport:
         self.read_only = read_only
         # One change at a time; the consumer's shutdown takes it too, so it waits for one.
         self.lock = asyncio.Lock()
+        # Parked records delivered again (set by the consumer that can: it has the processor).
+        self.redrive: Callable[[Command], Awaitable[tuple[bool, str]]] | None = None
 
     async def apply(self, request: ControlRequest) -> ControlResult:
         """Apply an operator request now: recorded as a command, applied, its result recorded.
@@ -142,6 +144,10 @@ class RunningTransport:
             if not self.runner.running:
                 return
             for command in await self.store.pending_commands(self.runner.key):
+                if command.action == "redrive" and self.redrive is not None:
+                    ok, result = await self.redrive(command)  # console.engine.consume.redrive
+                    await self.store.finish_command(command.id, ok, result)
+                    continue
                 try:
                     request = ControlRequest.from_command(command)
                 except ControlError as exc:

@@ -37,6 +37,7 @@ from console.engine.consume.fanout import FanOut
 from console.engine.consume.options import ConsumerOptions as ConsumerOptions  # noqa: PLC0414
 from console.engine.consume.options import worker_options
 from console.engine.consume.poison import ParkingLot
+from console.engine.consume.redrive import Redriver
 from console.engine.consume.runner import ShardRunner
 from console.engine.consume.worker import RecordBudget
 from console.engine.events import EventLog, Level
@@ -142,17 +143,15 @@ class Consumer:
         )
         # Operator changes reach this consumer's shards between its batches, written as its
         # ownership strategy writes (times resolved to records first on a lease table).
+        read_only, resolve = self.options.read_only, self.ownership.resolves
         self.transport = RunningTransport(
-            self.shards,
-            store,
-            self.checkpointer,
-            self.events,
-            read_only=self.options.read_only,
-            resolve=self.ownership.resolves,
+            self.shards, store, self.checkpointer, self.events, read_only=read_only, resolve=resolve
         )
-        self.changes = ChangeService(
-            self.transport, events=self.events, read_only=self.options.read_only
-        )
+        # ``parked redrive`` queued by the command line: through this consumer's processor.
+        timeout = self.options.processor_timeout
+        redrive = Redriver(self.shards, store, processor, self.events, source.stream, timeout)
+        self.transport.redrive = redrive
+        self.changes = ChangeService(self.transport, events=self.events, read_only=read_only)
 
     def _stream_lock(self, state: EngineState, events: EventLog) -> Ownership:
         store = self.store

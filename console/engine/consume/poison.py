@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from console.model import ParkedRecord, Record
+from console.model import HistoryEntry, ParkedRecord, Record
 from console.processors.base import ParkRecord, RecordFailed
 from console.redact import REDACTOR
 
@@ -169,3 +169,12 @@ async def _again(
     if exc is not None:
         again = Failure(exc, failure.attempts + 1, failure.first, time.time())
         await _isolate(records, again, deliver, out)
+
+
+def unparked(p: ParkedRecord, cause: str, actor: str, note: str,
+             command_id: int | None = None) -> HistoryEntry:  # fmt: skip
+    """The history entry of a parked record removed: redriven or dropped, by whom, why."""
+    return HistoryEntry(
+        shard_id=p.shard_id, cause=cause, actor=actor, new_position=None, new_status=None,
+        note=f"parked record {p.sequence_number}: {note}", command_id=command_id,
+    )  # fmt: skip
