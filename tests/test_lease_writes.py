@@ -19,6 +19,7 @@ from console.checkpoints.leases import (
     V2,
     V3,
     Coordinator,
+    Lease,
     LeaseTable,
 )
 from console.checkpoints.leases.coordinator import LEADER_KEY, Migration
@@ -26,6 +27,20 @@ from tests.conftest import unique
 from tests.dynamo_memory import MemoryDynamo
 
 SEQ = "49590338271490256608559692538361571095921575989136588898"
+
+
+async def handing(dynamodb: Any) -> tuple[LeaseTable, Lease]:
+    """A lease "old" holds, being handed to "new" (the leader's write made): the table, and
+    the holder's copy as the holder has it then."""
+    table = LeaseTable(dynamodb, unique("app"))
+    await table.ensure(create=True)
+    await table.create("shardId-1", SEQ)
+    holder = await table.get("shardId-1", None)
+    assert holder is not None and await table.assign(holder, "old")
+    leader = await table.get("shardId-1", None)
+    assert leader is not None and await table.hand_off(leader, "new")
+    holder.checkpoint_owner, holder.owner = "old", "new"
+    return table, holder
 
 
 @pytest.fixture(params=["moto", "memory"])
@@ -240,14 +255,7 @@ async def test_a_leaders_nudge_reaches_the_holder_in_its_next_writes_answer(
 
 
 async def test_a_forced_change_ends_the_handoff_it_saw(dynamodb: Any) -> None:
-    table = LeaseTable(dynamodb, unique("app"))
-    await table.ensure(create=True)
-    await table.create("shardId-1", SEQ)
-    holder = await table.get("shardId-1", None)
-    assert holder is not None and await table.assign(holder, "old")
-    leader = await table.get("shardId-1", None)
-    assert leader is not None and await table.hand_off(leader, "new")
-    holder.checkpoint_owner, holder.owner = "old", "new"
+    table, holder = await handing(dynamodb)
     other = await table.get("shardId-1", None)
     assert other is not None and other.checkpoint_owner == "old"
     other.checkpoint_owner = "someone"
@@ -307,14 +315,7 @@ async def test_an_assignment_refuses_owners_it_did_not_see(dynamodb: Any) -> Non
 
 
 async def test_a_handoff_is_declined_only_by_the_worker_it_goes_to(dynamodb: Any) -> None:
-    table = LeaseTable(dynamodb, unique("app"))
-    await table.ensure(create=True)
-    await table.create("shardId-1", SEQ)
-    holder = await table.get("shardId-1", None)
-    assert holder is not None and await table.assign(holder, "old")
-    leader = await table.get("shardId-1", None)
-    assert leader is not None and await table.hand_off(leader, "new")
-    holder.checkpoint_owner, holder.owner = "old", "new"
+    table, holder = await handing(dynamodb)
     seen = await table.get("shardId-1", None)
     assert seen is not None
     assert not await table.decline(replace(seen), "old")  # not the worker it goes to

@@ -31,6 +31,22 @@ from tests.conftest import (
     wait_for,
 )
 
+# Park after one failed attempt: what most tests here want.
+PARK = dataclasses.replace(FAST, failure=FailurePolicy(retries=1, park=True))
+
+
+def failing_on(poison: set[bytes]) -> Collect:
+    """A processor that fails every batch holding a record whose data is in ``poison``,
+    without naming it."""
+    processor = Collect()
+
+    def fail(batch: list[Record], ctx: ShardContext) -> None:
+        if any(r.data in poison for r in batch):
+            raise ValueError("bad")
+
+    processor.fail = fail
+    return processor
+
 
 def records(n: int) -> list[Record]:
     return [Record(f"{i:05d}", f"k{i % 7}", f"r{i}".encode(), 0.0) for i in range(n)]
@@ -439,13 +455,7 @@ async def test_a_parking_lot_that_fails_blocks_the_shard(kinesalite: str, db: st
     await k.create(name, 1)
     sent = numbered(20, keys=4)
     await k.put(name, sent)
-    processor = Collect()
-
-    def fail(batch: list[Record], ctx: ShardContext) -> None:
-        if any(r.data == sent[5][1] for r in batch):
-            raise ValueError("bad")
-
-    processor.fail = fail
+    processor = failing_on({sent[5][1]})
     store = await SqliteStore.open(db)
 
     class Flaky:
@@ -460,7 +470,7 @@ async def test_a_parking_lot_that_fails_blocks_the_shard(kinesalite: str, db: st
             await store.park(records)
 
     lot = Flaky()
-    options = dataclasses.replace(FAST, failure=FailurePolicy(retries=1, park=True))
+    options = PARK
     try:
         async with (
             KinesisSource(name, aws(kinesalite)) as source,
@@ -497,15 +507,9 @@ async def test_a_sub_record_of_an_aggregate_is_parked_and_its_siblings_processed
         agg.add_user_record(f"user-{i}", b"poison" if i == 5 else f"u{i}".encode())
     pk, _, data = agg.clear_and_get().get_contents()
     await k.put(name, [(pk, data), ("plain", b"after")])
-    processor = Collect()
-
-    def fail(batch: list[Record], ctx: ShardContext) -> None:
-        if any(r.data == b"poison" for r in batch):
-            raise ValueError("bad")
-
-    processor.fail = fail
+    processor = failing_on({b"poison"})
     store = await SqliteStore.open(db)
-    options = dataclasses.replace(FAST, failure=FailurePolicy(retries=1, park=True))
+    options = PARK
     try:
         async with (
             KinesisSource(name, aws(moto)) as source,
@@ -534,14 +538,8 @@ async def test_a_fleet_parks_in_its_companion_table_and_the_records_survive_a_le
     sent = numbered(40, keys=8)
     poison = {sent[3][1], sent[4][1]}  # keys k3 and k4: one in each shard, by their hashes
     await k.put(stream, sent)
-    a, b = Collect(), Collect()
-
-    def fail(batch: list[Record], ctx: ShardContext) -> None:
-        if any(r.data in poison for r in batch):
-            raise ValueError("bad")
-
-    a.fail = b.fail = fail
-    options = dataclasses.replace(FAST, failure=FailurePolicy(retries=1, park=True))
+    a, b = failing_on(poison), failing_on(poison)
+    options = PARK
 
     def fleet(worker: str) -> Fleet:
         return Fleet(table, worker_id=worker, failover=3.0, endpoint_url=moto)
@@ -621,7 +619,7 @@ async def test_a_running_consumer_redrives_through_its_own_processor(
 
     processor = Processor()
     store = await SqliteStore.open(db)
-    options = dataclasses.replace(FAST, failure=FailurePolicy(retries=1, park=True))
+    options = PARK
     try:
         async with (
             KinesisSource(name, aws(kinesalite)) as source,
