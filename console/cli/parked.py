@@ -20,6 +20,7 @@ from console.cli.control import JSON_HELP, approved
 from console.cli.stores import open_store, print_rows, seconds, settings_of, store_flags
 from console.engine.changes.database import WAIT
 from console.errors import RunError, UsageError
+from console.redact import REDACTOR
 from console.settings import CHANGE, READ
 
 if TYPE_CHECKING:
@@ -141,20 +142,14 @@ async def _chosen(args: argparse.Namespace, store: ParkedStore, stream: str) -> 
 
 
 async def _running(store: Any, stream: str) -> str | None:
-    """Who consumes the stream now, if anyone: the database's lock holder, or a fleet's
-    workers whose heartbeats are fresh."""
-    import time
-
+    """The consumer running on the stream that a redrive can go through: the database's lock
+    holder. (A fleet's workers apply no queued commands: with a lease table the records are
+    redriven in this process, beside the workers, which go on reading.)"""
     owner = getattr(store, "owner", None)
     if owner is not None:
         holder = await owner(stream)
         return f"a consumer runs ({holder.describe()})" if holder and holder.alive() else None
-    companion = getattr(store, "companion", None)
-    if companion is None:
-        return None
-    _, beats = await companion.marks_and_workers(stream)
-    live = sorted(b.worker for b in beats if time.time() - b.at < 60)
-    return f"fleet workers run ({', '.join(live)})" if live else None
+    return None  # a fleet's workers apply no queued commands: redriven here
 
 
 def _refuse_read_only(args: argparse.Namespace) -> None:
@@ -212,7 +207,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
             if running:
                 return await _through_consumer(args, target.store, stream, chosen)
             processor = load_processor(args.processor, stream)
-            failed = await _redrive(store, stream, chosen, processor)
+            failed = await _redrive(store, stream, target.record.name, chosen, processor)
         print(f"redriven {len(chosen) - len(failed)} parked record(s)")
         if failed:
             raise RunError(
@@ -243,7 +238,7 @@ async def _through_consumer(
     return 0
 
 
-async def _redrive(store: ParkedStore, stream: str, chosen: Sequence[ParkedRecord],
+async def _redrive(store: ParkedStore, stream: str, name: str, chosen: Sequence[ParkedRecord],
                    processor: Any) -> list[str]:  # fmt: skip
     """Each record delivered alone, in each shard's order; removed once the processor
     returns. What failed again, one line each."""
@@ -256,10 +251,10 @@ async def _redrive(store: ParkedStore, stream: str, chosen: Sequence[ParkedRecor
             record = Record(p.sequence_number, p.partition_key, p.data,
                             p.approximate_arrival or 0.0, p.sub_sequence_number)  # fmt: skip
             try:
-                await processor.process([record], ShardContext(stream, p.shard_id))
+                await processor.process([record], ShardContext(name, p.shard_id))
                 await processor.flush()
             except Exception as exc:
-                failed.append(f"{p.id}: {type(exc).__name__}: {exc}")
+                failed.append(REDACTOR(f"{p.id}: {type(exc).__name__}: {exc}"))
                 continue
             assert p.id is not None
             await store.unpark(stream, [p.id], [_entry(p, "redrive", "processed again")])

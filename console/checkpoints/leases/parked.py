@@ -3,8 +3,9 @@
 
 One item each: pk ``parked|KEY``, sk ``SHARD|SEQUENCE|SUB``, its document the record's JSON
 form (ParkedRecord.to_json's fields, the data base64) with its ``id`` from the table's
-counter. Parked again (a worker died before its checkpoint moved past it), it keeps its item
-and its id.
+counter. Parked again (a worker died before its checkpoint moved past it), it keeps its item,
+its id, when and by whom it was first parked (as the SQLite file's row does); its last failure
+is brought up to date.
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ async def park(companion: Companion, stream: str, records: Sequence[ParkedRecord
     for p in records:
         sk = _sk(p)
         old = await companion._get(pk, sk)
-        if old is not None:  # parked again: one item, its id kept, its last failure updated
+        if old is not None:  # parked again: one item, as first parked, its last failure new
             doc = _doc(p, int(old["id"]))
-            doc.update(first_failure=old["first_failure"],
+            doc.update(first_failure=old["first_failure"], parked_at=old["parked_at"],
+                       worker_id=old.get("worker_id"),
                        attempts=max(int(old["attempts"]), p.attempts))  # fmt: skip
         else:
             doc = _doc(p, await companion.next_ids(pk))

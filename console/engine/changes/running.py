@@ -145,7 +145,10 @@ class RunningTransport:
                 return
             for command in await self.store.pending_commands(self.runner.key):
                 if command.action == "redrive" and self.redrive is not None:
-                    ok, result = await self.redrive(command)  # console.engine.consume.redrive
+                    try:  # console.engine.consume.redrive
+                        ok, result = await self.redrive(command)
+                    except Exception as exc:  # finished either way: never applied twice
+                        ok, result = False, f"redrive failed: {exc}"
                     await self.store.finish_command(command.id, ok, result)
                     continue
                 try:

@@ -17,6 +17,7 @@ from console.engine.consume.poison import unparked
 from console.engine.events import EventLog, Level
 from console.model import ParkedRecord, Record, ShardContext
 from console.processors.base import Processor
+from console.redact import REDACTOR
 
 ACTION = "redrive"
 
@@ -81,5 +82,5 @@ class Redriver:
         except TimeoutError:
             return f"the processor did not return within {self.timeout:g} s"
         except Exception as exc:
-            return f"{type(exc).__name__}: {exc}"
+            return REDACTOR(f"{type(exc).__name__}: {exc}")
         return None

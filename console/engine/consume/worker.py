@@ -47,6 +47,7 @@ from console.model import (
     seq_int,
 )
 from console.processors.base import ParkRecord, Processor
+from console.redact import REDACTOR
 from console.settings import default
 from console.sources.base import (
     ExpiredIteratorError,
@@ -148,6 +149,7 @@ class ShardWorker:
         self.worker_id = worker_id
         self.key = key or ctx.stream
         self._park_rate = ParkRate()
+        self._parked: set[int] = set()  # ids of the batch's records just parked
         self.position = start
         self.arrival: float | None = None
 
@@ -252,6 +254,9 @@ class ShardWorker:
                     )
                     self.arrival = last.approximate_arrival
                     self.checkpointer.advance(self.shard_id, self.position, self.arrival)
+                    if self._parked:  # parked, not processed: not counted as such
+                        gone, self._parked = self._parked, set()
+                        records = [r for r in records if id(r) not in gone]
                     self.state.processed(
                         sid,
                         records=records,
@@ -364,13 +369,15 @@ class ShardWorker:
                 await self.parking.park(items)
                 break
             except Exception as exc:
-                reason = f"cannot park {len(items)} record(s): {exc}; blocking until it can"
+                reason = (f"cannot park {len(items)} record(s): {REDACTOR(str(exc))}; "
+                          "blocking until it can")  # fmt: skip
                 self.state.set_status(sid, ShardStatus.FAILING, reason)
                 self.events.emit("park_failed", f"{sid}: {reason}", level=Level.ERROR,
                                  shard_id=sid)  # fmt: skip
                 if await self._sleep(backoff.next_delay()):
                     return False
         self.state.count_parked(sid, len(items))
+        self._parked = {id(r) for r, _ in found}
         for item in items:
             self.events.emit(
                 "record_parked",
