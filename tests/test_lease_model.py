@@ -631,7 +631,7 @@ def _owners(machine: LeaseProtocol) -> dict[str, tuple[str | None, str | None]]:
     }
 
 
-@pytest.mark.parametrize("then", ["renews", "hands over"])
+@pytest.mark.parametrize("then", ["renews", "hands over", "forces it"])
 def test_a_worker_leaving_declines_a_lease_being_handed_to_it(then: str) -> None:
     """A lease being handed to a worker that stops gracefully: the worker handing it over
     keeps it and reads on from where it is, at once (not after the lease expires with the
@@ -652,6 +652,15 @@ def test_a_worker_leaving_declines_a_lease_being_handed_to_it(then: str) -> None
         if then == "renews":  # its next renewal sees it: reads on
             machine.now += a.own.renew_interval
             machine.run(a.own.renew_round())
+            assert a.own.allowance(sid) is Allowance.READ
+        elif then == "forces it":  # its batch outlived the handoff's timeout: it forces it
+            machine._woken(a)  # (woken before, by a nudge say: not what is looked at)
+            a.own.handoff_timeout = 0.5  # (shorter than a renewal's grace, for this test)
+            machine.now += 0.6
+            machine.run(a.own.watch())
+            assert sid not in a.own.held  # the forced write failed: it is a's still
+            assert machine._woken(a)  # to find it again at once
+            machine.run(a.own.discover())
             assert a.own.allowance(sid) is Allowance.READ
         else:  # it had finished the batch: checkpoints, finds the handoff declined
             machine._woken(a)  # (woken before, by a nudge say: not what is looked at)

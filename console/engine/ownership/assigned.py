@@ -292,6 +292,7 @@ class AssignedOwnership(LeaseOwnership):
         return False
 
     async def lose(self, sid: str, why: str | None = None) -> None:
+        self.handing.pop(sid, None)  # found again later, it is read, not handed on
         await super().lose(sid, why)
         self._found.set()  # still ours in the table (an operator's change): adopted again now
 
