@@ -520,7 +520,7 @@ async def test_a_sub_record_of_an_aggregate_is_parked_and_its_siblings_processed
     try:
         async with (
             KinesisSource(name, aws(moto)) as source,
-            Consumer(source, store, processor, options, parking=Parking(store)) as consumer,
+            Consumer(source, store, processor, options) as consumer,  # parks in the store
         ):
             await wait_for(lambda: len(processor.seen) == 8, what="the 7 siblings and after")
             key = consumer.discovery.key

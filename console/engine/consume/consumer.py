@@ -36,7 +36,7 @@ from console.engine.consume.discovery import Discovery
 from console.engine.consume.fanout import FanOut
 from console.engine.consume.options import ConsumerOptions as ConsumerOptions  # noqa: PLC0414
 from console.engine.consume.options import worker_options
-from console.engine.consume.poison import ParkingLot
+from console.engine.consume.poison import ParkingLot, parked_in
 from console.engine.consume.redrive import Redriver
 from console.engine.consume.runner import ShardRunner
 from console.engine.consume.worker import RecordBudget
@@ -79,7 +79,7 @@ class Consumer:
     ) -> None:
         """``info``: what ``source.describe()`` said, when the caller has asked already.
         ``parking``: where ``--on-failure park`` puts the records it parks (the store, then a
-        dead-letter destination: console.engine.consume.poison.Parking).
+        dead-letter destination: console.engine.consume.poison.Parking; by default the store).
         ``ownership``: makes the strategy that decides who reads which shard, given the
         consumer's snapshot and events (console.cli.wiring chooses it); by default the store's
         whole-stream lock (the store must be a SQLite one: console.engine.ownership.lock)."""
@@ -137,7 +137,7 @@ class Consumer:
             events=self.events,
             options=worker_options(self.options, source),
             budget=budget,
-            parking=parking if self.options.failure.park else None,
+            parking=(parking or parked_in(store)) if self.options.failure.park else None,
             fail=self._fail_run,
             discover_now=self._discover_now.set,
         )

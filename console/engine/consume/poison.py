@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from console.checkpoints.base import ParkedStore
 from console.model import HistoryEntry, ParkedRecord, Record
 from console.processors.base import ParkRecord, RecordFailed
 from console.redact import REDACTOR
@@ -42,6 +43,12 @@ class ParkingLot(Protocol):
     Raises when it cannot take them; the shard then blocks and says why."""
 
     async def park(self, records: Sequence[ParkedRecord]) -> None: ...
+
+
+def parked_in(store: object) -> ParkingLot | None:
+    """The store itself, where it keeps parked records (the SQLite file, a lease table's
+    companion): where a consumer given no parking lot parks."""
+    return store if isinstance(store, ParkedStore) else None
 
 
 class Parking:
