@@ -44,22 +44,15 @@ from console.checkpoints.sqlite_file import (
     writable,
 )
 from console.checkpoints.sqlite_lock import LockFiles
-from console.checkpoints.sqlite_parked import INSERT, parked_of, query, row_of
+from console.checkpoints.sqlite_parked import ParkedRows
 from console.identity import user_name
-from console.model import (
-    Checkpoint,
-    CheckpointStatus,
-    HistoryEntry,
-    ParkedRecord,
-    Position,
-    Shard,
-)
+from console.model import Checkpoint, CheckpointStatus, HistoryEntry, Position, Shard
 from console.tasks import runs_to_end
 
 log = logging.getLogger(__name__)
 
 
-class SqliteStore:
+class SqliteStore(ParkedRows):
     """Use :meth:`open`; one instance per process and database."""
 
     def __init__(self, path: str, conn: aiosqlite.Connection) -> None:
@@ -284,33 +277,6 @@ class SqliteStore:
         if entries:
             async with self._transaction() as conn:
                 await self._insert_history(conn, stream, entries, time.time())
-
-    # -- parked records (console.checkpoints.sqlite_parked) ----------------------------------
-
-    @runs_to_end
-    async def park(self, records: Sequence[ParkedRecord]) -> None:
-        """Committed before the checkpoint moves past them."""
-        if records:
-            async with self._transaction() as conn:
-                await conn.executemany(INSERT, [row_of(p) for p in records])
-
-    async def parked(
-        self, stream: str, shard_id: str | None = None, ids: Sequence[int] | None = None
-    ) -> list[ParkedRecord]:
-        cur = await self._conn.execute(*query(stream, shard_id, ids))
-        return [parked_of(r) for r in await cur.fetchall()]
-
-    @runs_to_end
-    async def unpark(self, stream: str, ids: Sequence[int], entries: Sequence[HistoryEntry]) -> int:
-        """Parked records removed (redriven or dropped), with their history, in one
-        transaction. How many were still there."""
-        async with self._transaction() as conn:
-            marks = ", ".join("?" * len(ids))
-            cur = await conn.execute(
-                f"DELETE FROM parked WHERE stream = ? AND id IN ({marks})", (stream, *ids)
-            )
-            await self._insert_history(conn, stream, entries, time.time())
-            return int(cur.rowcount or 0)
 
     async def history(
         self, stream: str, shard_id: str | None = None, limit: int = 100

@@ -3,10 +3,15 @@ checkpoint moves past them, listed, and removed once redriven or dropped."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from console.model import ParkedRecord
+import aiosqlite
+
+from console.model import HistoryEntry, ParkedRecord
+from console.tasks import runs_to_end
 
 _COLUMNS = (
     "stream, shard_id, sequence_number, sub_sequence_number, partition_key, "
@@ -56,3 +61,43 @@ def query(stream: str, shard_id: str | None, ids: Sequence[int] | None) -> tuple
         sql += f" AND id IN ({', '.join('?' * len(ids))})"
         args.extend(ids)
     return sql + " ORDER BY id", args
+
+
+class ParkedRows:
+    """The parked records' methods of :class:`~console.checkpoints.sqlite.SqliteStore`, which
+    gives them its connection, its transactions and its history rows."""
+
+    _conn: aiosqlite.Connection
+
+    def _transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
+        raise NotImplementedError  # SqliteStore's
+
+    async def _insert_history(
+        self, conn: aiosqlite.Connection, stream: str, entries: Iterable[HistoryEntry], now: float
+    ) -> None:
+        raise NotImplementedError  # SqliteStore's
+
+    @runs_to_end
+    async def park(self, records: Sequence[ParkedRecord]) -> None:
+        """Committed before the checkpoint moves past them."""
+        if records:
+            async with self._transaction() as conn:
+                await conn.executemany(INSERT, [row_of(p) for p in records])
+
+    async def parked(
+        self, stream: str, shard_id: str | None = None, ids: Sequence[int] | None = None
+    ) -> list[ParkedRecord]:
+        cur = await self._conn.execute(*query(stream, shard_id, ids))
+        return [parked_of(r) for r in await cur.fetchall()]
+
+    @runs_to_end
+    async def unpark(self, stream: str, ids: Sequence[int], entries: Sequence[HistoryEntry]) -> int:
+        """Parked records removed (redriven or dropped), with their history, in one
+        transaction. How many were still there."""
+        async with self._transaction() as conn:
+            marks = ", ".join("?" * len(ids))
+            cur = await conn.execute(
+                f"DELETE FROM parked WHERE stream = ? AND id IN ({marks})", (stream, *ids)
+            )
+            await self._insert_history(conn, stream, entries, time.time())
+            return int(cur.rowcount or 0)

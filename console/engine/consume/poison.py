@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from console.checkpoints.base import ParkedStore
+from console.engine.events import EventLog, Level
 from console.model import HistoryEntry, ParkedRecord, Record
 from console.processors.base import ParkRecord, RecordFailed
 from console.redact import REDACTOR
@@ -185,3 +186,25 @@ def unparked(p: ParkedRecord, cause: str, actor: str, note: str,
         shard_id=p.shard_id, cause=cause, actor=actor, new_position=None, new_status=None,
         note=f"parked record {p.sequence_number}: {note}", command_id=command_id,
     )  # fmt: skip
+
+
+def announce(events: EventLog, sid: str, items: Sequence[ParkedRecord], rate: ParkRate) -> None:
+    """An event per parked record (headless: a log line), and one when the shard parks more
+    than ``rate`` allows: a bad deploy rather than bad records."""
+    for item in items:
+        events.emit(
+            "record_parked",
+            f"{sid}: parked record {item.sequence_number} after {item.attempts} "
+            f"attempt(s): {item.error_type}: {item.error_message}",
+            level=Level.WARNING,
+            shard_id=sid,
+        )
+    storm = rate.note(len(items), time.monotonic())
+    if storm is not None:
+        events.emit(
+            "park_storm",
+            f"{sid}: {storm} records parked in the last minute: a bad deploy rather than "
+            "bad records? --on-failure block stops at the first and lets you look",
+            level=Level.ERROR,
+            shard_id=sid,
+        )

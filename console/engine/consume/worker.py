@@ -24,6 +24,7 @@ from console.engine.consume.poison import (
     FailurePolicy,
     ParkingLot,
     ParkRate,
+    announce,
     isolate,
     named,
     parked,
@@ -378,23 +379,7 @@ class ShardWorker:
                     return False
         self.state.count_parked(sid, len(items))
         self._parked = {id(r) for r, _ in found}
-        for item in items:
-            self.events.emit(
-                "record_parked",
-                f"{sid}: parked record {item.sequence_number} after {item.attempts} "
-                f"attempt(s): {item.error_type}: {item.error_message}",
-                level=Level.WARNING,
-                shard_id=sid,
-            )
-        storm = self._park_rate.note(len(items), time.monotonic())
-        if storm is not None:
-            self.events.emit(
-                "park_storm",
-                f"{sid}: {storm} records parked in the last minute: a bad deploy rather than "
-                "bad records? --on-failure block stops at the first and lets you look",
-                level=Level.ERROR,
-                shard_id=sid,
-            )
+        announce(self.events, sid, items, self._park_rate)
         self.failing_record = None
         self._recovered()
         return True
