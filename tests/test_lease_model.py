@@ -701,3 +701,19 @@ def test_a_leader_moves_no_lease_to_a_worker_that_left_since_it_last_looked() ->
         assert b.name not in {o for pair in _owners(machine).values() for o in pair}
     finally:
         machine.teardown()
+
+
+def test_a_worker_holding_only_finished_leases_looks_for_assignments_every_pass() -> None:
+    """The leader nudges a worker through a lease it renews, never a finished one: a worker
+    that holds only finished leases (its shard-end write not through yet) looks every pass,
+    as one that holds none does."""
+    machine, _ = _fleet_at_work(1)
+    try:
+        own = machine.workers[0].own
+        assert isinstance(own, AssignedOwnership) and own.leader_version is not None
+        sid, lease = next(iter(own.held.items()))
+        assert own._look_every() > own.assign_interval  # holding work: the leader nudges
+        own.held = {sid: replace(lease, checkpoint=SHARD_END)}
+        assert own._look_every() == own.assign_interval
+    finally:
+        machine.teardown()

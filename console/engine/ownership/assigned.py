@@ -352,8 +352,9 @@ class AssignedOwnership(LeaseOwnership):
         """How often to look for assigned leases: every pass while holding none or while one
         is being handed over to this worker; else as seldom as the KCL's discovery, since
         shard-console's leader nudges (:meth:`_nudge`) a worker it assigned to, through a
-        lease the worker renews anyway."""
-        if not self.held or self._incoming:
+        lease the worker renews anyway. A finished lease still held counts for nothing: the
+        leader cannot nudge through it."""
+        if self._incoming or all(lease.finished for lease in self.held.values()):
             return self.assign_interval
         if self._leader_nudges or self.leader_version is not None:
             return LOOK_WHEN_NUDGED
