@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
@@ -69,13 +69,17 @@ class ParkedRows:
 
     _conn: aiosqlite.Connection
 
-    def _transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
-        raise NotImplementedError  # SqliteStore's
+    if TYPE_CHECKING:  # SqliteStore's own, declared for the type checker only
 
-    async def _insert_history(
-        self, conn: aiosqlite.Connection, stream: str, entries: Iterable[HistoryEntry], now: float
-    ) -> None:
-        raise NotImplementedError  # SqliteStore's
+        def _transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]: ...
+
+        async def _insert_history(
+            self,
+            conn: aiosqlite.Connection,
+            stream: str,
+            entries: Iterable[HistoryEntry],
+            now: float,
+        ) -> None: ...
 
     @runs_to_end
     async def park(self, records: Sequence[ParkedRecord]) -> None:
